@@ -1,0 +1,166 @@
+//! Decode: turn the kernel's compact drop keys into names an operator knows
+//! (reason, hook, drop location, node, interface, protocol).
+
+pub mod netns;
+
+use std::collections::HashMap;
+
+use netdrop_common::{DropKey, hook};
+use serde::Serialize;
+
+use crate::capture::KernelInfo;
+use netns::Netns;
+
+/// Netfilter hook, as iptables names its built-in chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    pub fn from_kernel(h: u8) -> Option<Self> {
+        match h {
+            hook::PREROUTING => Some(Self::Prerouting),
+            hook::INPUT => Some(Self::Input),
+            hook::FORWARD => Some(Self::Forward),
+            hook::OUTPUT => Some(Self::Output),
+            hook::POSTROUTING => Some(Self::Postrouting),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prerouting => "PREROUTING",
+            Self::Input => "INPUT",
+            Self::Forward => "FORWARD",
+            Self::Output => "OUTPUT",
+            Self::Postrouting => "POSTROUTING",
+        }
+    }
+}
+
+impl std::str::FromStr for Hook {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "PREROUTING" => Ok(Self::Prerouting),
+            "INPUT" => Ok(Self::Input),
+            "FORWARD" => Ok(Self::Forward),
+            "OUTPUT" => Ok(Self::Output),
+            "POSTROUTING" => Ok(Self::Postrouting),
+            _ => Err(format!(
+                "unknown hook {s:?} (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING)"
+            )),
+        }
+    }
+}
+
+pub fn proto_name(p: u8) -> Option<&'static str> {
+    match p {
+        1 => Some("icmp"),
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        58 => Some("icmpv6"),
+        132 => Some("sctp"),
+        _ => None,
+    }
+}
+
+/// A drop site with names instead of numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DropSite {
+    pub node: String,
+    pub netns: u64,
+    pub reason: String,
+    pub hook: Option<Hook>,
+    /// Kernel function that dropped the packet, `function+0xoff`.
+    pub location: String,
+    pub iface: Option<String>,
+    pub family: Option<&'static str>,
+    pub proto: Option<String>,
+}
+
+/// Names drop keys, caching what it learns per namespace.
+pub struct Decoder {
+    kernel: KernelInfo,
+    nodes: Vec<Netns>,
+    ifaces: HashMap<u64, HashMap<u32, String>>,
+}
+
+impl Decoder {
+    pub fn new(kernel: KernelInfo, nodes: Vec<Netns>) -> Self {
+        Self {
+            kernel,
+            nodes,
+            ifaces: HashMap::new(),
+        }
+    }
+
+    /// The observed node a namespace inode belongs to, if any.
+    pub fn node(&self, netns: u32) -> Option<&Netns> {
+        self.nodes.iter().find(|n| n.inode == u64::from(netns))
+    }
+
+    pub fn reason_name(&self, reason: u32) -> String {
+        self.kernel
+            .drop_reasons
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{reason}"))
+    }
+
+    pub fn decode(&mut self, key: &DropKey) -> DropSite {
+        let node = self.node(key.netns).cloned();
+        let iface = node.as_ref().and_then(|n| self.iface_name(n, key.ifindex));
+        DropSite {
+            node: node
+                .as_ref()
+                .map(Netns::label)
+                .unwrap_or_else(|| format!("netns:{}", key.netns)),
+            netns: u64::from(key.netns),
+            reason: self.reason_name(key.reason),
+            hook: Hook::from_kernel(key.hook),
+            location: self
+                .kernel
+                .kallsyms
+                .symbolize(key.location)
+                .unwrap_or_else(|| format!("0x{:x}", key.location)),
+            iface,
+            family: match key.family {
+                2 => Some("ipv4"),
+                10 => Some("ipv6"),
+                _ => None,
+            },
+            proto: match key.l4proto {
+                0 => None,
+                p => Some(
+                    proto_name(p)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| p.to_string()),
+                ),
+            },
+        }
+    }
+
+    fn iface_name(&mut self, node: &Netns, ifindex: u32) -> Option<String> {
+        if ifindex == 0 {
+            return None;
+        }
+        let lookup = |ns: &Netns| ns.interfaces().unwrap_or_default();
+        let cached = self
+            .ifaces
+            .entry(node.inode)
+            .or_insert_with(|| lookup(node));
+        if !cached.contains_key(&ifindex) {
+            // Interfaces come and go (pods start): refresh once on a miss.
+            *cached = lookup(node);
+        }
+        cached.get(&ifindex).cloned()
+    }
+}

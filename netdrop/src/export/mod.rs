@@ -1,0 +1,3 @@
+//! Export: what netdrop tells the world — lines on stdout (text or JSON).
+
+pub mod stdout;

@@ -1,0 +1,70 @@
+//! Drop reports on stdout: a readable line, or one JSON object per line.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::{cli::Output, decode::DropSite};
+
+/// One report about a drop site: its counts so far.
+#[derive(Debug, Serialize)]
+pub struct DropReport<'a> {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub site: &'a DropSite,
+    /// Packets dropped at this site since netdrop started.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets since the previous report of this site.
+    pub new_packets: u64,
+    pub evidence: &'static str,
+}
+
+pub struct Printer {
+    output: Output,
+}
+
+impl Printer {
+    pub fn new(output: Output) -> Self {
+        Self { output }
+    }
+
+    pub fn drop(&self, r: &DropReport<'_>) {
+        let mut out = std::io::stdout().lock();
+        let res = match self.output {
+            Output::Json => serde_json::to_writer(&mut out, r)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out)),
+            Output::Text => writeln!(out, "{}", text_line(r)),
+        };
+        // A closed stdout (e.g. `| head`) is not worth a panic.
+        let _ = res.and_then(|()| out.flush());
+    }
+
+    pub fn note(&self, msg: &str) {
+        if self.output == Output::Text {
+            println!("{msg}");
+        } else {
+            log::info!("{msg}");
+        }
+    }
+}
+
+fn text_line(r: &DropReport<'_>) -> String {
+    let s = r.site;
+    let mut line = format!("[{}] drop {}", s.node, s.reason);
+    if let Some(h) = s.hook {
+        line.push_str(&format!(" in {}", h.as_str()));
+    }
+    if let Some(i) = &s.iface {
+        line.push_str(&format!(" dev {i}"));
+    }
+    if let Some(p) = &s.proto {
+        line.push_str(&format!(" {p}"));
+    }
+    line.push_str(&format!(
+        " at {} — {} packets ({} new), {} bytes",
+        s.location, r.packets, r.new_packets, r.bytes
+    ));
+    line
+}

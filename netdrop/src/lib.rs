@@ -1,0 +1,16 @@
+//! netdrop: where did my pod packet die?
+//!
+//! The data flows through one folder per stage:
+//! `capture` (kernel programs and their maps) → `decode` (names for numbers)
+//! → `attribute` (which iptables rule) → `explain` (whose, and the fix) →
+//! `export` (stdout, Prometheus).
+
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod export;
+pub mod preflight;
+pub mod watch;
+
+/// netdrop's kernel programs, built by `build.rs` from `netdrop-ebpf`.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdrop"));

@@ -1,0 +1,35 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use netdrop::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netdrop: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Watch(args) => netdrop::watch::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Check(_) | Command::Explain(_) | Command::Demo(_) => {
+                anyhow::bail!("this subcommand is not built yet")
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netdrop: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
