@@ -8,7 +8,9 @@
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod demo;
 pub mod export;
+pub mod lab;
 pub mod preflight;
 pub mod watch;
 

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => netdrop::watch::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Check(_) | Command::Explain(_) | Command::Demo(_) => {
+            Command::Demo(args) => netdrop::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Check(_) | Command::Explain(_) => {
                 anyhow::bail!("this subcommand is not built yet")
             }
         }

@@ -1,1 +1,175 @@
+//! Helpers for netdrop's privileged tests: run the real `netdrop` binary,
+//! read its JSON records, and clean up whatever happens.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+pub use netdrop::lab::{Lab, traffic};
+
+/// The `netdrop` binary built next to this test (`target/<profile>/netdrop`).
+pub fn netdrop_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETDROP_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug/netdrop
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("netdrop"))
+        .expect("target directory")
+}
+
+/// A running `netdrop watch --output json`; killed when dropped.
+pub struct Watch {
+    child: Child,
+    records: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Watch {
+    /// Starts `netdrop watch --output json ARGS...` and waits until its
+    /// programs are attached.
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(netdrop_bin())
+            .arg("watch")
+            .args(["--output", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting netdrop watch (built? cargo build -p netdrop)")?;
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().context("stdout")?;
+        let err = child.stderr.take().context("stderr")?;
+        {
+            let records = records.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    match serde_json::from_str(&line) {
+                        Ok(v) => records.lock().unwrap().push(v),
+                        Err(e) => panic!("netdrop printed a line that is not JSON ({e}): {line}"),
+                    }
+                }
+            });
+        }
+        {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let mut w = Self {
+            child,
+            records,
+            stderr,
+        };
+        w.wait_for(Duration::from_secs(30), |w| w.stderr().contains("watching"))
+            .context("netdrop watch did not start")?;
+        Ok(w)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Polls `cond` until it holds or `deadline` passes; fails with stderr
+    /// if netdrop exited.
+    pub fn wait_for(
+        &mut self,
+        deadline: Duration,
+        cond: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if cond(self) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                // Let the reader threads catch up before reporting.
+                std::thread::sleep(Duration::from_millis(100));
+                if cond(self) {
+                    return Ok(());
+                }
+                bail!("netdrop exited ({status}): {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("timed out; netdrop stderr: {}", self.stderr())
+    }
+
+    /// Stops netdrop with SIGTERM (its final report is flushed) and waits.
+    pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        std::thread::sleep(Duration::from_millis(200));
+        if !status.success() {
+            bail!("netdrop exited with {status}: {}", self.stderr());
+        }
+        Ok(self.records())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Field `f` of a record as a string ("" when absent or null).
+pub fn field<'a>(r: &'a Value, f: &str) -> &'a str {
+    r.get(f).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Total packets of the drop records matching `pred`: records carry
+/// cumulative counts per drop site, so the last record of each site counts.
+pub fn total_packets(records: &[Value], pred: impl Fn(&Value) -> bool) -> u64 {
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for r in records
+        .iter()
+        .filter(|r| field(r, "kind") == "drop" && pred(r))
+    {
+        let mut site = r.clone();
+        for volatile in ["packets", "bytes", "new_packets"] {
+            site.as_object_mut().map(|o| o.remove(volatile));
+        }
+        last.insert(site.to_string(), r["packets"].as_u64().unwrap_or(0));
+    }
+    last.values().sum()
+}
+
+/// Privileged tests fail loudly rather than pass vacuously when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "privileged test: run as root (cargo xtask test)"
+    );
+}

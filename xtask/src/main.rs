@@ -1,1 +1,147 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `setup`: install what the build and tests need (idempotent).
+//! - `test`: fmt, clippy (host and eBPF), unit tests, privileged tests.
+//! - `demo`: the main job on an embedded default.
+//! - `bench`: benchmarks (not tests), written to BENCHMARKS.md.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install everything the build and the tests need (apt packages,
+    /// nightly rust-src, bpf-linker). A second run changes nothing.
+    Setup,
+    /// fmt check, clippy on host and eBPF crates, unit tests, then the
+    /// privileged tests as root, serially.
+    Test,
+    /// Run `netdrop demo` (needs root).
+    Demo {
+        /// Passed to `netdrop demo --duration`.
+        #[arg(long, default_value = "20s")]
+        duration: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Test => test(),
+        Cmd::Demo { duration } => demo(&duration),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing if it fails.
+fn sh(prog: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: {prog} {}", args.join(" "));
+    let status = Command::new(prog)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {prog}"))?;
+    if !status.success() {
+        bail!("`{prog} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} loads eBPF programs and creates network namespaces: run it as root (sudo -E cargo xtask ...)"
+        );
+    }
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    require_root("cargo xtask test")?;
+    setup::run()?;
+    sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "netdrop-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    sh(
+        "cargo",
+        &[
+            "+nightly",
+            "clippy",
+            "--package",
+            "netdrop-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // Unit tests (no kernel state) run in parallel...
+    sh(
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "netdrop-ebpf",
+            "--exclude",
+            "netdrop-tests",
+        ],
+    )?;
+    // ...privileged tests share the kernel (programs, namespaces): serially.
+    sh("cargo", &["build", "--package", "netdrop"])?;
+    sh(
+        "cargo",
+        &[
+            "test",
+            "--package",
+            "netdrop-tests",
+            "--",
+            "--test-threads=1",
+        ],
+    )?;
+    Ok(())
+}
+
+fn demo(duration: &str) -> anyhow::Result<()> {
+    require_root("cargo xtask demo")?;
+    setup::run()?;
+    sh("cargo", &["build", "--release", "--package", "netdrop"])?;
+    let bin = workspace_root().join("target/release/netdrop");
+    let bin = bin.to_str().context("target path is not UTF-8")?;
+    sh(bin, &["demo", "--duration", duration])
+}

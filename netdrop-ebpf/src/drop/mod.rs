@@ -83,7 +83,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
         family,
         _pad: 0,
     };
-    match DROPS.get_ptr_mut(&key) {
+    match DROPS.get_ptr_mut(key) {
         Some(c) => unsafe {
             (*c).packets += 1;
             (*c).bytes += u64::from(len);
@@ -93,7 +93,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
                 packets: 1,
                 bytes: u64::from(len),
             };
-            DROPS.insert(&key, &c, 0)?;
+            DROPS.insert(key, c, 0)?;
         }
     }
     Ok(())

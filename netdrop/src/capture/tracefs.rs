@@ -45,7 +45,7 @@ fn parse_kfree_skb_format(text: &str, path: &Path) -> Result<TracepointLayout, T
     })
 }
 
-/// Offset of `field` in lines like `field:void * skbaddr;	offset:8;	size:8;`.
+/// Offset of `field` in lines like `field:void * skbaddr; offset:8; size:8;`.
 fn field_offset(text: &str, field: &str) -> Option<u32> {
     text.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;

@@ -80,7 +80,7 @@ impl Netns {
     }
 
     pub fn label(&self) -> String {
-        self.name.clone().unwrap_or_else(|| hostname())
+        self.name.clone().unwrap_or_else(hostname)
     }
 
     /// Interface names by index, read inside the namespace.

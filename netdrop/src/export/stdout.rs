@@ -41,12 +41,10 @@ impl Printer {
         let _ = res.and_then(|()| out.flush());
     }
 
+    /// Status for the person at the terminal: on stderr, so stdout stays
+    /// pure records in JSON mode.
     pub fn note(&self, msg: &str) {
-        if self.output == Output::Text {
-            println!("{msg}");
-        } else {
-            log::info!("{msg}");
-        }
+        eprintln!("{msg}");
     }
 }
 

@@ -1,0 +1,142 @@
+//! A lab of network namespaces for the demo and the tests: real namespaces,
+//! veth pairs, bridges and iptables rules, all removed when the [`Lab`] is
+//! dropped (also when a test panics).
+//!
+//! Everything is built with the real `ip` and `iptables` binaries, the same
+//! way an operator's node is.
+
+pub mod traffic;
+
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Owner of a set of namespaces with a unique name prefix.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// `tag` should be short: namespace names are `nd<tag><pid><n>-<name>`.
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self {
+            prefix: format!("nd{tag}{}x{n}", std::process::id()),
+            namespaces: Vec::new(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Creates namespace `<prefix>-<name>` with loopback up; returns its full name.
+    pub fn netns(&mut self, name: &str) -> anyhow::Result<String> {
+        let full = format!("{}-{name}", self.prefix);
+        run("ip", &["netns", "add", &full])?;
+        self.namespaces.push(full.clone());
+        self.ip(&full, &["link", "set", "lo", "up"])?;
+        Ok(full)
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, ns: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut v = vec!["-n", ns];
+        v.extend_from_slice(args);
+        run("ip", &v).map(drop)
+    }
+
+    /// Runs a program inside a namespace and returns its output (fails on a
+    /// non-zero exit).
+    pub fn exec(&self, ns: &str, argv: &[&str]) -> anyhow::Result<Output> {
+        let mut v = vec!["netns", "exec", ns];
+        v.extend_from_slice(argv);
+        run("ip", &v)
+    }
+
+    /// Runs a program inside a namespace; returns its output whatever the exit.
+    pub fn exec_any(&self, ns: &str, argv: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(argv);
+        cmd.output()
+            .with_context(|| format!("running {argv:?} in {ns}"))
+    }
+
+    /// `iptables ARGS...` inside a namespace (Debian's real binary).
+    pub fn iptables(&self, ns: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut v = vec!["iptables", "-w"];
+        v.extend_from_slice(args);
+        self.exec(ns, &v).map(drop)
+    }
+
+    /// `iptables-save` of a namespace without counters: what netdrop must
+    /// never change.
+    pub fn iptables_save(&self, ns: &str) -> anyhow::Result<String> {
+        let out = self.exec(ns, &["iptables-save"])?;
+        // Drop the "# Generated/Completed" lines: they carry timestamps.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// A veth pair between two namespaces, with addresses (CIDR notation),
+    /// both ends up.
+    pub fn veth(
+        &self,
+        (ns_a, if_a, addr_a): (&str, &str, Option<&str>),
+        (ns_b, if_b, addr_b): (&str, &str, Option<&str>),
+    ) -> anyhow::Result<()> {
+        // Create in the first namespace so no interface ever exists on the host.
+        self.ip(
+            ns_a,
+            &[
+                "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", ns_b,
+            ],
+        )?;
+        for (ns, ifname, addr) in [(ns_a, if_a, addr_a), (ns_b, if_b, addr_b)] {
+            if let Some(addr) = addr {
+                self.ip(ns, &["addr", "add", addr, "dev", ifname])?;
+            }
+            self.ip(ns, &["link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        self.exec(ns, &["sysctl", "-qw", &format!("{key}={value}")])
+            .map(drop)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            // Deleting the namespace destroys its veths, bridges and rules.
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// Runs a command, failing with its stderr on a non-zero exit.
+pub fn run(prog: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {prog} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{prog} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,56 @@
+//! Traffic senders that run inside a namespace (setns on a thread), so tests
+//! and benchmarks can send exactly N packets without external tools.
+
+use std::{
+    net::{SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use crate::decode::netns::Netns;
+
+/// Sends `count` UDP datagrams of `payload` bytes from namespace `ns` to `dst`.
+pub fn send_udp(ns: &str, dst: SocketAddr, count: u64, payload: usize) -> anyhow::Result<()> {
+    let ns = Netns::named(ns)?;
+    ns.run_in(move || -> anyhow::Result<()> {
+        let bind: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse()?
+        } else {
+            "[::]:0".parse()?
+        };
+        let sock = UdpSocket::bind(bind).context("binding a UDP socket")?;
+        let buf = vec![0x6eu8; payload];
+        for _ in 0..count {
+            sock.send_to(&buf, dst)
+                .with_context(|| format!("sending UDP to {dst}"))?;
+        }
+        Ok(())
+    })?
+}
+
+/// Floods UDP from `ns` to `dst` for `dur`; returns datagrams sent.
+pub fn flood_udp(ns: &str, dst: SocketAddr, dur: Duration, payload: usize) -> anyhow::Result<u64> {
+    let ns = Netns::named(ns)?;
+    ns.run_in(move || -> anyhow::Result<u64> {
+        let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+        sock.connect(dst)?;
+        let buf = vec![0x6eu8; payload];
+        let end = std::time::Instant::now() + dur;
+        let mut sent = 0u64;
+        while std::time::Instant::now() < end {
+            for _ in 0..256 {
+                if sock.send(&buf).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        Ok(sent)
+    })?
+}
+
+/// One TCP connect attempt from `ns` to `dst`; true if it connected.
+pub fn tcp_connect(ns: &str, dst: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
+    let ns = Netns::named(ns)?;
+    Ok(ns.run_in(move || TcpStream::connect_timeout(&dst, timeout).is_ok())?)
+}

@@ -1,0 +1,88 @@
+//! Bad input and missing privileges: one clear sentence, the right exit
+//! code, never a panic.
+
+use std::process::{Command, Output};
+
+use netdrop_tests::{netdrop_bin, require_root};
+
+fn netdrop(args: &[&str]) -> Output {
+    Command::new(netdrop_bin()).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn not_root_is_one_clear_sentence_and_exit_1() {
+    require_root();
+    // Drop every privilege the way an unprivileged user runs it.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netdrop_bin())
+        .args(["watch", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_btf_is_named() {
+    require_root();
+    let out = netdrop(&["watch", "--btf", "/nonexistent/vmlinux", "--duration", "1s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no BTF at /nonexistent/vmlinux"), "{err}");
+    assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for args in [
+        &["watch", "--pod-cidr", "10.224.0.0/33"][..],
+        &["watch", "--pod-cidr", "banana"],
+        &["watch", "--duration", "soon"],
+        &["watch", "--drop-probe", "kprobe"],
+    ] {
+        let out = netdrop(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("error: invalid value"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_namespace_is_named() {
+    require_root();
+    let out = netdrop(&["watch", "--netns", "no-such-ns-netdrop", "--duration", "1s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-ns-netdrop"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["watch", "check", "explain", "demo"] {
+        let out = netdrop(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: netdrop"),
+            "{sub}"
+        );
+    }
+    let out = netdrop(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("netdrop "));
+}

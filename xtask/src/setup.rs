@@ -1,0 +1,106 @@
+//! `cargo xtask setup`: idempotent install of the build and test
+//! prerequisites on a fresh Debian 12 machine. Each step checks first, so a
+//! second run takes seconds and changes nothing.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::sh;
+
+/// Debian packages: the eBPF linker's LLVM, and the real tools tests use.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iptables",
+    "iproute2",
+    "iputils-ping",
+    "prometheus",
+    "bpftrace",
+    "bpftool",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    apt()?;
+    rust_src()?;
+    bpf_linker()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    sh("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    // Package scripts must not wait for a terminal.
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var("DEBIAN_FRONTEND", "noninteractive") };
+    sh("apt-get", &args)
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("cannot run rustup")?;
+    if !out.status.success() {
+        bail!("the nightly toolchain is missing: rustup toolchain install nightly");
+    }
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    sh(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let have = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+    let status = Command::new("cargo")
+        .args([
+            "+nightly",
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!("installing bpf-linker failed ({status})");
+    }
+    Ok(())
+}
