@@ -5,6 +5,7 @@
 //! → `attribute` (which iptables rule) → `explain` (whose, and the fix) →
 //! `export` (stdout, Prometheus).
 
+pub mod attribute;
 pub mod capture;
 pub mod cli;
 pub mod decode;

@@ -110,31 +110,83 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    let mut tally = Tally::default();
     // Unit tests (no kernel state) run in parallel...
-    sh(
-        "cargo",
+    cargo_test(
         &[
-            "test",
             "--workspace",
             "--exclude",
             "netdrop-ebpf",
             "--exclude",
             "netdrop-tests",
         ],
+        &[],
+        &mut tally,
     )?;
     // ...privileged tests share the kernel (programs, namespaces): serially.
     sh("cargo", &["build", "--package", "netdrop"])?;
-    sh(
-        "cargo",
-        &[
-            "test",
-            "--package",
-            "netdrop-tests",
-            "--",
-            "--test-threads=1",
-        ],
+    cargo_test(
+        &["--package", "netdrop-tests", "--tests"],
+        &["--test-threads=1"],
+        &mut tally,
     )?;
+    // One closing line over every test binary.
+    println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok(())
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// `cargo test ARGS -- TEST_ARGS`, echoing its output and adding up its
+/// "test result" lines.
+fn cargo_test(args: &[&str], test_args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!(
+        "xtask: cargo test {} -- {}",
+        args.join(" "),
+        test_args.join(" ")
+    );
+    let mut child = Command::new("cargo")
+        .arg("test")
+        .args(args)
+        .arg("--")
+        .args(test_args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let out = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.passed += count(rest, "passed");
+            tally.failed += count(rest, "failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("{} passed, {} failed", tally.passed, tally.failed.max(1));
+        bail!("cargo test {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// `ok. 7 passed; 0 failed; ...` → the number before `word`.
+fn count(summary: &str, word: &str) -> u64 {
+    summary
+        .split(';')
+        .filter_map(|part| part.trim().strip_suffix(word))
+        .filter_map(|n| {
+            n.rsplit(' ')
+                .find(|t| !t.is_empty())
+                .and_then(|t| t.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn demo(duration: &str) -> anyhow::Result<()> {

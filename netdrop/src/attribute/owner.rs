@@ -1,0 +1,336 @@
+//! Whose rule is it? Every chain and rule gets an owner from the names,
+//! comments and shapes each agent writes, and a CNI's chains on a node where
+//! that CNI is not running are flagged leftover.
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::rules::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Owner {
+    #[serde(rename = "kube-proxy")]
+    KubeProxy,
+    #[serde(rename = "kubelet")]
+    Kubelet,
+    #[serde(rename = "docker")]
+    Docker,
+    #[serde(rename = "flannel")]
+    Flannel,
+    #[serde(rename = "calico")]
+    Calico,
+    #[serde(rename = "cilium")]
+    Cilium,
+    #[serde(rename = "kube-router")]
+    KubeRouter,
+    #[serde(rename = "kindnet")]
+    Kindnet,
+    #[serde(rename = "cni-plugin")]
+    CniPlugin,
+    #[serde(rename = "firewalld")]
+    Firewalld,
+    #[serde(rename = "distro-firewall")]
+    DistroFirewall,
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+impl Owner {
+    /// Stable label value (metrics, JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KubeProxy => "kube-proxy",
+            Self::Kubelet => "kubelet",
+            Self::Docker => "docker",
+            Self::Flannel => "flannel",
+            Self::Calico => "calico",
+            Self::Cilium => "cilium",
+            Self::KubeRouter => "kube-router",
+            Self::Kindnet => "kindnet",
+            Self::CniPlugin => "cni-plugin",
+            Self::Firewalld => "firewalld",
+            Self::DistroFirewall => "distro-firewall",
+            Self::Custom => "custom",
+        }
+    }
+
+    /// How an operator would name it in a sentence.
+    pub fn display(self) -> &'static str {
+        match self {
+            Self::KubeProxy => "kube-proxy",
+            Self::Kubelet => "kubelet",
+            Self::Docker => "Docker",
+            Self::Flannel => "flannel",
+            Self::Calico => "Calico",
+            Self::Cilium => "Cilium",
+            Self::KubeRouter => "kube-router",
+            Self::Kindnet => "kindnet",
+            Self::CniPlugin => "a CNI plugin (portmap/bridge)",
+            Self::Firewalld => "firewalld",
+            Self::DistroFirewall => "the distribution's iptables service",
+            Self::Custom => "a custom (hand-written) rule",
+        }
+    }
+
+    /// Interfaces that exist on a node where this agent runs; its chains on a
+    /// node with none of them are leftovers of an uninstalled agent.
+    pub fn signature_interfaces(self) -> &'static [&'static str] {
+        match self {
+            Self::Calico => &[
+                "cali+",
+                "tunl0",
+                "vxlan.calico",
+                "vxlan-v6.calico",
+                "wireguard.cali",
+            ],
+            Self::Cilium => &["cilium_host", "cilium_net", "cilium_vxlan", "lxc+"],
+            Self::Flannel => &["flannel.+", "flannel-wg", "flannel-v6.+"],
+            Self::KubeRouter => &["kube-bridge", "kube-dummy-if"],
+            Self::Docker => &["docker0"],
+            _ => &[],
+        }
+    }
+
+    /// Agents whose leftovers netdrop recognises.
+    fn can_be_leftover(self) -> bool {
+        !self.signature_interfaces().is_empty()
+    }
+}
+
+/// Owner of a chain from its name alone (`None` for built-ins and unknown names).
+pub fn chain_owner(name: &str) -> Option<Owner> {
+    const FIREWALLD: &[&str] = &[
+        "INPUT_direct",
+        "FORWARD_direct",
+        "OUTPUT_direct",
+        "PREROUTING_direct",
+        "POSTROUTING_direct",
+        "INPUT_ZONES",
+        "FORWARD_IN_ZONES",
+        "FORWARD_OUT_ZONES",
+        "PREROUTING_ZONES",
+        "POSTROUTING_ZONES",
+        "OUTPUT_POLICIES",
+    ];
+    let o = if name.starts_with("KUBE-ROUTER")
+        || name.starts_with("KUBE-POD-FW-")
+        || name.starts_with("KUBE-NWPLCY-")
+    {
+        Owner::KubeRouter
+    } else if matches!(name, "KUBE-FIREWALL" | "KUBE-KUBELET-CANARY") {
+        Owner::Kubelet
+    } else if name.starts_with("KUBE-") {
+        Owner::KubeProxy
+    } else if name.starts_with("DOCKER") {
+        Owner::Docker
+    } else if name.starts_with("FLANNEL") {
+        Owner::Flannel
+    } else if name.starts_with("cali-") {
+        Owner::Calico
+    } else if name.starts_with("CILIUM") || name.starts_with("cilium") {
+        Owner::Cilium
+    } else if name.starts_with("KIND-") {
+        Owner::Kindnet
+    } else if name.starts_with("CNI-") {
+        Owner::CniPlugin
+    } else if FIREWALLD.contains(&name)
+        || ["IN_", "FWDI_", "FWDO_", "FWD_", "PRE_", "POST_", "OUT_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    {
+        Owner::Firewalld
+    } else {
+        return None;
+    };
+    Some(o)
+}
+
+/// What the owner rules need to know about the whole ruleset and node.
+#[derive(Clone, Debug, Default)]
+pub struct OwnerContext {
+    /// Networks flannel masquerades (`-s NET ! -d 224.0.0.0/4 -j MASQUERADE`).
+    pub flannel_networks: Vec<IpNet>,
+    pub has_docker_chains: bool,
+    pub has_firewalld_chains: bool,
+    /// Interface names of the node; `None` when unknown (offline dump).
+    pub interfaces: Option<Vec<String>>,
+}
+
+impl OwnerContext {
+    pub fn new(rs: &Ruleset, interfaces: Option<Vec<String>>) -> Self {
+        let mut ctx = Self {
+            interfaces,
+            ..Self::default()
+        };
+        let multicast: IpNet = "224.0.0.0/4".parse().expect("valid CIDR");
+        for t in rs.tables.values() {
+            for c in &t.chains {
+                ctx.has_docker_chains |= c.name.starts_with("DOCKER");
+                ctx.has_firewalld_chains |= chain_owner(&c.name) == Some(Owner::Firewalld);
+                for r in &c.rules {
+                    let multicast_excluded = r
+                        .matches
+                        .iter()
+                        .any(|m| matches!(m, Match::Dst { neg: true, net } if *net == multicast));
+                    let flannel_comment = r.comment().is_some_and(|c| c.contains("flanneld"));
+                    if r.target == Target::Masquerade && (multicast_excluded || flannel_comment) {
+                        for m in &r.matches {
+                            if let Match::Src { neg: false, net } = m
+                                && !ctx.flannel_networks.contains(net)
+                            {
+                                ctx.flannel_networks.push(*net);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ctx
+    }
+
+    /// The owner of rule `rule` in `chain`.
+    pub fn rule_owner(&self, chain: &str, rule: &Rule) -> Owner {
+        if let Some(o) = chain_owner(chain) {
+            return o;
+        }
+        if let Target::Jump(t) | Target::Goto(t) = &rule.target
+            && let Some(o) = chain_owner(t)
+        {
+            return o;
+        }
+        if let Some(c) = rule.comment() {
+            let c = c.to_ascii_lowercase();
+            if c.contains("flanneld") {
+                return Owner::Flannel;
+            }
+            if c.starts_with("cali:") {
+                return Owner::Calico;
+            }
+            if c.contains("cilium") {
+                return Owner::Cilium;
+            }
+            if c.contains("kube-router") {
+                return Owner::KubeRouter;
+            }
+            if c.contains("kubernetes") {
+                return Owner::KubeProxy;
+            }
+        }
+        let on_docker0 = rule.matches.iter().any(|m| matches!(m, Match::InIface { pat, .. } | Match::OutIface { pat, .. } if pat.0 == "docker0"));
+        if on_docker0 {
+            return Owner::Docker;
+        }
+        if let Target::Reject { with: Some(w) } = &rule.target
+            && w == "icmp-host-prohibited"
+        {
+            return Owner::DistroFirewall;
+        }
+        let on_flannel_net = rule.matches.iter().any(|m| match m {
+            Match::Src { net, .. } | Match::Dst { net, .. } => self.flannel_networks.contains(net),
+            _ => false,
+        });
+        if on_flannel_net
+            && matches!(
+                rule.target,
+                Target::Masquerade | Target::Return | Target::Accept
+            )
+        {
+            return Owner::Flannel;
+        }
+        Owner::Custom
+    }
+
+    /// Who set a built-in chain's policy.
+    pub fn policy_owner(&self, chain: &str, policy: Policy) -> Owner {
+        if chain == "FORWARD" && policy == Policy::Drop && self.has_docker_chains {
+            // Docker sets FORWARD to DROP when it enables IP forwarding.
+            Owner::Docker
+        } else if self.has_firewalld_chains {
+            Owner::Firewalld
+        } else {
+            Owner::Custom
+        }
+    }
+
+    /// Whether `owner` looks uninstalled on this node: a CNI whose chains
+    /// are here but none of whose interfaces are. Unknown interfaces → false.
+    pub fn is_leftover(&self, owner: Owner) -> bool {
+        let Some(ifaces) = &self.interfaces else {
+            return false;
+        };
+        owner.can_be_leftover()
+            && !owner.signature_interfaces().iter().any(|sig| {
+                ifaces
+                    .iter()
+                    .any(|i| IfacePattern((*sig).to_owned()).matches(i))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::parse::parse_ruleset;
+
+    #[test]
+    fn owners_from_names_comments_and_shapes() {
+        let rs = parse_ruleset(concat!(
+            "*nat\n",
+            "-A POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN\n",
+            "-A POSTROUTING -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE\n",
+            "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n",
+            "COMMIT\n*filter\n",
+            "-A FORWARD -j REJECT --reject-with icmp-host-prohibited\n",
+            "-A INPUT -s 1.2.3.4/32 -j DROP\n",
+            "COMMIT\n"
+        ))
+        .unwrap();
+        let ctx = OwnerContext::new(&rs, None);
+        assert_eq!(
+            ctx.flannel_networks,
+            vec!["10.244.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        let post = &rs.tables["nat"].chain("POSTROUTING").unwrap().rules;
+        let owners: Vec<Owner> = post
+            .iter()
+            .map(|r| ctx.rule_owner("POSTROUTING", r))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                Owner::Flannel,
+                Owner::Flannel,
+                Owner::Docker,
+                Owner::KubeProxy
+            ]
+        );
+        let f = &rs.tables["filter"];
+        assert_eq!(
+            ctx.rule_owner("FORWARD", &f.chain("FORWARD").unwrap().rules[0]),
+            Owner::DistroFirewall
+        );
+        assert_eq!(
+            ctx.rule_owner("INPUT", &f.chain("INPUT").unwrap().rules[0]),
+            Owner::Custom
+        );
+        assert_eq!(chain_owner("cali-INPUT"), Some(Owner::Calico));
+        assert_eq!(chain_owner("KUBE-POD-FW-ABC"), Some(Owner::KubeRouter));
+        assert_eq!(chain_owner("KUBE-SVC-X"), Some(Owner::KubeProxy));
+    }
+
+    #[test]
+    fn leftover_needs_known_interfaces() {
+        let rs = Ruleset::default();
+        assert!(!OwnerContext::new(&rs, None).is_leftover(Owner::Calico));
+        let ctx = OwnerContext::new(
+            &rs,
+            Some(vec!["lo".into(), "eth0".into(), "flannel.1".into()]),
+        );
+        assert!(ctx.is_leftover(Owner::Calico));
+        assert!(!ctx.is_leftover(Owner::Flannel));
+        assert!(!ctx.is_leftover(Owner::KubeProxy));
+        let ctx = OwnerContext::new(&rs, Some(vec!["cali1234abcd".into()]));
+        assert!(!ctx.is_leftover(Owner::Calico));
+    }
+}

@@ -1,0 +1,659 @@
+//! The simulator: a packet walks the tables and chains of one hook the way
+//! the kernel walks them, and comes out with a verdict and the path that led
+//! to it. Where the outcome depends on something the model cannot know (a
+//! random `statistic` branch, an ipset's members, an unmodelled match), the
+//! walk forks and every branch is reported.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::rules::*;
+use crate::decode::Hook;
+
+/// A packet as it reaches a hook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    pub hook: Hook,
+    /// IP protocol number; 0 = unknown.
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// `None` = no input device (OUTPUT, POSTROUTING of local traffic).
+    pub in_iface: Option<String>,
+    /// `None` = no output device yet (PREROUTING, INPUT).
+    pub out_iface: Option<String>,
+    pub mark: u32,
+    pub ct: CtState,
+    /// Addresses of the node (for `addrtype LOCAL`); `None` = unknown.
+    pub local_addrs: Option<Vec<IpAddr>>,
+    pub icmp_type: Option<String>,
+}
+
+impl Packet {
+    pub fn new(hook: Hook, proto: u8, src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            hook,
+            proto,
+            src,
+            dst,
+            sport: None,
+            dport: None,
+            in_iface: None,
+            out_iface: None,
+            mark: 0,
+            ct: CtState::New,
+            local_addrs: None,
+            icmp_type: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "ACCEPT",
+            Self::Drop => "DROP",
+            Self::Reject => "REJECT",
+        }
+    }
+
+    pub fn is_drop(self) -> bool {
+        self != Self::Accept
+    }
+}
+
+/// One rule (or chain policy) the packet matched on its way.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub table: String,
+    pub chain: String,
+    /// 1-based position in the chain, as `iptables -L --line-numbers`; `None`
+    /// for the chain's policy.
+    pub rule_no: Option<usize>,
+    /// Rule text as iptables-save prints it; the policy for a policy step.
+    pub text: String,
+    /// Line in the dump.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl Step {
+    pub fn is_policy(&self) -> bool {
+        self.rule_no.is_none()
+    }
+}
+
+/// One way the walk can end.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// `REJECT --reject-with` type, for rejects.
+    pub reject_with: Option<String>,
+    /// Every rule the packet matched, in order; the last one decided.
+    pub path: Vec<Step>,
+    /// What this branch assumed (a statistic branch, an ipset membership...).
+    pub assumptions: Vec<String>,
+    /// A match netdrop does not model influenced this branch.
+    pub unmodelled: bool,
+    /// The source NAT applied in POSTROUTING, if any (`MASQUERADE`, `SNAT ...`).
+    pub snat: Option<String>,
+    /// The destination NAT applied, if any.
+    pub dnat: Option<String>,
+}
+
+impl Outcome {
+    /// The rule or policy that decided the verdict.
+    pub fn decider(&self) -> Option<&Step> {
+        self.path.last()
+    }
+}
+
+/// Tables in the order the kernel runs them at each hook.
+pub fn tables_for(hook: Hook) -> &'static [&'static str] {
+    match hook {
+        Hook::Prerouting => &["raw", "mangle", "nat"],
+        Hook::Input => &["mangle", "nat", "filter", "security"],
+        Hook::Forward => &["mangle", "filter", "security"],
+        Hook::Output => &["raw", "mangle", "nat", "filter", "security"],
+        Hook::Postrouting => &["mangle", "nat"],
+    }
+}
+
+/// More branches than this and the walk stops forking (and says so).
+const MAX_BRANCHES: usize = 64;
+const MAX_DEPTH: usize = 48;
+
+#[derive(Clone, Debug)]
+struct State {
+    pkt: Packet,
+    path: Vec<Step>,
+    assumptions: Vec<String>,
+    unmodelled: bool,
+    snat: Option<String>,
+    dnat: Option<String>,
+}
+
+enum Ending {
+    Verdict(Verdict, Option<String>),
+    Return,
+}
+
+enum Tri {
+    Yes,
+    No,
+    /// Unknown; the string says why (becomes an assumption of each branch).
+    Maybe(String, bool),
+}
+
+/// Walks `pkt` through every table of its hook; returns every possible
+/// outcome (one, unless something could not be decided).
+pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
+    let mut states = vec![State {
+        pkt: pkt.clone(),
+        path: Vec::new(),
+        assumptions: Vec::new(),
+        unmodelled: false,
+        snat: None,
+        dnat: None,
+    }];
+    let mut done = Vec::new();
+    for table_name in tables_for(pkt.hook) {
+        // nat sees only the first packet of a connection.
+        if *table_name == "nat" && pkt.ct != CtState::New {
+            continue;
+        }
+        let Some(table) = rs.tables.get(*table_name) else {
+            continue;
+        };
+        let Some(chain) = table.chain(pkt.hook.as_str()) else {
+            continue;
+        };
+        let mut next = Vec::new();
+        for st in states {
+            let mut budget = MAX_BRANCHES;
+            for (ending, st) in walk_chain(table, chain, st, 0, &mut budget) {
+                match ending {
+                    Ending::Verdict(Verdict::Accept, _) => next.push(st),
+                    Ending::Verdict(v, with) => done.push(finish(st, v, with)),
+                    Ending::Return => {
+                        let policy = chain.policy.unwrap_or(Policy::Accept);
+                        let mut st = st;
+                        // Record the policy only where it decides something.
+                        if policy == Policy::Drop {
+                            st.path.push(Step {
+                                table: table.name.clone(),
+                                chain: chain.name.clone(),
+                                rule_no: None,
+                                text: format!(":{} DROP", chain.name),
+                                line: 0,
+                            });
+                            done.push(finish(st, Verdict::Drop, None));
+                        } else {
+                            next.push(st);
+                        }
+                    }
+                }
+            }
+        }
+        states = next;
+    }
+    done.extend(
+        states
+            .into_iter()
+            .map(|st| finish(st, Verdict::Accept, None)),
+    );
+    done
+}
+
+fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
+    Outcome {
+        verdict,
+        reject_with,
+        path: st.path,
+        assumptions: st.assumptions,
+        unmodelled: st.unmodelled,
+        snat: st.snat,
+        dnat: st.dnat,
+    }
+}
+
+fn walk_chain(
+    table: &Table,
+    chain: &Chain,
+    st: State,
+    depth: usize,
+    budget: &mut usize,
+) -> Vec<(Ending, State)> {
+    let mut out = Vec::new();
+    // (next rule index, state) still walking this chain.
+    let mut work = vec![(0usize, st)];
+    'work: while let Some((start, mut st)) = work.pop() {
+        let mut i = start;
+        while i < chain.rules.len() {
+            let rule = &chain.rules[i];
+            match eval_rule(rule, &st.pkt) {
+                Tri::No => {
+                    i += 1;
+                    continue;
+                }
+                Tri::Yes => {}
+                Tri::Maybe(why, unmodelled) => {
+                    if *budget > 1 {
+                        *budget -= 1;
+                        // Branch where the rule does not match.
+                        let mut other = st.clone();
+                        other
+                            .assumptions
+                            .push(format!("{} #{}: not {why}", chain.name, i + 1));
+                        other.unmodelled |= unmodelled;
+                        work.push((i + 1, other));
+                        st.assumptions
+                            .push(format!("{} #{}: {why}", chain.name, i + 1));
+                        st.unmodelled |= unmodelled;
+                    } else {
+                        st.assumptions.push(format!(
+                            "{} #{}: assumed no match (too many branches)",
+                            chain.name,
+                            i + 1
+                        ));
+                        st.unmodelled |= unmodelled;
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+            let step = Step {
+                table: table.name.clone(),
+                chain: chain.name.clone(),
+                rule_no: Some(i + 1),
+                text: rule.text.clone(),
+                line: rule.line,
+            };
+            match &rule.target {
+                Target::Accept => {
+                    st.path.push(step);
+                    out.push((Ending::Verdict(Verdict::Accept, None), st));
+                    continue 'work;
+                }
+                Target::Drop => {
+                    st.path.push(step);
+                    out.push((Ending::Verdict(Verdict::Drop, None), st));
+                    continue 'work;
+                }
+                Target::Reject { with } => {
+                    st.path.push(step);
+                    out.push((
+                        Ending::Verdict(
+                            Verdict::Reject,
+                            Some(
+                                with.clone()
+                                    .unwrap_or_else(|| "icmp-port-unreachable".into()),
+                            ),
+                        ),
+                        st,
+                    ));
+                    continue 'work;
+                }
+                Target::Return => {
+                    out.push((Ending::Return, st));
+                    continue 'work;
+                }
+                Target::Jump(name) | Target::Goto(name) => {
+                    let goto = matches!(rule.target, Target::Goto(_));
+                    let Some(sub) = table.chain(name) else {
+                        // A jump to a chain the dump never shows acts like an empty chain.
+                        st.assumptions
+                            .push(format!("chain {name} is not in the dump; treated as empty"));
+                        i += 1;
+                        continue;
+                    };
+                    if depth >= MAX_DEPTH {
+                        st.assumptions.push(format!("jump depth limit at {name}"));
+                        st.unmodelled = true;
+                        i += 1;
+                        continue;
+                    }
+                    st.path.push(step);
+                    for (ending, sub_st) in walk_chain(table, sub, st.clone(), depth + 1, budget) {
+                        match ending {
+                            Ending::Verdict(..) => out.push((ending, sub_st)),
+                            // goto: RETURN from the target returns from this chain too.
+                            Ending::Return if goto => out.push((Ending::Return, sub_st)),
+                            Ending::Return => work.push((i + 1, sub_st)),
+                        }
+                    }
+                    continue 'work;
+                }
+                Target::Mark(op) => {
+                    st.pkt.mark = op.apply(st.pkt.mark);
+                }
+                Target::Dnat { to } => {
+                    st.path.push(step);
+                    apply_dnat(&mut st.pkt, to);
+                    st.dnat = Some(to.clone());
+                    out.push((Ending::Verdict(Verdict::Accept, None), st));
+                    continue 'work;
+                }
+                Target::Snat { to } => {
+                    st.path.push(step);
+                    st.snat = Some(format!("SNAT {to}"));
+                    out.push((Ending::Verdict(Verdict::Accept, None), st));
+                    continue 'work;
+                }
+                Target::Masquerade => {
+                    st.path.push(step);
+                    st.snat = Some("MASQUERADE".into());
+                    out.push((Ending::Verdict(Verdict::Accept, None), st));
+                    continue 'work;
+                }
+                Target::Other {
+                    modelled: false, ..
+                } => {
+                    st.unmodelled = true;
+                    st.assumptions.push(format!(
+                        "{} #{}: target {} not modelled; assumed to continue",
+                        chain.name,
+                        i + 1,
+                        rule.target.name()
+                    ));
+                }
+                Target::None | Target::Log | Target::Nflog | Target::Other { .. } => {}
+            }
+            i += 1;
+        }
+        out.push((Ending::Return, st));
+    }
+    out
+}
+
+fn apply_dnat(pkt: &mut Packet, to: &str) {
+    // "10.224.1.14:80", "[fd00::1]:80", "10.0.0.1"; garbled values change nothing.
+    let to = to.split_whitespace().next().unwrap_or("");
+    if let Ok(sa) = to.parse::<std::net::SocketAddr>() {
+        pkt.dst = sa.ip();
+        pkt.dport = Some(sa.port());
+    } else if let Ok(ip) = to.parse::<IpAddr>() {
+        pkt.dst = ip;
+    }
+}
+
+fn eval_rule(rule: &Rule, pkt: &Packet) -> Tri {
+    let mut maybe: Option<(String, bool)> = None;
+    for m in &rule.matches {
+        match eval_match(m, pkt) {
+            Tri::No => return Tri::No,
+            Tri::Yes => {}
+            Tri::Maybe(why, unmodelled) => {
+                maybe = Some(match maybe {
+                    Some((w, u)) => (format!("{w} and {why}"), u || unmodelled),
+                    None => (why, unmodelled),
+                })
+            }
+        }
+    }
+    match maybe {
+        Some((why, u)) => Tri::Maybe(why, u),
+        None => Tri::Yes,
+    }
+}
+
+fn tri(b: bool, neg: bool) -> Tri {
+    if b != neg { Tri::Yes } else { Tri::No }
+}
+
+fn eval_match(m: &Match, pkt: &Packet) -> Tri {
+    match m {
+        Match::Src { neg, net } => tri(net.contains(&pkt.src), *neg),
+        Match::Dst { neg, net } => tri(net.contains(&pkt.dst), *neg),
+        Match::InIface { neg, pat } => iface(
+            pkt.in_iface.as_deref(),
+            pat,
+            *neg,
+            in_iface_exists(pkt.hook),
+        ),
+        Match::OutIface { neg, pat } => iface(
+            pkt.out_iface.as_deref(),
+            pat,
+            *neg,
+            out_iface_exists(pkt.hook),
+        ),
+        Match::Proto { neg, proto } => {
+            if pkt.proto == 0 {
+                Tri::Maybe(format!("protocol {proto}"), false)
+            } else {
+                tri(pkt.proto == *proto, *neg)
+            }
+        }
+        Match::Fragment { neg } => tri(false, *neg),
+        Match::Port { side, neg, ranges } => {
+            if !matches!(pkt.proto, 6 | 17 | 132 | 136 | 0) {
+                return Tri::No;
+            }
+            let hit =
+                |p: Option<u16>| p.map(|p| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&p)));
+            let r = match side {
+                PortSide::Src => hit(pkt.sport),
+                PortSide::Dst => hit(pkt.dport),
+                PortSide::Any => match (hit(pkt.sport), hit(pkt.dport)) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                },
+            };
+            match r {
+                Some(b) => tri(b, *neg),
+                None => Tri::Maybe("port".into(), false),
+            }
+        }
+        Match::TcpSyn { neg } => tri(pkt.proto == 6 && pkt.ct == CtState::New, *neg),
+        Match::IcmpType { neg, icmp_type } => match &pkt.icmp_type {
+            Some(t) => tri(icmp_type_eq(t, icmp_type), *neg),
+            None => Tri::Maybe(format!("icmp type {icmp_type}"), false),
+        },
+        Match::Comment(_) | Match::Limit { .. } => Tri::Yes,
+        Match::Mark { neg, value, mask } => tri(pkt.mark & mask == *value, *neg),
+        Match::CtState { neg, states } => {
+            // DNAT/SNAT are conntrack *statuses* that --ctstate also accepts.
+            let hit = states.contains(&pkt.ct);
+            tri(hit, *neg)
+        }
+        Match::AddrType { src, dst, .. } => {
+            let mut res = Tri::Yes;
+            for (cond, addr) in [(src, pkt.src), (dst, pkt.dst)] {
+                let Some(cond) = cond else { continue };
+                match addrtype_is(&cond.types, addr, pkt.local_addrs.as_deref()) {
+                    Some(b) => {
+                        if let Tri::No = tri(b, cond.neg) {
+                            return Tri::No;
+                        }
+                    }
+                    None => {
+                        res =
+                            Tri::Maybe("address type LOCAL (node addresses unknown)".into(), false)
+                    }
+                }
+            }
+            res
+        }
+        Match::Statistic { probability, every } => Tri::Maybe(
+            match (probability, every) {
+                (Some(p), _) => format!("random {:.0}% branch", p * 100.0),
+                (_, Some(n)) => format!("every {n}th packet"),
+                _ => "statistic".into(),
+            },
+            false,
+        ),
+        // The packet model is routed, not bridged.
+        Match::Physdev {
+            is_in,
+            is_out,
+            is_bridged,
+            physdev_in,
+            physdev_out,
+        } => {
+            let any_true = [is_in, is_out, is_bridged]
+                .iter()
+                .any(|c| **c == Some(true));
+            let named = [physdev_in, physdev_out]
+                .iter()
+                .any(|p| matches!(p, Some((false, _))));
+            if any_true || named { Tri::No } else { Tri::Yes }
+        }
+        Match::Set { neg, name, .. } => Tri::Maybe(
+            format!("{}in ipset {name}", if *neg { "not " } else { "" }),
+            true,
+        ),
+        Match::Unmodelled { text } => Tri::Maybe(format!("`{text}`"), true),
+    }
+}
+
+fn in_iface_exists(h: Hook) -> bool {
+    matches!(h, Hook::Prerouting | Hook::Input | Hook::Forward)
+}
+
+fn out_iface_exists(h: Hook) -> bool {
+    matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting)
+}
+
+fn iface(have: Option<&str>, pat: &IfacePattern, neg: bool, hook_has_one: bool) -> Tri {
+    match have {
+        Some(i) => tri(pat.matches(i), neg),
+        // The hook has no such device: the kernel compares with "".
+        None if !hook_has_one => tri(false, neg),
+        None => Tri::Maybe(format!("interface {}", pat.0), false),
+    }
+}
+
+fn icmp_type_eq(a: &str, b: &str) -> bool {
+    let norm = |s: &str| match s {
+        "8" | "echo-request" | "128" => "echo-request".to_owned(),
+        "0" | "echo-reply" | "129" => "echo-reply".to_owned(),
+        other => other.to_owned(),
+    };
+    norm(a) == norm(b)
+}
+
+fn addrtype_is(types: &[String], addr: IpAddr, local: Option<&[IpAddr]>) -> Option<bool> {
+    let mut any = false;
+    for t in types {
+        let hit = match t.as_str() {
+            "LOCAL" => local.map(|l| l.contains(&addr) || addr.is_loopback())?,
+            "UNICAST" => !addr.is_multicast() && !is_broadcast(addr),
+            "MULTICAST" => addr.is_multicast(),
+            "BROADCAST" => is_broadcast(addr),
+            _ => return None,
+        };
+        any |= hit;
+    }
+    Some(any)
+}
+
+fn is_broadcast(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v) if v.is_broadcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::parse::parse_ruleset;
+
+    fn pkt(hook: Hook, src: &str, dst: &str) -> Packet {
+        let mut p = Packet::new(hook, 6, src.parse().unwrap(), dst.parse().unwrap());
+        p.dport = Some(80);
+        p.sport = Some(40000);
+        p
+    }
+
+    #[test]
+    fn falls_to_drop_policy() {
+        let rs = parse_ruleset("*filter\n:FORWARD DROP [0:0]\n:KUBE-FORWARD - [0:0]\n-A FORWARD -j KUBE-FORWARD\n-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT\nCOMMIT\n").unwrap();
+        let mut p = pkt(Hook::Forward, "10.224.1.2", "10.224.2.2");
+        p.in_iface = Some("flannel.1".into());
+        p.out_iface = Some("cni0".into());
+        let out = simulate(&rs, &p);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].verdict, Verdict::Drop);
+        let d = out[0].decider().unwrap();
+        assert!(d.is_policy());
+        assert_eq!((d.table.as_str(), d.chain.as_str()), ("filter", "FORWARD"));
+        // With the masquerade mark it is accepted by KUBE-FORWARD.
+        p.mark = 0x4000;
+        let out = simulate(&rs, &p);
+        assert_eq!(out[0].verdict, Verdict::Accept);
+        assert_eq!(out[0].decider().unwrap().rule_no, Some(1));
+    }
+
+    #[test]
+    fn statistic_forks_every_endpoint_and_dnat_moves_the_packet() {
+        let rs = parse_ruleset(concat!(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-A - [0:0]\n:KUBE-SEP-1 - [0:0]\n:KUBE-SEP-2 - [0:0]\n",
+            "-A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A\n",
+            "-A KUBE-SVC-A -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-1\n",
+            "-A KUBE-SVC-A -j KUBE-SEP-2\n",
+            "-A KUBE-SEP-1 -p tcp -m tcp -j DNAT --to-destination 10.224.1.14:8080\n",
+            "-A KUBE-SEP-2 -p tcp -m tcp -j DNAT --to-destination 10.224.2.16:8080\n",
+            "COMMIT\n"
+        ))
+        .unwrap();
+        let out = simulate(&rs, &pkt(Hook::Prerouting, "10.224.1.2", "10.96.0.10"));
+        let mut dnats: Vec<_> = out.iter().filter_map(|o| o.dnat.clone()).collect();
+        dnats.sort();
+        assert_eq!(dnats, ["10.224.1.14:8080", "10.224.2.16:8080"]);
+        assert!(out.iter().all(|o| o.verdict == Verdict::Accept));
+    }
+
+    #[test]
+    fn goto_and_return_semantics() {
+        let rs = parse_ruleset(concat!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n",
+            "-A INPUT -g A\n-A INPUT -j DROP\n",
+            "-A A -j B\n-A A -j RETURN\n",
+            "-A B -p udp -j REJECT\n",
+            "COMMIT\n"
+        ))
+        .unwrap();
+        // tcp: B returns into A, A returns; goto means INPUT's DROP is skipped.
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        assert_eq!(out[0].verdict, Verdict::Accept);
+        let mut p = pkt(Hook::Input, "192.0.2.2", "192.0.2.1");
+        p.proto = 17;
+        let out = simulate(&rs, &p);
+        assert_eq!(out[0].verdict, Verdict::Reject);
+        assert_eq!(out[0].reject_with.as_deref(), Some("icmp-port-unreachable"));
+        let chains: Vec<_> = out[0].path.iter().map(|s| s.chain.as_str()).collect();
+        assert_eq!(chains, ["INPUT", "A", "B"]);
+    }
+
+    #[test]
+    fn nat_is_skipped_for_established_packets() {
+        let rs = parse_ruleset("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.224.0.0/16 -j MASQUERADE\nCOMMIT\n").unwrap();
+        let mut p = pkt(Hook::Postrouting, "10.224.1.2", "203.0.113.10");
+        assert_eq!(simulate(&rs, &p)[0].snat.as_deref(), Some("MASQUERADE"));
+        p.ct = CtState::Established;
+        assert_eq!(simulate(&rs, &p)[0].snat, None);
+    }
+
+    #[test]
+    fn unknown_ipset_forks_and_flags_unmodelled() {
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set BAD src -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|o| o.unmodelled));
+        assert!(out.iter().any(|o| o.verdict == Verdict::Drop));
+        assert!(out.iter().any(|o| o.verdict == Verdict::Accept));
+    }
+}
