@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod demo;
+pub mod explain;
 pub mod export;
 pub mod lab;
 pub mod preflight;

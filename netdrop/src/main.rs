@@ -21,9 +21,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => netdrop::watch::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Demo(args) => netdrop::demo::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Check(_) | Command::Explain(_) => {
-                anyhow::bail!("this subcommand is not built yet")
-            }
+            Command::Check(args) => netdrop::explain::run::run_check(args),
+            Command::Explain(args) => netdrop::explain::run::run_explain(args),
         }
     });
     match result {

@@ -1,0 +1,295 @@
+//! `check` and `explain` on real dumps and on the seeds' scenarios: the
+//! right finding, rule, owner and fix; healthy nodes give nothing.
+
+use netdrop::{
+    attribute::{Owner, OwnerContext, packet::parse_packet, parse_ruleset},
+    explain::{
+        Context,
+        check::{NodeFacts, Severity, check, is_failing},
+        explain_packet,
+    },
+};
+
+fn fixture(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/iptables")
+        .join(name);
+    std::fs::read_to_string(p).unwrap()
+}
+
+fn findings(rules: &str, pod: &str, facts: &NodeFacts) -> Vec<netdrop::explain::check::Finding> {
+    let rs = parse_ruleset(rules).unwrap();
+    check(&rs, &Context::new(vec![pod.parse().unwrap()]), facts)
+}
+
+fn ids(f: &[netdrop::explain::check::Finding]) -> Vec<&str> {
+    f.iter().map(|f| f.id.as_str()).collect()
+}
+
+#[test]
+fn healthy_nodes_have_no_findings() {
+    for (name, pod) in [
+        (
+            "helowd-centos7-flannel-docker-after-flush.rules",
+            "10.1.0.0/16",
+        ),
+        (
+            "minik8s-se3356-ubuntu-docker-flannel-forward-drop.rules",
+            "10.244.0.0/16",
+        ),
+        (
+            "ericpuwang-kind-v1.23-kindnet-traefik.rules",
+            "10.244.0.0/16",
+        ),
+    ] {
+        let f = findings(&fixture(name), pod, &NodeFacts::default());
+        assert!(f.is_empty(), "{name}: {:#?}", f);
+    }
+}
+
+#[test]
+fn distro_reject_in_forward_and_input_s2_s3() {
+    let f = findings(
+        &fixture("helowd-centos7-flannel-docker-reject-host-prohibited.rules"),
+        "10.1.0.0/16",
+        &NodeFacts::default(),
+    );
+    assert!(is_failing(&f));
+    let fwd = f
+        .iter()
+        .find(|f| f.id == "forward-rule-drops-pod-traffic")
+        .expect("FORWARD reject found");
+    assert_eq!(fwd.detail.owner, Owner::DistroFirewall);
+    assert_eq!(
+        fwd.detail.rule.as_deref(),
+        Some("-A FORWARD -j REJECT --reject-with icmp-host-prohibited")
+    );
+    assert_eq!(fwd.detail.rule_no, Some(16));
+    assert_eq!(
+        fwd.detail.reject_with.as_deref(),
+        Some("icmp-host-prohibited")
+    );
+    assert!(
+        fwd.detail.explanation.contains("shadows rule #17"),
+        "{}",
+        fwd.detail.explanation
+    );
+    assert!(
+        fwd.detail
+            .fix
+            .contains("iptables -I FORWARD 16 -s 10.1.0.0/16 -j ACCEPT"),
+        "{}",
+        fwd.detail.fix
+    );
+    assert_eq!(fwd.flows.len(), 3);
+    let vx = f
+        .iter()
+        .find(|f| f.id == "input-blocks-vxlan")
+        .expect("VXLAN finding");
+    assert_eq!(vx.severity, Severity::Critical);
+    assert!(
+        vx.detail
+            .fix
+            .contains("iptables -I INPUT 13 -p udp --dport 8472 -j ACCEPT"),
+        "{}",
+        vx.detail.fix
+    );
+    let kubelet = f
+        .iter()
+        .find(|f| f.id == "input-blocks-kubelet")
+        .expect("kubelet finding");
+    assert!(kubelet.detail.explanation.contains("kubelet"));
+}
+
+/// S1 (seed 001): Docker's FORWARD policy DROP, flannel accepts 10.244/16
+/// while the pods live in 10.224/16.
+const S1_NODE02: &str = r#"*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-SERVICES - [0:0]
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A FORWARD -s 10.244.0.0/16 -j ACCEPT
+-A FORWARD -d 10.244.0.0/16 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN
+-A POSTROUTING -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE
+-A POSTROUTING ! -s 10.244.0.0/16 -d 10.224.2.0/24 -j RETURN
+-A POSTROUTING ! -s 10.244.0.0/16 -d 10.244.0.0/16 -j MASQUERADE
+COMMIT
+"#;
+
+#[test]
+fn s1_forward_policy_drop_by_docker() {
+    let f = findings(S1_NODE02, "10.224.0.0/16", &NodeFacts::default());
+    let p = f
+        .iter()
+        .find(|f| f.id == "forward-policy-drop")
+        .unwrap_or_else(|| panic!("{:#?}", ids(&f)));
+    assert!(p.detail.policy && p.detail.rule.is_none());
+    assert_eq!(
+        (p.detail.table.as_str(), p.detail.chain.as_str()),
+        ("filter", "FORWARD")
+    );
+    assert_eq!(p.detail.owner, Owner::Docker);
+    assert!(
+        p.detail
+            .fix
+            .contains("iptables -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT"),
+        "{}",
+        p.detail.fix
+    );
+    assert!(p.detail.fix.contains("permanent"), "{}", p.detail.fix);
+    assert!(
+        p.detail
+            .explanation
+            .contains("10.244.0.0/16, not the pod CIDR 10.224.0.0/16"),
+        "{}",
+        p.detail.explanation
+    );
+    // S4 on the same node: egress of 10.224 pods is not masqueraded.
+    let m = f
+        .iter()
+        .find(|f| f.id == "masquerade-cidr-mismatch")
+        .expect("S4 finding");
+    assert_eq!(m.detail.owner, Owner::Flannel);
+    assert!(
+        m.detail.explanation.contains("masquerades 10.244.0.0/16"),
+        "{}",
+        m.detail.explanation
+    );
+    assert!(
+        m.detail.fix.contains("\"Network\": \"10.224.0.0/16\""),
+        "{}",
+        m.detail.fix
+    );
+}
+
+#[test]
+fn s0_leftover_calico_chains() {
+    let rules = r#"*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:cali-INPUT - [0:0]
+:cali-FORWARD - [0:0]
+:cali-wl-to-host - [0:0]
+-A INPUT -m comment --comment "cali:Cz_u1IQiXIMmKD4c" -j cali-INPUT
+-A FORWARD -m comment --comment "cali:wUHhoiAYhphO9Mso" -j cali-FORWARD
+-A cali-INPUT -p udp -m comment --comment "cali:drop-vxlan" -m udp --dport 8472 -j DROP
+-A cali-FORWARD -m comment --comment "cali:Drop-unknown" -j DROP
+COMMIT
+"#;
+    let facts = NodeFacts {
+        interfaces: Some(vec![
+            "lo".into(),
+            "eth0".into(),
+            "flannel.1".into(),
+            "cni0".into(),
+        ]),
+        ..Default::default()
+    };
+    let f = findings(rules, "10.224.0.0/16", &facts);
+    let fwd = f
+        .iter()
+        .find(|f| f.id == "leftover-cni-drops-pod-traffic")
+        .unwrap_or_else(|| panic!("{:#?}", ids(&f)));
+    assert_eq!(fwd.detail.owner, Owner::Calico);
+    assert!(fwd.detail.leftover);
+    assert_eq!(fwd.detail.chain, "cali-FORWARD");
+    assert!(fwd.detail.fix.contains("iptables -t filter -D FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"), "{}", fwd.detail.fix);
+    let vx = f
+        .iter()
+        .find(|f| f.id == "input-blocks-vxlan")
+        .expect("vxlan");
+    assert!(vx.detail.leftover && vx.detail.owner == Owner::Calico);
+    assert!(f.iter().any(|f| f.id == "leftover-cni-chains"));
+    // The same rules where Calico runs: not leftover, a NetworkPolicy drop.
+    let facts = NodeFacts {
+        interfaces: Some(vec!["cali12345".into(), "tunl0".into()]),
+        ..Default::default()
+    };
+    let f = findings(rules, "10.224.0.0/16", &facts);
+    assert!(f.iter().all(|f| !f.detail.leftover), "{:#?}", f);
+    assert!(!f.iter().any(|f| f.id == "leftover-cni-chains"));
+}
+
+#[test]
+fn explain_names_the_rule_of_a_packet() {
+    let rs = parse_ruleset(&fixture(
+        "k8s-cleanup-test-initial-state-with-foreign-rules.rules",
+    ))
+    .unwrap();
+    let owners = OwnerContext::new(&rs, None);
+    let ctx = Context::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let pkt = parse_packet("FORWARD tcp 10.0.0.5:1234 -> 172.30.0.46:80 in eth0 out eth1").unwrap();
+    let e = explain_packet(&rs, &owners, &ctx, &pkt).expect("rejected");
+    assert_eq!(e.owner, Owner::KubeProxy);
+    assert_eq!(e.service.as_deref(), Some("ns6/svc6:p80"));
+    assert_eq!(e.chain, "KUBE-SERVICES");
+    assert!(
+        e.fix
+            .contains("kubectl -n ns6 get endpointslices -l kubernetes.io/service-name=svc6")
+    );
+    // The foreign DROP of 1.2.3.4 is custom.
+    let pkt = parse_packet("INPUT tcp 1.2.3.4:5 -> 10.0.0.1:22 in eth0").unwrap();
+    let e = explain_packet(&rs, &owners, &ctx, &pkt).expect("dropped");
+    assert_eq!(e.owner, Owner::Custom);
+    assert!(e.fix.contains("iptables -t filter -D INPUT 3"), "{}", e.fix);
+    // Accepted packets have no explanation.
+    let pkt = parse_packet("INPUT tcp 10.0.0.9:5 -> 10.0.0.1:22 in eth0").unwrap();
+    assert!(explain_packet(&rs, &owners, &ctx, &pkt).is_none());
+}
+
+#[test]
+fn sysctl_and_backend_findings() {
+    use netdrop::explain::check::node_findings;
+    let ctx = Context::new(vec!["10.224.0.0/16".parse().unwrap()]);
+    let facts = NodeFacts {
+        interfaces: Some(vec!["cni0".into()]),
+        ip_forward: Some(false),
+        bridge_nf_call_iptables: Some(false),
+        split_backends: true,
+    };
+    let f = node_findings(&facts, &ctx);
+    assert_eq!(
+        ids(&f),
+        [
+            "sysctl-ip-forward",
+            "sysctl-bridge-nf-call-iptables",
+            "iptables-legacy-nft-split"
+        ]
+    );
+    let ok = NodeFacts {
+        interfaces: Some(vec!["cni0".into()]),
+        ip_forward: Some(true),
+        bridge_nf_call_iptables: Some(true),
+        split_backends: false,
+    };
+    assert!(node_findings(&ok, &ctx).is_empty());
+}

@@ -1,0 +1,131 @@
+//! Every public iptables-save dump in tests/fixtures/iptables (copied from
+//! shared/fixtures, see its INDEX.md) parses, with every rule and chain.
+
+use std::path::PathBuf;
+
+use netdrop::attribute::{parse_ruleset, rules::Match};
+
+fn fixtures() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iptables");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rules"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 16, "fixtures missing from {}", dir.display());
+    out
+}
+
+#[test]
+fn every_fixture_parses_with_all_rules_and_chains() {
+    for (name, text) in fixtures() {
+        let rs = parse_ruleset(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want_rules = text
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                let l = if l.starts_with('[') {
+                    l.split_once(']').map_or(l, |(_, r)| r.trim_start())
+                } else {
+                    l
+                };
+                l.starts_with("-A ")
+            })
+            .count();
+        let got_rules: usize = rs
+            .tables
+            .values()
+            .flat_map(|t| &t.chains)
+            .map(|c| c.rules.len())
+            .sum();
+        assert_eq!(got_rules, want_rules, "{name}: rules");
+        let declared = text.lines().filter(|l| l.starts_with(':')).count();
+        let got_declared = rs
+            .tables
+            .values()
+            .flat_map(|t| &t.chains)
+            .filter(|c| c.declared)
+            .count();
+        assert_eq!(got_declared, declared, "{name}: declared chains");
+    }
+}
+
+#[test]
+fn fixture_quirks_are_understood() {
+    let all: std::collections::HashMap<_, _> = fixtures().into_iter().collect();
+    let parse = |n: &str| parse_ruleset(&all[n]).unwrap();
+
+    // Counters on every rule (iptables-save -c).
+    let k3s = parse("blogpost-iptables-introduction-k3s-counters.rules");
+    assert!(
+        k3s.tables["nat"]
+            .chain("PREROUTING")
+            .unwrap()
+            .rules
+            .iter()
+            .all(|r| r.counters.is_some())
+    );
+
+    // Unquoted multi-word kube-proxy comments stay one comment.
+    let overall = parse("k8s-cleanup-test-initial-state-with-foreign-rules.rules");
+    let comments: Vec<String> = overall
+        .tables
+        .values()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| &c.rules)
+        .filter_map(|r| r.comment())
+        .collect();
+    assert!(
+        comments.iter().any(|c| c == "kubernetes service portals"),
+        "{comments:?}"
+    );
+
+    // Backslash-escaped quote inside a quoted comment (kube-router).
+    let ytdl = parse("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.rules");
+    assert!(
+        ytdl.generator
+            .as_deref()
+            .unwrap_or("")
+            .contains("nf_tables")
+    );
+    let c: Vec<String> = ytdl
+        .tables
+        .values()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| &c.rules)
+        .filter_map(|r| r.comment())
+        .collect();
+    assert!(c.iter().any(|c| c.contains("pod's")), "escaped quote lost");
+
+    // IPv6 dump.
+    let v6 = parse("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.ip6.rules");
+    assert_eq!(v6.family, netdrop::attribute::rules::Family::Ipv6);
+
+    // Fragment with `...` elisions and no *filter: parsed as filter, with warnings.
+    let arm = parse("kube-arm-issue62-forward-drop-no-cni0-partial.rules");
+    assert!(arm.tables.contains_key("filter"));
+    assert!(arm.warnings.iter().any(|w| w.message.contains("elided")));
+
+    // Masked x.x.x.x addresses are kept unmodelled, not fatal.
+    let jj = parse("jijisa-2017-kube-proxy-externalip-dns-bind.rules");
+    let unmodelled = jj
+        .tables
+        .values()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.matches)
+        .filter(|m| matches!(m, Match::Unmodelled { .. }))
+        .count();
+    assert!(unmodelled > 0);
+
+    // Rule without a target, garbled DNAT arguments.
+    let rke = parse("indexdoc-rke-cilium-ipvs-garbled-dnat.rules");
+    assert!(rke.tables.contains_key("nat"));
+}
