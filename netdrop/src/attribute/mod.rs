@@ -2,6 +2,7 @@
 //! rules (parsed from `iptables-save`), a simulator that walks a packet
 //! through it, owners for every rule, and the join with kernel drops.
 
+pub mod attribution;
 pub mod owner;
 pub mod packet;
 pub mod parse;

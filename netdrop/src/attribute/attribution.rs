@@ -1,0 +1,218 @@
+//! Attribution: a kernel drop (hook + packet) joined with the rules in
+//! force. The simulator names the rule; the rule counters, read before and
+//! after, confirm it when they grew by the drops the kernel saw.
+
+use serde::Serialize;
+
+use super::{
+    OwnerContext, Packet,
+    rules::{Counters, Policy, Ruleset, Target},
+    simulate::{Outcome, Step, Verdict, simulate, tables_for},
+};
+use crate::explain::{Context, Explanation, explain_outcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// The rule's (or policy's) counter grew by at least the drops seen.
+    Counters,
+    /// Only the simulation says so.
+    Simulated,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Attribution {
+    pub evidence: Evidence,
+    #[serde(flatten)]
+    pub explanation: Explanation,
+}
+
+/// Counter of a rule (by table, chain and text: positions move when rules
+/// are inserted) or of a chain's policy.
+fn counter(rs: &Ruleset, step: &Step) -> Option<Counters> {
+    let chain = rs.tables.get(&step.table)?.chain(&step.chain)?;
+    match step.rule_no {
+        None => Some(chain.counters),
+        Some(_) => chain
+            .rules
+            .iter()
+            .find(|r| r.text == step.text)
+            .and_then(|r| r.counters),
+    }
+}
+
+fn grew(before: &Ruleset, after: &Ruleset, step: &Step, drops: u64) -> bool {
+    match (counter(before, step), counter(after, step)) {
+        (Some(b), Some(a)) => drops > 0 && a.packets.saturating_sub(b.packets) >= drops,
+        _ => false,
+    }
+}
+
+/// Attributes `drops` kernel drops of `pkt` to a rule of `after` (the rules
+/// in force when they happened); `before` is a snapshot from before them.
+pub fn attribute(
+    before: Option<&Ruleset>,
+    after: &Ruleset,
+    owners: &OwnerContext,
+    ctx: &Context,
+    pkt: &Packet,
+    drops: u64,
+) -> Option<Attribution> {
+    let outcomes = simulate(after, pkt);
+    let mut candidates: Vec<&Outcome> = outcomes.iter().filter(|o| o.verdict.is_drop()).collect();
+    candidates.sort_by_key(|o| (o.unmodelled, o.assumptions.len()));
+    if let Some(before) = before {
+        // A simulated drop whose counter confirms it wins.
+        if let Some(o) = candidates
+            .iter()
+            .find(|o| o.decider().is_some_and(|d| grew(before, after, d, drops)))
+        {
+            return Some(Attribution {
+                evidence: Evidence::Counters,
+                explanation: explain_outcome(after, owners, ctx, pkt, o),
+            });
+        }
+        // The model missed it (an ipset, an unmodelled match...): a dropping
+        // rule of this hook whose counter grew by the drops seen is the answer.
+        if let Some(o) = counter_only(before, after, pkt, drops) {
+            let mut e = explain_outcome(after, owners, ctx, pkt, &o);
+            e.assumptions
+                .push("found by rule counters; the simulation did not reach this rule".into());
+            return Some(Attribution {
+                evidence: Evidence::Counters,
+                explanation: e,
+            });
+        }
+    }
+    candidates.first().map(|o| Attribution {
+        evidence: Evidence::Simulated,
+        explanation: explain_outcome(after, owners, ctx, pkt, o),
+    })
+}
+
+fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> Option<Outcome> {
+    let mut hits = Vec::new();
+    for t in tables_for(pkt.hook) {
+        let Some(table) = after.tables.get(*t) else {
+            continue;
+        };
+        for chain in &table.chains {
+            for (i, r) in chain.rules.iter().enumerate() {
+                let verdict = match r.target {
+                    Target::Drop => Verdict::Drop,
+                    Target::Reject { .. } => Verdict::Reject,
+                    _ => continue,
+                };
+                let step = Step {
+                    table: table.name.clone(),
+                    chain: chain.name.clone(),
+                    rule_no: Some(i + 1),
+                    text: r.text.clone(),
+                    line: r.line,
+                };
+                if grew(before, after, &step, drops) {
+                    let with = match &r.target {
+                        Target::Reject { with } => Some(
+                            with.clone()
+                                .unwrap_or_else(|| "icmp-port-unreachable".into()),
+                        ),
+                        _ => None,
+                    };
+                    hits.push((step, verdict, with));
+                }
+            }
+            if chain.name == pkt.hook.as_str() && chain.policy == Some(Policy::Drop) {
+                let step = Step {
+                    table: table.name.clone(),
+                    chain: chain.name.clone(),
+                    rule_no: None,
+                    text: format!(":{} DROP", chain.name),
+                    line: 0,
+                };
+                if grew(before, after, &step, drops) {
+                    hits.push((step, Verdict::Drop, None));
+                }
+            }
+        }
+    }
+    // Only an unambiguous counter is evidence.
+    if hits.len() != 1 {
+        return None;
+    }
+    let (step, verdict, reject_with) = hits.pop()?;
+    Some(Outcome {
+        verdict,
+        reject_with,
+        path: vec![step],
+        assumptions: Vec::new(),
+        unmodelled: false,
+        snat: None,
+        dnat: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{attribute::parse_ruleset, decode::Hook};
+
+    const BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [10:1000]\n[0:0] -A FORWARD -m set --match-set allowed src -j ACCEPT\n[3:300] -A INPUT -p udp -m udp --dport 8472 -j DROP\nCOMMIT\n";
+
+    fn pkt() -> Packet {
+        let mut p = Packet::new(
+            Hook::Forward,
+            6,
+            "10.224.2.2".parse().unwrap(),
+            "10.224.1.2".parse().unwrap(),
+        );
+        p.in_iface = Some("flannel.1".into());
+        p.out_iface = Some("cni0".into());
+        p
+    }
+
+    #[test]
+    fn counters_confirm_the_simulated_policy_drop() {
+        let after = BEFORE.replace("FORWARD DROP [10:1000]", "FORWARD DROP [15:1500]");
+        let (b, a) = (
+            parse_ruleset(BEFORE).unwrap(),
+            parse_ruleset(&after).unwrap(),
+        );
+        let owners = OwnerContext::new(&a, None);
+        let ctx = Context::new(vec!["10.224.0.0/16".parse().unwrap()]);
+        let at = attribute(Some(&b), &a, &owners, &ctx, &pkt(), 5).unwrap();
+        assert_eq!(at.evidence, Evidence::Counters);
+        assert!(at.explanation.policy);
+        // Counters that did not grow enough: simulated only.
+        let at = attribute(Some(&b), &a, &owners, &ctx, &pkt(), 6).unwrap();
+        assert_eq!(at.evidence, Evidence::Simulated);
+        let at = attribute(None, &a, &owners, &ctx, &pkt(), 5).unwrap();
+        assert_eq!(at.evidence, Evidence::Simulated);
+    }
+
+    #[test]
+    fn counters_find_what_the_simulation_cannot_reach() {
+        // The simulated packet is accepted (unknown ipset, assumed member in
+        // one branch); the kernel dropped an INPUT VXLAN packet.
+        let after = BEFORE.replace("[3:300] -A INPUT", "[7:700] -A INPUT");
+        let (b, a) = (
+            parse_ruleset(BEFORE).unwrap(),
+            parse_ruleset(&after).unwrap(),
+        );
+        let owners = OwnerContext::new(&a, None);
+        let ctx = Context::new(vec![]);
+        let mut p = Packet::new(
+            Hook::Input,
+            17,
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+        );
+        p.in_iface = Some("eth0".into());
+        p.dport = None; // port unknown to the model: the rule is a "maybe"
+        let at = attribute(Some(&b), &a, &owners, &ctx, &p, 4).unwrap();
+        assert_eq!(at.evidence, Evidence::Counters);
+        assert_eq!(
+            at.explanation.rule.as_deref(),
+            Some("-A INPUT -p udp -m udp --dport 8472 -j DROP")
+        );
+    }
+}

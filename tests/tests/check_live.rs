@@ -1,0 +1,122 @@
+//! `netdrop check --netns` on live rulesets installed with Debian's real
+//! iptables binaries (nft and legacy backends side by side).
+
+use std::process::Command;
+
+use netdrop_tests::{Lab, netdrop_bin, require_root};
+
+fn check(ns: &str) -> (Option<i32>, Vec<serde_json::Value>) {
+    let out = Command::new(netdrop_bin())
+        .args([
+            "check",
+            "--netns",
+            ns,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let findings = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out.status.code(), findings)
+}
+
+#[test]
+fn live_findings_across_both_backends() {
+    require_root();
+    let mut lab = Lab::new("chk");
+    let node = lab.netns("node").unwrap();
+    // Legacy: INPUT drops VXLAN; nft: FORWARD policy DROP. ip_forward stays 0.
+    lab.exec(
+        &node,
+        &[
+            "iptables-legacy",
+            "-w",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "8472",
+            "-j",
+            "DROP",
+        ],
+    )
+    .unwrap();
+    lab.exec(&node, &["iptables-nft", "-w", "-P", "FORWARD", "DROP"])
+        .unwrap();
+    let before = (
+        lab.exec(&node, &["iptables-legacy-save"]).unwrap().stdout,
+        lab.exec(&node, &["iptables-nft-save"]).unwrap().stdout,
+    );
+
+    let (code, findings) = check(&node);
+    assert_eq!(
+        code,
+        Some(3),
+        "warning-or-worse findings give exit code 3: {findings:#?}"
+    );
+    let ids: Vec<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    for want in [
+        "input-blocks-vxlan",
+        "forward-policy-drop",
+        "sysctl-ip-forward",
+        "iptables-legacy-nft-split",
+    ] {
+        assert!(ids.contains(&want), "{want} missing from {ids:?}");
+    }
+    let vx = findings
+        .iter()
+        .find(|f| f["id"] == "input-blocks-vxlan")
+        .unwrap();
+    assert_eq!(vx["rule"], "-A INPUT -p udp -m udp --dport 8472 -j DROP");
+    assert_eq!(vx["chain"], "INPUT");
+    assert!(
+        vx["fix"]
+            .as_str()
+            .unwrap()
+            .contains("iptables -I INPUT 1 -p udp --dport 8472 -j ACCEPT")
+    );
+
+    let strip = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let after = (
+        lab.exec(&node, &["iptables-legacy-save"]).unwrap().stdout,
+        lab.exec(&node, &["iptables-nft-save"]).unwrap().stdout,
+    );
+    assert_eq!(
+        strip(&before.0),
+        strip(&after.0),
+        "check changed the legacy ruleset"
+    );
+    assert_eq!(
+        strip(&before.1),
+        strip(&after.1),
+        "check changed the nft ruleset"
+    );
+}
+
+#[test]
+fn healthy_live_node_has_no_findings() {
+    require_root();
+    let mut lab = Lab::new("chk");
+    let node = lab.netns("ok").unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    lab.iptables(
+        &node,
+        &["-A", "FORWARD", "-s", "10.224.0.0/16", "-j", "ACCEPT"],
+    )
+    .unwrap();
+    let (code, findings) = check(&node);
+    assert_eq!(code, Some(0), "{findings:#?}");
+    assert!(findings.is_empty(), "{findings:#?}");
+}
