@@ -18,10 +18,21 @@ pub mod hook {
     pub const POSTROUTING: u8 = 5;
 }
 
+/// Flags of a [`DropKey`]: which side of the packet is a pod, and whether
+/// it was a VXLAN packet (then the inner flags describe the pods inside).
+pub mod flags {
+    pub const SRC_POD: u8 = 1;
+    pub const DST_POD: u8 = 2;
+    pub const VXLAN: u8 = 4;
+    pub const INNER_SRC_POD: u8 = 8;
+    pub const INNER_DST_POD: u8 = 16;
+}
+
 /// Where a drop was counted: the small key of the in-kernel aggregation.
 ///
 /// Bounded by (reasons × hooks × drop locations × namespaces × devices ×
-/// protocols), so the per-CPU hash stays small while every packet is counted.
+/// protocols × pod flags): no addresses or ports, so the per-CPU hash stays
+/// small while every packet is counted. Flows travel in [`DropSample`]s.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
@@ -31,15 +42,90 @@ pub struct DropKey {
     pub netns: u32,
     /// `enum skb_drop_reason` value; names come from the running kernel.
     pub reason: u32,
-    /// Device the packet was on (received on, or routed out of); 0 if none.
-    pub ifindex: u32,
+    /// Device the packet came in on (PREROUTING, INPUT, FORWARD); 0 if none.
+    pub in_ifindex: u32,
+    /// Device it was routed out of (FORWARD, OUTPUT, POSTROUTING); 0 if none.
+    pub out_ifindex: u32,
     /// [`hook`] constant, only for `NETFILTER_DROP`.
     pub hook: u8,
     /// IP protocol number of the packet's L4 header, 0 when unknown.
     pub l4proto: u8,
-    /// `AF_INET` / `AF_INET6` / 0.
+    /// 4 / 6 / 0 (IP version).
     pub family: u8,
-    pub _pad: u8,
+    /// [`flags`] bits.
+    pub flags: u8,
+    pub _pad: u32,
+}
+
+/// One decoded flow: addresses (IPv4 in the first 4 bytes) and ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowHdr {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// 4 / 6 / 0 when nothing was decoded.
+    pub family: u8,
+    pub proto: u8,
+    /// ICMP type and code (when `proto` is ICMP / ICMPv6).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+}
+
+/// A detailed drop, sent through the ring buffer at a rate-limited pace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropSample {
+    pub key: DropKey,
+    pub ts_ns: u64,
+    pub len: u32,
+    pub mark: u32,
+    pub outer: FlowHdr,
+    /// The pod flow inside a VXLAN packet (`outer` is node-to-node UDP).
+    pub inner: FlowHdr,
+    /// VXLAN network identifier, when `inner` is set.
+    pub vni: u32,
+    pub _pad: u32,
+}
+
+/// Counters of the drop program itself (indices of its `DROP_STATS` array).
+pub mod drop_stat {
+    /// Drops seen by the program.
+    pub const SEEN: u32 = 0;
+    /// Drops not counted: no pod address and not node-to-node VXLAN.
+    pub const FILTERED: u32 = 1;
+    /// Samples not sent because the token bucket was empty.
+    pub const SUPPRESSED: u32 = 2;
+    /// Samples lost because the ring buffer was full.
+    pub const LOST: u32 = 3;
+    /// Drop sites not counted because the counter map was full.
+    pub const MAP_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Token bucket state for rate-limited samples (one per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Tokens × 1e9 (so refills need no division by time units).
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Up to this many pod CIDRs per family are matched in kernel.
+pub const MAX_POD_CIDRS: usize = 8;
+
+/// Pod CIDRs as (network, mask) pairs, compared with masks in kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCidrs {
+    /// IPv4 network and mask, both in network byte order as loaded (u32 of the 4 bytes).
+    pub v4: [[u32; 2]; MAX_POD_CIDRS],
+    /// IPv6 network (2 × u64) and mask (2 × u64), byte order as loaded.
+    pub v6: [[u64; 4]; MAX_POD_CIDRS],
+    pub n_v4: u32,
+    pub n_v6: u32,
 }
 
 /// Packet and byte counts of one [`DropKey`], per CPU in the kernel.
@@ -64,6 +150,8 @@ pub struct KernelLayout {
     pub skb_refdst: u32,
     /// `sk_buff.len`
     pub skb_len: u32,
+    /// `sk_buff.mark`
+    pub skb_mark: u32,
     /// `sk_buff.protocol` (big-endian ethertype)
     pub skb_protocol: u32,
     /// `sk_buff.head`
@@ -82,6 +170,7 @@ pub struct KernelLayout {
     pub dst_dev: u32,
     /// `dst_entry.input`
     pub dst_input: u32,
+    pub _pad: u32,
     /// Address of `ip_local_deliver` (dst->input of locally delivered IPv4).
     pub ip_local_deliver: u64,
     /// Address of `ip_forward` (dst->input of forwarded IPv4).
@@ -109,7 +198,15 @@ pub struct TracepointLayout {
 pub struct DropConfig {
     /// Value of `SKB_DROP_REASON_NETFILTER_DROP` in the running kernel.
     pub reason_netfilter_drop: u32,
-    pub _pad: u32,
+    /// VXLAN UDP port (flannel: 8472), host byte order.
+    pub vxlan_port: u16,
+    /// 1: count every drop, not only pod and VXLAN ones (`--all`).
+    pub keep_all: u8,
+    pub _pad: u8,
+    /// Samples per second per CPU, and the bucket size.
+    pub sample_rate: u32,
+    pub sample_burst: u32,
+    pub pod_cidrs: PodCidrs,
 }
 
 #[cfg(feature = "user")]
@@ -121,6 +218,10 @@ mod user {
     unsafe impl aya::Pod for KernelLayout {}
     unsafe impl aya::Pod for DropConfig {}
     unsafe impl aya::Pod for TracepointLayout {}
+    unsafe impl aya::Pod for FlowHdr {}
+    unsafe impl aya::Pod for DropSample {}
+    unsafe impl aya::Pod for TokenBucket {}
+    unsafe impl aya::Pod for PodCidrs {}
 }
 
 #[cfg(test)]
@@ -130,10 +231,16 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<DropKey>(), 8 + 4 * 3 + 4);
+        assert_eq!(size_of::<DropKey>(), 8 + 4 * 4 + 4 + 4);
+        assert_eq!(size_of::<FlowHdr>(), 16 * 2 + 2 * 2 + 4);
+        assert_eq!(size_of::<DropSample>(), 32 + 8 + 8 + 40 * 2 + 8);
+        assert_eq!(
+            size_of::<PodCidrs>(),
+            MAX_POD_CIDRS * 8 + MAX_POD_CIDRS * 32 + 8
+        );
         assert_eq!(size_of::<DropCounters>(), 16);
-        assert_eq!(size_of::<KernelLayout>(), 12 * 4 + 4 * 8);
-        assert_eq!(size_of::<DropConfig>(), 8);
+        assert_eq!(size_of::<KernelLayout>(), 13 * 4 + 4 + 4 * 8);
+        assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);
     }
 }

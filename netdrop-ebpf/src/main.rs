@@ -5,6 +5,7 @@
 #![no_main]
 
 mod drop;
+mod headers;
 mod read;
 
 #[cfg(not(test))]

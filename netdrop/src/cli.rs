@@ -49,6 +49,13 @@ pub struct WatchArgs {
     /// Keep drops that involve no pod address too.
     #[arg(long)]
     pub all: bool,
+    /// UDP port of the VXLAN overlay (flannel: 8472).
+    #[arg(long, value_name = "PORT", default_value_t = 8472)]
+    pub vxlan_port: u16,
+    /// Detailed drop samples per second for the whole node (each new drop
+    /// site is always sampled once; counts are exact regardless).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub sample_rate: u32,
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

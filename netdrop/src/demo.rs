@@ -49,6 +49,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         pod_cidrs: vec!["10.224.0.0/16".parse()?],
         netns: vec![node.clone()],
         all: false,
+        vxlan_port: 8472,
+        sample_rate: 200,
         duration: args.duration,
         interval: Duration::from_millis(250),
         output: args.output,

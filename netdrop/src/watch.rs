@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use netdrop_common::{DropCounters, DropKey};
+use netdrop_common::{DropCounters, DropKey, DropSample};
 
 use crate::{
     capture::{CaptureOptions, Datapath},
     cli::WatchArgs,
-    decode::{Decoder, netns::Netns},
+    decode::{Decoder, flow::Flow, netns::Netns},
     export::stdout::{DropReport, Printer},
     preflight,
 };
@@ -25,9 +25,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             .map(|n| Netns::named(n))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let (datapath, kernel) = Datapath::load(&CaptureOptions {
+    let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
         btf_path: args.btf.clone(),
         probe: args.drop_probe,
+        pod_cidrs: args.pod_cidrs.clone(),
+        keep_all: args.all || args.pod_cidrs.is_empty(),
+        vxlan_port: args.vxlan_port,
+        sample_rate: args.sample_rate,
     })
     .context("starting the kernel datapath")?;
     let printer = Printer::new(args.output);
@@ -43,6 +47,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut watcher = Watcher {
         decoder: Decoder::new(kernel, nodes),
         seen: HashMap::new(),
+        latest: HashMap::new(),
         printer,
     };
 
@@ -58,14 +63,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         .context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
-            _ = tick.tick() => watcher.poll(&datapath)?,
+            _ = tick.tick() => watcher.poll(&mut datapath)?,
             () = &mut deadline => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
     }
     // Report what arrived since the last tick before detaching.
-    watcher.poll(&datapath)?;
+    watcher.poll(&mut datapath)?;
     Ok(())
 }
 
@@ -73,11 +78,16 @@ struct Watcher {
     decoder: Decoder,
     /// Last reported counters per drop site.
     seen: HashMap<DropKey, DropCounters>,
+    /// The latest detailed sample of each drop site.
+    latest: HashMap<DropKey, DropSample>,
     printer: Printer,
 }
 
 impl Watcher {
-    fn poll(&mut self, datapath: &Datapath) -> anyhow::Result<()> {
+    fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
+        for s in datapath.samples() {
+            self.latest.insert(s.key, s);
+        }
         let drops = datapath.drops()?;
         log::trace!("{} drop sites in the kernel map", drops.len());
         for (key, now) in drops {
@@ -91,7 +101,11 @@ impl Watcher {
                 continue;
             }
             let site = self.decoder.decode(&key);
+            let sample = self.latest.get(&key);
             self.printer.drop(&DropReport {
+                flow: sample.and_then(|s| Flow::from_hdr(&s.outer)),
+                inner: sample.and_then(|s| Flow::from_hdr(&s.inner)),
+                vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
                 kind: "drop",
                 site: &site,
                 packets: now.packets,

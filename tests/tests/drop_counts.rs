@@ -50,7 +50,7 @@ fn counts_exactly_n(probe: &str) {
     for r in records.iter().filter(|r| is_ours(r)) {
         assert_eq!(field(r, "hook"), "INPUT", "{r}");
         assert_eq!(field(r, "proto"), "udp", "{r}");
-        assert_eq!(field(r, "iface"), "eth0", "{r}");
+        assert_eq!(field(r, "in_iface"), "eth0", "{r}");
     }
     assert!(
         records.iter().all(|r| field(r, "node") == server),

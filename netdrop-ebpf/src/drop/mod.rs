@@ -1,18 +1,40 @@
 //! Drop capture: every freed-with-a-reason skb is counted here, in kernel,
-//! per drop site. Two probes feed the same counting code: `tp_btf` (fast,
-//! preferred) and the plain `skb:kfree_skb` tracepoint (fallback).
+//! per drop site, and a rate-limited few are sampled with their full flow.
+//! Two probes feed the same code: `tp_btf` (fast, preferred) and the plain
+//! `skb:kfree_skb` tracepoint (fallback).
 
 pub mod tp_btf;
 pub mod tracepoint;
 
-use aya_ebpf::{macros::map, maps::PerCpuHashMap};
-use netdrop_common::{DropConfig, DropCounters, DropKey, KernelLayout, hook};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use netdrop_common::{
+    DropConfig, DropCounters, DropKey, DropSample, FlowHdr, KernelLayout, TokenBucket, drop_stat,
+    flags, hook,
+};
 
-use crate::read::{KernelRead, Probe};
+use crate::{
+    headers::{self, Parsed},
+    read::{KernelRead, Probe},
+};
 
 /// Exact per-CPU counters, keyed by drop site.
 #[map]
 static DROPS: PerCpuHashMap<DropKey, DropCounters> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Detailed samples for userspace (flows, inner VXLAN flows).
+#[map]
+static DROP_SAMPLES: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The program's own health counters (`drop_stat`).
+#[map]
+static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_stat::COUNT, 0);
+
+#[map]
+static DROP_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel struct offsets and symbol addresses, from BTF and kallsyms.
 #[unsafe(no_mangle)]
@@ -31,10 +53,17 @@ pub fn global<T: Copy>(field: &T) -> T {
 }
 
 const SKB_DST_PTRMASK: u64 = !1;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+/// `skb->network_header` when unset (`(u16)~0U`).
+const HEADER_UNSET: u16 = 0xffff;
+const NANOS: u64 = 1_000_000_000;
+
+#[inline(always)]
+fn bump(stat: u32) {
+    if let Some(v) = DROP_STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
 
 /// Counts one dropped skb. `R` reads fields of the skb itself (plain loads in
 /// `tp_btf`, probe reads in the tracepoint); everything behind untyped
@@ -52,51 +81,183 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     } else {
         0
     };
-
     let hook = if reason == global(&DROP_CONFIG.reason_netfilter_drop) {
         classify_hook(dev, dst, dst_dev)
     } else {
         hook::UNKNOWN
     };
 
-    // The packet's device: where it arrived, or, before it has one (OUTPUT),
-    // the device its route leaves through. Both tell its namespace.
+    // Headers: one probe read of the L3 header (and L4 ports right after it).
+    let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
+    let nh: u16 =
+        unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
+    let mut outer = FlowHdr::default();
+    let mut inner = FlowHdr::default();
+    let mut vni = 0u32;
+    let mut fl = 0u8;
+    if head != 0 && nh != HEADER_UNSET {
+        let l3 = head + u64::from(nh);
+        if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut outer) {
+            fl |= pod_flags(&outer, flags::SRC_POD, flags::DST_POD);
+            if outer.proto == headers::IPPROTO_UDP && outer.dport == global(&DROP_CONFIG.vxlan_port)
+            {
+                fl |= flags::VXLAN;
+                vni = headers::parse_vxlan(l4_at + 8, &mut inner);
+                fl |= pod_flags(&inner, flags::INNER_SRC_POD, flags::INNER_DST_POD);
+            }
+        }
+    }
+    if fl == 0 && global(&DROP_CONFIG.keep_all) == 0 {
+        bump(drop_stat::FILTERED);
+        return Ok(());
+    }
+
+    // The device the packet came in on (hooks before routing decides its
+    // way out), and the one it was routed out of (after). With no device yet
+    // (OUTPUT), the route's device tells the namespace.
     let ndev = if dev != 0 { dev } else { dst_dev };
-    let (ifindex, netns) = if ndev != 0 {
-        device_ids(ndev as *const u8)
+    let netns = if ndev != 0 {
+        netns_of(ndev as *const u8)
     } else {
-        (0, 0)
+        0
     };
-
-    let protocol =
-        u16::from_be(unsafe { R::read::<u16>(skb, global(&LAYOUT.skb_protocol)) }.unwrap_or(0));
-    let (family, l4proto) = l3_info::<R>(skb, protocol);
+    let (in_dev, out_dev) = match hook {
+        hook::PREROUTING | hook::INPUT => (dev, 0),
+        hook::FORWARD => (dev, dst_dev),
+        hook::OUTPUT | hook::POSTROUTING => (0, dst_dev),
+        _ => (dev, 0),
+    };
     let len: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_len)) }.unwrap_or(0);
-
     let key = DropKey {
         location,
         netns,
         reason,
-        ifindex,
+        in_ifindex: ifindex_of(in_dev),
+        out_ifindex: ifindex_of(out_dev),
         hook,
-        l4proto,
-        family,
+        l4proto: outer.proto,
+        family: outer.family,
+        flags: fl,
         _pad: 0,
     };
-    match DROPS.get_ptr_mut(key) {
-        Some(c) => unsafe {
-            (*c).packets += 1;
-            (*c).bytes += u64::from(len);
-        },
+    let new_site = match DROPS.get_ptr_mut(key) {
+        Some(c) => {
+            // SAFETY: per-CPU value, no concurrent writer on this CPU.
+            unsafe {
+                (*c).packets += 1;
+                (*c).bytes += u64::from(len);
+            }
+            false
+        }
         None => {
             let c = DropCounters {
                 packets: 1,
                 bytes: u64::from(len),
             };
-            DROPS.insert(key, c, 0)?;
+            if DROPS.insert(key, c, 0).is_err() {
+                bump(drop_stat::MAP_FULL);
+            }
+            true
         }
+    };
+    // The first drop of a site is always sampled: its flow explains it.
+    if new_site || take_token() {
+        let mark: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
+        match DROP_SAMPLES.reserve::<DropSample>(0) {
+            Some(mut entry) => {
+                entry.write(DropSample {
+                    key,
+                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                    len,
+                    mark,
+                    outer,
+                    inner,
+                    vni,
+                    _pad: 0,
+                });
+                entry.submit(0);
+            }
+            None => bump(drop_stat::LOST),
+        }
+    } else {
+        bump(drop_stat::SUPPRESSED);
     }
     Ok(())
+}
+
+/// One token from this CPU's bucket, refilled at `sample_rate` per second.
+#[inline(always)]
+fn take_token() -> bool {
+    let Some(b) = DROP_BUCKET.get_ptr_mut(0) else {
+        return false;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let b = unsafe { &mut *b };
+    let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
+    b.last_ns = now;
+    let cap = u64::from(global(&DROP_CONFIG.sample_burst)) * NANOS;
+    let tokens = (b.tokens + elapsed * u64::from(global(&DROP_CONFIG.sample_rate))).min(cap);
+    if tokens >= NANOS {
+        b.tokens = tokens - NANOS;
+        true
+    } else {
+        b.tokens = tokens;
+        false
+    }
+}
+
+#[inline(always)]
+fn pod_flags(f: &FlowHdr, src_flag: u8, dst_flag: u8) -> u8 {
+    let cidrs = &DROP_CONFIG.pod_cidrs;
+    let mut out = 0;
+    match f.family {
+        4 => {
+            let n = global(&cidrs.n_v4) as usize;
+            let src = u32::from_ne_bytes([f.src[0], f.src[1], f.src[2], f.src[3]]);
+            let dst = u32::from_ne_bytes([f.dst[0], f.dst[1], f.dst[2], f.dst[3]]);
+            for i in 0..netdrop_common::MAX_POD_CIDRS {
+                if i >= n {
+                    break;
+                }
+                let [net, mask] = global(&cidrs.v4[i]);
+                if src & mask == net {
+                    out |= src_flag;
+                }
+                if dst & mask == net {
+                    out |= dst_flag;
+                }
+            }
+        }
+        6 => {
+            let n = global(&cidrs.n_v6) as usize;
+            let half = |a: &[u8; 16], i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&a[i * 8..i * 8 + 8]);
+                u64::from_ne_bytes(b)
+            };
+            let (s0, s1, d0, d1) = (
+                half(&f.src, 0),
+                half(&f.src, 1),
+                half(&f.dst, 0),
+                half(&f.dst, 1),
+            );
+            for i in 0..netdrop_common::MAX_POD_CIDRS {
+                if i >= n {
+                    break;
+                }
+                let [n0, n1, m0, m1] = global(&cidrs.v6[i]);
+                if s0 & m0 == n0 && s1 & m1 == n1 {
+                    out |= src_flag;
+                }
+                if d0 & m0 == n0 && d1 & m1 == n1 {
+                    out |= dst_flag;
+                }
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Which netfilter hook freed the skb, from routing state alone (no stack
@@ -126,30 +287,18 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64) -> u8 {
 }
 
 #[inline(always)]
-fn device_ids(dev: *const u8) -> (u32, u32) {
-    let ifindex: u32 = unsafe { Probe::read(dev, global(&LAYOUT.dev_ifindex)) }.unwrap_or(0);
-    let net: u64 = unsafe { Probe::read(dev, global(&LAYOUT.dev_nd_net)) }.unwrap_or(0);
-    let netns = if net != 0 {
-        unsafe { Probe::read(net as *const u8, global(&LAYOUT.net_ns_inum)) }.unwrap_or(0)
-    } else {
-        0
-    };
-    (ifindex, netns)
+fn ifindex_of(dev: u64) -> u32 {
+    if dev == 0 {
+        return 0;
+    }
+    unsafe { Probe::read(dev as *const u8, global(&LAYOUT.dev_ifindex)) }.unwrap_or(0)
 }
 
 #[inline(always)]
-fn l3_info<R: KernelRead>(skb: *const u8, protocol: u16) -> (u8, u8) {
-    let (family, proto_off) = match protocol {
-        ETH_P_IP => (AF_INET, 9u64),
-        ETH_P_IPV6 => (AF_INET6, 6u64),
-        _ => return (0, 0),
-    };
-    let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
-    let nh: u16 = unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(0);
-    if head == 0 {
-        return (family, 0);
+fn netns_of(dev: *const u8) -> u32 {
+    let net: u64 = unsafe { Probe::read(dev, global(&LAYOUT.dev_nd_net)) }.unwrap_or(0);
+    if net == 0 {
+        return 0;
     }
-    let at = (head + u64::from(nh) + proto_off) as *const u8;
-    let l4: u8 = unsafe { Probe::read(at, 0) }.unwrap_or(0);
-    (family, l4)
+    unsafe { Probe::read(net as *const u8, global(&LAYOUT.net_ns_inum)) }.unwrap_or(0)
 }

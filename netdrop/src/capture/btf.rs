@@ -116,6 +116,7 @@ impl KernelBtf {
             skb_dev: self.member_offset("sk_buff", "dev")?,
             skb_refdst: self.member_offset("sk_buff", "_skb_refdst")?,
             skb_len: self.member_offset("sk_buff", "len")?,
+            skb_mark: self.member_offset("sk_buff", "mark")?,
             skb_protocol: self.member_offset("sk_buff", "protocol")?,
             skb_head: self.member_offset("sk_buff", "head")?,
             skb_network_header: self.member_offset("sk_buff", "network_header")?,

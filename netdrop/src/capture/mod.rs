@@ -9,10 +9,13 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use netdrop_common::{DropConfig, DropCounters, DropKey, KernelLayout};
+use ipnet::IpNet;
+use netdrop_common::{
+    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs, drop_stat,
+};
 
 use self::{btf::KernelBtf, kallsyms::Kallsyms};
 
@@ -37,6 +40,8 @@ pub enum CaptureError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error("kernel symbol {0} not found in /proc/kallsyms")]
     NoSymbol(&'static str),
+    #[error("at most {MAX_POD_CIDRS} pod CIDRs per IP family are supported")]
+    TooManyCidrs,
     #[error("kernel BTF has no SKB_DROP_REASON_NETFILTER_DROP")]
     NoNetfilterReason,
     #[error("loading netdrop's eBPF object failed: {0}")]
@@ -58,6 +63,52 @@ pub enum CaptureError {
 pub struct CaptureOptions {
     pub btf_path: PathBuf,
     pub probe: DropProbe,
+    /// Pod CIDRs: drops with a pod address (outer or inner) are kept.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Keep every drop, pod or not.
+    pub keep_all: bool,
+    pub vxlan_port: u16,
+    /// Detailed samples per second (whole node), beyond each site's first.
+    pub sample_rate: u32,
+}
+
+/// Pod CIDRs in the kernel's (network, mask) form.
+pub fn pod_cidrs(nets: &[IpNet]) -> Result<PodCidrs, CaptureError> {
+    let mut c = PodCidrs::default();
+    for n in nets {
+        match n {
+            IpNet::V4(v4) => {
+                let i = c.n_v4 as usize;
+                if i >= MAX_POD_CIDRS {
+                    return Err(CaptureError::TooManyCidrs);
+                }
+                c.v4[i] = [
+                    u32::from_ne_bytes(v4.network().octets()),
+                    u32::from_ne_bytes(v4.netmask().octets()),
+                ];
+                c.n_v4 += 1;
+            }
+            IpNet::V6(v6) => {
+                let i = c.n_v6 as usize;
+                if i >= MAX_POD_CIDRS {
+                    return Err(CaptureError::TooManyCidrs);
+                }
+                let halves = |a: std::net::Ipv6Addr| {
+                    let o = a.octets();
+                    let mut h = [0u8; 8];
+                    let mut l = [0u8; 8];
+                    h.copy_from_slice(&o[..8]);
+                    l.copy_from_slice(&o[8..]);
+                    (u64::from_ne_bytes(h), u64::from_ne_bytes(l))
+                };
+                let (n0, n1) = halves(v6.network());
+                let (m0, m1) = halves(v6.netmask());
+                c.v6[i] = [n0, n1, m0, m1];
+                c.n_v6 += 1;
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// Facts about the running kernel that decoding needs too.
@@ -72,6 +123,7 @@ pub struct KernelInfo {
 pub struct Datapath {
     ebpf: Ebpf,
     probe: DropProbe,
+    samples: RingBuf<MapData>,
 }
 
 impl Datapath {
@@ -93,9 +145,16 @@ impl Datapath {
             .find(|(_, n)| *n == "NETFILTER_DROP")
             .map(|(v, _)| *v)
             .ok_or(CaptureError::NoNetfilterReason)?;
+        let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+        let per_cpu_rate = opts.sample_rate.div_ceil(cpus).max(1);
         let config = DropConfig {
             reason_netfilter_drop,
+            vxlan_port: opts.vxlan_port,
+            keep_all: u8::from(opts.keep_all),
             _pad: 0,
+            sample_rate: per_cpu_rate,
+            sample_burst: per_cpu_rate.max(10),
+            pod_cidrs: pod_cidrs(&opts.pod_cidrs)?,
         };
         // Only the fallback needs tracefs; keep tp_btf working without it.
         let tp_layout = tracefs::kfree_skb_layout().unwrap_or_default();
@@ -119,8 +178,22 @@ impl Datapath {
                 }
             },
         };
+        let samples = ebpf.take_map("DROP_SAMPLES").ok_or(CaptureError::Map {
+            map: "DROP_SAMPLES",
+            source: aya::maps::MapError::InvalidName {
+                name: "DROP_SAMPLES".into(),
+            },
+        })?;
+        let samples = RingBuf::try_from(samples).map_err(|source| CaptureError::Map {
+            map: "DROP_SAMPLES",
+            source,
+        })?;
         Ok((
-            Self { ebpf, probe },
+            Self {
+                ebpf,
+                probe,
+                samples,
+            },
             KernelInfo {
                 drop_reasons,
                 kallsyms,
@@ -131,6 +204,41 @@ impl Datapath {
     /// The probe that is attached (never `Auto`).
     pub fn probe(&self) -> DropProbe {
         self.probe
+    }
+
+    /// Drains the detailed samples the kernel sent since the last call.
+    pub fn samples(&mut self) -> Vec<DropSample> {
+        let mut out = Vec::new();
+        while let Some(item) = self.samples.next() {
+            if item.len() >= std::mem::size_of::<DropSample>() {
+                // SAFETY: the kernel wrote a whole DropSample (repr(C), Pod);
+                // read_unaligned because ring buffer items are 8-aligned only.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DropSample>()) });
+            }
+        }
+        out
+    }
+
+    /// The drop program's own counters (`drop_stat::*`), summed over CPUs.
+    pub fn stats(&self) -> Result<[u64; drop_stat::COUNT as usize], CaptureError> {
+        let map = self.ebpf.map("DROP_STATS").ok_or(CaptureError::Map {
+            map: "DROP_STATS",
+            source: aya::maps::MapError::InvalidName {
+                name: "DROP_STATS".into(),
+            },
+        })?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
+                map: "DROP_STATS",
+                source,
+            })?;
+        let mut out = [0u64; drop_stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = arr.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
+            }
+        }
+        Ok(out)
     }
 
     /// Every drop site counted so far, summed over CPUs.

@@ -1,6 +1,7 @@
 //! Decode: turn the kernel's compact drop keys into names an operator knows
 //! (reason, hook, drop location, node, interface, protocol).
 
+pub mod flow;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -81,9 +82,12 @@ pub struct DropSite {
     pub hook: Option<Hook>,
     /// Kernel function that dropped the packet, `function+0xoff`.
     pub location: String,
-    pub iface: Option<String>,
+    pub in_iface: Option<String>,
+    pub out_iface: Option<String>,
     pub family: Option<&'static str>,
     pub proto: Option<String>,
+    /// The outer packet was VXLAN (UDP to the overlay port).
+    pub vxlan: bool,
 }
 
 /// Names drop keys, caching what it learns per namespace.
@@ -117,7 +121,12 @@ impl Decoder {
 
     pub fn decode(&mut self, key: &DropKey) -> DropSite {
         let node = self.node(key.netns).cloned();
-        let iface = node.as_ref().and_then(|n| self.iface_name(n, key.ifindex));
+        let in_iface = node
+            .as_ref()
+            .and_then(|n| self.iface_name(n, key.in_ifindex));
+        let out_iface = node
+            .as_ref()
+            .and_then(|n| self.iface_name(n, key.out_ifindex));
         DropSite {
             node: node
                 .as_ref()
@@ -131,10 +140,11 @@ impl Decoder {
                 .kallsyms
                 .symbolize(key.location)
                 .unwrap_or_else(|| format!("0x{:x}", key.location)),
-            iface,
+            in_iface,
+            out_iface,
             family: match key.family {
-                2 => Some("ipv4"),
-                10 => Some("ipv6"),
+                4 => Some("ipv4"),
+                6 => Some("ipv6"),
                 _ => None,
             },
             proto: match key.l4proto {
@@ -145,6 +155,7 @@ impl Decoder {
                         .unwrap_or_else(|| p.to_string()),
                 ),
             },
+            vxlan: key.flags & netdrop_common::flags::VXLAN != 0,
         }
     }
 

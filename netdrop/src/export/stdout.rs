@@ -4,7 +4,10 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::{cli::Output, decode::DropSite};
+use crate::{
+    cli::Output,
+    decode::{DropSite, flow::Flow},
+};
 
 /// One report about a drop site: its counts so far.
 #[derive(Debug, Serialize)]
@@ -18,6 +21,12 @@ pub struct DropReport<'a> {
     /// Packets since the previous report of this site.
     pub new_packets: u64,
     pub evidence: &'static str,
+    /// The latest sampled packet of this site (outer flow).
+    #[serde(flatten)]
+    pub flow: Option<Flow>,
+    /// The pod flow inside a VXLAN packet, else null.
+    pub inner: Option<Flow>,
+    pub vni: Option<u32>,
 }
 
 pub struct Printer {
@@ -52,16 +61,25 @@ fn text_line(r: &DropReport<'_>) -> String {
     let s = r.site;
     let mut line = format!("[{}] drop {}", s.node, s.reason);
     if let Some(h) = s.hook {
-        line.push_str(&format!(" in {}", h.as_str()));
+        line.push_str(&format!(" at {}", h.as_str()));
     }
-    if let Some(i) = &s.iface {
-        line.push_str(&format!(" dev {i}"));
+    if let Some(i) = &s.in_iface {
+        line.push_str(&format!(" in {i}"));
     }
-    if let Some(p) = &s.proto {
+    if let Some(o) = &s.out_iface {
+        line.push_str(&format!(" out {o}"));
+    }
+    if let (Some(p), None) = (&s.proto, &r.flow) {
         line.push_str(&format!(" {p}"));
     }
+    if let Some(f) = &r.flow {
+        line.push_str(&format!(" {f}"));
+    }
+    if let Some(i) = &r.inner {
+        line.push_str(&format!(" [inner {i}, vni {}]", r.vni.unwrap_or(0)));
+    }
     line.push_str(&format!(
-        " at {} — {} packets ({} new), {} bytes",
+        " ({}) — {} packets ({} new), {} bytes",
         s.location, r.packets, r.new_packets, r.bytes
     ));
     line
