@@ -1,0 +1,265 @@
+//! The kernel datapath on real packets: the hook of every netfilter drop,
+//! the inner pod flow of a dropped VXLAN packet, and the in-kernel pod filter.
+
+use std::{net::SocketAddr, time::Duration};
+
+use netdrop_tests::{Lab, Watch, field, require_root, total_packets, traffic};
+
+/// client (10.224.9.2, pod side) — router — server (203.0.113.2), with
+/// forwarding on the router.
+struct Routed {
+    lab: Lab,
+    client: String,
+    router: String,
+    server: String,
+}
+
+fn routed() -> Routed {
+    let mut lab = Lab::new("hk");
+    let client = lab.netns("c").unwrap();
+    let router = lab.netns("r").unwrap();
+    let server = lab.netns("s").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("10.224.9.2/24")),
+        (&router, "cni0", Some("10.224.9.1/24")),
+    )
+    .unwrap();
+    lab.veth(
+        (&router, "eth1", Some("203.0.113.1/24")),
+        (&server, "eth0", Some("203.0.113.2/24")),
+    )
+    .unwrap();
+    lab.ip(&client, &["route", "add", "default", "via", "10.224.9.1"])
+        .unwrap();
+    lab.ip(
+        &server,
+        &["route", "add", "10.224.0.0/16", "via", "203.0.113.1"],
+    )
+    .unwrap();
+    lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
+    Routed {
+        lab,
+        client,
+        router,
+        server,
+    }
+}
+
+#[test]
+fn every_netfilter_hook_is_named() {
+    require_root();
+    // (hook, table, rule): each DROP sits in a different hook of the router
+    // or, for OUTPUT, of the sender itself.
+    let cases: [(&str, &str, &str); 5] = [
+        ("PREROUTING", "raw", "PREROUTING"),
+        ("INPUT", "filter", "INPUT"),
+        ("FORWARD", "filter", "FORWARD"),
+        ("POSTROUTING", "mangle", "POSTROUTING"),
+        ("OUTPUT", "filter", "OUTPUT"),
+    ];
+    for (hook, table, chain) in cases {
+        let r = routed();
+        // OUTPUT: the router itself sends; others: the client sends through it.
+        let (sender, dst): (&str, SocketAddr) = match hook {
+            "INPUT" => (&r.client, "10.224.9.1:7000".parse().unwrap()),
+            "OUTPUT" => (&r.router, "203.0.113.2:7000".parse().unwrap()),
+            _ => (&r.client, "203.0.113.2:7000".parse().unwrap()),
+        };
+        r.lab
+            .iptables(
+                &r.router,
+                &[
+                    "-t", table, "-A", chain, "-p", "udp", "--dport", "7000", "-j", "DROP",
+                ],
+            )
+            .unwrap();
+        let mut w =
+            Watch::start(&["--netns", &r.router, "--pod-cidr", "10.224.0.0/16", "--all"]).unwrap();
+        traffic::send_udp(sender, dst, 4, 32).unwrap();
+        let ours = |rec: &serde_json::Value| {
+            field(rec, "reason") == "NETFILTER_DROP" && field(rec, "proto") == "udp"
+        };
+        w.wait_for(Duration::from_secs(10), |w| {
+            total_packets(&w.records(), ours) >= 4
+        })
+        .unwrap_or_else(|e| panic!("{hook}: {e}"));
+        let recs = w.stop().unwrap();
+        assert_eq!(total_packets(&recs, ours), 4, "{hook}: {recs:#?}");
+        for rec in recs.iter().filter(|r| ours(r)) {
+            assert_eq!(field(rec, "hook"), hook, "{rec}");
+            assert_eq!(field(rec, "node"), r.router);
+            match hook {
+                "FORWARD" => {
+                    assert_eq!(field(rec, "in_iface"), "cni0", "{rec}");
+                    assert_eq!(field(rec, "out_iface"), "eth1", "{rec}");
+                }
+                "PREROUTING" | "INPUT" => assert_eq!(field(rec, "in_iface"), "cni0", "{rec}"),
+                _ => assert_eq!(field(rec, "out_iface"), "eth1", "{rec}"),
+            }
+            assert_eq!(rec["dport"], 7000, "{rec}");
+        }
+        let _ = &r.server;
+    }
+}
+
+#[test]
+fn pod_filter_keeps_pod_drops_only() {
+    require_root();
+    let r = routed();
+    // The router drops everything to port 7000 in INPUT, from pods (cni0
+    // side) and from the "internet" (eth1 side).
+    r.lab
+        .iptables(
+            &r.router,
+            &["-A", "INPUT", "-p", "udp", "--dport", "7000", "-j", "DROP"],
+        )
+        .unwrap();
+    let mut w = Watch::start(&["--netns", &r.router, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    traffic::send_udp(&r.server, "203.0.113.1:7000".parse().unwrap(), 6, 32).unwrap();
+    traffic::send_udp(&r.client, "10.224.9.1:7000".parse().unwrap(), 3, 32).unwrap();
+    let nf = |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP";
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), nf) >= 3
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let recs = w.stop().unwrap();
+    // Only the 3 pod packets are counted; the 6 from 203.0.113.2 are not.
+    assert_eq!(total_packets(&recs, nf), 3, "{recs:#?}");
+    assert!(
+        recs.iter()
+            .filter(|r| nf(r))
+            .all(|r| field(r, "src") == "10.224.9.2"),
+        "{recs:#?}"
+    );
+}
+
+/// Scenario S3's kernel side: the receiving node's INPUT drops the VXLAN
+/// packet; netdrop names the outer node-to-node packet and the pods inside.
+#[test]
+fn dropped_vxlan_packet_names_the_inner_pods() {
+    require_root();
+    let mut lab = Lab::new("vx");
+    let n1 = lab.netns("n1").unwrap();
+    let n2 = lab.netns("n2").unwrap();
+    lab.veth(
+        (&n1, "eth0", Some("192.0.2.1/24")),
+        (&n2, "eth0", Some("192.0.2.2/24")),
+    )
+    .unwrap();
+    // flannel.1 the way flannel builds it: VXLAN id 1 on 8472, a /32 on the
+    // device, an on-link route for the peer's pod subnet, static ARP + FDB.
+    let mac2 = "0e:00:00:00:00:02";
+    for (ns, local, addr, mac) in [
+        (&n1, "192.0.2.1", "10.224.1.0/32", "0e:00:00:00:00:01"),
+        (&n2, "192.0.2.2", "10.224.2.0/32", mac2),
+    ] {
+        lab.ip(
+            ns,
+            &[
+                "link",
+                "add",
+                "flannel.1",
+                "address",
+                mac,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "local",
+                local,
+                "dev",
+                "eth0",
+                "dstport",
+                "8472",
+                "nolearning",
+            ],
+        )
+        .unwrap();
+        lab.ip(ns, &["addr", "add", addr, "dev", "flannel.1"])
+            .unwrap();
+        lab.ip(ns, &["link", "set", "flannel.1", "up"]).unwrap();
+    }
+    lab.ip(
+        &n1,
+        &[
+            "route",
+            "add",
+            "10.224.2.0/24",
+            "via",
+            "10.224.2.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+    )
+    .unwrap();
+    lab.ip(
+        &n1,
+        &[
+            "neigh",
+            "add",
+            "10.224.2.0",
+            "lladdr",
+            mac2,
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    lab.exec(
+        &n1,
+        &[
+            "bridge",
+            "fdb",
+            "append",
+            mac2,
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.2",
+        ],
+    )
+    .unwrap();
+    // S3: the receiving node's firewall rejects VXLAN.
+    lab.iptables(
+        &n2,
+        &[
+            "-A", "INPUT", "-p", "udp", "--dport", "8472", "-j", "REJECT",
+        ],
+    )
+    .unwrap();
+
+    let mut w = Watch::start(&["--netns", &n2, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    traffic::send_udp(&n1, "10.224.2.7:5353".parse().unwrap(), 5, 40).unwrap();
+    let vx =
+        |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true;
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), vx) >= 5
+    })
+    .unwrap();
+    let recs = w.stop().unwrap();
+    assert_eq!(total_packets(&recs, vx), 5, "{recs:#?}");
+    let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+    assert_eq!(field(rec, "hook"), "INPUT");
+    assert_eq!(
+        (field(rec, "src"), field(rec, "dst")),
+        ("192.0.2.1", "192.0.2.2"),
+        "{rec}"
+    );
+    assert_eq!(rec["dport"], 8472);
+    let inner = &rec["inner"];
+    assert_eq!(
+        (field(inner, "src"), field(inner, "dst")),
+        ("10.224.1.0", "10.224.2.7"),
+        "{rec}"
+    );
+    assert_eq!(
+        (field(inner, "proto"), inner["dport"].as_u64()),
+        ("udp", Some(5353)),
+        "{rec}"
+    );
+    assert_eq!(rec["vni"], 1);
+}
