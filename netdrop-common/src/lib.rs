@@ -209,6 +209,75 @@ pub struct DropConfig {
     pub pod_cidrs: PodCidrs,
 }
 
+/// Roles of the interfaces a node's TC observers watch (slot numbers).
+pub mod role {
+    /// The VXLAN device (`flannel.1`): decapsulated pod traffic.
+    pub const OVERLAY: u32 = 0;
+    /// The pod bridge (`cni0`).
+    pub const BRIDGE: u32 = 1;
+    /// The node's NIC: VXLAN between nodes, and pod egress to the world.
+    pub const UNDERLAY: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Packet directions of the observers (index = role * 2 + direction).
+pub mod direction {
+    pub const INGRESS: u32 = 0;
+    pub const EGRESS: u32 = 1;
+}
+
+/// Configuration of one node's observers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObsConfig {
+    /// ifindex of each [`role`] (0: not observed).
+    pub ifindex: [u32; role::COUNT as usize],
+    /// The node network of the underlay (e.g. 192.0.2.0/24) as (net, mask),
+    /// byte order as loaded: pod egress to it is not "to the world".
+    pub node_net: u32,
+    pub node_mask: u32,
+    pub vxlan_port: u16,
+    pub _pad: u16,
+    /// Un-NATed egress samples per second per CPU, and the bucket size.
+    pub sample_rate: u32,
+    pub sample_burst: u32,
+    pub pod_cidrs: PodCidrs,
+}
+
+/// Per (role, direction) counters of the observers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObsCounters {
+    /// Packets with a pod source or destination.
+    pub pod_packets: u64,
+    pub pod_bytes: u64,
+    /// VXLAN packets (underlay only).
+    pub vxlan_packets: u64,
+    pub vxlan_bytes: u64,
+    /// Pod-sourced packets leaving the underlay un-NATed (egress only).
+    pub unnat_packets: u64,
+    pub unnat_bytes: u64,
+}
+
+/// Key of the VXLAN-per-peer counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// The other node's underlay IPv4 address, byte order as loaded.
+    pub peer: u32,
+    /// [`direction`]
+    pub direction: u32,
+}
+
+/// A pod packet that left the node without source NAT (rate-limited).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressSample {
+    pub flow: FlowHdr,
+    pub ifindex: u32,
+    pub len: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -222,6 +291,10 @@ mod user {
     unsafe impl aya::Pod for DropSample {}
     unsafe impl aya::Pod for TokenBucket {}
     unsafe impl aya::Pod for PodCidrs {}
+    unsafe impl aya::Pod for ObsConfig {}
+    unsafe impl aya::Pod for ObsCounters {}
+    unsafe impl aya::Pod for PeerKey {}
+    unsafe impl aya::Pod for EgressSample {}
 }
 
 #[cfg(test)]
@@ -242,5 +315,12 @@ mod tests {
         assert_eq!(size_of::<KernelLayout>(), 13 * 4 + 4 + 4 * 8);
         assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);
+        assert_eq!(
+            size_of::<ObsConfig>(),
+            12 + 8 + 4 + 8 + size_of::<PodCidrs>()
+        );
+        assert_eq!(size_of::<ObsCounters>(), 48);
+        assert_eq!(size_of::<PeerKey>(), 8);
+        assert_eq!(size_of::<EgressSample>(), 40 + 8);
     }
 }

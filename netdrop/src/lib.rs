@@ -16,5 +16,8 @@ pub mod lab;
 pub mod preflight;
 pub mod watch;
 
-/// netdrop's kernel programs, built by `build.rs` from `netdrop-ebpf`.
+/// The drop probes, built by `build.rs` from `netdrop-ebpf`.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdrop"));
+
+/// The TC interface observers (loaded once per observed node).
+pub const OBSERVE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observe"));

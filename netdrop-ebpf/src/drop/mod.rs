@@ -16,8 +16,10 @@ use netdrop_common::{
     flags, hook,
 };
 
-use crate::{
+use netdrop_ebpf::{
+    global,
     headers::{self, Parsed},
+    pods::pod_flags,
     read::{KernelRead, Probe},
 };
 
@@ -36,21 +38,17 @@ static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_stat::C
 #[map]
 static DROP_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU scratch for the headers being decoded and the sample being
+/// built: too big for the 512-byte stack, and per-CPU needs no locking.
+#[map]
+static DROP_SCRATCH: PerCpuArray<DropSample> = PerCpuArray::with_max_entries(1, 0);
+
 /// Kernel struct offsets and symbol addresses, from BTF and kallsyms.
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = unsafe { core::mem::zeroed() };
 
 #[unsafe(no_mangle)]
 static DROP_CONFIG: DropConfig = unsafe { core::mem::zeroed() };
-
-/// Reads one field of a read-only global. Volatile, so the compiler keeps the
-/// load from `.rodata` (which the verifier then treats as a constant) rather
-/// than folding in the zero the object file was built with.
-#[inline(always)]
-pub fn global<T: Copy>(field: &T) -> T {
-    // SAFETY: a reference to a static is valid to read.
-    unsafe { core::ptr::read_volatile(field) }
-}
 
 const SKB_DST_PTRMASK: u64 = !1;
 /// `skb->network_header` when unset (`(u16)~0U`).
@@ -87,23 +85,38 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
         hook::UNKNOWN
     };
 
+    let scratch = DROP_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let sample = unsafe { &mut *scratch };
+    sample.outer = FlowHdr::default();
+    sample.inner = FlowHdr::default();
+    sample.vni = 0;
+
     // Headers: one probe read of the L3 header (and L4 ports right after it).
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
     let nh: u16 =
         unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
-    let mut outer = FlowHdr::default();
-    let mut inner = FlowHdr::default();
-    let mut vni = 0u32;
     let mut fl = 0u8;
     if head != 0 && nh != HEADER_UNSET {
         let l3 = head + u64::from(nh);
-        if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut outer) {
-            fl |= pod_flags(&outer, flags::SRC_POD, flags::DST_POD);
-            if outer.proto == headers::IPPROTO_UDP && outer.dport == global(&DROP_CONFIG.vxlan_port)
+        if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut sample.outer) {
+            fl |= pod_flags(
+                &DROP_CONFIG.pod_cidrs,
+                &sample.outer,
+                flags::SRC_POD,
+                flags::DST_POD,
+            );
+            if sample.outer.proto == headers::IPPROTO_UDP
+                && sample.outer.dport == global(&DROP_CONFIG.vxlan_port)
             {
                 fl |= flags::VXLAN;
-                vni = headers::parse_vxlan(l4_at + 8, &mut inner);
-                fl |= pod_flags(&inner, flags::INNER_SRC_POD, flags::INNER_DST_POD);
+                sample.vni = headers::parse_vxlan(l4_at + 8, &mut sample.inner);
+                fl |= pod_flags(
+                    &DROP_CONFIG.pod_cidrs,
+                    &sample.inner,
+                    flags::INNER_SRC_POD,
+                    flags::INNER_DST_POD,
+                );
             }
         }
     }
@@ -135,8 +148,8 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
         in_ifindex: ifindex_of(in_dev),
         out_ifindex: ifindex_of(out_dev),
         hook,
-        l4proto: outer.proto,
-        family: outer.family,
+        l4proto: sample.outer.proto,
+        family: sample.outer.family,
         flags: fl,
         _pad: 0,
     };
@@ -162,22 +175,12 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     };
     // The first drop of a site is always sampled: its flow explains it.
     if new_site || take_token() {
-        let mark: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
-        match DROP_SAMPLES.reserve::<DropSample>(0) {
-            Some(mut entry) => {
-                entry.write(DropSample {
-                    key,
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
-                    len,
-                    mark,
-                    outer,
-                    inner,
-                    vni,
-                    _pad: 0,
-                });
-                entry.submit(0);
-            }
-            None => bump(drop_stat::LOST),
+        sample.key = key;
+        sample.ts_ns = unsafe { bpf_ktime_get_ns() };
+        sample.len = len;
+        sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
+        if DROP_SAMPLES.output::<DropSample>(sample, 0).is_err() {
+            bump(drop_stat::LOST);
         }
     } else {
         bump(drop_stat::SUPPRESSED);
@@ -205,59 +208,6 @@ fn take_token() -> bool {
         b.tokens = tokens;
         false
     }
-}
-
-#[inline(always)]
-fn pod_flags(f: &FlowHdr, src_flag: u8, dst_flag: u8) -> u8 {
-    let cidrs = &DROP_CONFIG.pod_cidrs;
-    let mut out = 0;
-    match f.family {
-        4 => {
-            let n = global(&cidrs.n_v4) as usize;
-            let src = u32::from_ne_bytes([f.src[0], f.src[1], f.src[2], f.src[3]]);
-            let dst = u32::from_ne_bytes([f.dst[0], f.dst[1], f.dst[2], f.dst[3]]);
-            for i in 0..netdrop_common::MAX_POD_CIDRS {
-                if i >= n {
-                    break;
-                }
-                let [net, mask] = global(&cidrs.v4[i]);
-                if src & mask == net {
-                    out |= src_flag;
-                }
-                if dst & mask == net {
-                    out |= dst_flag;
-                }
-            }
-        }
-        6 => {
-            let n = global(&cidrs.n_v6) as usize;
-            let half = |a: &[u8; 16], i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&a[i * 8..i * 8 + 8]);
-                u64::from_ne_bytes(b)
-            };
-            let (s0, s1, d0, d1) = (
-                half(&f.src, 0),
-                half(&f.src, 1),
-                half(&f.dst, 0),
-                half(&f.dst, 1),
-            );
-            for i in 0..netdrop_common::MAX_POD_CIDRS {
-                if i >= n {
-                    break;
-                }
-                let [n0, n1, m0, m1] = global(&cidrs.v6[i]);
-                if s0 & m0 == n0 && s1 & m1 == n1 {
-                    out |= src_flag;
-                }
-                if d0 & m0 == n0 && d1 & m1 == n1 {
-                    out |= dst_flag;
-                }
-            }
-        }
-        _ => {}
-    }
-    out
 }
 
 /// Which netfilter hook freed the skb, from routing state alone (no stack

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::read::Direct;
+use netdrop_ebpf::read::Direct;
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn netdrop_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {

@@ -5,8 +5,8 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use netdrop_common::TracepointLayout;
 
-use super::global;
-use crate::read::Probe;
+use netdrop_ebpf::global;
+use netdrop_ebpf::read::Probe;
 
 #[unsafe(no_mangle)]
 static TP_LAYOUT: TracepointLayout = unsafe { core::mem::zeroed() };

@@ -1,12 +1,9 @@
-//! netdrop's kernel programs. Each program is a thin shim over a `try_*`
-//! function in its own module; the shims turn errors into "do nothing", since
-//! an observer must never change a packet's fate.
+//! Object `netdrop`: the drop probes (`tp_btf` and tracepoint on kfree_skb).
 #![no_std]
 #![no_main]
 
+#[path = "../drop/mod.rs"]
 mod drop;
-mod headers;
-mod read;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,0 +1,23 @@
+//! netdrop's kernel programs. Two objects are built from this crate:
+//! `netdrop` (drop capture on kfree_skb, loaded once per host) and
+//! `observe` (TC observers, loaded once per observed node, so each node's
+//! interfaces and counters stay apart). Each program is a thin shim over a
+//! `try_*` function; the shims turn errors into "do nothing", since an
+//! observer must never change a packet's fate.
+#![no_std]
+
+// Shared helpers only: maps and programs live in the object that owns them
+// (src/bin/*.rs includes its program folder), so neither object carries the
+// other's maps.
+pub mod headers;
+pub mod pods;
+pub mod read;
+
+/// Reads one field of a read-only global. Volatile, so the compiler keeps the
+/// load from `.rodata` (which the verifier then treats as a constant) rather
+/// than folding in the zero the object file was built with.
+#[inline(always)]
+pub fn global<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference to a static is valid to read.
+    unsafe { core::ptr::read_volatile(field) }
+}

@@ -1,0 +1,57 @@
+//! Interface observers: TC programs on a node's overlay (`flannel.1`),
+//! bridge (`cni0`) and underlay NIC. They count pod packets per direction,
+//! VXLAN packets per peer node, and pod egress that leaves un-NATed
+//! (scenario S4). They never change a packet's fate.
+
+pub mod tc;
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use netdrop_common::{DropCounters, ObsConfig, ObsCounters, PeerKey, TokenBucket, role};
+
+#[unsafe(no_mangle)]
+static OBS_CONFIG: ObsConfig = unsafe { core::mem::zeroed() };
+
+/// Index: role * 2 + direction.
+#[map]
+static OBS_COUNTERS: PerCpuArray<ObsCounters> = PerCpuArray::with_max_entries(role::COUNT * 2, 0);
+
+#[map]
+static VXLAN_PEERS: PerCpuHashMap<PeerKey, DropCounters> = PerCpuHashMap::with_max_entries(4096, 0);
+
+#[map]
+static EGRESS_SAMPLES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+#[map]
+static OBS_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Samples lost (ring full) and suppressed (rate limit).
+#[map]
+static OBS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+const NANOS: u64 = 1_000_000_000;
+
+#[inline(always)]
+fn take_token() -> bool {
+    let Some(b) = OBS_BUCKET.get_ptr_mut(0) else {
+        return false;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let b = unsafe { &mut *b };
+    let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
+    b.last_ns = now;
+    let cap = u64::from(netdrop_ebpf::global(&OBS_CONFIG.sample_burst)) * NANOS;
+    let tokens =
+        (b.tokens + elapsed * u64::from(netdrop_ebpf::global(&OBS_CONFIG.sample_rate))).min(cap);
+    if tokens >= NANOS {
+        b.tokens = tokens - NANOS;
+        true
+    } else {
+        b.tokens = tokens;
+        false
+    }
+}

@@ -1,0 +1,151 @@
+//! TC (tcx) programs, ingress and egress, shared by every observed device.
+//! Direct packet access with bounds checks; the common path is a few loads,
+//! mask compares and one per-CPU array add.
+
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use netdrop_common::{DropCounters, EgressSample, FlowHdr, PeerKey, direction, role};
+use netdrop_ebpf::{global, pods::is_pod_v4};
+
+use super::{EGRESS_SAMPLES, OBS_CONFIG, OBS_COUNTERS, OBS_STATS, VXLAN_PEERS, take_token};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_UDP: u8 = 17;
+
+#[classifier]
+pub fn netdrop_tc_ingress(ctx: TcContext) -> i32 {
+    let _ = try_observe(&ctx, direction::INGRESS);
+    // TC_ACT_UNSPEC (tcx: TCX_NEXT): whatever comes next decides, as if we
+    // were not here.
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn netdrop_tc_egress(ctx: TcContext) -> i32 {
+    let _ = try_observe(&ctx, direction::EGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn slot_of(ifindex: u32) -> Option<u32> {
+    let ifs = global(&OBS_CONFIG.ifindex);
+    if ifindex == ifs[role::OVERLAY as usize] {
+        Some(role::OVERLAY)
+    } else if ifindex == ifs[role::BRIDGE as usize] {
+        Some(role::BRIDGE)
+    } else if ifindex == ifs[role::UNDERLAY as usize] {
+        Some(role::UNDERLAY)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
+    // SAFETY: the skb context pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let role = slot_of(ifindex).ok_or(())?;
+    let data = ctx.data();
+    let end = ctx.data_end();
+    // Ethernet + the first 24 bytes of an option-less IPv4 header + ports.
+    if data + ETH_HLEN + 24 > end {
+        return Err(());
+    }
+    // SAFETY: bounds checked above.
+    let p = data as *const u8;
+    let at = |i: usize| unsafe { *p.add(i) };
+    if u16::from_be_bytes([at(12), at(13)]) != ETH_P_IP {
+        return Err(());
+    }
+    let l3 = ETH_HLEN;
+    let ihl = usize::from(at(l3) & 0x0f) * 4;
+    let proto = at(l3 + 9);
+    let src = u32::from_ne_bytes([at(l3 + 12), at(l3 + 13), at(l3 + 14), at(l3 + 15)]);
+    let dst = u32::from_ne_bytes([at(l3 + 16), at(l3 + 17), at(l3 + 18), at(l3 + 19)]);
+    let len = u64::from(ctx.len());
+    let cidrs = &OBS_CONFIG.pod_cidrs;
+    let src_pod = is_pod_v4(cidrs, src);
+    let dst_pod = is_pod_v4(cidrs, dst);
+
+    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let c = unsafe { &mut *c };
+    if src_pod || dst_pod {
+        c.pod_packets += 1;
+        c.pod_bytes += len;
+    }
+    if role != role::UNDERLAY {
+        return Ok(());
+    }
+    if proto == IPPROTO_UDP && ihl == 20 {
+        let dport = u16::from_be_bytes([at(l3 + 22), at(l3 + 23)]);
+        if dport == global(&OBS_CONFIG.vxlan_port) {
+            c.vxlan_packets += 1;
+            c.vxlan_bytes += len;
+            let key = PeerKey {
+                peer: if dir == direction::INGRESS { src } else { dst },
+                direction: dir,
+            };
+            match VXLAN_PEERS.get_ptr_mut(key) {
+                // SAFETY: per-CPU value.
+                Some(v) => unsafe {
+                    (*v).packets += 1;
+                    (*v).bytes += len;
+                },
+                None => {
+                    let _ = VXLAN_PEERS.insert(
+                        key,
+                        DropCounters {
+                            packets: 1,
+                            bytes: len,
+                        },
+                        0,
+                    );
+                }
+            }
+            return Ok(());
+        }
+    }
+    // Pod source leaving the node's NIC towards neither a pod nor a node:
+    // masquerade should have replaced the pod address (scenario S4).
+    if dir == direction::EGRESS
+        && src_pod
+        && !dst_pod
+        && dst & global(&OBS_CONFIG.node_mask) != global(&OBS_CONFIG.node_net)
+    {
+        c.unnat_packets += 1;
+        c.unnat_bytes += len;
+        if take_token() {
+            let mut flow = FlowHdr {
+                family: 4,
+                proto,
+                ..FlowHdr::default()
+            };
+            flow.src[..4].copy_from_slice(&src.to_ne_bytes());
+            flow.dst[..4].copy_from_slice(&dst.to_ne_bytes());
+            if ihl == 20 && matches!(proto, 6 | 17) {
+                flow.sport = u16::from_be_bytes([at(l3 + 20), at(l3 + 21)]);
+                flow.dport = u16::from_be_bytes([at(l3 + 22), at(l3 + 23)]);
+            }
+            let sample = EgressSample {
+                flow,
+                ifindex,
+                len: len as u32,
+            };
+            if EGRESS_SAMPLES.output::<EgressSample>(&sample, 0).is_err() {
+                bump(0);
+            }
+        } else {
+            bump(1);
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn bump(i: u32) {
+    if let Some(v) = OBS_STATS.get_ptr_mut(i) {
+        // SAFETY: per-CPU value.
+        unsafe { *v += 1 };
+    }
+}
