@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod observe;
 pub mod tracefs;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -40,6 +41,8 @@ pub enum CaptureError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error("kernel symbol {0} not found in /proc/kallsyms")]
     NoSymbol(&'static str),
+    #[error("interface observers: {0}")]
+    Observer(String),
     #[error("at most {MAX_POD_CIDRS} pod CIDRs per IP family are supported")]
     TooManyCidrs,
     #[error("kernel BTF has no SKB_DROP_REASON_NETFILTER_DROP")]
@@ -307,7 +310,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {
     Ok(DropProbe::Tracepoint)
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

@@ -1,0 +1,350 @@
+//! Interface observers on one node: TC (tcx) programs on its overlay
+//! (`flannel.1`), bridge (`cni0`) and underlay NIC, loaded once per node so
+//! nodes never mix counters. Attached through links inside the node's
+//! namespace; dropping [`NodeObservers`] detaches them.
+
+use std::process::Command;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{SchedClassifier, TcAttachType},
+};
+use ipnet::{IpNet, Ipv4Net};
+use netdrop_common::{
+    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerKey, direction, role,
+};
+
+use super::CaptureError;
+use crate::decode::netns::Netns;
+
+/// Which devices to observe; `None` = find it (flannel.1, cni0, and the
+/// VXLAN device's underlay or the default route's device).
+#[derive(Clone, Debug, Default)]
+pub struct ObserverOptions {
+    pub overlay: Option<String>,
+    pub bridge: Option<String>,
+    pub underlay: Option<String>,
+    pub pod_cidrs: Vec<IpNet>,
+    pub vxlan_port: u16,
+    /// Un-NATed egress samples per second (whole node).
+    pub sample_rate: u32,
+}
+
+/// The devices found for each role (name, ifindex).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedIfaces {
+    pub overlay: Option<(String, u32)>,
+    pub bridge: Option<(String, u32)>,
+    pub underlay: Option<(String, u32)>,
+    /// The underlay's IPv4 network: the node network.
+    pub node_net: Option<Ipv4Net>,
+}
+
+impl ObservedIfaces {
+    pub fn by_role(&self, r: u32) -> Option<&(String, u32)> {
+        match r {
+            role::OVERLAY => self.overlay.as_ref(),
+            role::BRIDGE => self.bridge.as_ref(),
+            _ => self.underlay.as_ref(),
+        }
+    }
+}
+
+pub fn role_name(r: u32) -> &'static str {
+    match r {
+        role::OVERLAY => "overlay",
+        role::BRIDGE => "bridge",
+        _ => "underlay",
+    }
+}
+
+pub struct NodeObservers {
+    ebpf: Ebpf,
+    samples: RingBuf<MapData>,
+    pub ifaces: ObservedIfaces,
+}
+
+/// `ip [-n NS] -j ARGS...` parsed as JSON (None on any failure).
+fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd.arg("-j").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Finds the node's devices in its namespace.
+pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, CaptureError> {
+    let names = node
+        .interfaces()
+        .map_err(|e| CaptureError::Observer(e.to_string()))?;
+    let index = |name: &str| {
+        names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(i, n)| (n.clone(), *i))
+    };
+    let ns = node.name.as_deref();
+    let overlay_name = opts.overlay.clone().unwrap_or_else(|| "flannel.1".into());
+    let overlay = index(&overlay_name);
+    let bridge = index(opts.bridge.as_deref().unwrap_or("cni0"));
+    let underlay_name = opts.underlay.clone().or_else(|| {
+        // The VXLAN device's lower device, else the default route's device.
+        let link = ip_json(ns, &["-d", "link", "show", &overlay_name]).and_then(|v| {
+            v[0]["linkinfo"]["info_data"]["link"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        link.or_else(|| {
+            ip_json(ns, &["route", "show", "default"])
+                .and_then(|v| v[0]["dev"].as_str().map(str::to_owned))
+        })
+    });
+    let underlay = underlay_name.as_deref().and_then(index);
+    let node_net = underlay.as_ref().and_then(|(name, _)| {
+        let v = ip_json(ns, &["-4", "addr", "show", "dev", name])?;
+        let a = &v[0]["addr_info"][0];
+        let ip: std::net::Ipv4Addr = a["local"].as_str()?.parse().ok()?;
+        Ipv4Net::new(ip, u8::try_from(a["prefixlen"].as_u64()?).ok()?)
+            .ok()
+            .map(|n| n.trunc())
+    });
+    for (what, want, found) in [
+        ("overlay", Some(overlay_name.as_str()), &overlay),
+        ("bridge", opts.bridge.as_deref().or(Some("cni0")), &bridge),
+        ("underlay", underlay_name.as_deref(), &underlay),
+    ] {
+        if found.is_none() {
+            log::warn!(
+                "{}: no {what} device {} to observe",
+                node.label(),
+                want.unwrap_or("(none found)")
+            );
+        }
+    }
+    Ok(ObservedIfaces {
+        overlay,
+        bridge,
+        underlay,
+        node_net,
+    })
+}
+
+impl NodeObservers {
+    /// Finds the node's devices and attaches to them.
+    pub fn attach(node: &Netns, opts: &ObserverOptions) -> Result<Self, CaptureError> {
+        let ifaces = discover(node, opts)?;
+        let mut obs = Self::load(ifaces, opts)?;
+        obs.attach_in(node)?;
+        Ok(obs)
+    }
+
+    /// Loads the programs for these devices without attaching them
+    /// (`BPF_PROG_TEST_RUN` tests use this).
+    pub fn load(ifaces: ObservedIfaces, opts: &ObserverOptions) -> Result<Self, CaptureError> {
+        let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+        let rate = opts.sample_rate.div_ceil(cpus).max(1);
+        let (node_net, node_mask) = match ifaces.node_net {
+            Some(n) => (
+                u32::from_ne_bytes(n.network().octets()),
+                u32::from_ne_bytes(n.netmask().octets()),
+            ),
+            // Unknown node network: every non-pod destination counts as the world.
+            None => (0, u32::MAX),
+        };
+        let config = ObsConfig {
+            ifindex: [
+                ifaces.overlay.as_ref().map_or(0, |i| i.1),
+                ifaces.bridge.as_ref().map_or(0, |i| i.1),
+                ifaces.underlay.as_ref().map_or(0, |i| i.1),
+            ],
+            node_net,
+            node_mask,
+            vxlan_port: opts.vxlan_port,
+            _pad: 0,
+            sample_rate: rate,
+            sample_burst: rate.max(10),
+            pod_cidrs: super::pod_cidrs(&opts.pod_cidrs)?,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OBS_CONFIG", &config, true)
+            .load(crate::OBSERVE_OBJECT)?;
+        for name in ["netdrop_tc_ingress", "netdrop_tc_egress"] {
+            let prog: &mut SchedClassifier = super::program(&mut ebpf, name)?;
+            prog.load().map_err(|source| CaptureError::Program {
+                what: format!("loading {name}"),
+                source,
+            })?;
+        }
+        let samples = ebpf
+            .take_map("EGRESS_SAMPLES")
+            .ok_or_else(|| CaptureError::Observer("object has no EGRESS_SAMPLES map".into()))?;
+        let samples = RingBuf::try_from(samples).map_err(|source| CaptureError::Map {
+            map: "EGRESS_SAMPLES",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            samples,
+            ifaces,
+        })
+    }
+
+    /// Runs a program on a crafted frame as if it passed device `ifindex`;
+    /// returns the program's verdict.
+    pub fn test_run(&self, egress: bool, ifindex: u32, frame: &[u8]) -> Result<i32, CaptureError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let name = if egress {
+            "netdrop_tc_egress"
+        } else {
+            "netdrop_tc_ingress"
+        };
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| CaptureError::Observer(format!("no program {name}")))?
+            .try_into()
+            .map_err(|source| CaptureError::Program {
+                what: name.into(),
+                source,
+            })?;
+        // A whole struct __sk_buff (192 bytes; the kernel refused a shorter
+        // one here) with only `ifindex` (offset 40) set: the device the
+        // kernel pretends the frame is on.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .map_err(|source| CaptureError::Program {
+                what: format!("test run of {name}"),
+                source,
+            })?;
+        Ok(r.return_value as i32)
+    }
+
+    fn attach_in(&mut self, node: &Netns) -> Result<(), CaptureError> {
+        let ifaces = &self.ifaces;
+        let ebpf = &mut self.ebpf;
+        // tcx links resolve the device in the caller's namespace: attach from
+        // a thread that entered the node's namespace.
+        let targets: Vec<String> = [&ifaces.overlay, &ifaces.bridge, &ifaces.underlay]
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let ns_file = std::fs::File::open(&node.path)
+            .map_err(|e| CaptureError::Observer(format!("{}: {e}", node.path.display())))?;
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<(), CaptureError> {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid fd changes only this thread.
+                if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(CaptureError::Observer(format!(
+                        "entering {}: {}",
+                        node.label(),
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                for iface in &targets {
+                    for (name, kind) in [
+                        ("netdrop_tc_ingress", TcAttachType::Ingress),
+                        ("netdrop_tc_egress", TcAttachType::Egress),
+                    ] {
+                        let prog: &mut SchedClassifier = super::program(ebpf, name)?;
+                        if let Err(e) = prog.attach(iface, kind) {
+                            // A device that vanished is a warning, not a failure.
+                            log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label());
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(CaptureError::Observer("attach thread panicked".into())))
+        })
+    }
+
+    /// Counters per (role, direction), summed over CPUs.
+    pub fn counters(&self) -> Result<[[ObsCounters; 2]; 3], CaptureError> {
+        let map = self
+            .ebpf
+            .map("OBS_COUNTERS")
+            .ok_or_else(|| CaptureError::Observer("no OBS_COUNTERS".into()))?;
+        let arr: PerCpuArray<&MapData, ObsCounters> =
+            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
+                map: "OBS_COUNTERS",
+                source,
+            })?;
+        let mut out = [[ObsCounters::default(); 2]; 3];
+        for r in 0..role::COUNT {
+            for d in [direction::INGRESS, direction::EGRESS] {
+                let v = arr
+                    .get(&(r * 2 + d), 0)
+                    .map_err(|source| CaptureError::Map {
+                        map: "OBS_COUNTERS",
+                        source,
+                    })?;
+                let slot = &mut out[r as usize][d as usize];
+                for c in v.iter() {
+                    slot.pod_packets += c.pod_packets;
+                    slot.pod_bytes += c.pod_bytes;
+                    slot.vxlan_packets += c.vxlan_packets;
+                    slot.vxlan_bytes += c.vxlan_bytes;
+                    slot.unnat_packets += c.unnat_packets;
+                    slot.unnat_bytes += c.unnat_bytes;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// VXLAN packets per peer node and direction.
+    pub fn peers(&self) -> Result<Vec<(std::net::Ipv4Addr, u32, DropCounters)>, CaptureError> {
+        let map = self
+            .ebpf
+            .map("VXLAN_PEERS")
+            .ok_or_else(|| CaptureError::Observer("no VXLAN_PEERS".into()))?;
+        let m: PerCpuHashMap<&MapData, PeerKey, DropCounters> = PerCpuHashMap::try_from(map)
+            .map_err(|source| CaptureError::Map {
+                map: "VXLAN_PEERS",
+                source,
+            })?;
+        Ok(m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let sum = v.iter().fold(DropCounters::default(), |a, c| DropCounters {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                });
+                (
+                    std::net::Ipv4Addr::from(k.peer.to_ne_bytes()),
+                    k.direction,
+                    sum,
+                )
+            })
+            .collect())
+    }
+
+    /// Un-NATed egress samples since the last call.
+    pub fn egress_samples(&mut self) -> Vec<EgressSample> {
+        let mut out = Vec::new();
+        while let Some(item) = self.samples.next() {
+            if item.len() >= std::mem::size_of::<EgressSample>() {
+                // SAFETY: the kernel wrote a whole EgressSample (repr(C), Pod).
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<EgressSample>()) });
+            }
+        }
+        out
+    }
+}

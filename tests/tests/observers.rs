@@ -1,0 +1,158 @@
+//! The TC observers on crafted frames through BPF_PROG_TEST_RUN (plain pod
+//! traffic, VXLAN, IPv6, truncated, non-IP), and on real packets in
+//! namespaces: pod counters, VXLAN per peer, and un-NATed pod egress (S4).
+
+use netdrop::capture::observe::{NodeObservers, ObservedIfaces, ObserverOptions};
+use netdrop_common::{direction, role};
+use netdrop_tests::require_root;
+
+/// -1: TC_ACT_UNSPEC / TCX_NEXT, "as if we were not here".
+const PASS_THROUGH: i32 = -1;
+/// The test runs on the loopback device of the test's namespace.
+const LO: u32 = 1;
+
+fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(l4);
+    h
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+fn observers(as_role: u32) -> NodeObservers {
+    observers_on(as_role, LO)
+}
+
+fn observers_on(as_role: u32, ifindex: u32) -> NodeObservers {
+    let lo = Some(("dev".to_owned(), ifindex));
+    let mut ifaces = ObservedIfaces {
+        node_net: Some("192.0.2.0/24".parse().unwrap()),
+        ..Default::default()
+    };
+    match as_role {
+        role::OVERLAY => ifaces.overlay = lo,
+        role::BRIDGE => ifaces.bridge = lo,
+        _ => ifaces.underlay = lo,
+    }
+    let opts = ObserverOptions {
+        pod_cidrs: vec!["10.224.0.0/16".parse().unwrap()],
+        vxlan_port: 8472,
+        sample_rate: 1000,
+        ..Default::default()
+    };
+    NodeObservers::load(ifaces, &opts).unwrap()
+}
+
+#[test]
+fn crafted_frames_through_prog_test_run() {
+    require_root();
+    let pod_to_world = eth(
+        0x0800,
+        &ipv4(
+            [10, 224, 1, 2],
+            [203, 0, 113, 10],
+            17,
+            &udp(40000, 53, b"q"),
+        ),
+    );
+    let pod_to_node = eth(
+        0x0800,
+        &ipv4([10, 224, 1, 2], [192, 0, 2, 7], 17, &udp(40000, 53, b"q")),
+    );
+    let mut vx_payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    vx_payload.extend(eth(
+        0x0800,
+        &ipv4(
+            [10, 224, 2, 5],
+            [10, 224, 1, 2],
+            1,
+            &[8, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ));
+    let vxlan_in = eth(
+        0x0800,
+        &ipv4(
+            [192, 0, 2, 2],
+            [192, 0, 2, 1],
+            17,
+            &udp(51000, 8472, &vx_payload),
+        ),
+    );
+    let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+    v6.extend_from_slice(&[0xfd; 32]);
+    v6.extend(udp(1, 2, b""));
+    let ipv6 = eth(0x86dd, &v6);
+    // A whole IPv4 header but only half a UDP header.
+    let truncated = pod_to_world[..36].to_vec();
+    let arp = eth(0x0806, &[0u8; 28]);
+
+    // Underlay: egress un-NATed pod traffic, VXLAN in, and the rest.
+    let obs = observers(role::UNDERLAY);
+    for (egress, frame) in [
+        (true, &pod_to_world),
+        (true, &pod_to_node),
+        (false, &vxlan_in),
+        (true, &ipv6),
+        (true, &truncated),
+        (false, &arp),
+    ] {
+        assert_eq!(
+            obs.test_run(egress, LO, frame).unwrap(),
+            PASS_THROUGH,
+            "observers never change a packet's fate"
+        );
+    }
+    let c = obs.counters().unwrap();
+    let eg = c[role::UNDERLAY as usize][direction::EGRESS as usize];
+    let ing = c[role::UNDERLAY as usize][direction::INGRESS as usize];
+    assert_eq!(eg.pod_packets, 2, "two pod-sourced IPv4 frames: {eg:?}");
+    assert_eq!(
+        eg.unnat_packets, 1,
+        "only the one to the world is un-NATed egress: {eg:?}"
+    );
+    assert_eq!(eg.unnat_bytes, pod_to_world.len() as u64);
+    assert_eq!((ing.vxlan_packets, ing.pod_packets), (1, 0), "{ing:?}");
+    let peers = obs.peers().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].0, std::net::Ipv4Addr::new(192, 0, 2, 2));
+    assert_eq!((peers[0].1, peers[0].2.packets), (direction::INGRESS, 1));
+    let mut obs = obs;
+    let s = obs.egress_samples();
+    assert_eq!(s.len(), 1);
+    assert_eq!(&s[0].flow.dst[..4], &[203, 0, 113, 10]);
+    assert_eq!(s[0].flow.dport, 53);
+
+    // A frame on a device the observers were not told about is not counted.
+    let other = observers(role::UNDERLAY);
+    assert_eq!(
+        other
+            .test_run(true, 4242, &pod_to_world)
+            .unwrap_or(PASS_THROUGH),
+        PASS_THROUGH
+    );
+
+    // Bridge: pod counters only; no VXLAN or egress logic there.
+    let obs = observers(role::BRIDGE);
+    assert_eq!(obs.test_run(true, LO, &pod_to_world).unwrap(), PASS_THROUGH);
+    let c = obs.counters().unwrap()[role::BRIDGE as usize][direction::EGRESS as usize];
+    assert_eq!((c.pod_packets, c.unnat_packets), (1, 0));
+}
