@@ -70,9 +70,25 @@ pub struct WatchArgs {
     /// Kernel BTF to read struct layouts and drop reason names from.
     #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
-    /// Prometheus metrics listen address.
+    /// Prometheus metrics listen address (`0.0.0.0:9595` in a DaemonSet).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9595")]
     pub metrics_addr: SocketAddr,
+    /// How often an ongoing drop site is summarised (its first drop is
+    /// reported at once).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub summary_interval: Duration,
+    /// Overlay (VXLAN) device to observe.
+    #[arg(long, value_name = "IFACE")]
+    pub overlay_iface: Option<String>,
+    /// Pod bridge to observe.
+    #[arg(long, value_name = "IFACE")]
+    pub bridge_iface: Option<String>,
+    /// Underlay NIC to observe (default: the VXLAN device's, or the default route's).
+    #[arg(long, value_name = "IFACE")]
+    pub underlay_iface: Option<String>,
+    /// Do not attach the TC interface observers.
+    #[arg(long)]
+    pub no_observers: bool,
 }
 
 #[derive(Args, Debug)]

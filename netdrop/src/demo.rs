@@ -57,6 +57,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         drop_probe: DropProbe::Auto,
         btf: "/sys/kernel/btf/vmlinux".into(),
         metrics_addr: args.metrics_addr,
+        summary_interval: Duration::from_secs(5),
+        overlay_iface: None,
+        bridge_iface: None,
+        underlay_iface: None,
+        no_observers: false,
     });
     let result = watch.await;
     sender.abort();

@@ -38,9 +38,14 @@ impl Watch {
     /// Starts `netdrop watch --output json ARGS...` and waits until its
     /// programs are attached.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(netdrop_bin())
-            .arg("watch")
-            .args(["--output", "json"])
+        let mut cmd = Command::new(netdrop_bin());
+        cmd.arg("watch").args(["--output", "json"]);
+        // Any free port unless the test picks one: tests run one at a time,
+        // but a netdrop of the user's may hold the default.
+        if !args.contains(&"--metrics-addr") {
+            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -79,6 +84,13 @@ impl Watch {
         w.wait_for(Duration::from_secs(30), |w| w.stderr().contains("watching"))
             .context("netdrop watch did not start")?;
         Ok(w)
+    }
+
+    /// The address the metrics server listens on (from netdrop's banner).
+    pub fn metrics_addr(&self) -> Option<String> {
+        let e = self.stderr();
+        let rest = e.split("http://").nth(1)?;
+        Some(rest.split('/').next()?.to_owned())
     }
 
     pub fn stderr(&self) -> String {

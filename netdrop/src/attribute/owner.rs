@@ -68,7 +68,7 @@ impl Owner {
             Self::CniPlugin => "a CNI plugin (portmap/bridge)",
             Self::Firewalld => "firewalld",
             Self::DistroFirewall => "the distribution's iptables service",
-            Self::Custom => "a custom (hand-written) rule",
+            Self::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
         }
     }
 

@@ -363,7 +363,7 @@ fn sentences(
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
             (
-                format!("{flow}: {place} {verb}; the rule was written by {}.{role}{shadow}", owner.display()),
+                format!("{flow}: {place} {verb}; it belongs to {}.{role}{shadow}", owner.display()),
                 format!(
                     "If the rule is not intended, delete it: `iptables -t {} -D {} {rule_no}`; otherwise insert an ACCEPT before it: {}. {PERSIST}",
                     d.table,

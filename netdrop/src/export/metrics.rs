@@ -1,0 +1,277 @@
+//! Prometheus metrics (OpenMetrics text, prometheus-client). Labels are
+//! bounded: nodes, reasons, hooks, tables, chains, owners — never addresses
+//! or ports of pods. The one exception is the VXLAN peer, a node address,
+//! bounded by the cluster's size.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::record::Record;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub node: String,
+    pub reason: String,
+    pub hook: String,
+    pub table: String,
+    pub chain: String,
+    pub verdict: String,
+    pub owner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VxlanDropLabels {
+    pub node: String,
+    /// The node that sent the dropped VXLAN packet.
+    pub peer: String,
+    pub reason: String,
+    pub hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IfaceLabels {
+    pub node: String,
+    pub iface: String,
+    pub role: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressLabels {
+    pub node: String,
+    pub iface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub node: String,
+    pub peer: String,
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub node: String,
+    pub finding: String,
+    pub severity: String,
+    pub owner: String,
+    pub chain: String,
+}
+
+/// One series per rule (or policy) that dropped pod traffic: what it is,
+/// whose, and the fix. Bounded by the rules that drop.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteInfoLabels {
+    pub node: String,
+    pub hook: String,
+    pub table: String,
+    pub chain: String,
+    pub rule: String,
+    pub verdict: String,
+    pub owner: String,
+    pub leftover: String,
+    pub explanation: String,
+    pub fix: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub program: String,
+}
+
+pub struct Metrics {
+    pub drops: Family<DropLabels, Counter>,
+    pub drop_bytes: Family<DropLabels, Counter>,
+    pub vxlan_drops: Family<VxlanDropLabels, Counter>,
+    pub unnat_egress: Family<EgressLabels, Counter>,
+    pub unnat_egress_bytes: Family<EgressLabels, Counter>,
+    pub iface_pod_packets: Family<IfaceLabels, Counter>,
+    pub iface_pod_bytes: Family<IfaceLabels, Counter>,
+    pub vxlan_packets: Family<PeerLabels, Counter>,
+    pub findings: Family<FindingLabels, Gauge>,
+    pub drop_site_info: Family<SiteInfoLabels, Gauge>,
+    pub samples_lost: Counter,
+    pub samples_suppressed: Counter,
+    pub drops_filtered: Counter,
+    pub ruleset_reloads: Family<NodeLabels, Counter>,
+    pub attribution_failures: Family<NodeLabels, Counter>,
+    /// From kernel.bpf_stats_enabled: nanoseconds and runs of each program.
+    pub program_run_ns: Family<ProgramLabels, Counter>,
+    pub program_runs: Family<ProgramLabels, Counter>,
+}
+
+/// What the HTTP server shares with the watch loop.
+pub struct Shared {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// The latest explained record of every drop site, for `/explanations`.
+    pub explanations: Mutex<Vec<Record>>,
+}
+
+pub fn new_shared() -> Arc<Shared> {
+    let mut registry = Registry::default();
+    let m = Metrics {
+        drops: Family::default(),
+        drop_bytes: Family::default(),
+        vxlan_drops: Family::default(),
+        unnat_egress: Family::default(),
+        unnat_egress_bytes: Family::default(),
+        iface_pod_packets: Family::default(),
+        iface_pod_bytes: Family::default(),
+        vxlan_packets: Family::default(),
+        findings: Family::default(),
+        drop_site_info: Family::default(),
+        samples_lost: Counter::default(),
+        samples_suppressed: Counter::default(),
+        drops_filtered: Counter::default(),
+        ruleset_reloads: Family::default(),
+        attribution_failures: Family::default(),
+        program_run_ns: Family::default(),
+        program_runs: Family::default(),
+    };
+    let r = &mut registry;
+    r.register(
+        "netdrop_drops",
+        "Pod packets dropped, by where they died and whose rule killed them",
+        m.drops.clone(),
+    );
+    r.register(
+        "netdrop_drop_bytes",
+        "Bytes of dropped pod packets",
+        m.drop_bytes.clone(),
+    );
+    r.register(
+        "netdrop_vxlan_drops",
+        "Dropped VXLAN packets between nodes, by sending node",
+        m.vxlan_drops.clone(),
+    );
+    r.register(
+        "netdrop_unnat_egress_packets",
+        "Pod packets leaving the node without source NAT",
+        m.unnat_egress.clone(),
+    );
+    r.register(
+        "netdrop_unnat_egress_bytes",
+        "Bytes of pod packets leaving the node without source NAT",
+        m.unnat_egress_bytes.clone(),
+    );
+    r.register(
+        "netdrop_iface_pod_packets",
+        "Pod packets seen on the observed devices",
+        m.iface_pod_packets.clone(),
+    );
+    r.register(
+        "netdrop_iface_pod_bytes",
+        "Pod bytes seen on the observed devices",
+        m.iface_pod_bytes.clone(),
+    );
+    r.register(
+        "netdrop_vxlan_packets",
+        "VXLAN packets on the underlay, by peer node",
+        m.vxlan_packets.clone(),
+    );
+    r.register(
+        "netdrop_findings",
+        "Current static findings (1 per finding)",
+        m.findings.clone(),
+    );
+    r.register(
+        "netdrop_drop_site_info",
+        "Rules that dropped pod traffic, with explanation and fix",
+        m.drop_site_info.clone(),
+    );
+    r.register(
+        "netdrop_samples_lost",
+        "Drop samples lost because the ring buffer was full",
+        m.samples_lost.clone(),
+    );
+    r.register(
+        "netdrop_samples_suppressed",
+        "Drop samples not sent because of the rate limit (counts stay exact)",
+        m.samples_suppressed.clone(),
+    );
+    r.register(
+        "netdrop_drops_filtered",
+        "Drops ignored because no pod address was involved",
+        m.drops_filtered.clone(),
+    );
+    r.register(
+        "netdrop_ruleset_reloads",
+        "Times a node's changed ruleset was re-read",
+        m.ruleset_reloads.clone(),
+    );
+    r.register(
+        "netdrop_attribution_failures",
+        "Drop sites netdrop could not attribute to a rule",
+        m.attribution_failures.clone(),
+    );
+    r.register(
+        "netdrop_program_run_time_ns",
+        "Kernel time spent in netdrop's programs (kernel.bpf_stats_enabled=1)",
+        m.program_run_ns.clone(),
+    );
+    r.register(
+        "netdrop_program_runs",
+        "Runs of netdrop's programs (kernel.bpf_stats_enabled=1)",
+        m.program_runs.clone(),
+    );
+    Arc::new(Shared {
+        registry,
+        metrics: m,
+        explanations: Mutex::new(Vec::new()),
+    })
+}
+
+/// Serves `/metrics` (OpenMetrics), `/explanations` (JSON) and `/healthz`.
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::{Router, http::header, response::IntoResponse, routing::get};
+    let metrics = {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
+                    Ok(()) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }
+    };
+    let explanations = {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                let list = shared
+                    .explanations
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or_default();
+                axum::Json(list)
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/explanations", get(explanations))
+        .route("/healthz", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,158 @@
+//! The records netdrop reports: one per drop site (and its summaries), per
+//! finding, per un-NATed egress flow. The same struct is the JSON line of
+//! `--output json` (schema in the README) and the text line for people.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::decode::flow::Flow;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Record {
+    /// "drop" | "finding" | "egress"
+    pub kind: &'static str,
+    pub node: String,
+    pub hook: Option<String>,
+    pub table: Option<String>,
+    pub chain: Option<String>,
+    /// Rule text as iptables-save prints it; null for a policy.
+    pub rule: Option<String>,
+    pub rule_no: Option<usize>,
+    pub policy: bool,
+    /// "DROP" | "REJECT" (drops), or what the kernel knows.
+    pub verdict: Option<String>,
+    pub reject_with: Option<String>,
+    pub owner: Option<String>,
+    pub leftover: bool,
+    /// Kernel drop reason name.
+    pub reason: Option<String>,
+    /// Kernel function that dropped the packet.
+    pub location: Option<String>,
+    pub in_iface: Option<String>,
+    pub out_iface: Option<String>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: Option<String>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// The pod flow inside a VXLAN packet.
+    pub inner: Option<Flow>,
+    pub vxlan: bool,
+    pub vni: Option<u32>,
+    /// kube-proxy "namespace/name:port".
+    pub service: Option<String>,
+    /// Packets counted at this site (or flow) since netdrop started.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Since the previous record of the same site.
+    pub new_packets: u64,
+    /// "counters" | "simulated" | "kernel"
+    pub evidence: Option<&'static str>,
+    /// Stable id of a finding.
+    pub finding: Option<String>,
+    pub severity: Option<String>,
+    pub explanation: Option<String>,
+    pub fix: Option<String>,
+    pub assumptions: Vec<String>,
+    pub unmodelled: bool,
+}
+
+impl Record {
+    pub fn set_flow(&mut self, f: &Flow) {
+        self.src = Some(f.src);
+        self.dst = Some(f.dst);
+        self.proto = Some(f.proto.clone());
+        self.sport = f.sport;
+        self.dport = f.dport;
+    }
+
+    fn flow_text(&self) -> Option<String> {
+        let (src, dst) = (self.src?, self.dst?);
+        let ep = |a: IpAddr, p: Option<u16>| match (a, p) {
+            (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+            (a, Some(p)) => format!("{a}:{p}"),
+            (a, None) => a.to_string(),
+        };
+        Some(format!(
+            "{} {} -> {}",
+            self.proto.as_deref().unwrap_or("ip"),
+            ep(src, self.sport),
+            ep(dst, self.dport)
+        ))
+    }
+
+    /// One headline, plus why/fix lines when `detail`.
+    pub fn text(&self, detail: bool) -> String {
+        let mut s = format!("[{}] ", self.node);
+        match self.kind {
+            "finding" => {
+                s.push_str(&format!(
+                    "FINDING {} {}",
+                    self.severity.as_deref().unwrap_or("").to_uppercase(),
+                    self.finding.as_deref().unwrap_or("")
+                ));
+            }
+            "egress" => s.push_str("UN-NATED EGRESS"),
+            _ => {
+                s.push_str(self.verdict.as_deref().unwrap_or("DROP"));
+                if let Some(r) = &self.reason {
+                    s.push_str(&format!(" ({r})"));
+                }
+                if let Some(h) = &self.hook {
+                    s.push_str(&format!(" at {h}"));
+                }
+            }
+        }
+        match (&self.table, &self.chain) {
+            (Some(t), Some(c)) if self.policy => s.push_str(&format!(" {t}/{c} policy")),
+            (Some(t), Some(c)) => s.push_str(&format!(
+                " {t}/{c}{}",
+                self.rule_no.map(|n| format!(" #{n}")).unwrap_or_default()
+            )),
+            _ => {}
+        }
+        if let Some(o) = &self.owner {
+            s.push_str(&format!(
+                " [{o}{}]",
+                if self.leftover { ", leftover" } else { "" }
+            ));
+        }
+        if let Some(i) = &self.in_iface {
+            s.push_str(&format!(" in {i}"));
+        }
+        if let Some(o) = &self.out_iface {
+            s.push_str(&format!(" out {o}"));
+        }
+        if let Some(f) = self.flow_text() {
+            s.push_str(&format!(": {f}"));
+        }
+        if let Some(i) = &self.inner {
+            s.push_str(&format!(
+                " (VXLAN vni {} carrying {i})",
+                self.vni.unwrap_or(0)
+            ));
+        }
+        if self.kind != "finding" {
+            s.push_str(&format!(" — {} packets", self.packets));
+            if self.new_packets != self.packets {
+                s.push_str(&format!(" (+{})", self.new_packets));
+            }
+            if let Some(e) = self.evidence {
+                s.push_str(&format!(" [{e}]"));
+            }
+        }
+        if detail {
+            if let Some(r) = &self.rule {
+                s.push_str(&format!("\n    rule: {r}"));
+            }
+            if let Some(e) = &self.explanation {
+                s.push_str(&format!("\n    why:  {e}"));
+            }
+            if let Some(f) = &self.fix {
+                s.push_str(&format!("\n    fix:  {f}"));
+            }
+        }
+        s
+    }
+}

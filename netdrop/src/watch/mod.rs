@@ -1,0 +1,744 @@
+//! `netdrop watch`: the live loop. Every interval it reads the kernel's
+//! per-site counters (exact) and the rate-limited samples (flows), joins
+//! each drop with the rules in force on its node, and reports: stdout
+//! records, Prometheus metrics, `/explanations`.
+
+mod node;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use netdrop_common::{DropCounters, DropKey, DropSample, ObsCounters, direction, drop_stat, role};
+
+use self::node::Node;
+use crate::{
+    attribute::{
+        Packet,
+        attribution::{Evidence, attribute},
+        rules::{CtState, Family},
+    },
+    capture::{
+        CaptureOptions, Datapath,
+        observe::{ObserverOptions, role_name},
+    },
+    cli::WatchArgs,
+    decode::{Decoder, DropSite, flow::Flow, netns::Netns},
+    explain::{Explanation, check},
+    export::{
+        metrics::{
+            self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeLabels, PeerLabels,
+            Shared, SiteInfoLabels, VxlanDropLabels,
+        },
+        record::Record,
+        stdout::Printer,
+    },
+    preflight,
+};
+
+/// Rules are re-read at least this often to notice changes (kube-proxy
+/// rewrites them), and whenever a new flow needs attribution.
+const RULES_RECHECK: Duration = Duration::from_secs(10);
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    preflight::require_capabilities("watch")?;
+    let netns = if args.netns.is_empty() {
+        vec![Netns::own().context("reading netdrop's own network namespace")?]
+    } else {
+        args.netns
+            .iter()
+            .map(|n| Netns::named(n))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let shared = metrics::new_shared();
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
+    let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
+    tokio::spawn(metrics::serve(shared.clone(), listener));
+
+    let obs_opts = ObserverOptions {
+        overlay: args.overlay_iface.clone(),
+        bridge: args.bridge_iface.clone(),
+        underlay: args.underlay_iface.clone(),
+        pod_cidrs: args.pod_cidrs.clone(),
+        vxlan_port: args.vxlan_port,
+        sample_rate: 20,
+    };
+    let with_observers = !args.no_observers && !args.pod_cidrs.is_empty();
+    let mut nodes: Vec<Node> = netns
+        .iter()
+        .cloned()
+        .map(|n| Node::new(n, with_observers.then_some(&obs_opts)))
+        .collect();
+    // The first rules snapshot is taken before the drop probe attaches, so
+    // rule counters grow by at least every drop the kernel then counts.
+    for n in &mut nodes {
+        n.refresh_rules(Duration::ZERO);
+    }
+    let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
+        btf_path: args.btf.clone(),
+        probe: args.drop_probe,
+        pod_cidrs: args.pod_cidrs.clone(),
+        keep_all: args.all || args.pod_cidrs.is_empty(),
+        vxlan_port: args.vxlan_port,
+        sample_rate: args.sample_rate,
+    })
+    .context("starting the kernel datapath")?;
+
+    let printer = Printer::new(args.output);
+    let mut w = Watcher {
+        decoder: Decoder::new(kernel, netns),
+        printer,
+        shared,
+        nodes,
+        pod_cidrs: args.pod_cidrs.clone(),
+        summary_every: args.summary_interval,
+        sites: HashMap::new(),
+        latest: HashMap::new(),
+        stats_prev: [0; drop_stat::COUNT as usize],
+        obs_prev: HashMap::new(),
+        peers_prev: HashMap::new(),
+        egress_seen: HashSet::new(),
+        egress_printed: HashMap::new(),
+        findings: HashMap::new(),
+        last_recheck: Instant::now(),
+        last_poll: None,
+        drops_since: Instant::now(),
+    };
+    for i in 0..w.nodes.len() {
+        w.findings(i);
+    }
+    w.drops_since = Instant::now();
+    w.printer.note(&format!(
+        "netdrop: watching drops on {} ({:?} probe); metrics on http://{}/metrics; Ctrl-C to stop",
+        w.nodes
+            .iter()
+            .map(|n| n.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        datapath.probe(),
+        metrics_addr
+    ));
+
+    let mut tick = tokio::time::interval(args.interval);
+    let deadline = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => w.poll(&mut datapath)?,
+            () = &mut deadline => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    // Report what arrived since the last tick before detaching, and the
+    // final counts of sites whose last summary is behind.
+    w.poll(&mut datapath)?;
+    w.flush();
+    Ok(())
+}
+
+/// An attribution (or the knowledge that none was found).
+type Attributed = Option<(Explanation, Evidence)>;
+
+/// What the watcher remembers about one drop site.
+#[derive(Default)]
+struct Site {
+    counters: DropCounters,
+    printed: Option<Instant>,
+    /// Packets as of the last printed record (summaries report the growth).
+    printed_packets: u64,
+    /// The latest record of the site.
+    last: Option<Record>,
+    /// (rules generation, flow) → attribution, so a flow seen before costs
+    /// a lookup, not a simulation.
+    attribution: Option<(u64, Flow, Attributed)>,
+    labels: Option<DropLabels>,
+}
+
+struct Watcher {
+    decoder: Decoder,
+    printer: Printer,
+    shared: Arc<Shared>,
+    nodes: Vec<Node>,
+    pod_cidrs: Vec<ipnet::IpNet>,
+    summary_every: Duration,
+    sites: HashMap<DropKey, Site>,
+    latest: HashMap<DropKey, DropSample>,
+    stats_prev: [u64; drop_stat::COUNT as usize],
+    obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
+    peers_prev: HashMap<(usize, std::net::Ipv4Addr, u32), u64>,
+    egress_seen: HashSet<(usize, IpAddr, IpAddr)>,
+    egress_printed: HashMap<usize, (Instant, u64)>,
+    /// Active findings per node (their metric labels).
+    findings: HashMap<usize, Vec<FindingLabels>>,
+    last_recheck: Instant,
+    /// Start of the previous poll, and the earliest time the drops of the
+    /// current poll can have happened.
+    last_poll: Option<Instant>,
+    drops_since: Instant,
+}
+
+fn icmp_name(t: u8) -> String {
+    match t {
+        0 => "echo-reply".into(),
+        8 => "echo-request".into(),
+        3 => "destination-unreachable".into(),
+        11 => "time-exceeded".into(),
+        n => n.to_string(),
+    }
+}
+
+impl Watcher {
+    fn node_index(&self, netns: u32) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.netns.inode == u64::from(netns))
+    }
+
+    fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
+        // Drops counted in this poll happened after the previous one began.
+        self.drops_since = self
+            .last_poll
+            .replace(Instant::now())
+            .unwrap_or(self.drops_since);
+        for s in datapath.samples() {
+            self.latest.insert(s.key, s);
+        }
+        for (key, now) in datapath.drops()? {
+            let Some(ni) = self.node_index(key.netns) else {
+                continue;
+            };
+            let before = self.sites.get(&key).map(|s| s.counters).unwrap_or_default();
+            if now.packets == before.packets {
+                continue;
+            }
+            self.drop_site(ni, key, now, before);
+        }
+        self.kernel_stats(datapath);
+        for ni in 0..self.nodes.len() {
+            self.observers(ni);
+        }
+        if self.last_recheck.elapsed() >= RULES_RECHECK {
+            self.last_recheck = Instant::now();
+            for ni in 0..self.nodes.len() {
+                if self.nodes[ni].refresh_rules(Duration::ZERO) {
+                    self.shared
+                        .metrics
+                        .ruleset_reloads
+                        .get_or_create(&NodeLabels {
+                            node: self.nodes[ni].label.clone(),
+                        })
+                        .inc();
+                    self.findings(ni);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn packet_for(
+        &self,
+        ni: usize,
+        site: &DropSite,
+        flow: &Flow,
+        sample: &DropSample,
+    ) -> Option<Packet> {
+        let hook = site.hook?;
+        let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
+        p.sport = flow.sport;
+        p.dport = flow.dport;
+        p.in_iface = site.in_iface.clone();
+        p.out_iface = site.out_iface.clone();
+        p.mark = sample.mark;
+        // The kernel sample carries no conntrack state: a drop is most often
+        // the first packet of a flow that never got through.
+        p.ct = CtState::New;
+        p.icmp_type = flow.icmp_type.map(icmp_name);
+        p.local_addrs = Some(self.nodes[ni].local_addrs.clone());
+        Some(p)
+    }
+
+    fn attribute(
+        &mut self,
+        ni: usize,
+        key: DropKey,
+        site: &DropSite,
+        flow: &Flow,
+        sample: &DropSample,
+        delta: u64,
+    ) -> Attributed {
+        let pkt = self.packet_for(ni, site, flow, sample)?;
+        let generation = self.nodes[ni].rules.as_ref().map_or(0, |r| r.generation);
+        if let Some(Some((g, f, cached))) = self.sites.get(&key).map(|s| s.attribution.as_ref())
+            && *g == generation
+            && f == flow
+        {
+            return cached.clone();
+        }
+        // The rules in force now, read after these drops (so their counters
+        // include them), unless a read since the last poll already is.
+        self.nodes[ni].refresh_rules_since(self.drops_since);
+        let node = &self.nodes[ni];
+        let ctx = node.context(&self.pod_cidrs);
+        let family = if flow.src.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
+        let mut found = None;
+        for (after, before, owners) in node.rulesets(family) {
+            if let Some(a) = attribute(before, after, owners, &ctx, &pkt, delta) {
+                let better = matches!(
+                    (&found, a.evidence),
+                    (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
+                );
+                if better {
+                    found = Some((a.explanation, a.evidence));
+                }
+            }
+        }
+        let generation = node.rules.as_ref().map_or(0, |r| r.generation);
+        self.sites.entry(key).or_default().attribution =
+            Some((generation, flow.clone(), found.clone()));
+        found
+    }
+
+    fn drop_site(&mut self, ni: usize, key: DropKey, now: DropCounters, before: DropCounters) {
+        let delta = now.packets - before.packets;
+        let delta_bytes = now.bytes.saturating_sub(before.bytes);
+        let site = self.decoder.decode(&key);
+        let sample = self.latest.get(&key).copied();
+        let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
+        let inner = sample.and_then(|s| Flow::from_hdr(&s.inner));
+        let attribution = match (&flow, &sample) {
+            (Some(f), Some(s)) if site.reason == "NETFILTER_DROP" => {
+                self.attribute(ni, key, &site, f, s, delta)
+            }
+            _ => None,
+        };
+        let node = self.nodes[ni].label.clone();
+        let mut r = Record {
+            kind: "drop",
+            node: node.clone(),
+            hook: site.hook.map(|h| h.as_str().to_owned()),
+            reason: Some(site.reason.clone()),
+            location: Some(site.location.clone()),
+            in_iface: site.in_iface.clone(),
+            out_iface: site.out_iface.clone(),
+            proto: site.proto.clone(),
+            inner,
+            vxlan: site.vxlan,
+            vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
+            packets: now.packets,
+            bytes: now.bytes,
+            new_packets: delta,
+            evidence: Some("kernel"),
+            ..Record::default()
+        };
+        if let Some(f) = &flow {
+            r.set_flow(f);
+        }
+        match &attribution {
+            Some((e, ev)) => {
+                r.table = Some(e.table.clone());
+                r.chain = Some(e.chain.clone());
+                r.rule = e.rule.clone();
+                r.rule_no = e.rule_no;
+                r.policy = e.policy;
+                r.verdict = Some(e.verdict.clone());
+                r.reject_with = e.reject_with.clone();
+                r.owner = Some(e.owner.as_str().to_owned());
+                r.leftover = e.leftover;
+                r.service = e.service.clone();
+                r.explanation = Some(e.explanation.clone());
+                r.fix = Some(e.fix.clone());
+                r.assumptions = e.assumptions.clone();
+                r.unmodelled = e.unmodelled;
+                r.evidence = Some(match ev {
+                    Evidence::Counters => "counters",
+                    Evidence::Simulated => "simulated",
+                });
+            }
+            None if site.reason == "NETFILTER_DROP" => {
+                r.explanation = Some(format!(
+                    "Dropped by netfilter at {} ({}), but no rule of {node}'s ruleset could be matched to it{}.",
+                    site.hook.map(|h| h.as_str()).unwrap_or("an unknown hook"),
+                    site.location,
+                    if flow.is_none() {
+                        " (no packet sample yet)"
+                    } else {
+                        ""
+                    }
+                ));
+                if self.sites.get(&key).is_none_or(|s| s.printed.is_none()) {
+                    self.shared
+                        .metrics
+                        .attribution_failures
+                        .get_or_create(&NodeLabels { node: node.clone() })
+                        .inc();
+                }
+            }
+            None => {
+                r.explanation = Some(kernel_reason_text(&site.reason, &site));
+            }
+        }
+        // Metrics: the labels of the rule that owns the drop.
+        let labels = DropLabels {
+            node: node.clone(),
+            reason: site.reason.clone(),
+            hook: r.hook.clone().unwrap_or_default(),
+            table: r.table.clone().unwrap_or_default(),
+            chain: r.chain.clone().unwrap_or_default(),
+            verdict: r.verdict.clone().unwrap_or_else(|| "DROP".into()),
+            owner: r.owner.clone().unwrap_or_else(|| {
+                if site.reason == "NETFILTER_DROP" {
+                    "unknown".into()
+                } else {
+                    "kernel".into()
+                }
+            }),
+        };
+        let m = &self.shared.metrics;
+        m.drops.get_or_create(&labels).inc_by(delta);
+        m.drop_bytes.get_or_create(&labels).inc_by(delta_bytes);
+        if site.vxlan {
+            m.vxlan_drops
+                .get_or_create(&VxlanDropLabels {
+                    node: node.clone(),
+                    peer: flow.as_ref().map(|f| f.src.to_string()).unwrap_or_default(),
+                    reason: site.reason.clone(),
+                    hook: labels.hook.clone(),
+                })
+                .inc_by(delta);
+        }
+        if let (Some(explanation), Some(fix)) = (&r.explanation, &r.fix) {
+            m.drop_site_info
+                .get_or_create(&SiteInfoLabels {
+                    node: node.clone(),
+                    hook: labels.hook.clone(),
+                    table: labels.table.clone(),
+                    chain: labels.chain.clone(),
+                    rule: r.rule.clone().unwrap_or_else(|| "policy".into()),
+                    verdict: labels.verdict.clone(),
+                    owner: labels.owner.clone(),
+                    leftover: r.leftover.to_string(),
+                    explanation: explanation.clone(),
+                    fix: fix.clone(),
+                })
+                .set(1);
+        }
+        if let Ok(mut list) = self.shared.explanations.lock() {
+            list.retain(|x| {
+                !(x.node == r.node
+                    && x.hook == r.hook
+                    && x.table == r.table
+                    && x.chain == r.chain
+                    && x.rule == r.rule
+                    && x.reason == r.reason
+                    && x.in_iface == r.in_iface
+                    && x.out_iface == r.out_iface)
+            });
+            list.push(r.clone());
+        }
+        // Print the first drop of a site in full; then summaries, rate-limited.
+        let s = self.sites.entry(key).or_default();
+        let first = s.printed.is_none();
+        if s.printed.is_none_or(|t| t.elapsed() >= self.summary_every) {
+            r.new_packets = now.packets - s.printed_packets;
+            self.printer.record(&r, first);
+            s.printed = Some(Instant::now());
+            s.printed_packets = now.packets;
+        }
+        s.counters = now;
+        s.labels = Some(labels);
+        s.last = Some(r);
+    }
+
+    /// Prints a last summary of every site that grew since it was printed.
+    fn flush(&mut self) {
+        for s in self.sites.values_mut() {
+            let (Some(r), true) = (&mut s.last, s.counters.packets > s.printed_packets) else {
+                continue;
+            };
+            r.packets = s.counters.packets;
+            r.bytes = s.counters.bytes;
+            r.new_packets = s.counters.packets - s.printed_packets;
+            self.printer.record(r, false);
+            s.printed_packets = s.counters.packets;
+        }
+    }
+
+    fn kernel_stats(&mut self, datapath: &Datapath) {
+        let Ok(stats) = datapath.stats() else { return };
+        let m = &self.shared.metrics;
+        for (i, c) in [
+            (drop_stat::LOST, &m.samples_lost),
+            (drop_stat::SUPPRESSED, &m.samples_suppressed),
+            (drop_stat::FILTERED, &m.drops_filtered),
+        ] {
+            let i = i as usize;
+            c.inc_by(stats[i].saturating_sub(self.stats_prev[i]));
+        }
+        self.stats_prev = stats;
+    }
+
+    fn observers(&mut self, ni: usize) {
+        let node = self.nodes[ni].label.clone();
+        let Some(obs) = self.nodes[ni].observers.as_mut() else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        if let Ok(c) = obs.counters() {
+            for r in 0..role::COUNT {
+                let Some((iface, _)) = obs.ifaces.by_role(r).cloned() else {
+                    continue;
+                };
+                for d in [direction::INGRESS, direction::EGRESS] {
+                    let now = c[r as usize][d as usize];
+                    let prev = self.obs_prev.insert((ni, r, d), now).unwrap_or_default();
+                    let labels = IfaceLabels {
+                        node: node.clone(),
+                        iface: iface.clone(),
+                        role: role_name(r).into(),
+                        direction: if d == direction::INGRESS {
+                            "ingress"
+                        } else {
+                            "egress"
+                        }
+                        .into(),
+                    };
+                    m.iface_pod_packets
+                        .get_or_create(&labels)
+                        .inc_by(now.pod_packets - prev.pod_packets);
+                    m.iface_pod_bytes
+                        .get_or_create(&labels)
+                        .inc_by(now.pod_bytes - prev.pod_bytes);
+                    if now.unnat_packets > prev.unnat_packets {
+                        let l = EgressLabels {
+                            node: node.clone(),
+                            iface: iface.clone(),
+                        };
+                        m.unnat_egress
+                            .get_or_create(&l)
+                            .inc_by(now.unnat_packets - prev.unnat_packets);
+                        m.unnat_egress_bytes
+                            .get_or_create(&l)
+                            .inc_by(now.unnat_bytes - prev.unnat_bytes);
+                    }
+                }
+            }
+        }
+        if let Ok(peers) = obs.peers() {
+            for (peer, d, c) in peers {
+                let prev = self
+                    .peers_prev
+                    .insert((ni, peer, d), c.packets)
+                    .unwrap_or(0);
+                m.vxlan_packets
+                    .get_or_create(&PeerLabels {
+                        node: node.clone(),
+                        peer: peer.to_string(),
+                        direction: if d == direction::INGRESS {
+                            "ingress"
+                        } else {
+                            "egress"
+                        }
+                        .into(),
+                    })
+                    .inc_by(c.packets.saturating_sub(prev));
+            }
+        }
+        let underlay = obs.ifaces.underlay.as_ref().map(|u| u.0.clone());
+        let total: u64 = self
+            .obs_prev
+            .get(&(ni, role::UNDERLAY, direction::EGRESS))
+            .map_or(0, |c| c.unnat_packets);
+        let samples = obs.egress_samples();
+        for s in samples {
+            let Some(flow) = Flow::from_hdr(&s.flow) else {
+                continue;
+            };
+            // Each pod→destination pair once in full; the count goes on in metrics.
+            if !self.egress_seen.insert((ni, flow.src, flow.dst)) {
+                continue;
+            }
+            let mut r = self.egress_record(ni, &node, underlay.as_deref(), &flow, total);
+            r.new_packets = total;
+            self.printer.record(&r, true);
+            self.egress_printed.insert(ni, (Instant::now(), total));
+        }
+        // Summaries of ongoing un-NATed egress.
+        if let Some((t, printed)) = self.egress_printed.get(&ni).copied()
+            && total > printed
+            && t.elapsed() >= self.summary_every
+        {
+            let r = Record {
+                kind: "egress",
+                node: node.clone(),
+                out_iface: underlay,
+                packets: total,
+                new_packets: total - printed,
+                evidence: Some("kernel"),
+                ..Record::default()
+            };
+            self.printer.record(&r, false);
+            self.egress_printed.insert(ni, (Instant::now(), total));
+        }
+    }
+
+    fn egress_record(
+        &self,
+        ni: usize,
+        node: &str,
+        underlay: Option<&str>,
+        flow: &Flow,
+        total: u64,
+    ) -> Record {
+        let pod = self
+            .pod_cidrs
+            .iter()
+            .find(|n| n.contains(&flow.src))
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        // The MASQUERADE finding of this node says why, when there is one.
+        let finding = self.nodes[ni]
+            .rules
+            .as_ref()
+            .and_then(|_| self.findings.get(&ni))
+            .and_then(|f| {
+                f.iter()
+                    .find(|l| l.finding == "masquerade-cidr-mismatch")
+                    .cloned()
+            });
+        let mut r = Record {
+            kind: "egress",
+            node: node.to_owned(),
+            out_iface: underlay.map(str::to_owned),
+            hook: Some("POSTROUTING".into()),
+            table: Some("nat".into()),
+            chain: Some("POSTROUTING".into()),
+            packets: total,
+            evidence: Some("kernel"),
+            explanation: Some(format!(
+                "Pod egress leaves {} with pod source address {} un-masqueraded (to {}): no MASQUERADE/SNAT in nat/POSTROUTING covers the pod CIDR {pod}{}, so replies from outside cannot find their way back.",
+                underlay.unwrap_or("the node"),
+                flow.src,
+                flow.dst,
+                if finding.is_some() {
+                    " (see finding masquerade-cidr-mismatch)"
+                } else {
+                    ""
+                },
+            )),
+            fix: Some(format!(
+                "Make the CNI masquerade the pod CIDR: for flannel set \"Network\": \"{pod}\" in net-conf.json (kube-flannel-cfg) to match kubeadm's --pod-network-cidr, then restart flannel. Stop-gap: `iptables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
+            )),
+            finding: finding.map(|f| f.finding),
+            ..Record::default()
+        };
+        r.set_flow(flow);
+        r
+    }
+
+    /// Static findings of a node's current rules: new ones are printed, and
+    /// the gauge follows the current set.
+    fn findings(&mut self, ni: usize) {
+        let node = &self.nodes[ni];
+        let Some(rules) = &node.rules else { return };
+        let ctx = node.context(&self.pod_cidrs);
+        if self.pod_cidrs.is_empty() {
+            return;
+        }
+        let facts = node.facts();
+        let mut all = Vec::new();
+        for (_, rs) in rules.current.v4.iter().chain(rules.current.v6.iter()) {
+            all.extend(check::check(rs, &ctx, &facts));
+        }
+        all.extend(check::node_findings(&facts, &ctx));
+        let labels: Vec<FindingLabels> = all
+            .iter()
+            .map(|f| FindingLabels {
+                node: node.label.clone(),
+                finding: f.id.clone(),
+                severity: format!("{:?}", f.severity).to_lowercase(),
+                owner: f.detail.owner.as_str().to_owned(),
+                chain: f.detail.chain.clone(),
+            })
+            .collect();
+        let old = self.findings.insert(ni, labels.clone()).unwrap_or_default();
+        for l in old.iter().filter(|l| !labels.contains(l)) {
+            self.shared.metrics.findings.remove(l);
+        }
+        for (f, l) in all.iter().zip(&labels) {
+            self.shared.metrics.findings.get_or_create(l).set(1);
+            if old.contains(l) || f.severity < check::Severity::Warning {
+                continue;
+            }
+            let d = &f.detail;
+            let r = Record {
+                kind: "finding",
+                node: node.label.clone(),
+                hook: (!d.hook.is_empty()).then(|| d.hook.clone()),
+                table: (!d.table.is_empty()).then(|| d.table.clone()),
+                chain: (!d.chain.is_empty()).then(|| d.chain.clone()),
+                rule: d.rule.clone(),
+                rule_no: d.rule_no,
+                policy: d.policy,
+                verdict: (!d.verdict.is_empty()).then(|| d.verdict.clone()),
+                reject_with: d.reject_with.clone(),
+                owner: Some(d.owner.as_str().to_owned()),
+                leftover: d.leftover,
+                service: d.service.clone(),
+                finding: Some(f.id.clone()),
+                severity: Some(l.severity.clone()),
+                explanation: Some(d.explanation.clone()),
+                fix: Some(d.fix.clone()),
+                assumptions: d.assumptions.clone(),
+                unmodelled: d.unmodelled,
+                ..Record::default()
+            };
+            self.printer.record(&r, true);
+        }
+    }
+}
+
+/// Drops that are not netfilter's: say what the kernel reason means.
+fn kernel_reason_text(reason: &str, site: &DropSite) -> String {
+    let what = match reason {
+        "IP_RPFILTER" => {
+            "reverse-path filtering (rp_filter) rejected the source address on this interface; check net.ipv4.conf.*.rp_filter and the routes back to the source"
+        }
+        "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_OUTNOROUTES" => {
+            "there is no route for the packet; check `ip route` on the node (and net.ipv4.ip_forward)"
+        }
+        "PKT_TOO_BIG" => {
+            "the packet is larger than the path MTU; the VXLAN overhead (50 bytes) needs a smaller pod MTU"
+        }
+        "NO_SOCKET" => "nothing listens on the destination port",
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" => {
+            "the next hop's MAC address could not be resolved (ARP)"
+        }
+        "OTHERHOST" => "the frame was addressed to another host's MAC",
+        "VXLAN_INVALID_HDR" | "VXLAN_VNI_NOT_FOUND" => {
+            "the VXLAN packet did not match a local VXLAN device (VNI or port mismatch between nodes)"
+        }
+        _ => "see the kernel's enum skb_drop_reason",
+    };
+    format!(
+        "The kernel dropped it ({reason}) in {}: {what}.",
+        site.location
+    )
+}

@@ -1,0 +1,220 @@
+//! One observed node: its namespace, interface observers, and the rules in
+//! force (re-read when they change, the previous snapshot kept so rule
+//! counters can confirm an attribution).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    attribute::{
+        OwnerContext,
+        reader::{self, NodeRules},
+        rules::{Family, Ruleset},
+    },
+    capture::observe::{NodeObservers, ObserverOptions},
+    decode::netns::Netns,
+    explain::{Context, check::NodeFacts},
+};
+
+/// Ruleset text without counters or comments: changes only when rules do.
+fn fingerprint(rules: &NodeRules) -> String {
+    let mut s = String::new();
+    for (b, rs) in rules.v4.iter().chain(rules.v6.iter()) {
+        s.push_str(&format!("{b:?}\n"));
+        for t in rs.tables.values() {
+            s.push_str(&t.name);
+            for c in &t.chains {
+                s.push_str(&format!("\n:{} {:?}", c.name, c.policy));
+                for r in &c.rules {
+                    s.push('\n');
+                    s.push_str(&r.text);
+                }
+            }
+        }
+    }
+    s
+}
+
+pub struct Rules {
+    pub current: NodeRules,
+    /// The snapshot before `current`: counter deltas between the two are
+    /// evidence for drops seen in between.
+    pub previous: Option<NodeRules>,
+    pub owners: HashMap<usize, OwnerContext>,
+    fingerprint: String,
+    pub read_at: Instant,
+    /// Bumped on every change, so caches keyed by it expire.
+    pub generation: u64,
+}
+
+pub struct Node {
+    pub netns: Netns,
+    pub label: String,
+    pub observers: Option<NodeObservers>,
+    pub rules: Option<Rules>,
+    pub interfaces: Vec<String>,
+    pub local_addrs: Vec<IpAddr>,
+}
+
+impl Node {
+    pub fn new(netns: Netns, obs: Option<&ObserverOptions>) -> Self {
+        let label = netns.label();
+        let observers = obs.and_then(|o| match NodeObservers::attach(&netns, o) {
+            Ok(obs) => Some(obs),
+            Err(e) => {
+                log::warn!("{label}: interface observers not attached: {e}");
+                None
+            }
+        });
+        let mut node = Self {
+            netns,
+            label,
+            observers,
+            rules: None,
+            interfaces: Vec::new(),
+            local_addrs: Vec::new(),
+        };
+        node.refresh_addresses();
+        node
+    }
+
+    fn refresh_addresses(&mut self) {
+        self.interfaces = self
+            .netns
+            .interfaces()
+            .map(|m| m.into_values().collect())
+            .unwrap_or_default();
+        let mut cmd = std::process::Command::new("ip");
+        if let Some(n) = &self.netns.name {
+            cmd.args(["-n", n]);
+        }
+        self.local_addrs = cmd
+            .args(["-j", "addr", "show"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| {
+                v.as_array().map(|links| {
+                    links
+                        .iter()
+                        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|a| a["local"].as_str()?.parse().ok())
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+    }
+
+    /// Re-reads the ruleset unless it was read after `since`.
+    pub fn refresh_rules_since(&mut self, since: Instant) -> bool {
+        if self.rules.as_ref().is_some_and(|r| r.read_at >= since) {
+            return false;
+        }
+        self.refresh_rules(Duration::ZERO)
+    }
+
+    /// Re-reads the ruleset if the last read is older than `max_age`.
+    /// Returns true when the rules changed (a reload).
+    pub fn refresh_rules(&mut self, max_age: Duration) -> bool {
+        if self
+            .rules
+            .as_ref()
+            .is_some_and(|r| r.read_at.elapsed() < max_age)
+        {
+            return false;
+        }
+        let read = match reader::read_live(self.netns.name.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("{}: cannot read the ruleset: {e}", self.label);
+                return false;
+            }
+        };
+        let fp = fingerprint(&read);
+        let changed = self.rules.as_ref().is_none_or(|r| r.fingerprint != fp);
+        if changed {
+            self.refresh_addresses();
+        }
+        let owners: HashMap<usize, OwnerContext> = read
+            .v4
+            .iter()
+            .chain(read.v6.iter())
+            .enumerate()
+            .map(|(i, (_, rs))| (i, OwnerContext::new(rs, Some(self.interfaces.clone()))))
+            .collect();
+        let generation = self
+            .rules
+            .as_ref()
+            .map_or(0, |r| r.generation + u64::from(changed));
+        let previous = self.rules.take().map(|r| r.current);
+        self.rules = Some(Rules {
+            current: read,
+            previous,
+            owners,
+            fingerprint: fp,
+            read_at: Instant::now(),
+            generation,
+        });
+        changed
+    }
+
+    /// Rulesets for a family, with their index into `owners`, and the
+    /// previous snapshot of the same ruleset.
+    pub fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
+        let Some(r) = &self.rules else {
+            return Vec::new();
+        };
+        let v4n = r.current.v4.len();
+        let (list, prev, base) = match family {
+            Family::Ipv4 => (&r.current.v4, r.previous.as_ref().map(|p| &p.v4), 0),
+            Family::Ipv6 => (&r.current.v6, r.previous.as_ref().map(|p| &p.v6), v4n),
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, (backend, rs))| {
+                let before =
+                    prev.and_then(|p| p.iter().find(|(b, _)| b == backend).map(|(_, r)| r));
+                Some((rs, before, r.owners.get(&(base + i))?))
+            })
+            .collect()
+    }
+
+    pub fn facts(&self) -> NodeFacts {
+        let ip_forward = self
+            .netns
+            .run_in(|| {
+                std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                    .ok()
+                    .map(|s| s.trim() == "1")
+            })
+            .ok()
+            .flatten();
+        let br = self
+            .netns
+            .run_in(|| {
+                Some(
+                    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+                        .map(|s| s.trim() == "1")
+                        .unwrap_or(false),
+                )
+            })
+            .ok()
+            .flatten();
+        NodeFacts {
+            interfaces: Some(self.interfaces.clone()),
+            ip_forward,
+            bridge_nf_call_iptables: br,
+            split_backends: self
+                .rules
+                .as_ref()
+                .is_some_and(|r| r.current.split_backends()),
+        }
+    }
+
+    pub fn context(&self, pod_cidrs: &[ipnet::IpNet]) -> Context {
+        Context::new(pod_cidrs.to_vec())
+    }
+}
