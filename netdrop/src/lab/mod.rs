@@ -5,6 +5,7 @@
 //! Everything is built with the real `ip` and `iptables` binaries, the same
 //! way an operator's node is.
 
+pub mod cluster;
 pub mod traffic;
 
 use std::{
@@ -79,10 +80,15 @@ impl Lab {
     /// never change.
     pub fn iptables_save(&self, ns: &str) -> anyhow::Result<String> {
         let out = self.exec(ns, &["iptables-save"])?;
-        // Drop the "# Generated/Completed" lines: they carry timestamps.
+        // Drop the "# Generated/Completed" lines (timestamps) and the chain
+        // policy counters (traffic moves them; rules are what must not change).
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.starts_with('#'))
+            .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
+                (true, Some(i)) => &l[..i],
+                _ => l,
+            })
             .collect::<Vec<_>>()
             .join("\n"))
     }

@@ -1,0 +1,308 @@
+//! End to end, one test per scenario of shared/SCENARIOS.md: a two-node
+//! flannel cluster in namespaces, broken the way the seeds were, real
+//! traffic, and `netdrop watch --output json` must name the node, hook,
+//! table, chain, rule or policy, owner and fix — and change no rule.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use netdrop::lab::cluster::{Cluster, INTERNET_HOST, POD_CIDR, SERVICE_IP, Scenario};
+use netdrop_tests::{Watch, field, require_root, total_packets, traffic};
+use serde_json::Value;
+
+fn watch(c: &Cluster) -> Watch {
+    Watch::start(&[
+        "--netns",
+        &c.node1,
+        "--netns",
+        &c.node2,
+        "--pod-cidr",
+        POD_CIDR,
+        "--summary-interval",
+        "1s",
+    ])
+    .unwrap()
+}
+
+fn ping(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn tcp(ns: &str, dst: &str) -> bool {
+    traffic::tcp_connect(ns, dst.parse().unwrap(), Duration::from_millis(800)).unwrap()
+}
+
+fn drops_at(records: &[Value], node: &str) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| {
+            field(r, "kind") == "drop"
+                && field(r, "node") == node
+                && field(r, "reason") == "NETFILTER_DROP"
+        })
+        .cloned()
+        .collect()
+}
+
+fn finding<'a>(records: &'a [Value], node: &str, id: &str) -> Option<&'a Value> {
+    records.iter().find(|r| {
+        field(r, "kind") == "finding" && field(r, "node") == node && field(r, "finding") == id
+    })
+}
+
+/// Runs the scenario's traffic under netdrop; returns the records and
+/// checks that no table of any node changed.
+fn observe(c: &Cluster, traffic: impl FnOnce(), settle: impl Fn(&Watch) -> bool) -> Vec<Value> {
+    let before = c.rules_snapshot().unwrap();
+    let mut w = watch(c);
+    traffic();
+    if let Err(e) = w.wait_for(Duration::from_secs(15), |w| settle(w)) {
+        let recs: Vec<String> = w
+            .records()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    field(r, "kind"),
+                    field(r, "node"),
+                    field(r, "reason"),
+                    field(r, "hook"),
+                    r["dst"],
+                    r["dport"]
+                )
+            })
+            .collect();
+        panic!("{e}\nrecords so far:\n{}", recs.join("\n"));
+    }
+    let records = w.stop().unwrap();
+    assert!(
+        c.rules_snapshot().unwrap() == before,
+        "netdrop changed a node's rules"
+    );
+    records
+}
+
+#[test]
+fn healthy_cluster_has_no_drops_and_no_findings() {
+    require_root();
+    let c = Cluster::build("h", Scenario::Healthy).unwrap();
+    c.serve_tcp(&c.pod2, 80).unwrap();
+    c.serve_tcp(&c.pod1b, 80).unwrap();
+    let records = observe(
+        &c,
+        || {
+            assert!(ping(&c.pod1, "10.224.2.2"), "pod1 -> pod2 across VXLAN");
+            assert!(tcp(&c.pod1, "10.224.2.2:80"), "TCP pod1 -> pod2");
+            for _ in 0..4 {
+                assert!(
+                    tcp(&c.pod1, &format!("{SERVICE_IP}:80")),
+                    "Service default/web"
+                );
+            }
+            assert!(ping(&c.pod1, INTERNET_HOST), "pod egress is masqueraded");
+        },
+        |_| true,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let bad: Vec<_> = records
+        .iter()
+        .filter(|r| field(r, "kind") != "drop" || field(r, "reason") == "NETFILTER_DROP")
+        .collect();
+    assert!(bad.is_empty(), "healthy cluster: {bad:#?}");
+}
+
+#[test]
+fn s1_forward_policy_drop_on_node2() {
+    require_root();
+    let c = Cluster::build("s1", Scenario::S1).unwrap();
+    let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
+    let records = observe(
+        &c,
+        || traffic::send_udp(&c.pod1, dst, 7, 64).unwrap(),
+        |w| total_packets(&drops_at(&w.records(), &c.node2), |_| true) >= 7,
+    );
+    let drops = drops_at(&records, &c.node2);
+    assert_eq!(total_packets(&drops, |_| true), 7, "{drops:#?}");
+    let r = drops.last().unwrap();
+    assert_eq!(field(r, "hook"), "FORWARD");
+    assert_eq!(
+        (field(r, "table"), field(r, "chain")),
+        ("filter", "FORWARD")
+    );
+    assert_eq!(r["policy"], true);
+    assert!(r["rule"].is_null());
+    assert_eq!(field(r, "verdict"), "DROP");
+    assert_eq!(field(r, "owner"), "docker");
+    assert_eq!(
+        (field(r, "in_iface"), field(r, "out_iface")),
+        ("flannel.1", "cni0"),
+        "{r}"
+    );
+    assert_eq!(
+        (field(r, "src"), field(r, "dst")),
+        ("10.224.1.2", "10.224.2.2")
+    );
+    assert_eq!(field(r, "evidence"), "counters", "{r}");
+    assert!(
+        field(r, "fix").contains("iptables -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT"),
+        "{r}"
+    );
+    assert!(field(r, "fix").contains("permanent"), "{r}");
+    assert!(
+        finding(&records, &c.node2, "forward-policy-drop").is_some(),
+        "static finding too"
+    );
+    assert!(
+        drops_at(&records, &c.node1).is_empty(),
+        "node1 forwards fine"
+    );
+}
+
+#[test]
+fn s2_distro_reject_in_forward() {
+    require_root();
+    let c = Cluster::build("s2", Scenario::S2).unwrap();
+    c.serve_tcp(&c.pod2, 80).unwrap();
+    let records = observe(
+        &c,
+        || assert!(!tcp(&c.pod1, "10.224.2.2:80")),
+        |w| !drops_at(&w.records(), &c.node2).is_empty(),
+    );
+    let r = drops_at(&records, &c.node2).pop().unwrap();
+    assert_eq!(
+        (field(&r, "hook"), field(&r, "chain")),
+        ("FORWARD", "FORWARD")
+    );
+    assert_eq!(
+        field(&r, "rule"),
+        "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"
+    );
+    assert_eq!(r["rule_no"], 10, "{r}");
+    assert_eq!(field(&r, "verdict"), "REJECT");
+    assert_eq!(field(&r, "reject_with"), "icmp-host-prohibited");
+    assert_eq!(field(&r, "owner"), "distro-firewall");
+    assert_eq!((field(&r, "proto"), r["dport"].as_u64()), ("tcp", Some(80)));
+    assert!(
+        field(&r, "fix").contains("iptables -I FORWARD 10 -s 10.224.0.0/16 -j ACCEPT"),
+        "{r}"
+    );
+    assert!(field(&r, "explanation").contains("shadows rule #11"), "{r}");
+}
+
+#[test]
+fn s3_input_rejects_vxlan_and_kubelet() {
+    require_root();
+    let c = Cluster::build("s3", Scenario::S3).unwrap();
+    c.serve_tcp(&c.node2, 10250).unwrap();
+    let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
+    let records = observe(
+        &c,
+        || {
+            traffic::send_udp(&c.pod1, dst, 5, 64).unwrap();
+            assert!(
+                !tcp(&c.node1, "192.0.2.2:10250"),
+                "kubelet port is rejected"
+            );
+        },
+        |w| total_packets(&drops_at(&w.records(), &c.node2), |r| r["vxlan"] == true) >= 5,
+    );
+    let drops = drops_at(&records, &c.node2);
+    let vx = drops.iter().rev().find(|r| r["vxlan"] == true).unwrap();
+    assert_eq!(total_packets(&drops, |r| r["vxlan"] == true), 5);
+    assert_eq!((field(vx, "hook"), field(vx, "chain")), ("INPUT", "INPUT"));
+    assert_eq!(
+        field(vx, "rule"),
+        "-A INPUT -j REJECT --reject-with icmp-host-prohibited"
+    );
+    assert_eq!(field(vx, "owner"), "distro-firewall");
+    assert_eq!(
+        (field(vx, "src"), field(vx, "dst"), vx["dport"].as_u64()),
+        ("192.0.2.1", "192.0.2.2", Some(8472))
+    );
+    let inner = &vx["inner"];
+    assert_eq!(
+        (
+            field(inner, "src"),
+            field(inner, "dst"),
+            inner["dport"].as_u64()
+        ),
+        ("10.224.1.2", "10.224.2.2", Some(9000)),
+        "{vx}"
+    );
+    assert!(
+        field(vx, "fix").contains("-p udp --dport 8472 -j ACCEPT"),
+        "{vx}"
+    );
+    assert!(finding(&records, &c.node2, "input-blocks-vxlan").is_some());
+    // Node-to-node TCP is no pod traffic, so the kernel filter does not
+    // count it; the static finding names the kubelet rule instead.
+    let kubelet = finding(&records, &c.node2, "input-blocks-kubelet").expect("kubelet finding");
+    assert!(
+        field(kubelet, "explanation").contains("kubelet"),
+        "{kubelet}"
+    );
+    assert!(
+        field(kubelet, "fix").contains("-p tcp --dport 10250 -j ACCEPT"),
+        "{kubelet}"
+    );
+}
+
+#[test]
+fn s4_unnated_egress_and_masquerade_finding() {
+    require_root();
+    let c = Cluster::build("s4", Scenario::S4).unwrap();
+    let records = observe(
+        &c,
+        || assert!(!ping(&c.pod1, INTERNET_HOST), "replies cannot come back"),
+        |w| w.records().iter().any(|r| field(r, "kind") == "egress"),
+    );
+    let e = records
+        .iter()
+        .find(|r| field(r, "kind") == "egress")
+        .unwrap();
+    assert_eq!(field(e, "node"), c.node1);
+    assert_eq!(field(e, "out_iface"), "eth0");
+    assert_eq!(
+        (field(e, "src"), field(e, "dst")),
+        ("10.224.1.2", INTERNET_HOST)
+    );
+    assert!(field(e, "explanation").contains("un-masqueraded"), "{e}");
+    assert!(
+        field(e, "fix").contains("\"Network\": \"10.224.0.0/16\""),
+        "{e}"
+    );
+    let f = finding(&records, &c.node1, "masquerade-cidr-mismatch").expect("S4 finding");
+    assert!(
+        field(f, "explanation").contains("masquerades 10.244.0.0/16")
+            && field(f, "explanation").contains("10.224.0.0/16"),
+        "{f}"
+    );
+    assert!(
+        drops_at(&records, &c.node1).is_empty(),
+        "S4 is not a drop on the node: {records:#?}"
+    );
+}
+
+#[test]
+fn s0_leftover_calico_chain() {
+    require_root();
+    let c = Cluster::build("s0", Scenario::S0).unwrap();
+    let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
+    let records = observe(
+        &c,
+        || traffic::send_udp(&c.pod1, dst, 3, 64).unwrap(),
+        |w| total_packets(&drops_at(&w.records(), &c.node2), |_| true) >= 3,
+    );
+    let r = drops_at(&records, &c.node2).pop().unwrap();
+    assert_eq!(
+        (field(&r, "hook"), field(&r, "chain")),
+        ("FORWARD", "cali-to-hep-forward")
+    );
+    assert_eq!(field(&r, "owner"), "calico");
+    assert_eq!(r["leftover"], true);
+    assert!(field(&r, "fix").contains("iptables -t filter -D FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"), "{r}");
+    assert!(finding(&records, &c.node2, "leftover-cni-chains").is_some());
+}
