@@ -133,6 +133,28 @@ pub fn tables_for(hook: Hook) -> &'static [&'static str] {
 /// More branches than this and the walk stops forking (and says so).
 const MAX_BRANCHES: usize = 64;
 const MAX_DEPTH: usize = 48;
+/// Rule visits per walk: real rulesets need far fewer; a pathological one
+/// (jump loops, which iptables-restore refuses but a file may contain) is
+/// cut short instead of running forever.
+const MAX_STEPS: usize = 200_000;
+
+/// What one walk may still spend.
+struct Budget {
+    branches: usize,
+    steps: usize,
+}
+
+/// Assumptions kept per branch; more are summarised, so a pathological
+/// ruleset cannot grow every cloned state without bound.
+const MAX_ASSUMPTIONS: usize = 16;
+
+impl State {
+    fn assume(&mut self, what: String) {
+        if self.assumptions.len() < MAX_ASSUMPTIONS && !self.assumptions.contains(&what) {
+            self.assumptions.push(what);
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 struct State {
@@ -168,6 +190,10 @@ pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
         dnat: None,
     }];
     let mut done = Vec::new();
+    let mut budget = Budget {
+        branches: MAX_BRANCHES,
+        steps: MAX_STEPS,
+    };
     for table_name in tables_for(pkt.hook) {
         // nat sees only the first packet of a connection.
         if *table_name == "nat" && pkt.ct != CtState::New {
@@ -181,7 +207,6 @@ pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
         };
         let mut next = Vec::new();
         for st in states {
-            let mut budget = MAX_BRANCHES;
             for (ending, st) in walk_chain(table, chain, st, 0, &mut budget) {
                 match ending {
                     Ending::Verdict(Verdict::Accept, _) => next.push(st),
@@ -233,7 +258,7 @@ fn walk_chain(
     chain: &Chain,
     st: State,
     depth: usize,
-    budget: &mut usize,
+    budget: &mut Budget,
 ) -> Vec<(Ending, State)> {
     let mut out = Vec::new();
     // (next rule index, state) still walking this chain.
@@ -241,6 +266,15 @@ fn walk_chain(
     'work: while let Some((start, mut st)) = work.pop() {
         let mut i = start;
         while i < chain.rules.len() {
+            if budget.steps == 0 {
+                st.unmodelled = true;
+                st.assume(format!(
+                    "walk cut short in {} (ruleset too large or looping)",
+                    chain.name
+                ));
+                break;
+            }
+            budget.steps -= 1;
             let rule = &chain.rules[i];
             match eval_rule(rule, &st.pkt) {
                 Tri::No => {
@@ -249,20 +283,17 @@ fn walk_chain(
                 }
                 Tri::Yes => {}
                 Tri::Maybe(why, unmodelled) => {
-                    if *budget > 1 {
-                        *budget -= 1;
+                    if budget.branches > 1 {
+                        budget.branches -= 1;
                         // Branch where the rule does not match.
                         let mut other = st.clone();
-                        other
-                            .assumptions
-                            .push(format!("{} #{}: not {why}", chain.name, i + 1));
+                        other.assume(format!("{} #{}: not {why}", chain.name, i + 1));
                         other.unmodelled |= unmodelled;
                         work.push((i + 1, other));
-                        st.assumptions
-                            .push(format!("{} #{}: {why}", chain.name, i + 1));
+                        st.assume(format!("{} #{}: {why}", chain.name, i + 1));
                         st.unmodelled |= unmodelled;
                     } else {
-                        st.assumptions.push(format!(
+                        st.assume(format!(
                             "{} #{}: assumed no match (too many branches)",
                             chain.name,
                             i + 1
@@ -319,18 +350,29 @@ fn walk_chain(
                         continue;
                     };
                     if depth >= MAX_DEPTH {
-                        st.assumptions.push(format!("jump depth limit at {name}"));
+                        st.assume(format!("jump depth limit at {name}"));
                         st.unmodelled = true;
                         i += 1;
                         continue;
                     }
+                    // The path is the stack of jumps in force: a chain that
+                    // returns leaves it again.
+                    let base = st.path.len();
                     st.path.push(step);
-                    for (ending, sub_st) in walk_chain(table, sub, st.clone(), depth + 1, budget) {
+                    for (ending, mut sub_st) in
+                        walk_chain(table, sub, st.clone(), depth + 1, budget)
+                    {
                         match ending {
                             Ending::Verdict(..) => out.push((ending, sub_st)),
-                            // goto: RETURN from the target returns from this chain too.
-                            Ending::Return if goto => out.push((Ending::Return, sub_st)),
-                            Ending::Return => work.push((i + 1, sub_st)),
+                            Ending::Return => {
+                                sub_st.path.truncate(base);
+                                if goto {
+                                    // goto: RETURN from the target returns from this chain too.
+                                    out.push((Ending::Return, sub_st));
+                                } else {
+                                    work.push((i + 1, sub_st));
+                                }
+                            }
                         }
                     }
                     continue 'work;
@@ -361,7 +403,7 @@ fn walk_chain(
                     modelled: false, ..
                 } => {
                     st.unmodelled = true;
-                    st.assumptions.push(format!(
+                    st.assume(format!(
                         "{} #{}: target {} not modelled; assumed to continue",
                         chain.name,
                         i + 1,
@@ -642,6 +684,16 @@ mod tests {
         assert_eq!(simulate(&rs, &p)[0].snat.as_deref(), Some("MASQUERADE"));
         p.ct = CtState::Established;
         assert_eq!(simulate(&rs, &p)[0].snat, None);
+    }
+
+    #[test]
+    fn jump_loops_end_instead_of_running_forever() {
+        // Every rule jumps back into the chain: 2^depth walks without a budget.
+        let rs = parse_ruleset("*filter\n:INPUT ACCEPT [0:0]\n:A - [0:0]\n-A INPUT -j A\n-A A -j A\n-A A -j A\n-A A -j A\nCOMMIT\n").unwrap();
+        let start = std::time::Instant::now();
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert!(out.iter().all(|o| o.unmodelled));
     }
 
     #[test]
