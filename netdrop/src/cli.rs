@@ -123,6 +123,9 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// Scenarios to build (repeatable); default: S0, S1, S2, S3 and S4.
+    #[arg(long, value_enum)]
+    pub scenario: Vec<crate::lab::cluster::Scenario>,
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

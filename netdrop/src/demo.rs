@@ -1,6 +1,9 @@
-//! `netdrop demo`: a throw-away node and pod in network namespaces, a rule
-//! that kills the pod's traffic, real packets, and `watch` explaining them.
-//! Everything is removed on Ctrl-C or after `--duration`.
+//! `netdrop demo`: the seeds' broken clusters, live. One two-node flannel
+//! cluster in network namespaces per scenario (S0–S4, see
+//! shared/SCENARIOS.md), broken the way the operators' were, with traffic
+//! that the breakage kills — and `watch` explaining every drop, serving
+//! metrics and `/explanations`. Everything is removed on Ctrl-C or after
+//! `--duration`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,45 +12,79 @@ use anyhow::Context as _;
 use crate::{
     capture::DropProbe,
     cli::{DemoArgs, WatchArgs},
-    lab::{Lab, traffic},
+    lab::{
+        cluster::{Cluster, INTERNET_HOST, POD_CIDR, Scenario},
+        traffic,
+    },
     preflight,
 };
 
+fn describe(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Healthy => "healthy reference: nothing may be reported",
+        Scenario::S0 => "S0: leftover Calico chains still hooked into FORWARD/INPUT",
+        Scenario::S1 => "S1: Docker's FORWARD policy DROP, flannel accepts the wrong CIDR",
+        Scenario::S2 => "S2: the distribution's REJECT icmp-host-prohibited ends FORWARD",
+        Scenario::S3 => {
+            "S3: `systemctl start iptables`: INPUT rejects VXLAN (UDP 8472) and kubelet"
+        }
+        Scenario::S4 => "S4: flannel masquerades 10.244.0.0/16, pods live in 10.224.0.0/16",
+    }
+}
+
+/// The traffic each scenario kills, from pod1 (sent every couple of seconds).
+fn send(pod1: &str, s: Scenario) -> anyhow::Result<()> {
+    match s {
+        // Pod egress to the "internet".
+        Scenario::S4 => traffic::send_udp(pod1, SocketAddr::new(INTERNET_HOST.parse()?, 53), 2, 48),
+        // Pod to the pod on the other node, across VXLAN.
+        _ => traffic::send_udp(pod1, "10.224.2.2:9000".parse()?, 3, 64),
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("demo")?;
-    let mut lab = Lab::new("demo");
-    let node = lab
-        .netns("node")
-        .context("creating the demo node namespace")?;
-    let pod = lab
-        .netns("pod")
-        .context("creating the demo pod namespace")?;
-    lab.veth(
-        (&node, "veth0pod", Some("10.224.1.1/24")),
-        (&pod, "eth0", Some("10.224.1.2/24")),
-    )?;
-    // The seeds' S3 in miniature: the node's INPUT refuses VXLAN (UDP 8472).
-    lab.iptables(
-        &node,
-        &["-A", "INPUT", "-p", "udp", "--dport", "8472", "-j", "DROP"],
-    )?;
-    println!(
-        "demo: node {node} drops UDP 8472 from pod {pod} (10.224.1.2 -> 10.224.1.1); sending 5 packets/s"
-    );
+    let scenarios = if args.scenario.is_empty() {
+        vec![
+            Scenario::S0,
+            Scenario::S1,
+            Scenario::S2,
+            Scenario::S3,
+            Scenario::S4,
+        ]
+    } else {
+        args.scenario.clone()
+    };
+    let mut clusters = Vec::new();
+    for s in &scenarios {
+        let tag = format!("{s:?}").to_lowercase();
+        let c = Cluster::build(&tag, *s).with_context(|| format!("building the {s:?} cluster"))?;
+        eprintln!("demo: {} — nodes {} and {}", describe(*s), c.node1, c.node2);
+        clusters.push((*s, c));
+    }
+    let netns: Vec<String> = clusters
+        .iter()
+        .flat_map(|(_, c)| [c.node1.clone(), c.node2.clone()])
+        .collect();
 
     let sender = {
-        let pod = pod.clone();
+        // The clusters stay owned here; the sender only needs their names.
+        let plan: Vec<(Scenario, String)> =
+            clusters.iter().map(|(s, c)| (*s, c.pod1.clone())).collect();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let dst: SocketAddr = "10.224.1.1:8472".parse()?;
             loop {
-                traffic::send_udp(&pod, dst, 5, 64)?;
-                std::thread::sleep(Duration::from_secs(1));
+                for (s, pod1) in &plan {
+                    if let Err(e) = send(pod1, *s) {
+                        log::warn!("demo traffic ({s:?}): {e:#}");
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(2));
             }
         })
     };
     let watch = crate::watch::run(WatchArgs {
-        pod_cidrs: vec!["10.224.0.0/16".parse()?],
-        netns: vec![node.clone()],
+        pod_cidrs: vec![POD_CIDR.parse()?],
+        netns,
         all: false,
         vxlan_port: 8472,
         sample_rate: 200,
@@ -57,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         drop_probe: DropProbe::Auto,
         btf: "/sys/kernel/btf/vmlinux".into(),
         metrics_addr: args.metrics_addr,
-        summary_interval: Duration::from_secs(5),
+        summary_interval: Duration::from_secs(10),
         overlay_iface: None,
         bridge_iface: None,
         underlay_iface: None,
@@ -65,7 +102,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     let result = watch.await;
     sender.abort();
-    drop(lab);
-    println!("demo: namespaces removed");
+    drop(clusters);
+    eprintln!("demo: all namespaces removed");
     result
 }
