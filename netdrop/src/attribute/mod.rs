@@ -3,6 +3,7 @@
 //! through it, owners for every rule, and the join with kernel drops.
 
 pub mod attribution;
+pub mod generate;
 pub mod owner;
 pub mod packet;
 pub mod parse;

@@ -151,6 +151,11 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
             None => chain.rules.push(rule),
         }
     }
+    for t in rs.tables.values_mut() {
+        for c in &mut t.chains {
+            c.build_index();
+        }
+    }
     Ok(rs)
 }
 
@@ -194,8 +199,8 @@ fn parse_chain_decl(table: &mut Table, decl: &str, line_no: usize) -> Result<(),
             name: name.to_owned(),
             policy,
             counters,
-            rules: Vec::new(),
             declared: true,
+            ..Chain::default()
         }),
     }
     Ok(())

@@ -55,6 +55,61 @@ pub struct Counters {
     pub bytes: u64,
 }
 
+/// For long chains (kube-proxy's KUBE-SERVICES has one rule per service
+/// port): rules that require one destination address, by that address, so a
+/// walk visits only the rules that can match instead of all of them.
+#[derive(Clone, Debug, Default)]
+pub struct DstIndex {
+    pub by_dst: std::collections::HashMap<std::net::IpAddr, Vec<usize>>,
+    /// Rules without a single required destination (always visited).
+    pub others: Vec<usize>,
+}
+
+/// Chains shorter than this are walked rule by rule.
+pub const INDEX_MIN_RULES: usize = 64;
+
+impl Chain {
+    /// Builds [`DstIndex`] for a long chain.
+    pub fn build_index(&mut self) {
+        if self.rules.len() < INDEX_MIN_RULES {
+            self.dst_index = None;
+            return;
+        }
+        let mut idx = DstIndex::default();
+        for (i, r) in self.rules.iter().enumerate() {
+            let host = r.matches.iter().find_map(|m| match m {
+                Match::Dst { neg: false, net } if net.prefix_len() == net.max_prefix_len() => {
+                    Some(net.addr())
+                }
+                _ => None,
+            });
+            match host {
+                Some(a) => idx.by_dst.entry(a).or_default().push(i),
+                None => idx.others.push(i),
+            }
+        }
+        self.dst_index = Some(idx);
+    }
+
+    /// Rule indices a packet to `dst` can match, in chain order.
+    pub fn candidates(&self, dst: std::net::IpAddr) -> Option<Vec<usize>> {
+        let idx = self.dst_index.as_ref()?;
+        let hits = idx.by_dst.get(&dst).map(Vec::as_slice).unwrap_or(&[]);
+        let mut out = Vec::with_capacity(hits.len() + idx.others.len());
+        let (mut a, mut b) = (0, 0);
+        while a < hits.len() || b < idx.others.len() {
+            if b >= idx.others.len() || (a < hits.len() && hits[a] < idx.others[b]) {
+                out.push(hits[a]);
+                a += 1;
+            } else {
+                out.push(idx.others[b]);
+                b += 1;
+            }
+        }
+        Some(out)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Chain {
     pub name: String,
@@ -66,6 +121,8 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Declared with a `:` line (a jump target can also be undeclared).
     pub declared: bool,
+    /// Index of a long chain's rules by required destination.
+    pub dst_index: Option<DstIndex>,
 }
 
 impl Chain {

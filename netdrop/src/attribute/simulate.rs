@@ -264,8 +264,18 @@ fn walk_chain(
     // (next rule index, state) still walking this chain.
     let mut work = vec![(0usize, st)];
     'work: while let Some((start, mut st)) = work.pop() {
+        // A long chain visits only the rules that can match this
+        // destination (DNAT may have changed it on the way here).
+        let candidates = chain.candidates(st.pkt.dst);
         let mut i = start;
         while i < chain.rules.len() {
+            if let Some(c) = &candidates {
+                // Jump to the next candidate at or after i.
+                match c.get(c.partition_point(|&x| x < i)) {
+                    Some(&next) => i = next,
+                    None => break,
+                }
+            }
             if budget.steps == 0 {
                 st.unmodelled = true;
                 st.assume(format!(
@@ -684,6 +694,38 @@ mod tests {
         assert_eq!(simulate(&rs, &p)[0].snat.as_deref(), Some("MASQUERADE"));
         p.ct = CtState::Established;
         assert_eq!(simulate(&rs, &p)[0].snat, None);
+    }
+
+    #[test]
+    fn long_chains_are_indexed_by_destination_with_the_same_answer() {
+        let mut text = String::from(
+            "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n-A INPUT -j KUBE-SERVICES\n",
+        );
+        for i in 0..200u32 {
+            text.push_str(&format!(
+                "-A KUBE-SERVICES -d 10.96.{}.{}/32 -p tcp -m tcp --dport 80 -j REJECT\n",
+                i / 250,
+                i % 250 + 1
+            ));
+            if i == 100 {
+                text.push_str("-A KUBE-SERVICES -p udp -j DROP\n");
+            }
+        }
+        text.push_str("COMMIT\n");
+        let rs = parse_ruleset(&text).unwrap();
+        let chain = rs.tables["filter"].chain("KUBE-SERVICES").unwrap();
+        assert!(chain.dst_index.is_some());
+        // A service address hits its own rule; others fall through.
+        let out = simulate(&rs, &pkt(Hook::Input, "10.224.1.2", "10.96.0.150"));
+        assert_eq!(out[0].verdict, Verdict::Reject);
+        assert_eq!(out[0].decider().unwrap().rule_no, Some(151));
+        let out = simulate(&rs, &pkt(Hook::Input, "10.224.1.2", "10.96.9.9"));
+        assert_eq!(out[0].verdict, Verdict::Accept);
+        // The unindexed rule between them is still visited in order.
+        let mut p = pkt(Hook::Input, "10.224.1.2", "10.96.0.150");
+        p.proto = 17;
+        let out = simulate(&rs, &p);
+        assert_eq!(out[0].decider().unwrap().rule_no, Some(102));
     }
 
     #[test]

@@ -431,12 +431,10 @@ fn has_chain(rs: &Ruleset, table: &str, chain: &str) -> bool {
 fn shadowed_accept(rs: &Ruleset, p: &Packet, d: &Step) -> Option<String> {
     let n = d.rule_no?;
     let mut without = rs.clone();
-    without
-        .tables
-        .get_mut(&d.table)?
-        .chain_mut(&d.chain)?
-        .rules
-        .remove(n - 1);
+    let chain = without.tables.get_mut(&d.table)?.chain_mut(&d.chain)?;
+    chain.rules.remove(n - 1);
+    // Positions moved: the destination index must follow.
+    chain.build_index();
     let outcomes = simulate(&without, p);
     let accept = outcomes
         .iter()
