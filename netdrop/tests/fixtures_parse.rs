@@ -129,3 +129,30 @@ fn fixture_quirks_are_understood() {
     let rke = parse("indexdoc-rke-cilium-ipvs-garbled-dnat.rules");
     assert!(rke.tables.contains_key("nat"));
 }
+
+/// Found by `cargo fuzz`: a garbled dump whose chains jump in loops. The walk
+/// must end (with the branch flagged), not run for minutes.
+#[test]
+fn fuzz_found_jump_loop_is_cut_short_and_flagged() {
+    use netdrop::{
+        attribute::{Packet, simulate},
+        decode::Hook,
+    };
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/jump-loop-timeout.rules");
+    let text = String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    let rs = parse_ruleset(&text).unwrap();
+    let mut pkt = Packet::new(
+        Hook::Input,
+        6,
+        "10.224.1.2".parse().unwrap(),
+        "10.224.2.2".parse().unwrap(),
+    );
+    pkt.dport = Some(443);
+    let out = simulate(&rs, &pkt);
+    assert!(!out.is_empty());
+    assert!(
+        out.iter().any(|o| o.unmodelled),
+        "a cut-short walk is flagged"
+    );
+}

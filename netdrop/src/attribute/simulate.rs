@@ -136,7 +136,7 @@ const MAX_DEPTH: usize = 48;
 /// Rule visits per walk: real rulesets need far fewer; a pathological one
 /// (jump loops, which iptables-restore refuses but a file may contain) is
 /// cut short instead of running forever.
-const MAX_STEPS: usize = 200_000;
+const MAX_STEPS: usize = 20_000;
 
 /// What one walk may still spend.
 struct Budget {
