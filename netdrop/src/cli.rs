@@ -89,6 +89,10 @@ pub struct WatchArgs {
     /// Do not attach the TC interface observers.
     #[arg(long)]
     pub no_observers: bool,
+    /// Name of this node in reports and metrics (a DaemonSet passes
+    /// spec.nodeName); default: the hostname. Ignored with --netns.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -31,6 +31,16 @@ pub enum DropProbe {
     Tracepoint,
 }
 
+impl DropProbe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::TpBtf => "tp_btf",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(transparent)]
@@ -121,6 +131,29 @@ pub struct KernelInfo {
     pub kallsyms: Kallsyms,
 }
 
+/// Cumulative cost of one loaded program, as the kernel accounts it while
+/// `kernel.bpf_stats_enabled=1` (zero otherwise).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub runs: u64,
+}
+
+/// One `BPF_OBJ_GET_INFO_BY_FD` per program: cheap enough for every poll.
+pub(crate) fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStats> {
+    ebpf.programs()
+        .filter_map(|(name, prog)| {
+            let info = prog.info().ok()?;
+            Some(ProgramStats {
+                name: name.to_owned(),
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                runs: info.run_count(),
+            })
+        })
+        .collect()
+}
+
 /// netdrop's programs, loaded and attached. Dropping it detaches them (all
 /// attachments are fd-based links, so SIGKILL leaves nothing behind either).
 pub struct Datapath {
@@ -202,6 +235,11 @@ impl Datapath {
                 kallsyms,
             },
         ))
+    }
+
+    /// Kernel time and runs of the drop program (`kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        program_stats(&self.ebpf)
     }
 
     /// The probe that is attached (never `Auto`).

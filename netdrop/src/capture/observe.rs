@@ -146,6 +146,11 @@ impl NodeObservers {
 
     /// Loads the programs for these devices without attaching them
     /// (`BPF_PROG_TEST_RUN` tests use this).
+    /// Kernel time and runs of the observer programs.
+    pub fn program_stats(&self) -> Vec<super::ProgramStats> {
+        super::program_stats(&self.ebpf)
+    }
+
     pub fn load(ifaces: ObservedIfaces, opts: &ObserverOptions) -> Result<Self, CaptureError> {
         let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
         let rate = opts.sample_rate.div_ceil(cpus).max(1);

@@ -23,6 +23,9 @@ pub enum NetnsError {
 pub struct Netns {
     /// Name as the operator gave it; `None` for the namespace netdrop runs in.
     pub name: Option<String>,
+    /// How reports name this node (`--node-name`); else the netns name or
+    /// the hostname.
+    pub node_name: Option<String>,
     pub inode: u64,
     pub path: PathBuf,
 }
@@ -34,6 +37,7 @@ impl Netns {
         let inode = inode_of(&path)?;
         Ok(Self {
             name: None,
+            node_name: None,
             inode,
             path,
         })
@@ -51,6 +55,7 @@ impl Netns {
         let inode = inode_of(&path)?;
         Ok(Self {
             name: Some(name.to_owned()),
+            node_name: None,
             inode,
             path,
         })
@@ -80,7 +85,10 @@ impl Netns {
     }
 
     pub fn label(&self) -> String {
-        self.name.clone().unwrap_or_else(hostname)
+        self.node_name
+            .clone()
+            .or_else(|| self.name.clone())
+            .unwrap_or_else(hostname)
     }
 
     /// Interface names by index, read inside the namespace.

@@ -84,6 +84,15 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// One series per observed node: what netdrop runs there.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeInfoLabels {
+    pub node: String,
+    pub version: String,
+    /// The drop probe attached (`tp_btf` or `tracepoint`).
+    pub probe: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
     pub program: String,
@@ -99,6 +108,7 @@ pub struct Metrics {
     pub iface_pod_bytes: Family<IfaceLabels, Counter>,
     pub vxlan_packets: Family<PeerLabels, Counter>,
     pub findings: Family<FindingLabels, Gauge>,
+    pub node_info: Family<NodeInfoLabels, Gauge>,
     pub drop_site_info: Family<SiteInfoLabels, Gauge>,
     pub samples_lost: Counter,
     pub samples_suppressed: Counter,
@@ -130,6 +140,7 @@ pub fn new_shared() -> Arc<Shared> {
         iface_pod_bytes: Family::default(),
         vxlan_packets: Family::default(),
         findings: Family::default(),
+        node_info: Family::default(),
         drop_site_info: Family::default(),
         samples_lost: Counter::default(),
         samples_suppressed: Counter::default(),
@@ -184,6 +195,11 @@ pub fn new_shared() -> Arc<Shared> {
         "netdrop_findings",
         "Current static findings (1 per finding)",
         m.findings.clone(),
+    );
+    r.register(
+        "netdrop_node",
+        "Nodes netdrop observes (1 per node), with its version and drop probe",
+        m.node_info.clone(),
     );
     r.register(
         "netdrop_drop_site_info",

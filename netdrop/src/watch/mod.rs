@@ -23,7 +23,7 @@ use crate::{
         rules::{CtState, Family},
     },
     capture::{
-        CaptureOptions, Datapath,
+        CaptureOptions, Datapath, DropProbe,
         observe::{ObserverOptions, role_name},
     },
     cli::WatchArgs,
@@ -31,8 +31,8 @@ use crate::{
     explain::{Explanation, check},
     export::{
         metrics::{
-            self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeLabels, PeerLabels,
-            Shared, SiteInfoLabels, VxlanDropLabels,
+            self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
+            PeerLabels, ProgramLabels, Shared, SiteInfoLabels, VxlanDropLabels,
         },
         record::Record,
         stdout::Printer,
@@ -47,7 +47,9 @@ const RULES_RECHECK: Duration = Duration::from_secs(10);
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("watch")?;
     let netns = if args.netns.is_empty() {
-        vec![Netns::own().context("reading netdrop's own network namespace")?]
+        let mut own = Netns::own().context("reading netdrop's own network namespace")?;
+        own.node_name = args.node_name.clone();
+        vec![own]
     } else {
         args.netns
             .iter()
@@ -101,6 +103,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         sites: HashMap::new(),
         latest: HashMap::new(),
         stats_prev: [0; drop_stat::COUNT as usize],
+        programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
         peers_prev: HashMap::new(),
         egress_seen: HashSet::new(),
@@ -111,6 +114,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         drops_since: Instant::now(),
     };
     for i in 0..w.nodes.len() {
+        w.node_series(i, datapath.probe());
         w.findings(i);
     }
     w.drops_since = Instant::now();
@@ -178,6 +182,8 @@ struct Watcher {
     sites: HashMap<DropKey, Site>,
     latest: HashMap<DropKey, DropSample>,
     stats_prev: [u64; drop_stat::COUNT as usize],
+    /// Program name → (run time ns, runs) as of the last poll.
+    programs_prev: HashMap<String, (u64, u64)>,
     obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
     peers_prev: HashMap<(usize, std::net::Ipv4Addr, u32), u64>,
     egress_seen: HashSet<(usize, IpAddr, IpAddr)>,
@@ -481,6 +487,23 @@ impl Watcher {
         }
     }
 
+    /// Series every node has from the start, so dashboards and alerts see
+    /// a 0 rather than nothing.
+    fn node_series(&self, ni: usize, probe: DropProbe) {
+        let node = self.nodes[ni].label.clone();
+        let m = &self.shared.metrics;
+        m.node_info
+            .get_or_create(&NodeInfoLabels {
+                node: node.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                probe: probe.as_str().into(),
+            })
+            .set(1);
+        let labels = NodeLabels { node };
+        m.ruleset_reloads.get_or_create(&labels).inc_by(0);
+        m.attribution_failures.get_or_create(&labels).inc_by(0);
+    }
+
     fn kernel_stats(&mut self, datapath: &Datapath) {
         let Ok(stats) = datapath.stats() else { return };
         let m = &self.shared.metrics;
@@ -493,6 +516,34 @@ impl Watcher {
             c.inc_by(stats[i].saturating_sub(self.stats_prev[i]));
         }
         self.stats_prev = stats;
+
+        // Program cost, summed over the instances of each program (one
+        // observer set per node). Zero unless kernel.bpf_stats_enabled=1.
+        let mut totals: HashMap<String, (u64, u64)> = HashMap::new();
+        let all = datapath.program_stats().into_iter().chain(
+            self.nodes
+                .iter()
+                .filter_map(|n| n.observers.as_ref())
+                .flat_map(|o| o.program_stats()),
+        );
+        for p in all {
+            let t = totals.entry(p.name).or_default();
+            t.0 += p.run_time_ns;
+            t.1 += p.runs;
+        }
+        for (name, (ns, runs)) in totals {
+            let (ns0, runs0) = self
+                .programs_prev
+                .insert(name.clone(), (ns, runs))
+                .unwrap_or_default();
+            let labels = ProgramLabels { program: name };
+            m.program_run_ns
+                .get_or_create(&labels)
+                .inc_by(ns.saturating_sub(ns0));
+            m.program_runs
+                .get_or_create(&labels)
+                .inc_by(runs.saturating_sub(runs0));
+        }
     }
 
     fn observers(&mut self, ni: usize) {
