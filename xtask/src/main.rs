@@ -30,6 +30,9 @@ enum Cmd {
     /// fmt check, clippy on host and eBPF crates, unit tests, then the
     /// privileged tests as root, serially.
     Test,
+    /// Benchmarks (not tests): drop and forwarding floods, per-event kernel
+    /// cost, model scale, time to answer; writes BENCHMARKS.md.
+    Bench,
     /// Run `netdrop demo` (needs root).
     Demo {
         /// Passed to `netdrop demo --duration`.
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Test => test(),
         Cmd::Demo { duration } => demo(&duration),
+        Cmd::Bench => bench(),
     }
 }
 
@@ -187,6 +191,32 @@ fn count(summary: &str, word: &str) -> u64 {
                 .and_then(|t| t.parse::<u64>().ok())
         })
         .sum()
+}
+
+fn bench() -> anyhow::Result<()> {
+    require_root("cargo xtask bench")?;
+    setup::run()?;
+    sh(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "netdrop",
+            "--package",
+            "netdrop-tests",
+            "--bin",
+            "netdrop",
+            "--bin",
+            "netdrop-bench",
+        ],
+    )?;
+    let bin = workspace_root().join("target/release/netdrop-bench");
+    let out = workspace_root().join("BENCHMARKS.md");
+    sh(
+        bin.to_str().context("target path is not UTF-8")?,
+        &[out.to_str().context("path is not UTF-8")?],
+    )
 }
 
 fn demo(duration: &str) -> anyhow::Result<()> {

@@ -1,0 +1,545 @@
+//! `cargo xtask bench`: what watching costs, beside what operators use today,
+//! measured in one run on this machine and written to BENCHMARKS.md.
+//! Every figure is the median of interleaved rounds, with its spread.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use netdrop::{
+    attribute::{OwnerContext, Packet, attribution::attribute, generate, parse_ruleset},
+    capture::{KernelInfo, btf::KernelBtf, kallsyms::Kallsyms},
+    decode::{Decoder, flow::Flow, netns::Netns},
+    explain::{Context, Explanation},
+    export::metrics::{self, DropLabels},
+    lab::{
+        Lab,
+        cluster::{Cluster, POD_CIDR, Scenario},
+        traffic,
+    },
+};
+use netdrop_common::{DropKey, DropSample};
+use netdrop_tests::{Watch, netdrop_bin};
+
+const ROUNDS: usize = 5;
+const FLOOD: Duration = Duration::from_secs(3);
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.0}–{max:.0}")
+}
+
+/// Packets counted by the first rule of `chain` (iptables -L -v -x).
+fn rule_packets(lab: &Lab, ns: &str, table: &str, chain: &str, target: &str) -> u64 {
+    let out = lab
+        .exec(
+            ns,
+            &["iptables", "-t", table, "-L", chain, "-v", "-x", "-n"],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(target))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// (run_time_ns, run_cnt) of every loaded program by name.
+fn prog_stats() -> HashMap<String, (u64, u64)> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut m = HashMap::new();
+    for p in v.as_array().cloned().unwrap_or_default() {
+        let name = p["name"].as_str().unwrap_or("").to_owned();
+        let e = m.entry(name).or_insert((0, 0));
+        e.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+        e.1 += p["run_cnt"].as_u64().unwrap_or(0);
+    }
+    m
+}
+
+fn per_event(
+    before: &HashMap<String, (u64, u64)>,
+    after: &HashMap<String, (u64, u64)>,
+    name: &str,
+) -> Option<f64> {
+    let (t1, c1) = after.get(name)?;
+    let (t0, c0) = before.get(name).copied().unwrap_or((0, 0));
+    (c1 > &c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
+}
+
+fn bpftrace() -> Child {
+    let child = Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bpftrace (cargo xtask setup installs it)");
+    std::thread::sleep(Duration::from_secs(3));
+    child
+}
+
+struct Report(String);
+
+fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
+    let mut lab = Lab::new("bf");
+    let pod = lab.netns("pod")?;
+    let node = lab.netns("node")?;
+    lab.veth(
+        (&pod, "eth0", Some("10.224.7.2/24")),
+        (&node, "cni0", Some("10.224.7.1/24")),
+    )?;
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
+    )?;
+    let dst: SocketAddr = "10.224.7.1:9".parse()?;
+    let configs = [
+        "nothing attached",
+        "netdrop watch",
+        "iptables LOG rule",
+        "bpftrace kfree_skb counter",
+    ];
+    let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
+    // LOG in a namespace logs only with nf_log_all_netns; restore it after.
+    let old_log =
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_log_all_netns").unwrap_or_default();
+    for _ in 0..ROUNDS {
+        for cfg in configs {
+            let mut watch = None;
+            let mut bt = None;
+            match cfg {
+                "netdrop watch" => {
+                    watch = Some(Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?)
+                }
+                "iptables LOG rule" => {
+                    let _ = std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", "1");
+                    lab.iptables(
+                        &node,
+                        &[
+                            "-I",
+                            "INPUT",
+                            "-p",
+                            "udp",
+                            "--dport",
+                            "9",
+                            "-j",
+                            "LOG",
+                            "--log-prefix",
+                            "netdrop-bench ",
+                        ],
+                    )?;
+                }
+                "bpftrace kfree_skb counter" => bt = Some(bpftrace()),
+                _ => {}
+            }
+            let s0 = prog_stats();
+            let c0 = rule_packets(&lab, &node, "filter", "INPUT", "DROP");
+            let t = Instant::now();
+            traffic::flood_udp(&pod, dst, FLOOD, 18)?;
+            let secs = t.elapsed().as_secs_f64();
+            let c1 = rule_packets(&lab, &node, "filter", "INPUT", "DROP");
+            let s1 = prog_stats();
+            pps.entry(cfg).or_default().push((c1 - c0) as f64 / secs);
+            if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf") {
+                cost.entry("netdrop_kfree_skb_btf (netdrop)")
+                    .or_default()
+                    .push(ns);
+            }
+            if let Some(mut b) = bt {
+                // bpftrace names its program after the probe.
+                if let Some(ns) = per_event(&s0, &s1, "kfree_skb") {
+                    cost.entry("bpftrace kfree_skb counter")
+                        .or_default()
+                        .push(ns);
+                }
+                let _ = b.kill();
+                let _ = b.wait();
+            }
+            if cfg == "iptables LOG rule" {
+                lab.iptables(&node, &["-D", "INPUT", "1"])?;
+            }
+            if let Some(w) = watch {
+                w.stop()?;
+            }
+        }
+    }
+    let _ = std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", old_log.trim());
+    let mut base = pps["nothing attached"].clone();
+    let base = median(&mut base);
+    writeln!(
+        r.0,
+        "## 1. Drop flood\n\nUDP from a pod namespace into `-A INPUT -p udp --dport 9 -j DROP` on the node namespace, {} s per run, {ROUNDS} interleaved rounds. Packets per second counted by the DROP rule's own counter.\n\n| attached | pps (median) | spread | kept vs nothing |\n|---|---|---|---|",
+        FLOOD.as_secs()
+    )?;
+    for cfg in configs {
+        let mut v = pps[cfg].clone();
+        let m = median(&mut v);
+        writeln!(
+            r.0,
+            "| {cfg} | {m:.0} | {} | {:.1} % |",
+            spread(&pps[cfg]),
+            100.0 * m / base
+        )?;
+    }
+    writeln!(
+        r.0,
+        "\n## 2. Kernel cost per event (kernel.bpf_stats_enabled=1, same floods)\n\n| program | ns/event (median) | spread |\n|---|---|---|"
+    )?;
+    for (name, v) in &cost {
+        let mut v = v.clone();
+        writeln!(r.0, "| {name} | {:.0} | {} |", median(&mut v), spread(&v))?;
+    }
+    Ok(())
+}
+
+fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
+    let c = Cluster::build("bv", Scenario::Healthy)?;
+    c.lab.iptables(
+        &c.pod2,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
+    )?;
+    let dst: SocketAddr = "10.224.2.2:9".parse()?;
+    let configs = [
+        "nothing attached",
+        "netdrop watch --no-observers",
+        "netdrop watch (observers on flannel.1, cni0, eth0)",
+    ];
+    let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
+    for _ in 0..ROUNDS {
+        for cfg in configs {
+            let mut args = vec![
+                "--netns",
+                &c.node1,
+                "--netns",
+                &c.node2,
+                "--pod-cidr",
+                POD_CIDR,
+            ];
+            if cfg.contains("no-observers") {
+                args.push("--no-observers");
+            }
+            let watch = (cfg != "nothing attached")
+                .then(|| Watch::start(&args))
+                .transpose()?;
+            let s0 = prog_stats();
+            let c0 = rule_packets(&c.lab, &c.pod2, "filter", "INPUT", "DROP");
+            let t = Instant::now();
+            traffic::flood_udp(&c.pod1, dst, FLOOD, 18)?;
+            let secs = t.elapsed().as_secs_f64();
+            let c1 = rule_packets(&c.lab, &c.pod2, "filter", "INPUT", "DROP");
+            let s1 = prog_stats();
+            pps.entry(cfg).or_default().push((c1 - c0) as f64 / secs);
+            for p in ["netdrop_tc_ingress", "netdrop_tc_egress"] {
+                if let Some(ns) = per_event(&s0, &s1, p) {
+                    cost.entry(p).or_default().push(ns);
+                }
+            }
+            if let Some(w) = watch {
+                w.stop()?;
+            }
+        }
+    }
+    let mut base = pps["nothing attached"].clone();
+    let base = median(&mut base);
+    writeln!(
+        r.0,
+        "\n## 3. Forwarding flood pod → pod across VXLAN\n\nUDP from pod1 (node1) to pod2 (node2) through flannel.1/VXLAN, counted by a DROP rule inside pod2.\n\n| attached | pps (median) | spread | kept |\n|---|---|---|---|"
+    )?;
+    for cfg in configs {
+        let mut v = pps[cfg].clone();
+        let m = median(&mut v);
+        writeln!(
+            r.0,
+            "| {cfg} | {m:.0} | {} | {:.1} % |",
+            spread(&pps[cfg]),
+            100.0 * m / base
+        )?;
+    }
+    writeln!(
+        r.0,
+        "\n| observer program | ns/packet (median) | spread |\n|---|---|---|"
+    )?;
+    for (name, v) in &cost {
+        let mut v = v.clone();
+        writeln!(r.0, "| {name} | {:.0} | {} |", median(&mut v), spread(&v))?;
+    }
+    Ok(())
+}
+
+/// Wall time and peak RSS of a child process.
+fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
+    let t = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4 for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    Ok((
+        t.elapsed().as_secs_f64() * 1000.0,
+        ru.ru_maxrss as f64 / 1024.0,
+    ))
+}
+
+fn model_scale(r: &mut Report) -> anyhow::Result<()> {
+    writeln!(
+        r.0,
+        "\n## 5. Model scale: generated kube-proxy rulesets\n\n`netdrop explain` (parse + index + one walk) vs `iptables-restore --test` on the same file, {ROUNDS} rounds.\n\n| services × endpoints | rules | netdrop ms (median, spread) | netdrop peak RSS MiB | iptables-restore --test ms |\n|---|---|---|---|---|"
+    )?;
+    let mut lab = Lab::new("bm");
+    let ns = lab.netns("restore")?;
+    for services in [1000usize, 10_000] {
+        let text = generate::kube_proxy_ruleset(services, 3);
+        let rules = text.lines().filter(|l| l.starts_with("-A")).count();
+        let path = std::env::temp_dir().join(format!("netdrop-bench-{services}.rules"));
+        std::fs::write(&path, &text)?;
+        let (mut nd, mut rss, mut ipt) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (ms, mib) = measure(
+                Command::new(netdrop_bin())
+                    .args(["explain", "--rules"])
+                    .arg(&path)
+                    .args([
+                        "--packet",
+                        &format!(
+                            "PREROUTING tcp 10.224.1.2:1234 -> {}:80",
+                            generate::service_ip(7)
+                        ),
+                    ]),
+            )?;
+            nd.push(ms);
+            rss.push(mib);
+            let (ms, _) = measure(
+                Command::new("ip")
+                    .args(["netns", "exec", &ns, "iptables-restore", "--test"])
+                    .arg(&path),
+            )?;
+            ipt.push(ms);
+        }
+        let _ = std::fs::remove_file(&path);
+        writeln!(
+            r.0,
+            "| {services} × 3 | {rules} | {:.0} ({}) | {:.0} | {:.0} ({}) |",
+            median(&mut nd.clone()),
+            spread(&nd),
+            median(&mut rss.clone()),
+            median(&mut ipt.clone()),
+            spread(&ipt)
+        )?;
+    }
+    Ok(())
+}
+
+/// Section 4: the userspace path a drop sample takes in `watch`, on one
+/// core: decode the kernel key, decode the flow, attribute it through the
+/// model (a walk for a new flow, the cache for a known one), count it in
+/// the Prometheus family of its rule.
+fn pipeline(r: &mut Report) -> anyhow::Result<()> {
+    let btf = KernelBtf::load(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    let reasons = btf.enum_values("skb_drop_reason", "SKB_DROP_REASON_")?;
+    let nf_drop = reasons
+        .iter()
+        .find(|(_, n)| n.as_str() == "NETFILTER_DROP")
+        .map(|(v, _)| *v)
+        .context("NETFILTER_DROP in the kernel's skb_drop_reason")?;
+    let own = Netns::own()?;
+    let netns = own.inode as u32;
+    let mut decoder = Decoder::new(
+        KernelInfo {
+            drop_reasons: reasons,
+            kallsyms: Kallsyms::load()?,
+        },
+        vec![own],
+    );
+    let text = generate::kube_proxy_ruleset(10_000, 3);
+    let rules = text.lines().filter(|l| l.starts_with("-A")).count();
+    let rs = parse_ruleset(&text)?;
+    let owners = OwnerContext::new(&rs, None);
+    let ctx = Context::new(vec![POD_CIDR.parse()?]);
+    let shared = metrics::new_shared();
+    // Distinct flows to services spread over the whole KUBE-SERVICES chain.
+    const FLOWS: usize = 20_000;
+    let samples: Vec<DropSample> = (0..FLOWS)
+        .map(|i| {
+            let mut s = DropSample::default();
+            s.key.netns = netns;
+            s.key.reason = nf_drop;
+            s.key.hook = netdrop_common::hook::FORWARD;
+            s.key.family = 4;
+            s.key.l4proto = 6;
+            s.outer.family = 4;
+            s.outer.proto = 6;
+            s.outer.src[..4].copy_from_slice(&[10, 224, 1, 2]);
+            s.outer.dst[..4].copy_from_slice(&generate::service_ip(i % 10_000).octets());
+            s.outer.sport = 10_000 + (i / 10_000) as u16;
+            s.outer.dport = 80;
+            s
+        })
+        .collect();
+    let mut cache: HashMap<(DropKey, Flow), Option<Explanation>> = HashMap::new();
+    let mut run = |cache: &mut HashMap<(DropKey, Flow), Option<Explanation>>| {
+        for s in &samples {
+            let site = decoder.decode(&s.key);
+            let Some(flow) = Flow::from_hdr(&s.outer) else { continue };
+            let explanation = cache
+                .entry((s.key, flow))
+                .or_insert_with_key(|(_, flow)| {
+                    let hook = site.hook?;
+                    let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
+                    p.sport = flow.sport;
+                    p.dport = flow.dport;
+                    attribute(None, &rs, &owners, &ctx, &p, 1).map(|a| a.explanation)
+                });
+            let labels = match explanation {
+                Some(e) => DropLabels {
+                    node: site.node,
+                    reason: site.reason,
+                    hook: e.hook.clone(),
+                    table: e.table.clone(),
+                    chain: e.chain.clone(),
+                    verdict: e.verdict.clone(),
+                    owner: e.owner.as_str().into(),
+                },
+                None => DropLabels {
+                    node: site.node,
+                    reason: site.reason,
+                    hook: String::new(),
+                    table: String::new(),
+                    chain: String::new(),
+                    verdict: "DROP".into(),
+                    owner: "unknown".into(),
+                },
+            };
+            shared.metrics.drops.get_or_create(&labels).inc();
+        }
+    };
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..ROUNDS {
+        cache.clear();
+        let t = Instant::now();
+        run(&mut cache);
+        cold.push(FLOWS as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..10 {
+            run(&mut cache);
+        }
+        warm.push(10.0 * FLOWS as f64 / t.elapsed().as_secs_f64());
+    }
+    let attributed = cache.values().filter(|e| e.is_some()).count();
+    writeln!(
+        r.0,
+        "\n## 4. Userspace pipeline\n\nSamples per second on one core through decode (kernel key, flow) → attribution → metrics, through a {rules}-rule kube-proxy model (10k services × 3 endpoints), {FLOWS} distinct flows to services spread over KUBE-SERVICES ({attributed} attributed to a dropping rule or policy). Cold: every flow new, a full walk of its hook's tables. Warm: the same flows again, a cache hit per sample (what `watch` does per drop site and flow).\n\n| | samples/s (median) | spread | ns/sample |\n|---|---|---|---|\n| cold (new flows) | {:.0} | {} | {:.0} |\n| warm (flows seen) | {:.0} | {} | {:.0} |",
+        median(&mut cold.clone()),
+        spread(&cold),
+        1e9 / median(&mut cold.clone()),
+        median(&mut warm.clone()),
+        spread(&warm),
+        1e9 / median(&mut warm.clone()),
+    )?;
+    Ok(())
+}
+
+fn time_to_answer(r: &mut Report) -> anyhow::Result<()> {
+    let mut lab = Lab::new("bt");
+    let pod = lab.netns("pod")?;
+    let node = lab.netns("node")?;
+    lab.veth(
+        (&pod, "eth0", Some("10.224.7.2/24")),
+        (&node, "cni0", Some("10.224.7.1/24")),
+    )?;
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
+    )?;
+    let mut ms = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut w = Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?;
+        let t = Instant::now();
+        traffic::send_udp(&pod, "10.224.7.1:9".parse()?, 1, 18)?;
+        w.wait_for(Duration::from_secs(10), |w| {
+            w.records()
+                .iter()
+                .any(|r| r["kind"] == "drop" && r["fix"].is_string())
+        })?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        w.stop()?;
+    }
+    writeln!(
+        r.0,
+        "\n## 6. Time to answer\n\nFrom the first dropped packet to its explained record on stdout (poll interval 250 ms).\n\n| ms (median) | spread |\n|---|---|\n| {:.0} | {} |",
+        median(&mut ms.clone()),
+        spread(&ms)
+    )?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "BENCHMARKS.md".into());
+    let old_stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .unwrap_or_else(|_| "0".into());
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut r = Report(format!(
+        "# netdrop benchmarks\n\nWritten by `cargo xtask bench` on {date}: kernel {}, {} CPUs ({cpu}), release build. Every figure is the median of {ROUNDS} interleaved rounds, with min–max as spread. Traffic runs between network namespaces on this machine; sender and kernel share its {} cores, so absolute rates are the machine's, and the ratios are the point.\n\n",
+        kernel.trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        eprintln!("bench: drop flood");
+        drop_flood(&mut r)?;
+        eprintln!("bench: forwarding flood");
+        forwarding_flood(&mut r)?;
+        eprintln!("bench: model scale and attribution");
+        model_scale(&mut r)?;
+        eprintln!("bench: userspace pipeline");
+        pipeline(&mut r)?;
+        eprintln!("bench: time to answer");
+        time_to_answer(&mut r)?;
+        Ok(())
+    })();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old_stats.trim());
+    result?;
+    std::fs::write(&out, &r.0)?;
+    eprintln!("bench: wrote {out}");
+    Ok(())
+}
