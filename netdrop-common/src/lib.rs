@@ -111,6 +111,9 @@ pub struct TokenBucket {
     /// Tokens × 1e9 (so refills need no division by time units).
     pub tokens: u64,
     pub last_ns: u64,
+    /// Jiffy of the last refill: the precise clock is read at most once per
+    /// tick, not per event.
+    pub last_jiffies: u64,
 }
 
 /// Up to this many pod CIDRs per family are matched in kernel.
@@ -134,6 +137,52 @@ pub struct PodCidrs {
 pub struct DropCounters {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// Slots of the per-CPU drop site cache.
+pub const SITE_SLOTS: usize = 128;
+
+/// One drop site and its counts in the site cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteSlot {
+    pub key: DropKey,
+    pub counters: DropCounters,
+}
+
+/// Direct-mapped per-CPU cache in front of the drop hash map: the common
+/// case (a drop site seen before) costs a hash of the key and four compares
+/// instead of a map lookup. A slot belongs to the first site that hashes to
+/// it for good; other sites of that slot are counted in the hash map, so
+/// every drop is counted in exactly one place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteCache {
+    pub slots: [SiteSlot; SITE_SLOTS],
+}
+
+impl DropKey {
+    /// Slot of this key in the [`SiteCache`]: a multiplicative hash of a
+    /// few cheap folds (no loops, no helper calls).
+    #[inline(always)]
+    pub fn slot(&self) -> usize {
+        let a = self.location
+            ^ (u64::from(self.netns) << 32)
+            ^ u64::from(self.reason)
+            ^ (u64::from(self.in_ifindex) << 16)
+            ^ (u64::from(self.out_ifindex) << 40)
+            ^ (u64::from(self.hook) << 8)
+            ^ (u64::from(self.l4proto) << 24)
+            ^ (u64::from(self.flags) << 56);
+        (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as usize % SITE_SLOTS
+    }
+
+    /// The key as four words, for branch-light equality in the kernel.
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 4] {
+        // SAFETY: repr(C), 32 bytes, no implicit padding, any bits valid.
+        unsafe { core::mem::transmute::<DropKey, [u64; 4]>(*self) }
+    }
 }
 
 /// Struct member offsets and kernel addresses the drop program needs.
@@ -295,6 +344,8 @@ mod user {
     unsafe impl aya::Pod for ObsCounters {}
     unsafe impl aya::Pod for PeerKey {}
     unsafe impl aya::Pod for EgressSample {}
+    unsafe impl aya::Pod for SiteSlot {}
+    unsafe impl aya::Pod for SiteCache {}
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ pub mod tp_btf;
 pub mod tracepoint;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netdrop_common::{
-    DropConfig, DropCounters, DropKey, DropSample, FlowHdr, KernelLayout, TokenBucket, drop_stat,
-    flags, hook,
+    DropConfig, DropCounters, DropKey, DropSample, FlowHdr, KernelLayout, SiteCache, TokenBucket,
+    drop_stat, flags, hook,
 };
 
 use netdrop_ebpf::{
@@ -26,6 +26,10 @@ use netdrop_ebpf::{
 /// Exact per-CPU counters, keyed by drop site.
 #[map]
 static DROPS: PerCpuHashMap<DropKey, DropCounters> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU cache of drop sites in front of `DROPS` (see `SiteCache`).
+#[map]
+static DROP_SITE_CACHE: PerCpuArray<SiteCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Detailed samples for userspace (flows, inner VXLAN flows).
 #[map]
@@ -74,13 +78,9 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     let dev: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_dev)) }.unwrap_or(0);
     let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
     let dst = refdst & SKB_DST_PTRMASK;
-    let dst_dev: u64 = if dst != 0 {
-        unsafe { Probe::read(dst as *const u8, global(&LAYOUT.dst_dev)) }.unwrap_or(0)
-    } else {
-        0
-    };
+    let (dst_dev, dst_input) = if dst != 0 { read_dst(dst) } else { (0, 0) };
     let hook = if reason == global(&DROP_CONFIG.reason_netfilter_drop) {
-        classify_hook(dev, dst, dst_dev)
+        classify_hook(dev, dst, dst_dev, dst_input)
     } else {
         hook::UNKNOWN
     };
@@ -89,8 +89,8 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let sample = unsafe { &mut *scratch };
     sample.outer = FlowHdr::default();
-    sample.inner = FlowHdr::default();
-    sample.vni = 0;
+    // `inner` and `vni` are cleared only when a VXLAN packet needs them, and
+    // when a sample without them is sent.
 
     // Headers: one probe read of the L3 header (and L4 ports right after it).
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
@@ -110,6 +110,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
                 && sample.outer.dport == global(&DROP_CONFIG.vxlan_port)
             {
                 fl |= flags::VXLAN;
+                sample.inner = FlowHdr::default();
                 sample.vni = headers::parse_vxlan(l4_at + 8, &mut sample.inner);
                 fl |= pod_flags(
                     &DROP_CONFIG.pod_cidrs,
@@ -128,32 +129,86 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     // The device the packet came in on (hooks before routing decides its
     // way out), and the one it was routed out of (after). With no device yet
     // (OUTPUT), the route's device tells the namespace.
-    let ndev = if dev != 0 { dev } else { dst_dev };
-    let netns = if ndev != 0 {
-        netns_of(ndev as *const u8)
+    // `dev` came from the skb: in `tp_btf` it is a typed pointer, read with
+    // plain loads; `dst_dev` came from a probe read and stays untyped.
+    let netns = if dev != 0 {
+        netns_of::<R>(dev as *const u8)
+    } else if dst_dev != 0 {
+        netns_of::<Probe>(dst_dev as *const u8)
     } else {
         0
     };
-    let (in_dev, out_dev) = match hook {
-        hook::PREROUTING | hook::INPUT => (dev, 0),
-        hook::FORWARD => (dev, dst_dev),
-        hook::OUTPUT | hook::POSTROUTING => (0, dst_dev),
-        _ => (dev, 0),
+    let (in_ifindex, out_ifindex) = match hook {
+        hook::PREROUTING | hook::INPUT => (ifindex_of::<R>(dev), 0),
+        hook::FORWARD => (ifindex_of::<R>(dev), ifindex_of::<Probe>(dst_dev)),
+        hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<Probe>(dst_dev)),
+        _ => (ifindex_of::<R>(dev), 0),
     };
     let len: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_len)) }.unwrap_or(0);
     let key = DropKey {
         location,
         netns,
         reason,
-        in_ifindex: ifindex_of(in_dev),
-        out_ifindex: ifindex_of(out_dev),
+        in_ifindex,
+        out_ifindex,
         hook,
         l4proto: sample.outer.proto,
         family: sample.outer.family,
         flags: fl,
         _pad: 0,
     };
-    let new_site = match DROPS.get_ptr_mut(key) {
+    let new_site = match count_cached(&key, len) {
+        Some(new_site) => new_site,
+        None => count_in_map(key, len),
+    };
+    // The first drop of a site is always sampled: its flow explains it.
+    if new_site || take_token() {
+        if fl & flags::VXLAN == 0 {
+            sample.inner = FlowHdr::default();
+            sample.vni = 0;
+        }
+        sample.key = key;
+        sample.ts_ns = unsafe { bpf_ktime_get_ns() };
+        sample.len = len;
+        sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
+        if DROP_SAMPLES.output::<DropSample>(sample, 0).is_err() {
+            bump(drop_stat::LOST);
+        }
+    } else {
+        bump(drop_stat::SUPPRESSED);
+    }
+    Ok(())
+}
+
+/// Counts the drop in its site cache slot: `Some(new site?)`, or `None`
+/// when the slot belongs to another site.
+#[inline(always)]
+fn count_cached(key: &DropKey, len: u32) -> Option<bool> {
+    let cache = DROP_SITE_CACHE.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value, no concurrent writer on this CPU; `slot()` is
+    // below SITE_SLOTS.
+    let slot = unsafe { &mut (*cache).slots[key.slot()] };
+    if slot.counters.packets == 0 {
+        // Key first, counts after: userspace skips slots with no packets.
+        slot.key = *key;
+        slot.counters.bytes = u64::from(len);
+        slot.counters.packets = 1;
+        return Some(true);
+    }
+    let [a, b, c, d] = slot.key.words();
+    let [w, x, y, z] = key.words();
+    if (a ^ w) | (b ^ x) | (c ^ y) | (d ^ z) != 0 {
+        return None;
+    }
+    slot.counters.packets += 1;
+    slot.counters.bytes += u64::from(len);
+    Some(false)
+}
+
+/// Counts the drop in the hash map (sites whose cache slot is taken).
+#[inline(always)]
+fn count_in_map(key: DropKey, len: u32) -> bool {
+    match DROPS.get_ptr_mut(key) {
         Some(c) => {
             // SAFETY: per-CPU value, no concurrent writer on this CPU.
             unsafe {
@@ -172,20 +227,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
             }
             true
         }
-    };
-    // The first drop of a site is always sampled: its flow explains it.
-    if new_site || take_token() {
-        sample.key = key;
-        sample.ts_ns = unsafe { bpf_ktime_get_ns() };
-        sample.len = len;
-        sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
-        if DROP_SAMPLES.output::<DropSample>(sample, 0).is_err() {
-            bump(drop_stat::LOST);
-        }
-    } else {
-        bump(drop_stat::SUPPRESSED);
     }
-    Ok(())
 }
 
 /// One token from this CPU's bucket, refilled at `sample_rate` per second.
@@ -194,18 +236,23 @@ fn take_token() -> bool {
     let Some(b) = DROP_BUCKET.get_ptr_mut(0) else {
         return false;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let b = unsafe { &mut *b };
-    let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
-    b.last_ns = now;
-    let cap = u64::from(global(&DROP_CONFIG.sample_burst)) * NANOS;
-    let tokens = (b.tokens + elapsed * u64::from(global(&DROP_CONFIG.sample_rate))).min(cap);
-    if tokens >= NANOS {
-        b.tokens = tokens - NANOS;
+    // Refill once per jiffy: reading jiffies is a load, the precise clock
+    // costs ~80 ns per event under a flood here.
+    let jiffies = unsafe { bpf_jiffies64() };
+    if jiffies != b.last_jiffies {
+        b.last_jiffies = jiffies;
+        let now = unsafe { bpf_ktime_get_ns() };
+        let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
+        b.last_ns = now;
+        let cap = u64::from(global(&DROP_CONFIG.sample_burst)) * NANOS;
+        b.tokens = (b.tokens + elapsed * u64::from(global(&DROP_CONFIG.sample_rate))).min(cap);
+    }
+    if b.tokens >= NANOS {
+        b.tokens -= NANOS;
         true
     } else {
-        b.tokens = tokens;
         false
     }
 }
@@ -215,7 +262,7 @@ fn take_token() -> bool {
 /// routed in to local delivery → INPUT, to forwarding → FORWARD; no device
 /// yet → OUTPUT (locally generated, before `ip_output` sets `skb->dev`).
 #[inline(always)]
-fn classify_hook(dev: u64, dst: u64, dst_dev: u64) -> u8 {
+fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     if dst == 0 {
         return hook::PREROUTING;
     }
@@ -225,8 +272,6 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64) -> u8 {
     if dev == dst_dev {
         return hook::POSTROUTING;
     }
-    let input: u64 =
-        unsafe { Probe::read(dst as *const u8, global(&LAYOUT.dst_input)) }.unwrap_or(0);
     if input == global(&LAYOUT.ip_local_deliver) || input == global(&LAYOUT.ip6_input) {
         hook::INPUT
     } else if input == global(&LAYOUT.ip_forward) || input == global(&LAYOUT.ip6_forward) {
@@ -236,19 +281,40 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64) -> u8 {
     }
 }
 
+/// `dst->dev` and `dst->input` in one probe read when they lie within 48
+/// bytes of each other (every layout seen so far: 0 and 40), else two.
 #[inline(always)]
-fn ifindex_of(dev: u64) -> u32 {
-    if dev == 0 {
-        return 0;
+fn read_dst(dst: u64) -> (u64, u64) {
+    const WINDOW: u32 = 6;
+    let dev_off = global(&LAYOUT.dst_dev);
+    let input_off = global(&LAYOUT.dst_input);
+    let gap = input_off.wrapping_sub(dev_off);
+    if gap % 8 == 0 && gap / 8 < WINDOW {
+        let w: [u64; WINDOW as usize] =
+            unsafe { Probe::read(dst as *const u8, dev_off) }.unwrap_or([0; WINDOW as usize]);
+        let i = (gap / 8) as usize;
+        return (w[0], if i < w.len() { w[i] } else { 0 });
     }
-    unsafe { Probe::read(dev as *const u8, global(&LAYOUT.dev_ifindex)) }.unwrap_or(0)
+    let dev = unsafe { Probe::read(dst as *const u8, dev_off) }.unwrap_or(0);
+    let input = unsafe { Probe::read(dst as *const u8, input_off) }.unwrap_or(0);
+    (dev, input)
 }
 
 #[inline(always)]
-fn netns_of(dev: *const u8) -> u32 {
-    let net: u64 = unsafe { Probe::read(dev, global(&LAYOUT.dev_nd_net)) }.unwrap_or(0);
+fn ifindex_of<R: KernelRead>(dev: u64) -> u32 {
+    if dev == 0 {
+        return 0;
+    }
+    unsafe { R::read(dev as *const u8, global(&LAYOUT.dev_ifindex)) }.unwrap_or(0)
+}
+
+/// `dev->nd_net.net->ns.inum`. With `Direct`, `dev` must be a typed pointer
+/// (loaded from the skb): the verifier follows the types through both loads.
+#[inline(always)]
+fn netns_of<R: KernelRead>(dev: *const u8) -> u32 {
+    let net: u64 = unsafe { R::read(dev, global(&LAYOUT.dev_nd_net)) }.unwrap_or(0);
     if net == 0 {
         return 0;
     }
-    unsafe { Probe::read(net as *const u8, global(&LAYOUT.net_ns_inum)) }.unwrap_or(0)
+    unsafe { R::read(net as *const u8, global(&LAYOUT.net_ns_inum)) }.unwrap_or(0)
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 pub enum KallsymsError {
     #[error("cannot read /proc/kallsyms: {0}")]
     Read(#[from] std::io::Error),
-    #[error("/proc/kallsyms shows zero addresses (kptr_restrict); run netdrop as root")]
+    #[error(
+        "/proc/kallsyms shows zero addresses (kptr_restrict): netdrop needs CAP_SYSLOG (or root) to find the kernel functions that tell a drop's netfilter hook"
+    )]
     Hidden,
 }
 

@@ -15,7 +15,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use netdrop_common::{
-    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs, drop_stat,
+    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs, SiteCache,
+    drop_stat,
 };
 
 use self::{btf::KernelBtf, kallsyms::Kallsyms};
@@ -295,7 +296,38 @@ impl Datapath {
                 map: "DROPS",
                 source,
             })?;
-        let mut out = Vec::new();
+        // Sites in the per-CPU cache first, then those counted in the map;
+        // the kernel counts each drop in exactly one of them.
+        let mut sums: std::collections::HashMap<DropKey, DropCounters> =
+            std::collections::HashMap::new();
+        let mut add = |key: DropKey, c: &DropCounters| {
+            let s = sums.entry(key).or_default();
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+        };
+        let cache = self
+            .ebpf
+            .map("DROP_SITE_CACHE")
+            .ok_or(CaptureError::Map {
+                map: "DROP_SITE_CACHE",
+                source: aya::maps::MapError::InvalidName {
+                    name: "DROP_SITE_CACHE".into(),
+                },
+            })?;
+        let cache: PerCpuArray<&MapData, SiteCache> =
+            PerCpuArray::try_from(cache).map_err(|source| CaptureError::Map {
+                map: "DROP_SITE_CACHE",
+                source,
+            })?;
+        let per_cpu = cache.get(&0, 0).map_err(|source| CaptureError::Map {
+            map: "DROP_SITE_CACHE",
+            source,
+        })?;
+        for c in per_cpu.iter() {
+            for slot in c.slots.iter().filter(|s| s.counters.packets > 0) {
+                add(slot.key, &slot.counters);
+            }
+        }
         for entry in map.iter() {
             // A key deleted while iterating is skipped, not fatal.
             let (key, per_cpu) = match entry {
@@ -305,15 +337,11 @@ impl Datapath {
                     continue;
                 }
             };
-            let sum = per_cpu
-                .iter()
-                .fold(DropCounters::default(), |a, c| DropCounters {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                });
-            out.push((key, sum));
+            for c in per_cpu.iter() {
+                add(key, c);
+            }
         }
-        Ok(out)
+        Ok(sums.into_iter().collect())
     }
 }
 
