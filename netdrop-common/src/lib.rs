@@ -59,7 +59,7 @@ pub struct DropKey {
 
 /// One decoded flow: addresses (IPv4 in the first 4 bytes) and ports.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowHdr {
     pub src: [u8; 16],
     pub dst: [u8; 16],

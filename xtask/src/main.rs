@@ -211,12 +211,20 @@ fn bench() -> anyhow::Result<()> {
             "netdrop-bench",
         ],
     )?;
-    let bin = workspace_root().join("target/release/netdrop-bench");
+    let release = workspace_root().join("target/release");
     let out = workspace_root().join("BENCHMARKS.md");
-    sh(
-        bin.to_str().context("target path is not UTF-8")?,
-        &[out.to_str().context("path is not UTF-8")?],
-    )
+    eprintln!("xtask: netdrop-bench {}", out.display());
+    // The bench drives the release netdrop, not a debug one.
+    let status = Command::new(release.join("netdrop-bench"))
+        .arg(&out)
+        .env("NETDROP_BIN", release.join("netdrop"))
+        .current_dir(workspace_root())
+        .status()
+        .context("cannot run netdrop-bench")?;
+    if !status.success() {
+        bail!("netdrop-bench failed ({status})");
+    }
+    Ok(())
 }
 
 fn demo(duration: &str) -> anyhow::Result<()> {

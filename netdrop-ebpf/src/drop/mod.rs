@@ -289,7 +289,7 @@ fn read_dst(dst: u64) -> (u64, u64) {
     let dev_off = global(&LAYOUT.dst_dev);
     let input_off = global(&LAYOUT.dst_input);
     let gap = input_off.wrapping_sub(dev_off);
-    if gap % 8 == 0 && gap / 8 < WINDOW {
+    if gap.is_multiple_of(8) && gap / 8 < WINDOW {
         let w: [u64; WINDOW as usize] =
             unsafe { Probe::read(dst as *const u8, dev_off) }.unwrap_or([0; WINDOW as usize]);
         let i = (gap / 8) as usize;

@@ -6,6 +6,7 @@
 //! comments, repeated modules, garbled NAT arguments. The parser accepts all
 //! of them; what it cannot model it keeps verbatim and marks.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -62,10 +63,9 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return err(line_no, format!("bad table line {line:?}"));
             }
-            rs.tables.entry(name.to_owned()).or_insert_with(|| Table {
-                name: name.to_owned(),
-                chains: Vec::new(),
-            });
+            rs.tables
+                .entry(name.to_owned())
+                .or_insert_with(|| Table::new(name));
             current = Some(name.to_owned());
             continue;
         }
@@ -88,10 +88,7 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
         let table = rs
             .tables
             .entry(table_name.clone())
-            .or_insert_with(|| Table {
-                name: table_name.clone(),
-                chains: Vec::new(),
-            });
+            .or_insert_with(|| Table::new(&table_name));
         if let Some(decl) = line.strip_prefix(':') {
             parse_chain_decl(table, decl, line_no)?;
             continue;
@@ -99,8 +96,8 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
         let (counters, rest) = split_counters(line, line_no)?;
         let tokens = tokenize(rest, line_no)?;
         let (op, chain_name) = match tokens.as_slice() {
-            [op, chain, ..] if matches!(op.as_str(), "-A" | "--append" | "-I" | "--insert") => {
-                (op.clone(), chain.clone())
+            [op, chain, ..] if matches!(op.as_ref(), "-A" | "--append" | "-I" | "--insert") => {
+                (op.to_string(), chain.to_string())
             }
             [op, ..] if op.starts_with('-') => {
                 return err(line_no, format!("unsupported command {op:?} (expected -A)"));
@@ -121,30 +118,31 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
         rs.warnings.extend(warnings);
         let rule = Rule {
             line: line_no,
-            text: format!(
-                "-A {chain_name}{}{}",
-                if rest_after_chain(rest).is_empty() {
-                    ""
-                } else {
-                    " "
-                },
-                rest_after_chain(rest)
-            ),
+            text: {
+                let body = rest_after_chain(rest);
+                let mut text = String::with_capacity(4 + chain_name.len() + body.len());
+                text.push_str("-A ");
+                text.push_str(&chain_name);
+                if !body.is_empty() {
+                    text.push(' ');
+                    text.push_str(body);
+                }
+                text
+            },
             counters,
             matches,
             target,
         };
-        let chain = match table.chain_mut(&chain_name) {
-            Some(c) => c,
-            None => {
-                // kube-proxy input may append to chains it never declares.
-                table.chains.push(Chain {
-                    name: chain_name.clone(),
-                    policy: is_builtin_chain(&chain_name).then_some(Policy::Accept),
-                    ..Chain::default()
-                });
-                table.chains.last_mut().expect("just pushed")
-            }
+        if table.chain(&chain_name).is_none() {
+            // kube-proxy input may append to chains it never declares.
+            table.push_chain(Chain {
+                name: chain_name.clone(),
+                policy: is_builtin_chain(&chain_name).then_some(Policy::Accept),
+                ..Chain::default()
+            });
+        }
+        let Some(chain) = table.chain_mut(&chain_name) else {
+            return err(line_no, format!("chain {chain_name} vanished"));
         };
         match insert_at {
             Some(at) => chain.rules.insert(at.min(chain.rules.len()), rule),
@@ -195,13 +193,15 @@ fn parse_chain_decl(table: &mut Table, decl: &str, line_no: usize) -> Result<(),
             c.counters = counters;
             c.declared = true;
         }
-        None => table.chains.push(Chain {
-            name: name.to_owned(),
-            policy,
-            counters,
-            declared: true,
-            ..Chain::default()
-        }),
+        None => {
+            table.push_chain(Chain {
+                name: name.to_owned(),
+                policy,
+                counters,
+                declared: true,
+                ..Chain::default()
+            });
+        }
     }
     Ok(())
 }
@@ -239,45 +239,85 @@ fn split_counters(line: &str, line_no: usize) -> Result<(Option<Counters>, &str)
 }
 
 /// Shell-like split: double or single quotes group, backslash escapes.
-pub fn tokenize(s: &str, line_no: usize) -> Result<Vec<String>, ParseError> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_token = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (_, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                in_token = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_token = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_token {
-                    out.push(std::mem::take(&mut cur));
-                    in_token = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                in_token = true;
-            }
+pub fn tokenize(s: &str, line_no: usize) -> Result<Vec<Cow<'_, str>>, ParseError> {
+    // Byte scan: a token without quotes or escapes is borrowed from the
+    // line (a kube-proxy node has ~10^5 rule lines). Splitting only at ASCII
+    // bytes keeps every slice on a UTF-8 boundary.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(24);
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
         }
+        if i >= b.len() {
+            return Ok(out);
+        }
+        let start = i;
+        // Only built once a quote or escape makes the token differ from the
+        // bytes it spans.
+        let mut owned: Option<String> = None;
+        let mut run = i;
+        let mut quote: Option<u8> = None;
+        while i < b.len() {
+            // Skip plain bytes in a tight loop; stop at what changes state.
+            match quote {
+                None => {
+                    while i < b.len()
+                        && !matches!(b[i], b' ' | b'\t' | b'"' | b'\'' | b'\\')
+                        && !b[i].is_ascii_whitespace()
+                    {
+                        i += 1;
+                    }
+                }
+                Some(q) => {
+                    while i < b.len() && b[i] != q && b[i] != b'\\' {
+                        i += 1;
+                    }
+                }
+            }
+            if i >= b.len() {
+                break;
+            }
+            let c = b[i];
+            if c == b'\\' {
+                let tok = owned.get_or_insert_with(String::new);
+                tok.push_str(&s[run..i]);
+                i += 1;
+                if let Some(ch) = s[i..].chars().next() {
+                    tok.push(ch);
+                    i += ch.len_utf8();
+                }
+                run = i;
+                continue;
+            }
+            match quote {
+                None if c.is_ascii_whitespace() => break,
+                None if c == b'"' || c == b'\'' => {
+                    owned.get_or_insert_with(String::new).push_str(&s[run..i]);
+                    quote = Some(c);
+                    run = i + 1;
+                }
+                Some(q) if c == q => {
+                    owned.get_or_insert_with(String::new).push_str(&s[run..i]);
+                    quote = None;
+                    run = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if quote.is_some() {
+            return err(line_no, "unterminated quote");
+        }
+        out.push(match owned {
+            Some(mut tok) => {
+                tok.push_str(&s[run..i]);
+                Cow::Owned(tok)
+            }
+            None => Cow::Borrowed(&s[start..i]),
+        });
     }
-    if quote.is_some() {
-        return err(line_no, "unterminated quote");
-    }
-    if in_token {
-        out.push(cur);
-    }
-    Ok(out)
 }
 
 /// An option (`--dport`) and its values up to the next option.
@@ -295,7 +335,7 @@ fn is_option(tok: &str) -> bool {
 }
 
 fn parse_rule_body(
-    toks: &[String],
+    toks: &[Cow<'_, str>],
     line_no: usize,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<(Vec<Match>, Target), ParseError> {
@@ -306,7 +346,7 @@ fn parse_rule_body(
     let mut neg = false;
     let mut proto_name: Option<String> = None;
     while i < toks.len() {
-        let t = toks[i].as_str();
+        let t = toks[i].as_ref();
         if t == "!" {
             neg = true;
             i += 1;
@@ -314,7 +354,7 @@ fn parse_rule_body(
         }
         let value = |i: usize| -> Result<&str, ParseError> {
             toks.get(i + 1)
-                .map(String::as_str)
+                .map(AsRef::as_ref)
                 .ok_or_else(|| ParseError {
                     line: line_no,
                     message: format!("{t} needs a value"),
@@ -407,12 +447,12 @@ fn parse_rule_body(
 }
 
 /// Collects `[!] --opt values...` from `start` until the next `-m`/`-j`/core option.
-fn collect_opts(toks: &[String], start: usize) -> (Vec<Opt<'_>>, usize) {
+fn collect_opts<'a>(toks: &'a [Cow<'a, str>], start: usize) -> (Vec<Opt<'a>>, usize) {
     let mut opts = Vec::new();
     let mut i = start;
     let mut neg = false;
     while i < toks.len() {
-        let t = toks[i].as_str();
+        let t = toks[i].as_ref();
         if t == "!" {
             // `!` belongs to us only if an option of ours follows.
             match toks.get(i + 1) {
@@ -430,7 +470,7 @@ fn collect_opts(toks: &[String], start: usize) -> (Vec<Opt<'_>>, usize) {
         let mut values = Vec::new();
         let mut j = i + 1;
         while j < toks.len() && !is_option(&toks[j]) {
-            values.push(toks[j].as_str());
+            values.push(toks[j].as_ref());
             j += 1;
         }
         // `--opt ! value` (old iptables wrote negations after the option).
@@ -440,7 +480,7 @@ fn collect_opts(toks: &[String], start: usize) -> (Vec<Opt<'_>>, usize) {
             && toks.get(j + 1).is_some_and(|n| !n.starts_with('-'))
         {
             neg = true;
-            values.push(toks[j + 1].as_str());
+            values.push(toks[j + 1].as_ref());
             j += 2;
         }
         opts.push(Opt {

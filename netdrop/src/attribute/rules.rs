@@ -2,7 +2,7 @@
 //! with typed matches and targets. Anything netdrop does not model is kept
 //! verbatim and marked, never dropped on the floor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 
@@ -35,17 +35,36 @@ pub struct Diagnostic {
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     pub name: String,
-    /// Chains in declaration order (order matters for display only).
+    /// Chains in declaration order (order matters for display only). Add
+    /// chains with [`Table::push_chain`], which keeps the name index.
     pub chains: Vec<Chain>,
+    /// Chain name → position: kube-proxy nodes have tens of thousands of
+    /// chains, and every rule line and every jump looks one up.
+    by_name: HashMap<String, usize>,
 }
 
 impl Table {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.chains.get(*self.by_name.get(name)?)
     }
 
     pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        self.chains.iter_mut().find(|c| c.name == name)
+        self.chains.get_mut(*self.by_name.get(name)?)
+    }
+
+    /// Appends a chain (its name must be new to the table).
+    pub fn push_chain(&mut self, chain: Chain) -> &mut Chain {
+        let i = self.chains.len();
+        self.by_name.insert(chain.name.clone(), i);
+        self.chains.push(chain);
+        &mut self.chains[i]
     }
 }
 

@@ -139,9 +139,11 @@ const MAX_DEPTH: usize = 48;
 const MAX_STEPS: usize = 20_000;
 
 /// What one walk may still spend.
-struct Budget {
+struct Budget<'a> {
     branches: usize,
     steps: usize,
+    /// A rule (table, chain, index) to walk as if it were not there.
+    skip: Option<(&'a str, &'a str, usize)>,
 }
 
 /// Assumptions kept per branch; more are summarised, so a pathological
@@ -181,6 +183,22 @@ enum Tri {
 /// Walks `pkt` through every table of its hook; returns every possible
 /// outcome (one, unless something could not be decided).
 pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
+    simulate_inner(rs, pkt, None)
+}
+
+/// Like [`simulate`], with rule `index` (0-based) of `table`/`chain` left
+/// out: what would happen without it, without copying the ruleset.
+pub fn simulate_without(
+    rs: &Ruleset,
+    pkt: &Packet,
+    table: &str,
+    chain: &str,
+    index: usize,
+) -> Vec<Outcome> {
+    simulate_inner(rs, pkt, Some((table, chain, index)))
+}
+
+fn simulate_inner(rs: &Ruleset, pkt: &Packet, skip: Option<(&str, &str, usize)>) -> Vec<Outcome> {
     let mut states = vec![State {
         pkt: pkt.clone(),
         path: Vec::new(),
@@ -193,6 +211,7 @@ pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
     let mut budget = Budget {
         branches: MAX_BRANCHES,
         steps: MAX_STEPS,
+        skip,
     };
     for table_name in tables_for(pkt.hook) {
         // nat sees only the first packet of a connection.
@@ -258,7 +277,7 @@ fn walk_chain(
     chain: &Chain,
     st: State,
     depth: usize,
-    budget: &mut Budget,
+    budget: &mut Budget<'_>,
 ) -> Vec<(Ending, State)> {
     let mut out = Vec::new();
     // (next rule index, state) still walking this chain.
@@ -285,6 +304,13 @@ fn walk_chain(
                 break;
             }
             budget.steps -= 1;
+            if budget
+                .skip
+                .is_some_and(|(t, c, k)| k == i && c == chain.name && t == table.name)
+            {
+                i += 1;
+                continue;
+            }
             let rule = &chain.rules[i];
             match eval_rule(rule, &st.pkt) {
                 Tri::No => {

@@ -15,8 +15,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use netdrop_common::{
-    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs, SiteCache,
-    drop_stat,
+    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs,
+    SiteCache, drop_stat,
 };
 
 use self::{btf::KernelBtf, kallsyms::Kallsyms};
@@ -305,15 +305,12 @@ impl Datapath {
             s.packets += c.packets;
             s.bytes += c.bytes;
         };
-        let cache = self
-            .ebpf
-            .map("DROP_SITE_CACHE")
-            .ok_or(CaptureError::Map {
-                map: "DROP_SITE_CACHE",
-                source: aya::maps::MapError::InvalidName {
-                    name: "DROP_SITE_CACHE".into(),
-                },
-            })?;
+        let cache = self.ebpf.map("DROP_SITE_CACHE").ok_or(CaptureError::Map {
+            map: "DROP_SITE_CACHE",
+            source: aya::maps::MapError::InvalidName {
+                name: "DROP_SITE_CACHE".into(),
+            },
+        })?;
         let cache: PerCpuArray<&MapData, SiteCache> =
             PerCpuArray::try_from(cache).map_err(|source| CaptureError::Map {
                 map: "DROP_SITE_CACHE",

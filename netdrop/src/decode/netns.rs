@@ -37,7 +37,8 @@ impl Netns {
         let inode = inode_of(&path)?;
         Ok(Self {
             name: None,
-            node_name: None,
+            // Read once: labels are built per drop site.
+            node_name: Some(hostname()),
             inode,
             path,
         })

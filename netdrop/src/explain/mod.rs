@@ -12,7 +12,7 @@ use crate::attribute::{
     Outcome, OwnerContext, Packet, Verdict,
     owner::Owner,
     rules::{Policy, Ruleset, Target},
-    simulate::{Step, simulate},
+    simulate::{Step, simulate, simulate_without},
 };
 
 /// Everything netdrop says about one drop (or one simulated drop).
@@ -430,28 +430,21 @@ fn has_chain(rs: &Ruleset, table: &str, chain: &str) -> bool {
 /// rule it shadows (`rule #n of table/chain \`text\``).
 fn shadowed_accept(rs: &Ruleset, p: &Packet, d: &Step) -> Option<String> {
     let n = d.rule_no?;
-    let mut without = rs.clone();
-    let chain = without.tables.get_mut(&d.table)?.chain_mut(&d.chain)?;
-    chain.rules.remove(n - 1);
-    // Positions moved: the destination index must follow.
-    chain.build_index();
-    let outcomes = simulate(&without, p);
+    let outcomes = simulate_without(rs, p, &d.table, &d.chain, n - 1);
     let accept = outcomes
         .iter()
         .find(|o| o.verdict == Verdict::Accept && o.assumptions.is_empty())?;
     if !outcomes.iter().all(|o| o.verdict == Verdict::Accept) {
         return None;
     }
-    // The first rule after the removed one on the accepted path, in the same chain.
+    // The first rule after the skipped one on the accepted path, in the same
+    // chain (numbers are the real ones: nothing was removed).
     let s = accept
         .path
         .iter()
-        .find(|s| s.table == d.table && s.chain == d.chain && s.rule_no.is_some_and(|m| m >= n))?;
+        .find(|s| s.table == d.table && s.chain == d.chain && s.rule_no.is_some_and(|m| m > n))?;
     Some(format!(
         "rule #{} of {}/{} `{}`",
-        s.rule_no? + 1,
-        s.table,
-        s.chain,
-        s.text
+        s.rule_no?, s.table, s.chain, s.text
     ))
 }

@@ -3,7 +3,10 @@
 //! or ports of pods. The one exception is the VXLAN peer, a node address,
 //! bounded by the cluster's size.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -126,6 +129,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The latest explained record of every drop site, for `/explanations`.
     pub explanations: Mutex<Vec<Record>>,
+    /// Set once the kernel programs are attached (`/readyz`).
+    pub ready: AtomicBool,
 }
 
 pub fn new_shared() -> Arc<Shared> {
@@ -245,10 +250,12 @@ pub fn new_shared() -> Arc<Shared> {
         registry,
         metrics: m,
         explanations: Mutex::new(Vec::new()),
+        ready: AtomicBool::new(false),
     })
 }
 
-/// Serves `/metrics` (OpenMetrics), `/explanations` (JSON) and `/healthz`.
+/// Serves `/metrics` (OpenMetrics), `/explanations` (JSON), `/healthz`
+/// (the process answers) and `/readyz` (its kernel programs are attached).
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     use axum::{Router, http::header, response::IntoResponse, routing::get};
     let metrics = {
@@ -285,9 +292,23 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
             }
         }
     };
+    let ready = {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                if shared.ready.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "ready\n")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                }
+            }
+        }
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/explanations", get(explanations))
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready));
     axum::serve(listener, app).await
 }

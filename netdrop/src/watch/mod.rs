@@ -48,7 +48,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("watch")?;
     let netns = if args.netns.is_empty() {
         let mut own = Netns::own().context("reading netdrop's own network namespace")?;
-        own.node_name = args.node_name.clone();
+        if args.node_name.is_some() {
+            own.node_name = args.node_name.clone();
+        }
         vec![own]
     } else {
         args.netns
@@ -118,6 +120,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         w.findings(i);
     }
     w.drops_since = Instant::now();
+    w.shared
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     w.printer.note(&format!(
         "netdrop: watching drops on {} ({:?} probe); metrics on http://{}/metrics; Ctrl-C to stop",
         w.nodes

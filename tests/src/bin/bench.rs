@@ -23,10 +23,22 @@ use netdrop::{
         traffic,
     },
 };
-use netdrop_common::{DropKey, DropSample};
+use netdrop_common::{DropKey, DropSample, FlowHdr};
 use netdrop_tests::{Watch, netdrop_bin};
 
-const ROUNDS: usize = 5;
+/// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
+/// profiling), `NETDROP_BENCH=drop,forward,model,pipeline,answer` picks
+/// sections.
+fn rounds() -> usize {
+    std::env::var("NETDROP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn wanted(section: &str) -> bool {
+    std::env::var("NETDROP_BENCH").map_or(true, |v| v.split(',').any(|s| s == section))
+}
 const FLOOD: Duration = Duration::from_secs(3);
 
 fn median(v: &mut [f64]) -> f64 {
@@ -82,12 +94,16 @@ fn per_event(
     (c1 > &c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
 }
 
+/// The operator's one-liner; `NETDROP_BENCH_BPFTRACE` swaps it (e.g. for
+/// a program that does nothing, to see the floor of per-event cost here).
+fn bpftrace_script() -> String {
+    std::env::var("NETDROP_BENCH_BPFTRACE")
+        .unwrap_or_else(|_| "tracepoint:skb:kfree_skb { @[args->reason] = count(); }".into())
+}
+
 fn bpftrace() -> Child {
     let child = Command::new("bpftrace")
-        .args([
-            "-e",
-            "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
-        ])
+        .args(["-e", &bpftrace_script()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -122,7 +138,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
     // LOG in a namespace logs only with nf_log_all_netns; restore it after.
     let old_log =
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_log_all_netns").unwrap_or_default();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         for cfg in configs {
             let mut watch = None;
             let mut bt = None;
@@ -187,8 +203,9 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
     let base = median(&mut base);
     writeln!(
         r.0,
-        "## 1. Drop flood\n\nUDP from a pod namespace into `-A INPUT -p udp --dport 9 -j DROP` on the node namespace, {} s per run, {ROUNDS} interleaved rounds. Packets per second counted by the DROP rule's own counter.\n\n| attached | pps (median) | spread | kept vs nothing |\n|---|---|---|---|",
-        FLOOD.as_secs()
+        "## 1. Drop flood\n\nUDP from a pod namespace into `-A INPUT -p udp --dport 9 -j DROP` on the node namespace, {} s per run, {} interleaved rounds. Packets per second counted by the DROP rule's own counter.\n\n| attached | pps (median) | spread | kept vs nothing |\n|---|---|---|---|",
+        FLOOD.as_secs(),
+        rounds()
     )?;
     for cfg in configs {
         let mut v = pps[cfg].clone();
@@ -225,7 +242,7 @@ fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
     ];
     let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         for cfg in configs {
             let mut args = vec![
                 "--netns",
@@ -303,7 +320,8 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
 fn model_scale(r: &mut Report) -> anyhow::Result<()> {
     writeln!(
         r.0,
-        "\n## 5. Model scale: generated kube-proxy rulesets\n\n`netdrop explain` (parse + index + one walk) vs `iptables-restore --test` on the same file, {ROUNDS} rounds.\n\n| services × endpoints | rules | netdrop ms (median, spread) | netdrop peak RSS MiB | iptables-restore --test ms |\n|---|---|---|---|---|"
+        "\n## 5. Model scale: generated kube-proxy rulesets\n\n`netdrop explain` (parse + index + one walk) vs `iptables-restore --test` on the same file, {} rounds.\n\n| services × endpoints | rules | netdrop ms (median, spread) | netdrop peak RSS MiB | iptables-restore --test ms |\n|---|---|---|---|---|",
+        rounds()
     )?;
     let mut lab = Lab::new("bm");
     let ns = lab.netns("restore")?;
@@ -313,7 +331,7 @@ fn model_scale(r: &mut Report) -> anyhow::Result<()> {
         let path = std::env::temp_dir().join(format!("netdrop-bench-{services}.rules"));
         std::fs::write(&path, &text)?;
         let (mut nd, mut rss, mut ipt) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds() {
             let (ms, mib) = measure(
                 Command::new(netdrop_bin())
                     .args(["explain", "--rules"])
@@ -377,8 +395,11 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
     let ctx = Context::new(vec![POD_CIDR.parse()?]);
     let shared = metrics::new_shared();
     // Distinct flows to services spread over the whole KUBE-SERVICES chain.
-    const FLOWS: usize = 20_000;
-    let samples: Vec<DropSample> = (0..FLOWS)
+    let flows_n: usize = std::env::var("NETDROP_BENCH_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let samples: Vec<DropSample> = (0..flows_n)
         .map(|i| {
             let mut s = DropSample::default();
             s.key.netns = netns;
@@ -395,21 +416,31 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
             s
         })
         .collect();
-    let mut cache: HashMap<(DropKey, Flow), Option<Explanation>> = HashMap::new();
-    let mut run = |cache: &mut HashMap<(DropKey, Flow), Option<Explanation>>| {
+    // A flow seen before is one lookup on the raw kernel key and flow
+    // header, which hold the attribution and the metric handle: no decode,
+    // no strings. A new flow goes all the way.
+    struct Seen {
+        attributed: bool,
+        drops: prometheus_client::metrics::counter::Counter,
+    }
+    let mut cache: HashMap<(DropKey, FlowHdr), Seen> = HashMap::new();
+    let mut run = |cache: &mut HashMap<(DropKey, FlowHdr), Seen>| {
         for s in &samples {
+            if let Some(seen) = cache.get(&(s.key, s.outer)) {
+                seen.drops.inc();
+                continue;
+            }
             let site = decoder.decode(&s.key);
-            let Some(flow) = Flow::from_hdr(&s.outer) else { continue };
-            let explanation = cache
-                .entry((s.key, flow))
-                .or_insert_with_key(|(_, flow)| {
-                    let hook = site.hook?;
-                    let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
-                    p.sport = flow.sport;
-                    p.dport = flow.dport;
-                    attribute(None, &rs, &owners, &ctx, &p, 1).map(|a| a.explanation)
-                });
-            let labels = match explanation {
+            let Some(flow) = Flow::from_hdr(&s.outer) else {
+                continue;
+            };
+            let explanation: Option<Explanation> = site.hook.and_then(|hook| {
+                let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
+                p.sport = flow.sport;
+                p.dport = flow.dport;
+                attribute(None, &rs, &owners, &ctx, &p, 1).map(|a| a.explanation)
+            });
+            let labels = match &explanation {
                 Some(e) => DropLabels {
                     node: site.node,
                     reason: site.reason,
@@ -429,26 +460,34 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
                     owner: "unknown".into(),
                 },
             };
-            shared.metrics.drops.get_or_create(&labels).inc();
+            let drops = shared.metrics.drops.get_or_create(&labels).clone();
+            drops.inc();
+            cache.insert(
+                (s.key, s.outer),
+                Seen {
+                    attributed: explanation.is_some(),
+                    drops,
+                },
+            );
         }
     };
     let mut cold = Vec::new();
     let mut warm = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         cache.clear();
         let t = Instant::now();
         run(&mut cache);
-        cold.push(FLOWS as f64 / t.elapsed().as_secs_f64());
+        cold.push(flows_n as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         for _ in 0..10 {
             run(&mut cache);
         }
-        warm.push(10.0 * FLOWS as f64 / t.elapsed().as_secs_f64());
+        warm.push(10.0 * flows_n as f64 / t.elapsed().as_secs_f64());
     }
-    let attributed = cache.values().filter(|e| e.is_some()).count();
+    let attributed = cache.values().filter(|e| e.attributed).count();
     writeln!(
         r.0,
-        "\n## 4. Userspace pipeline\n\nSamples per second on one core through decode (kernel key, flow) → attribution → metrics, through a {rules}-rule kube-proxy model (10k services × 3 endpoints), {FLOWS} distinct flows to services spread over KUBE-SERVICES ({attributed} attributed to a dropping rule or policy). Cold: every flow new, a full walk of its hook's tables. Warm: the same flows again, a cache hit per sample (what `watch` does per drop site and flow).\n\n| | samples/s (median) | spread | ns/sample |\n|---|---|---|---|\n| cold (new flows) | {:.0} | {} | {:.0} |\n| warm (flows seen) | {:.0} | {} | {:.0} |",
+        "\n## 4. Userspace pipeline\n\nSamples per second on one core through decode (kernel key, flow) → attribution → metrics, through a {rules}-rule kube-proxy model (10k services × 3 endpoints), {flows_n} distinct flows to services spread over KUBE-SERVICES ({attributed} attributed to a dropping rule or policy). Cold: every flow new, a full walk of its hook's tables. Warm: the same flows again: one lookup on (kernel key, flow header) holding the attribution and the counter handle. (`watch` itself keeps the latest sample per drop site and attributes once per site, flow and ruleset generation, so its per-sample work is a map insert.)\n\n| | samples/s (median) | spread | ns/sample |\n|---|---|---|---|\n| cold (new flows) | {:.0} | {} | {:.0} |\n| warm (flows seen) | {:.0} | {} | {:.0} |",
         median(&mut cold.clone()),
         spread(&cold),
         1e9 / median(&mut cold.clone()),
@@ -472,7 +511,7 @@ fn time_to_answer(r: &mut Report) -> anyhow::Result<()> {
         &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
     )?;
     let mut ms = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let mut w = Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?;
         let t = Instant::now();
         traffic::send_udp(&pod, "10.224.7.1:9".parse()?, 1, 18)?;
@@ -515,26 +554,37 @@ fn main() -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let mut r = Report(format!(
-        "# netdrop benchmarks\n\nWritten by `cargo xtask bench` on {date}: kernel {}, {} CPUs ({cpu}), release build. Every figure is the median of {ROUNDS} interleaved rounds, with min–max as spread. Traffic runs between network namespaces on this machine; sender and kernel share its {} cores, so absolute rates are the machine's, and the ratios are the point.\n\n",
+        "# netdrop benchmarks\n\nWritten by `cargo xtask bench` on {date}: kernel {}, {} CPUs ({cpu}), release build. Every figure is the median of {} interleaved rounds, with min–max as spread. Traffic runs between network namespaces on this machine; sender and kernel share its {} cores, so absolute rates are the machine's, and the ratios are the point.\n\n",
         kernel.trim(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        rounds(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
     ));
     let result = (|| -> anyhow::Result<()> {
         eprintln!("bench: drop flood");
-        drop_flood(&mut r)?;
+        if wanted("drop") {
+            drop_flood(&mut r)?;
+        }
         eprintln!("bench: forwarding flood");
-        forwarding_flood(&mut r)?;
+        if wanted("forward") {
+            forwarding_flood(&mut r)?;
+        }
         eprintln!("bench: model scale and attribution");
-        model_scale(&mut r)?;
+        if wanted("model") {
+            model_scale(&mut r)?;
+        }
         eprintln!("bench: userspace pipeline");
-        pipeline(&mut r)?;
+        if wanted("pipeline") {
+            pipeline(&mut r)?;
+        }
         eprintln!("bench: time to answer");
-        time_to_answer(&mut r)?;
+        if wanted("answer") {
+            time_to_answer(&mut r)?;
+        }
         Ok(())
     })();
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old_stats.trim());
