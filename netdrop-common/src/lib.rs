@@ -318,6 +318,33 @@ pub struct PeerKey {
     pub direction: u32,
 }
 
+impl PeerKey {
+    /// Slot of this key in the [`PeerCache`].
+    #[inline(always)]
+    pub fn slot(&self) -> usize {
+        let a = (u64::from(self.peer) << 1) | u64::from(self.direction & 1);
+        (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % PEER_SLOTS
+    }
+}
+
+/// Slots of the per-CPU VXLAN peer cache.
+pub const PEER_SLOTS: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSlot {
+    pub key: PeerKey,
+    pub counters: DropCounters,
+}
+
+/// Direct-mapped per-CPU cache in front of the VXLAN peer hash map, like
+/// [`SiteCache`]: a slot belongs to the first peer that hashes to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCache {
+    pub slots: [PeerSlot; PEER_SLOTS],
+}
+
 /// A pod packet that left the node without source NAT (rate-limited).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -346,6 +373,8 @@ mod user {
     unsafe impl aya::Pod for EgressSample {}
     unsafe impl aya::Pod for SiteSlot {}
     unsafe impl aya::Pod for SiteCache {}
+    unsafe impl aya::Pod for PeerSlot {}
+    unsafe impl aya::Pod for PeerCache {}
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 // Shared helpers only: maps and programs live in the object that owns them
 // (src/bin/*.rs includes its program folder), so neither object carries the
 // other's maps.
+pub mod bucket;
 pub mod headers;
 pub mod pods;
 pub mod read;

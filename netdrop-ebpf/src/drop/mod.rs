@@ -7,7 +7,7 @@ pub mod tp_btf;
 pub mod tracepoint;
 
 use aya_ebpf::{
-    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -17,7 +17,7 @@ use netdrop_common::{
 };
 
 use netdrop_ebpf::{
-    global,
+    bucket, global,
     headers::{self, Parsed},
     pods::pod_flags,
     read::{KernelRead, Probe},
@@ -57,7 +57,6 @@ static DROP_CONFIG: DropConfig = unsafe { core::mem::zeroed() };
 const SKB_DST_PTRMASK: u64 = !1;
 /// `skb->network_header` when unset (`(u16)~0U`).
 const HEADER_UNSET: u16 = 0xffff;
-const NANOS: u64 = 1_000_000_000;
 
 #[inline(always)]
 fn bump(stat: u32) {
@@ -230,31 +229,18 @@ fn count_in_map(key: DropKey, len: u32) -> bool {
     }
 }
 
-/// One token from this CPU's bucket, refilled at `sample_rate` per second.
+/// One token from this CPU's sample bucket.
 #[inline(always)]
 fn take_token() -> bool {
     let Some(b) = DROP_BUCKET.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
-    let b = unsafe { &mut *b };
-    // Refill once per jiffy: reading jiffies is a load, the precise clock
-    // costs ~80 ns per event under a flood here.
-    let jiffies = unsafe { bpf_jiffies64() };
-    if jiffies != b.last_jiffies {
-        b.last_jiffies = jiffies;
-        let now = unsafe { bpf_ktime_get_ns() };
-        let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
-        b.last_ns = now;
-        let cap = u64::from(global(&DROP_CONFIG.sample_burst)) * NANOS;
-        b.tokens = (b.tokens + elapsed * u64::from(global(&DROP_CONFIG.sample_rate))).min(cap);
-    }
-    if b.tokens >= NANOS {
-        b.tokens -= NANOS;
-        true
-    } else {
-        false
-    }
+    bucket::take_token(
+        unsafe { &mut *b },
+        global(&DROP_CONFIG.sample_rate),
+        global(&DROP_CONFIG.sample_burst),
+    )
 }
 
 /// Which netfilter hook freed the skb, from routing state alone (no stack

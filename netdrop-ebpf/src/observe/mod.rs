@@ -6,11 +6,10 @@
 pub mod tc;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use netdrop_common::{DropCounters, ObsConfig, ObsCounters, PeerKey, TokenBucket, role};
+use netdrop_common::{DropCounters, ObsConfig, ObsCounters, PeerCache, PeerKey, TokenBucket, role};
 
 #[unsafe(no_mangle)]
 static OBS_CONFIG: ObsConfig = unsafe { core::mem::zeroed() };
@@ -32,26 +31,20 @@ static OBS_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static OBS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
-const NANOS: u64 = 1_000_000_000;
+/// Per-CPU cache of VXLAN peers in front of `VXLAN_PEERS` (see
+/// `PeerCache`): a flood between two nodes costs no hash lookup.
+#[map]
+static VXLAN_PEER_CACHE: PerCpuArray<PeerCache> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn take_token() -> bool {
     let Some(b) = OBS_BUCKET.get_ptr_mut(0) else {
         return false;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
-    let b = unsafe { &mut *b };
-    let elapsed = now.wrapping_sub(b.last_ns).min(10 * NANOS);
-    b.last_ns = now;
-    let cap = u64::from(netdrop_ebpf::global(&OBS_CONFIG.sample_burst)) * NANOS;
-    let tokens =
-        (b.tokens + elapsed * u64::from(netdrop_ebpf::global(&OBS_CONFIG.sample_rate))).min(cap);
-    if tokens >= NANOS {
-        b.tokens = tokens - NANOS;
-        true
-    } else {
-        b.tokens = tokens;
-        false
-    }
+    netdrop_ebpf::bucket::take_token(
+        unsafe { &mut *b },
+        netdrop_ebpf::global(&OBS_CONFIG.sample_rate),
+        netdrop_ebpf::global(&OBS_CONFIG.sample_burst),
+    )
 }

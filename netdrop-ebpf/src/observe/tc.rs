@@ -6,7 +6,9 @@ use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext}
 use netdrop_common::{DropCounters, EgressSample, FlowHdr, PeerKey, direction, role};
 use netdrop_ebpf::{global, pods::is_pod_v4};
 
-use super::{EGRESS_SAMPLES, OBS_CONFIG, OBS_COUNTERS, OBS_STATS, VXLAN_PEERS, take_token};
+use super::{
+    EGRESS_SAMPLES, OBS_CONFIG, OBS_COUNTERS, OBS_STATS, VXLAN_PEER_CACHE, VXLAN_PEERS, take_token,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -86,21 +88,23 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
                 peer: if dir == direction::INGRESS { src } else { dst },
                 direction: dir,
             };
-            match VXLAN_PEERS.get_ptr_mut(key) {
-                // SAFETY: per-CPU value.
-                Some(v) => unsafe {
-                    (*v).packets += 1;
-                    (*v).bytes += len;
-                },
-                None => {
-                    let _ = VXLAN_PEERS.insert(
-                        key,
-                        DropCounters {
-                            packets: 1,
-                            bytes: len,
-                        },
-                        0,
-                    );
+            if !count_peer_cached(key, len) {
+                match VXLAN_PEERS.get_ptr_mut(key) {
+                    // SAFETY: per-CPU value.
+                    Some(v) => unsafe {
+                        (*v).packets += 1;
+                        (*v).bytes += len;
+                    },
+                    None => {
+                        let _ = VXLAN_PEERS.insert(
+                            key,
+                            DropCounters {
+                                packets: 1,
+                                bytes: len,
+                            },
+                            0,
+                        );
+                    }
                 }
             }
             return Ok(());
@@ -140,6 +144,30 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// Counts a VXLAN packet in its peer cache slot; false when the slot
+/// belongs to another peer (then the hash map counts it).
+#[inline(always)]
+fn count_peer_cached(key: PeerKey, len: u64) -> bool {
+    let Some(cache) = VXLAN_PEER_CACHE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, no concurrent writer on this CPU; `slot()` is
+    // below PEER_SLOTS.
+    let slot = unsafe { &mut (*cache).slots[key.slot()] };
+    if slot.counters.packets == 0 {
+        slot.key = key;
+        slot.counters.bytes = len;
+        slot.counters.packets = 1;
+        return true;
+    }
+    if slot.key != key {
+        return false;
+    }
+    slot.counters.packets += 1;
+    slot.counters.bytes += len;
+    true
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net};
 use netdrop_common::{
-    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerKey, direction, role,
+    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, PeerKey, direction, role,
 };
 
 use super::CaptureError;
@@ -248,6 +248,26 @@ impl NodeObservers {
             .flatten()
             .map(|(n, _)| n.clone())
             .collect();
+        let mut attach_all = || -> Result<(), CaptureError> {
+            for iface in &targets {
+                for (name, kind) in [
+                    ("netdrop_tc_ingress", TcAttachType::Ingress),
+                    ("netdrop_tc_egress", TcAttachType::Egress),
+                ] {
+                    let prog: &mut SchedClassifier = super::program(ebpf, name)?;
+                    if let Err(e) = prog.attach(iface, kind) {
+                        // A device that vanished is a warning, not a failure.
+                        log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label());
+                    }
+                }
+            }
+            Ok(())
+        };
+        // netdrop's own namespace (a DaemonSet's host network): no setns,
+        // which would need CAP_SYS_ADMIN.
+        if node.name.is_none() {
+            return attach_all();
+        }
         let ns_file = std::fs::File::open(&node.path)
             .map_err(|e| CaptureError::Observer(format!("{}: {e}", node.path.display())))?;
         std::thread::scope(|s| {
@@ -261,19 +281,7 @@ impl NodeObservers {
                         std::io::Error::last_os_error()
                     )));
                 }
-                for iface in &targets {
-                    for (name, kind) in [
-                        ("netdrop_tc_ingress", TcAttachType::Ingress),
-                        ("netdrop_tc_egress", TcAttachType::Egress),
-                    ] {
-                        let prog: &mut SchedClassifier = super::program(ebpf, name)?;
-                        if let Err(e) = prog.attach(iface, kind) {
-                            // A device that vanished is a warning, not a failure.
-                            log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label());
-                        }
-                    }
-                }
-                Ok(())
+                attach_all()
             })
             .join()
             .unwrap_or_else(|_| Err(CaptureError::Observer("attach thread panicked".into())))
@@ -325,13 +333,41 @@ impl NodeObservers {
                 map: "VXLAN_PEERS",
                 source,
             })?;
-        Ok(m.iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| {
-                let sum = v.iter().fold(DropCounters::default(), |a, c| DropCounters {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                });
+        // Peers in the per-CPU cache, then those counted in the map; the
+        // kernel counts each packet in exactly one of them.
+        let mut sums: std::collections::HashMap<PeerKey, DropCounters> =
+            std::collections::HashMap::new();
+        let mut add = |k: PeerKey, c: &DropCounters| {
+            let s = sums.entry(k).or_default();
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+        };
+        let cache = self
+            .ebpf
+            .map("VXLAN_PEER_CACHE")
+            .ok_or_else(|| CaptureError::Observer("no VXLAN_PEER_CACHE".into()))?;
+        let cache: PerCpuArray<&MapData, PeerCache> =
+            PerCpuArray::try_from(cache).map_err(|source| CaptureError::Map {
+                map: "VXLAN_PEER_CACHE",
+                source,
+            })?;
+        let per_cpu = cache.get(&0, 0).map_err(|source| CaptureError::Map {
+            map: "VXLAN_PEER_CACHE",
+            source,
+        })?;
+        for c in per_cpu.iter() {
+            for slot in c.slots.iter().filter(|s| s.counters.packets > 0) {
+                add(slot.key, &slot.counters);
+            }
+        }
+        for (k, per_cpu) in m.iter().filter_map(Result::ok) {
+            for c in per_cpu.iter() {
+                add(k, c);
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|(k, sum)| {
                 (
                     std::net::Ipv4Addr::from(k.peer.to_ne_bytes()),
                     k.direction,
