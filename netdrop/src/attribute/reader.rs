@@ -44,6 +44,9 @@ pub struct NodeRules {
     /// IPv4 rulesets, one per backend that holds rules.
     pub v4: Vec<(Backend, Ruleset)>,
     pub v6: Vec<(Backend, Ruleset)>,
+    /// What could not be read (e.g. the legacy backend without
+    /// CAP_NET_RAW): its rules are missing from the model.
+    pub problems: Vec<String>,
 }
 
 impl NodeRules {
@@ -127,14 +130,19 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
             "ip6tables-nft-save",
         ),
     ] {
-        let list = if family == 4 {
-            &mut node.v4
-        } else {
-            &mut node.v6
-        };
         if exists(legacy) && exists(nft) {
             let l = save(netns, legacy);
             let n = save(netns, nft)?;
+            if let Err(e) = &l {
+                node.problems.push(format!(
+                    "the legacy iptables backend could not be read, so drops by its rules cannot be attributed: {e}"
+                ));
+            }
+            let list = if family == 4 {
+                &mut node.v4
+            } else {
+                &mut node.v6
+            };
             match l {
                 Ok(l) if has_rules(&l) => {
                     list.push((Backend::Legacy, l));
@@ -146,7 +154,12 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
                 _ => list.push((Backend::Nft, n)),
             }
         } else if family == 4 || exists(default) {
-            list.push((Backend::Default, save(netns, default)?));
+            let rs = save(netns, default)?;
+            if family == 4 {
+                node.v4.push((Backend::Default, rs));
+            } else {
+                node.v6.push((Backend::Default, rs));
+            }
         }
     }
     Ok(node)

@@ -67,6 +67,11 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, NetnsError> {
+        // netdrop's own namespace needs no setns (nor CAP_SYS_ADMIN, which
+        // a DaemonSet does not grant).
+        if self.name.is_none() {
+            return Ok(f());
+        }
         let file = File::open(&self.path).map_err(|e| NetnsError::Open(self.path.clone(), e))?;
         let label = self.label();
         std::thread::spawn(move || {

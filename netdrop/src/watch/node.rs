@@ -57,6 +57,8 @@ pub struct Node {
     pub rules: Option<Rules>,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
+    /// Ruleset problems already reported (each is logged once).
+    warned: std::collections::HashSet<String>,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
             rules: None,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
+            warned: Default::default(),
         };
         node.refresh_addresses();
         node
@@ -133,6 +136,11 @@ impl Node {
                 return false;
             }
         };
+        for p in &read.problems {
+            if self.warned.insert(p.clone()) {
+                log::warn!("{}: {p}", self.label);
+            }
+        }
         let fp = fingerprint(&read);
         let changed = self.rules.as_ref().is_none_or(|r| r.fingerprint != fp);
         if changed {
