@@ -12,6 +12,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+pub mod prom;
+
 pub use netdrop::lab::{Lab, traffic};
 
 /// The `netdrop` binary built next to this test (`target/<profile>/netdrop`).
@@ -38,7 +40,21 @@ impl Watch {
     /// Starts `netdrop watch --output json ARGS...` and waits until its
     /// programs are attached.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(netdrop_bin());
+        Self::start_via(&[], args)
+    }
+
+    /// Like [`Watch::start`], run through a wrapper command (e.g. `ip netns
+    /// exec NS setpriv ...`) that ends with the program to run.
+    pub fn start_via(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Self> {
+        let bin = netdrop_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("watch").args(["--output", "json"]);
         // Any free port unless the test picks one: tests run one at a time,
         // but a netdrop of the user's may hold the default.

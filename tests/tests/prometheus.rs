@@ -3,107 +3,17 @@
 //! scenario lost. `promtool check metrics` must find nothing wrong.
 
 use std::{
-    io::Read as _,
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use netdrop::lab::cluster::{Cluster, POD_CIDR, Scenario};
-use netdrop_tests::{Watch, require_root, traffic};
-
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Plain HTTP GET on loopback (no client library needed for a test);
-/// `None` while the server is not up.
-fn try_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    use std::io::Write as _;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    try_get(addr, path).unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
-}
-
-fn start_prometheus(target: &str) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!(
-        "netdrop-prom-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netdrop\n    static_configs:\n      - targets: ['{target}']\n"
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's prometheus (installed by cargo xtask setup)");
-    Prometheus {
-        child,
-        addr,
-        _dir: TempDir(dir),
-    }
-}
-
-/// The value of a PromQL instant query with one series, if any.
-fn query(prom: &str, promql: &str) -> Option<f64> {
-    let q: String = promql
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let body = try_get(prom, &format!("/api/v1/query?query={q}"))?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
+use netdrop_tests::{
+    Watch,
+    prom::{Prometheus, free_port, http_get},
+    require_root, traffic,
+};
 
 #[test]
 fn prometheus_sees_the_drop_with_labels_and_exact_count() {
@@ -122,7 +32,7 @@ fn prometheus_sees_the_drop_with_labels_and_exact_count() {
         &metrics_addr,
     ])
     .unwrap();
-    let prom = start_prometheus(&metrics_addr);
+    let prom = Prometheus::start(&[&metrics_addr]);
     const LOST: u64 = 11;
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
     traffic::send_udp(&c.pod1, dst, LOST, 64).unwrap();
@@ -135,7 +45,7 @@ fn prometheus_sees_the_drop_with_labels_and_exact_count() {
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut seen = None;
     while Instant::now() < deadline {
-        seen = query(&prom.addr, &promql);
+        seen = prom.value(&promql);
         if seen == Some(LOST as f64) {
             break;
         }
@@ -147,7 +57,7 @@ fn prometheus_sees_the_drop_with_labels_and_exact_count() {
         "count(netdrop_drop_site_info{{node=\"{}\",chain=\"FORWARD\",owner=\"docker\",fix=~\".*DOCKER-USER.*\"}})",
         c.node2
     );
-    assert_eq!(query(&prom.addr, &info), Some(1.0), "{info}");
+    assert_eq!(prom.value(&info), Some(1.0), "{info}");
 
     // /explanations carries the same answer as JSON.
     let ex: serde_json::Value =

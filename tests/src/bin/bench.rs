@@ -94,16 +94,15 @@ fn per_event(
     (c1 > &c0).then(|| (t1 - t0) as f64 / (c1 - c0) as f64)
 }
 
-/// The operator's one-liner; `NETDROP_BENCH_BPFTRACE` swaps it (e.g. for
-/// a program that does nothing, to see the floor of per-event cost here).
-fn bpftrace_script() -> String {
-    std::env::var("NETDROP_BENCH_BPFTRACE")
-        .unwrap_or_else(|_| "tracepoint:skb:kfree_skb { @[args->reason] = count(); }".into())
-}
+/// The operator's one-liner: drops counted by reason.
+const BPFTRACE_COUNTER: &str = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }";
+/// A program that reads the reason and does nothing: the floor of what a
+/// kfree_skb program costs on this machine, as bpf_stats reports it.
+const BPFTRACE_FLOOR: &str = "tracepoint:skb:kfree_skb /args->reason == 65535/ { @ = count(); }";
 
-fn bpftrace() -> Child {
+fn bpftrace(script: &str) -> Child {
     let child = Command::new("bpftrace")
-        .args(["-e", &bpftrace_script()])
+        .args(["-e", script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -132,6 +131,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         "netdrop watch",
         "iptables LOG rule",
         "bpftrace kfree_skb counter",
+        "bpftrace program that does nothing (floor)",
     ];
     let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -164,7 +164,8 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
                         ],
                     )?;
                 }
-                "bpftrace kfree_skb counter" => bt = Some(bpftrace()),
+                "bpftrace kfree_skb counter" => bt = Some(bpftrace(BPFTRACE_COUNTER)),
+                "bpftrace program that does nothing (floor)" => bt = Some(bpftrace(BPFTRACE_FLOOR)),
                 _ => {}
             }
             let s0 = prog_stats();
@@ -181,13 +182,12 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
                     .push(ns);
             }
             if let Some(mut b) = bt {
-                // bpftrace names its program after the probe.
-                if let Some(ns) = per_event(&s0, &s1, "kfree_skb") {
-                    cost.entry("bpftrace kfree_skb counter")
-                        .or_default()
-                        .push(ns);
-                }
                 let _ = b.kill();
+                let _ = b.wait();
+                // bpftrace names its program after the probe.
+                let ns = per_event(&s0, &s1, "kfree_skb")
+                    .context("bpftrace's program did not run (is tracefs mounted?)")?;
+                cost.entry(cfg).or_default().push(ns);
                 let _ = b.wait();
             }
             if cfg == "iptables LOG rule" {

@@ -1,0 +1,492 @@
+//! deploy/: the Grafana dashboard, the Prometheus alerts and scrape config,
+//! the DaemonSet. Each is checked by the tool that consumes it (a JSON schema
+//! made from Grafana's own types, promtool, the Kubernetes OpenAPI schema),
+//! the dashboard's every query runs on real data, and the DaemonSet's
+//! capability list is the one netdrop is run with here.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use netdrop::lab::cluster::POD_CIDR;
+use netdrop_tests::{
+    Lab, Watch, netdrop_bin,
+    prom::{Prometheus, free_port, status, urlencode},
+    require_root, traffic,
+};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Tools `cargo xtask setup` installs for these checks.
+fn tool(rel: &str) -> PathBuf {
+    let p = repo().join("target/tools").join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn scratch(name: &str, content: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("netdrop-{}-{name}", std::process::id()));
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+fn ajv_validate(dashboard: &Path) -> Output {
+    run(Command::new(tool("grafana/node_modules/.bin/ajv")).args([
+        "validate",
+        "--spec=draft7",
+        "--errors=text",
+        "-s",
+        tool("grafana/dashboard.schema.json").to_str().unwrap(),
+        "-d",
+        dashboard.to_str().unwrap(),
+    ]))
+}
+
+#[test]
+fn dashboard_is_valid_against_grafanas_schema() {
+    let dashboard = repo().join("deploy/grafana/netdrop.json");
+    let out = ajv_validate(&dashboard);
+    assert!(out.status.success(), "{}", text(&out));
+    // The schema is strict enough to catch a misspelled panel field.
+    let broken =
+        std::fs::read_to_string(&dashboard)
+            .unwrap()
+            .replacen("\"gridPos\"", "\"gridpos\"", 1);
+    let broken = scratch("broken-dashboard.json", &broken);
+    let out = ajv_validate(&broken);
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "a misspelled field passed");
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let dir = repo().join("deploy/prometheus");
+    let out = run(Command::new("promtool")
+        .args(["check", "rules", "alerts.yaml"])
+        .current_dir(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yaml"])
+        .current_dir(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+}
+
+/// The lines of the top-level `kubernetes_sd_configs:` block of a scrape job.
+fn sd_block(config: &str) -> (usize, usize) {
+    let lines: Vec<&str> = config.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == "kubernetes_sd_configs:")
+        .expect("scrape.yaml discovers netdrop pods with kubernetes_sd_configs");
+    let indent = lines[start].len() - lines[start].trim_start().len();
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.trim().is_empty() && l.len() - l.trim_start().len() <= indent)
+        .map_or(lines.len(), |i| start + 1 + i);
+    (start, end)
+}
+
+#[test]
+fn scrape_config_is_a_valid_prometheus_config_for_the_daemonset() {
+    let dir = repo().join("deploy/prometheus");
+    let config = std::fs::read_to_string(dir.join("scrape.yaml")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("deploy/kubernetes/netdrop.yaml")).unwrap();
+    // It selects what the DaemonSet creates: its namespace, pod label and
+    // port name.
+    let (start, end) = sd_block(&config);
+    let sd: Vec<&str> = config.lines().collect::<Vec<_>>()[start..end].to_vec();
+    let sd = sd.join("\n");
+    assert!(sd.contains("names: [netdrop]") && manifest.contains("namespace: netdrop"));
+    assert!(
+        sd.contains("label: app.kubernetes.io/name=netdrop")
+            && manifest.contains("app.kubernetes.io/name: netdrop")
+    );
+    assert!(config.contains("regex: metrics") && manifest.contains("- name: metrics"));
+    // Debian's promtool is built without Kubernetes service discovery: it
+    // checks the rest (relabelling, rule files) with static targets in its
+    // place.
+    let lines: Vec<&str> = config.lines().collect();
+    let indent = " ".repeat(lines[start].len() - lines[start].trim_start().len());
+    let mut checked: Vec<String> = lines[..start].iter().map(|l| l.to_string()).collect();
+    checked.push(format!("{indent}static_configs:"));
+    checked.push(format!("{indent}  - targets: ['node-1:9595']"));
+    checked.extend(lines[end..].iter().map(|l| l.to_string()));
+    std::fs::write(dir.join(".scrape-checked.yaml"), checked.join("\n")).unwrap();
+    let out = run(Command::new("promtool")
+        .args(["check", "config", ".scrape-checked.yaml"])
+        .current_dir(&dir));
+    let _ = std::fs::remove_file(dir.join(".scrape-checked.yaml"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn k8s_validate(path: &Path) -> Output {
+    run(Command::new(tool("kvenv/bin/kubernetes-validate"))
+        .args(["--strict", path.to_str().unwrap()]))
+}
+
+#[test]
+fn kubernetes_manifests_match_the_openapi_schema() {
+    let manifest = repo().join("deploy/kubernetes/netdrop.yaml");
+    let out = k8s_validate(&manifest);
+    assert!(out.status.success(), "{}", text(&out));
+    for kind in [
+        "namespace/netdrop",
+        "serviceaccount/netdrop",
+        "daemonset/netdrop",
+    ] {
+        assert!(
+            text(&out).contains(&format!("passed for resource {kind}")),
+            "{}",
+            text(&out)
+        );
+    }
+    // Strict: a misspelled field fails.
+    let broken = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "hostNetwork: true",
+        "hostNetwerk: true",
+        1,
+    );
+    let broken = scratch("broken.yaml", &broken);
+    let out = k8s_validate(&broken);
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "a misspelled field passed");
+}
+
+/// `capabilities.add` of the DaemonSet, as setpriv names them.
+fn daemonset_capabilities() -> Vec<String> {
+    let manifest = std::fs::read_to_string(repo().join("deploy/kubernetes/netdrop.yaml")).unwrap();
+    let line = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("add: ["))
+        .expect("the DaemonSet lists its capabilities as `add: [A, B, ...]`");
+    line.trim_end_matches(']')
+        .split(',')
+        .map(|c| c.trim().to_lowercase())
+        .collect()
+}
+
+/// `ip netns exec NS setpriv` keeping only `caps`, as the container does:
+/// uid 0, a bounding set of exactly these, no new privileges.
+fn confined(ns: &str, caps: &[String]) -> Vec<String> {
+    let set = std::iter::once("-all".to_owned())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "setpriv",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        &format!("--bounding-set={set}"),
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn daemonset_capabilities_are_enough_and_each_is_needed() {
+    require_root();
+    let caps = daemonset_capabilities();
+    assert_eq!(
+        caps,
+        ["bpf", "perfmon", "net_admin", "net_raw", "syslog"],
+        "update this test with the manifest"
+    );
+    // The node runs netdrop in its own namespace (hostNetwork) and keeps its
+    // rules in the legacy backend, as many kube-proxy nodes still do.
+    let mut lab = Lab::new("cap");
+    let pod = lab.netns("pod").unwrap();
+    let node = lab.netns("node").unwrap();
+    lab.veth(
+        (&pod, "eth0", Some("10.224.7.2/24")),
+        (&node, "cni0", Some("10.224.7.1/24")),
+    )
+    .unwrap();
+    let out = lab
+        .exec(
+            &node,
+            &[
+                "iptables-legacy",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                "9",
+                "-j",
+                "DROP",
+            ],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dst: SocketAddr = "10.224.7.1:9".parse().unwrap();
+
+    // With exactly the manifest's capabilities: the drop, its hook and the
+    // rule that killed it.
+    let wrapper = confined(&node, &caps);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut w = Watch::start_via(&wrapper, &["--pod-cidr", POD_CIDR]).unwrap();
+    traffic::send_udp(&pod, dst, 3, 32).unwrap();
+    w.wait_for(Duration::from_secs(15), |w| {
+        w.records()
+            .iter()
+            .any(|r| r["kind"] == "drop" && r["rule"].is_string())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}\n{}", w.records(), w.stderr()));
+    let rec = w
+        .records()
+        .into_iter()
+        .find(|r| r["kind"] == "drop" && r["rule"].is_string())
+        .unwrap();
+    assert_eq!(rec["hook"], "INPUT", "{rec}");
+    assert_eq!(rec["chain"], "INPUT", "{rec}");
+    assert!(rec["rule"].as_str().unwrap().contains("--dport 9"), "{rec}");
+    // Interface names come from the node's own namespace: no setns needed.
+    assert_eq!(rec["in_iface"], "cni0", "{rec}");
+    let err = w.stderr().to_lowercase();
+    assert!(
+        !err.contains("not permitted") && !err.contains("permission denied"),
+        "with the manifest's capabilities something was refused: {err}"
+    );
+    w.stop().unwrap();
+
+    // Without any one of them, netdrop says what is missing or cannot name
+    // the rule.
+    for missing in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let mut argv = confined(&node, &fewer);
+        argv.push(netdrop_bin().to_string_lossy().into_owned());
+        argv.extend(
+            [
+                "watch",
+                "--output",
+                "json",
+                "--pod-cidr",
+                POD_CIDR,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--duration",
+                "6s",
+            ]
+            .map(String::from),
+        );
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        traffic::send_udp(&pod, dst, 3, 32).unwrap();
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let named_rule = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["kind"] == "drop" && r["rule"].is_string());
+        assert!(
+            !out.status.success() || !named_rule,
+            "without {missing} netdrop still explained the drop: {}",
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        let says = match missing.as_str() {
+            "syslog" => err.contains("cap_syslog"),
+            "net_raw" => err.contains("iptables"),
+            cap => err.contains(&format!("cap_{cap}")),
+        };
+        assert!(says, "without {missing}, stderr does not say why: {err}");
+    }
+}
+
+/// `netdrop demo` as a child; Ctrl-C (SIGINT) on drop, so it removes its
+/// namespaces even when the test fails.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let t = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Restores kernel.bpf_stats_enabled on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> Self {
+        const P: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(P).unwrap_or_else(|_| "0".into());
+        std::fs::write(P, "1").expect("enabling kernel.bpf_stats_enabled");
+        Self(old.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// Grafana's variables and macros as the dashboard's default view sets them.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "30s")
+        .replace("$__range", "5m")
+        .replace("$node", ".*")
+        .replace("$owner", ".*")
+}
+
+fn panels(dashboard: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            out.extend(p["panels"].as_array().cloned().unwrap_or_default());
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_query_answers_on_real_demo_data() {
+    require_root();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/netdrop.json")).unwrap(),
+    )
+    .unwrap();
+    let _stats = BpfStats::enable();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    // Every seed scenario at once: drops of every owner, VXLAN drops (S3),
+    // un-NATed egress (S4), findings, and netdrop's own health series.
+    let _demo = Demo(
+        Command::new(netdrop_bin())
+            .args([
+                "demo",
+                "--duration",
+                "300s",
+                "--metrics-addr",
+                &metrics_addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("netdrop demo"),
+    );
+    let prom = Prometheus::start(&[&metrics_addr]);
+
+    // Wait until Prometheus holds enough of the demo for the slowest
+    // panels: VXLAN drops and un-NATed egress with rates over 30 s.
+    let ready = [
+        "rate(netdrop_vxlan_drops_total[30s]) > 0",
+        "rate(netdrop_unnat_egress_packets_total[30s]) > 0",
+        "rate(netdrop_program_runs_total[30s]) > 0",
+        "netdrop_drop_site_info",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < deadline
+        && !ready
+            .iter()
+            .all(|q| prom.query(q).is_ok_and(|r| !r.is_empty()))
+    {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(status(&metrics_addr, "/readyz"), Some(200));
+
+    // Template variables: label_values(SELECTOR, LABEL).
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        let Some(q) = var["query"]["query"].as_str() else {
+            continue;
+        };
+        let inner = q
+            .strip_prefix("label_values(")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("variable {} is not label_values(): {q}", var["name"]));
+        let (selector, label) = inner.rsplit_once(',').unwrap();
+        let values = prom
+            .api(&format!(
+                "/api/v1/label/{}/values?match[]={}",
+                label.trim(),
+                urlencode(&substitute(selector.trim()))
+            ))
+            .unwrap_or_else(|| panic!("variable {}: {q} failed", var["name"]));
+        assert!(
+            !values.as_array().unwrap().is_empty(),
+            "variable {} has no values: {q}",
+            var["name"]
+        );
+    }
+
+    // Every target of every panel: a successful, non-empty answer.
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for p in panels(&dashboard) {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = substitute(t["expr"].as_str().unwrap());
+            match prom.query(&expr) {
+                Ok(r) if !r.is_empty() => checked += 1,
+                Ok(_) => failures.push(format!("{}: empty: {expr}", p["title"])),
+                Err(e) => failures.push(format!("{}: {e}: {expr}", p["title"])),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "panels without data:\n{}",
+        failures.join("\n")
+    );
+    assert!(checked >= 15, "only {checked} targets");
+
+    // The owners the seeds blame are all on the owner panel.
+    let owners: Vec<String> = prom
+        .query("sum by (owner) (netdrop_drops_total)")
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["metric"]["owner"].as_str().map(str::to_owned))
+        .collect();
+    for o in ["docker", "calico", "distro-firewall"] {
+        assert!(
+            owners.iter().any(|x| x == o),
+            "owner {o} missing: {owners:?}"
+        );
+    }
+}
