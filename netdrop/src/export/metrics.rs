@@ -5,7 +5,7 @@
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use prometheus_client::{
@@ -119,7 +119,8 @@ pub struct Metrics {
     pub ruleset_reloads: Family<NodeLabels, Counter>,
     pub attribution_failures: Family<NodeLabels, Counter>,
     /// From kernel.bpf_stats_enabled: nanoseconds and runs of each program.
-    pub program_run_ns: Family<ProgramLabels, Counter>,
+    /// Seconds (the base unit), from the kernel's nanoseconds.
+    pub program_run_seconds: Family<ProgramLabels, Counter<f64, AtomicU64>>,
     pub program_runs: Family<ProgramLabels, Counter>,
 }
 
@@ -152,7 +153,7 @@ pub fn new_shared() -> Arc<Shared> {
         drops_filtered: Counter::default(),
         ruleset_reloads: Family::default(),
         attribution_failures: Family::default(),
-        program_run_ns: Family::default(),
+        program_run_seconds: Family::default(),
         program_runs: Family::default(),
     };
     let r = &mut registry;
@@ -237,9 +238,9 @@ pub fn new_shared() -> Arc<Shared> {
         m.attribution_failures.clone(),
     );
     r.register(
-        "netdrop_program_run_time_ns",
+        "netdrop_program_run_time_seconds",
         "Kernel time spent in netdrop's programs (kernel.bpf_stats_enabled=1)",
-        m.program_run_ns.clone(),
+        m.program_run_seconds.clone(),
     );
     r.register(
         "netdrop_program_runs",

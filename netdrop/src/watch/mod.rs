@@ -542,9 +542,9 @@ impl Watcher {
                 .insert(name.clone(), (ns, runs))
                 .unwrap_or_default();
             let labels = ProgramLabels { program: name };
-            m.program_run_ns
+            m.program_run_seconds
                 .get_or_create(&labels)
-                .inc_by(ns.saturating_sub(ns0));
+                .inc_by(ns.saturating_sub(ns0) as f64 / 1e9);
             m.program_runs
                 .get_or_create(&labels)
                 .inc_by(runs.saturating_sub(runs0));
