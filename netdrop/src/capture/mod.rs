@@ -285,61 +285,86 @@ impl Datapath {
 
     /// Every drop site counted so far, summed over CPUs.
     pub fn drops(&self) -> Result<Vec<(DropKey, DropCounters)>, CaptureError> {
-        let map = self.ebpf.map("DROPS").ok_or(CaptureError::Map {
-            map: "DROPS",
-            source: aya::maps::MapError::InvalidName {
-                name: "DROPS".into(),
-            },
-        })?;
-        let map: PerCpuHashMap<&MapData, DropKey, DropCounters> = PerCpuHashMap::try_from(map)
-            .map_err(|source| CaptureError::Map {
-                map: "DROPS",
-                source,
-            })?;
-        // Sites in the per-CPU cache first, then those counted in the map;
-        // the kernel counts each drop in exactly one of them.
-        let mut sums: std::collections::HashMap<DropKey, DropCounters> =
-            std::collections::HashMap::new();
-        let mut add = |key: DropKey, c: &DropCounters| {
-            let s = sums.entry(key).or_default();
-            s.packets += c.packets;
-            s.bytes += c.bytes;
-        };
-        let cache = self.ebpf.map("DROP_SITE_CACHE").ok_or(CaptureError::Map {
-            map: "DROP_SITE_CACHE",
-            source: aya::maps::MapError::InvalidName {
-                name: "DROP_SITE_CACHE".into(),
-            },
-        })?;
-        let cache: PerCpuArray<&MapData, SiteCache> =
-            PerCpuArray::try_from(cache).map_err(|source| CaptureError::Map {
-                map: "DROP_SITE_CACHE",
-                source,
-            })?;
-        let per_cpu = cache.get(&0, 0).map_err(|source| CaptureError::Map {
-            map: "DROP_SITE_CACHE",
-            source,
-        })?;
-        for c in per_cpu.iter() {
-            for slot in c.slots.iter().filter(|s| s.counters.packets > 0) {
-                add(slot.key, &slot.counters);
-            }
-        }
-        for entry in map.iter() {
-            // A key deleted while iterating is skipped, not fatal.
-            let (key, per_cpu) = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    log::debug!("skipping a DROPS entry: {e}");
-                    continue;
-                }
-            };
-            for c in per_cpu.iter() {
-                add(key, c);
-            }
-        }
-        Ok(sums.into_iter().collect())
+        Ok(
+            cached_counts::<SiteCache>(&self.ebpf, "DROP_SITE_CACHE", "DROPS")?
+                .into_iter()
+                .collect(),
+        )
     }
+}
+
+/// A per-CPU slot cache in front of a per-CPU hash map (`SiteCache`,
+/// `PeerCache`): the kernel counts each event in exactly one of the two.
+pub(crate) trait SlotCache: aya::Pod {
+    type Key: aya::Pod + Eq + std::hash::Hash;
+    /// The slots that hold a key.
+    fn filled(&self) -> impl Iterator<Item = (Self::Key, DropCounters)>;
+}
+
+impl SlotCache for SiteCache {
+    type Key = DropKey;
+    fn filled(&self) -> impl Iterator<Item = (DropKey, DropCounters)> {
+        self.slots
+            .iter()
+            .filter(|s| s.counters.packets > 0)
+            .map(|s| (s.key, s.counters))
+    }
+}
+
+impl SlotCache for netdrop_common::PeerCache {
+    type Key = netdrop_common::PeerKey;
+    fn filled(&self) -> impl Iterator<Item = (Self::Key, DropCounters)> {
+        self.slots
+            .iter()
+            .filter(|s| s.counters.packets > 0)
+            .map(|s| (s.key, s.counters))
+    }
+}
+
+/// Counts per key over every CPU, from a slot cache and its hash map.
+pub(crate) fn cached_counts<C: SlotCache>(
+    ebpf: &Ebpf,
+    cache: &'static str,
+    hash: &'static str,
+) -> Result<std::collections::HashMap<C::Key, DropCounters>, CaptureError> {
+    let find = |name: &'static str| {
+        ebpf.map(name).ok_or(CaptureError::Map {
+            map: name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    };
+    let mut sums: std::collections::HashMap<C::Key, DropCounters> =
+        std::collections::HashMap::new();
+    let mut add = |key: C::Key, c: &DropCounters| {
+        let s = sums.entry(key).or_default();
+        s.packets += c.packets;
+        s.bytes += c.bytes;
+    };
+    let slots: PerCpuArray<&MapData, C> = PerCpuArray::try_from(find(cache)?)
+        .map_err(|source| CaptureError::Map { map: cache, source })?;
+    let per_cpu = slots
+        .get(&0, 0)
+        .map_err(|source| CaptureError::Map { map: cache, source })?;
+    for c in per_cpu.iter() {
+        for (key, counters) in c.filled() {
+            add(key, &counters);
+        }
+    }
+    let map: PerCpuHashMap<&MapData, C::Key, DropCounters> =
+        PerCpuHashMap::try_from(find(hash)?)
+            .map_err(|source| CaptureError::Map { map: hash, source })?;
+    for entry in map.iter() {
+        // A key deleted while iterating is skipped, not fatal.
+        match entry {
+            Ok((key, per_cpu)) => {
+                for c in per_cpu.iter() {
+                    add(key, c);
+                }
+            }
+            Err(e) => log::debug!("skipping an entry of {hash}: {e}"),
+        }
+    }
+    Ok(sums)
 }
 
 fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {

@@ -7,12 +7,12 @@ use std::process::Command;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TcAttachType},
 };
 use ipnet::{IpNet, Ipv4Net};
 use netdrop_common::{
-    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, PeerKey, direction, role,
+    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, direction, role,
 };
 
 use super::CaptureError;
@@ -324,47 +324,8 @@ impl NodeObservers {
 
     /// VXLAN packets per peer node and direction.
     pub fn peers(&self) -> Result<Vec<(std::net::Ipv4Addr, u32, DropCounters)>, CaptureError> {
-        let map = self
-            .ebpf
-            .map("VXLAN_PEERS")
-            .ok_or_else(|| CaptureError::Observer("no VXLAN_PEERS".into()))?;
-        let m: PerCpuHashMap<&MapData, PeerKey, DropCounters> = PerCpuHashMap::try_from(map)
-            .map_err(|source| CaptureError::Map {
-                map: "VXLAN_PEERS",
-                source,
-            })?;
-        // Peers in the per-CPU cache, then those counted in the map; the
-        // kernel counts each packet in exactly one of them.
-        let mut sums: std::collections::HashMap<PeerKey, DropCounters> =
-            std::collections::HashMap::new();
-        let mut add = |k: PeerKey, c: &DropCounters| {
-            let s = sums.entry(k).or_default();
-            s.packets += c.packets;
-            s.bytes += c.bytes;
-        };
-        let cache = self
-            .ebpf
-            .map("VXLAN_PEER_CACHE")
-            .ok_or_else(|| CaptureError::Observer("no VXLAN_PEER_CACHE".into()))?;
-        let cache: PerCpuArray<&MapData, PeerCache> =
-            PerCpuArray::try_from(cache).map_err(|source| CaptureError::Map {
-                map: "VXLAN_PEER_CACHE",
-                source,
-            })?;
-        let per_cpu = cache.get(&0, 0).map_err(|source| CaptureError::Map {
-            map: "VXLAN_PEER_CACHE",
-            source,
-        })?;
-        for c in per_cpu.iter() {
-            for slot in c.slots.iter().filter(|s| s.counters.packets > 0) {
-                add(slot.key, &slot.counters);
-            }
-        }
-        for (k, per_cpu) in m.iter().filter_map(Result::ok) {
-            for c in per_cpu.iter() {
-                add(k, c);
-            }
-        }
+        let sums =
+            super::cached_counts::<PeerCache>(&self.ebpf, "VXLAN_PEER_CACHE", "VXLAN_PEERS")?;
         Ok(sums
             .into_iter()
             .map(|(k, sum)| {

@@ -113,6 +113,41 @@ fn bpftrace(script: &str) -> Child {
 
 struct Report(String);
 
+/// Table rows: packets per second per configuration and the share kept.
+fn rate_rows(
+    r: &mut Report,
+    configs: &[&str],
+    pps: &HashMap<&str, Vec<f64>>,
+    base: f64,
+) -> anyhow::Result<()> {
+    for cfg in configs {
+        let m = median(&mut pps[cfg].clone());
+        writeln!(
+            r.0,
+            "| {cfg} | {m:.0} | {} | {:.1} % |",
+            spread(&pps[cfg]),
+            100.0 * m / base
+        )?;
+    }
+    Ok(())
+}
+
+/// Table rows: nanoseconds per run of each program.
+fn cost_rows(r: &mut Report, cost: &HashMap<&str, Vec<f64>>) -> anyhow::Result<()> {
+    let mut names: Vec<&&str> = cost.keys().collect();
+    names.sort();
+    for name in names {
+        let v = &cost[*name];
+        writeln!(
+            r.0,
+            "| {name} | {:.0} | {} |",
+            median(&mut v.clone()),
+            spread(v)
+        )?;
+    }
+    Ok(())
+}
+
 fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
     let mut lab = Lab::new("bf");
     let pod = lab.netns("pod")?;
@@ -207,24 +242,12 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         FLOOD.as_secs(),
         rounds()
     )?;
-    for cfg in configs {
-        let mut v = pps[cfg].clone();
-        let m = median(&mut v);
-        writeln!(
-            r.0,
-            "| {cfg} | {m:.0} | {} | {:.1} % |",
-            spread(&pps[cfg]),
-            100.0 * m / base
-        )?;
-    }
+    rate_rows(r, &configs, &pps, base)?;
     writeln!(
         r.0,
         "\n## 2. Kernel cost per event (kernel.bpf_stats_enabled=1, same floods)\n\n| program | ns/event (median) | spread |\n|---|---|---|"
     )?;
-    for (name, v) in &cost {
-        let mut v = v.clone();
-        writeln!(r.0, "| {name} | {:.0} | {} |", median(&mut v), spread(&v))?;
-    }
+    cost_rows(r, &cost)?;
     Ok(())
 }
 
@@ -282,24 +305,12 @@ fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
         r.0,
         "\n## 3. Forwarding flood pod → pod across VXLAN\n\nUDP from pod1 (node1) to pod2 (node2) through flannel.1/VXLAN, counted by a DROP rule inside pod2.\n\n| attached | pps (median) | spread | kept |\n|---|---|---|---|"
     )?;
-    for cfg in configs {
-        let mut v = pps[cfg].clone();
-        let m = median(&mut v);
-        writeln!(
-            r.0,
-            "| {cfg} | {m:.0} | {} | {:.1} % |",
-            spread(&pps[cfg]),
-            100.0 * m / base
-        )?;
-    }
+    rate_rows(r, &configs, &pps, base)?;
     writeln!(
         r.0,
         "\n| observer program | ns/packet (median) | spread |\n|---|---|---|"
     )?;
-    for (name, v) in &cost {
-        let mut v = v.clone();
-        writeln!(r.0, "| {name} | {:.0} | {} |", median(&mut v), spread(&v))?;
-    }
+    cost_rows(r, &cost)?;
     Ok(())
 }
 
