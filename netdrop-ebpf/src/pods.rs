@@ -23,7 +23,7 @@ pub fn is_pod_v4(cidrs: &PodCidrs, addr: u32) -> bool {
 }
 
 #[inline(always)]
-fn is_pod_v6(cidrs: &PodCidrs, a0: u64, a1: u64) -> bool {
+pub fn is_pod_v6(cidrs: &PodCidrs, a0: u64, a1: u64) -> bool {
     let n = global(&cidrs.n_v6) as usize;
     for i in 0..MAX_POD_CIDRS {
         if i >= n {
@@ -38,7 +38,7 @@ fn is_pod_v6(cidrs: &PodCidrs, a0: u64, a1: u64) -> bool {
 }
 
 #[inline(always)]
-fn halves(a: &[u8; 16]) -> (u64, u64) {
+pub fn halves(a: &[u8; 16]) -> (u64, u64) {
     let mut h = [0u8; 8];
     let mut l = [0u8; 8];
     h.copy_from_slice(&a[..8]);

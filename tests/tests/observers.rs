@@ -54,7 +54,10 @@ fn observers_on(as_role: u32, ifindex: u32) -> NodeObservers {
         _ => ifaces.underlay = lo,
     }
     let opts = ObserverOptions {
-        pod_cidrs: vec!["10.224.0.0/16".parse().unwrap()],
+        pod_cidrs: vec![
+            "10.224.0.0/16".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ],
         vxlan_port: 8472,
         sample_rate: 1000,
         ..Default::default()
@@ -124,7 +127,10 @@ fn crafted_frames_through_prog_test_run() {
     let c = obs.counters().unwrap();
     let eg = c[role::UNDERLAY as usize][direction::EGRESS as usize];
     let ing = c[role::UNDERLAY as usize][direction::INGRESS as usize];
-    assert_eq!(eg.pod_packets, 2, "two pod-sourced IPv4 frames: {eg:?}");
+    assert_eq!(
+        eg.pod_packets, 3,
+        "two pod-sourced IPv4 frames and one IPv6: {eg:?}"
+    );
     assert_eq!(
         eg.unnat_packets, 1,
         "only the one to the world is un-NATed egress: {eg:?}"

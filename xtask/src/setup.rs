@@ -17,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "bpftrace",
     "bpftool",
+    "time",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The dashboard is checked against a JSON schema made from Grafana's own

@@ -4,7 +4,10 @@
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use netdrop_common::{DropCounters, EgressSample, FlowHdr, PeerKey, direction, role};
-use netdrop_ebpf::{global, pods::is_pod_v4};
+use netdrop_ebpf::{
+    global,
+    pods::{halves, is_pod_v4, is_pod_v6},
+};
 
 use super::{
     EGRESS_SAMPLES, OBS_CONFIG, OBS_COUNTERS, OBS_STATS, VXLAN_PEER_CACHE, VXLAN_PEERS, take_token,
@@ -12,6 +15,8 @@ use super::{
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_HLEN: usize = 40;
 const IPPROTO_UDP: u8 = 17;
 
 #[classifier]
@@ -56,7 +61,11 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     // SAFETY: bounds checked above.
     let p = data as *const u8;
     let at = |i: usize| unsafe { *p.add(i) };
-    if u16::from_be_bytes([at(12), at(13)]) != ETH_P_IP {
+    let ethertype = u16::from_be_bytes([at(12), at(13)]);
+    if ethertype == ETH_P_IPV6 {
+        return observe_v6(ctx, role, dir);
+    }
+    if ethertype != ETH_P_IP {
         return Err(());
     }
     let l3 = ETH_HLEN;
@@ -143,6 +152,32 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
             bump(1);
         }
     }
+    Ok(())
+}
+
+/// IPv6: pod packets per device and direction. (flannel's VXLAN and the
+/// un-NATed egress check are IPv4 here: IPv6 pods usually route unNATed.)
+#[inline(always)]
+fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
+    let data = ctx.data();
+    if data + ETH_HLEN + IPV6_HLEN > ctx.data_end() {
+        return Err(());
+    }
+    let p = data as *const u8;
+    // SAFETY: bounds checked above; addresses at 8..24 and 24..40 of the
+    // IPv6 header.
+    let addr = |off: usize| -> [u8; 16] { unsafe { *(p.add(ETH_HLEN + off) as *const [u8; 16]) } };
+    let cidrs = &OBS_CONFIG.pod_cidrs;
+    let (s0, s1) = halves(&addr(8));
+    let (d0, d1) = halves(&addr(24));
+    if !is_pod_v6(cidrs, s0, s1) && !is_pod_v6(cidrs, d0, d1) {
+        return Ok(());
+    }
+    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let c = unsafe { &mut *c };
+    c.pod_packets += 1;
+    c.pod_bytes += u64::from(ctx.len());
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 
 use std::{path::Path, process::Command};
 
-use super::{parse::parse_ruleset, rules::Ruleset};
+use super::{
+    parse::{parse_reader, parse_ruleset},
+    rules::Ruleset,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -58,11 +61,11 @@ impl NodeRules {
 }
 
 pub fn read_file(path: &Path) -> Result<Ruleset, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReadError::File {
+    let file = std::fs::File::open(path).map_err(|source| ReadError::File {
         path: path.display().to_string(),
         source,
     })?;
-    parse_ruleset(&text).map_err(|source| ReadError::Parse {
+    parse_reader(std::io::BufReader::new(file)).map_err(|source| ReadError::Parse {
         cmd: path.display().to_string(),
         source,
     })
