@@ -26,6 +26,10 @@ pub mod flags {
     pub const VXLAN: u8 = 4;
     pub const INNER_SRC_POD: u8 = 8;
     pub const INNER_DST_POD: u8 = 16;
+    /// Bridged by a Linux bridge and seen by iptables through br_netfilter
+    /// (`bridge-nf-call-iptables`): in and out device are the bridge, the
+    /// sample carries the bridge ports.
+    pub const BRIDGED: u8 = 32;
 }
 
 /// Where a drop was counted: the small key of the in-kernel aggregation.
@@ -86,6 +90,10 @@ pub struct DropSample {
     pub inner: FlowHdr,
     /// VXLAN network identifier, when `inner` is set.
     pub vni: u32,
+    /// Bridge ports the packet came in on and was going out of (ifindex),
+    /// when the key is [`flags::BRIDGED`].
+    pub phys_in: u32,
+    pub phys_out: u32,
     pub _pad: u32,
 }
 
@@ -219,6 +227,18 @@ pub struct KernelLayout {
     pub dst_dev: u32,
     /// `dst_entry.input`
     pub dst_input: u32,
+    /// `sk_buff.active_extensions` (u8 bit set of `enum skb_ext_id`)
+    pub skb_active_extensions: u32,
+    /// `sk_buff.extensions`
+    pub skb_extensions: u32,
+    /// `skb_ext.offset` (u8 per extension: where it sits, in 8-byte chunks)
+    pub skb_ext_offset: u32,
+    /// `SKB_EXT_BRIDGE_NF`; [`NO_BRIDGE_NF`] when the kernel has no br_netfilter.
+    pub skb_ext_bridge_nf: u32,
+    /// `nf_bridge_info.physinif`
+    pub nf_bridge_physinif: u32,
+    /// `nf_bridge_info.physoutdev`
+    pub nf_bridge_physoutdev: u32,
     pub _pad: u32,
     /// Address of `ip_local_deliver` (dst->input of locally delivered IPv4).
     pub ip_local_deliver: u64,
@@ -228,6 +248,25 @@ pub struct KernelLayout {
     pub ip6_input: u64,
     /// Address of `ip6_forward` (dst->input of forwarded IPv6).
     pub ip6_forward: u64,
+    /// br_netfilter's functions that run iptables' FORWARD and POSTROUTING
+    /// for bridged packets: a return address inside one names the hook.
+    pub bridge_hooks: [CodeRange; BRIDGE_HOOK_RANGES],
+}
+
+/// `skb_ext_bridge_nf` of a kernel without br_netfilter: no `active_extensions` bit.
+pub const NO_BRIDGE_NF: u32 = 8;
+
+/// Room for br_netfilter hook functions (and their compiler-split parts).
+pub const BRIDGE_HOOK_RANGES: usize = 4;
+
+/// Kernel code `[lo, hi)` that runs netfilter `hook`; `lo == hi` when unused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeRange {
+    pub lo: u64,
+    pub hi: u64,
+    pub hook: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Field offsets of the `skb:kfree_skb` tracepoint record (tracefs format
@@ -386,13 +425,17 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<DropKey>(), 8 + 4 * 4 + 4 + 4);
         assert_eq!(size_of::<FlowHdr>(), 16 * 2 + 2 * 2 + 4);
-        assert_eq!(size_of::<DropSample>(), 32 + 8 + 8 + 40 * 2 + 8);
+        assert_eq!(size_of::<DropSample>(), 32 + 8 + 8 + 40 * 2 + 16);
         assert_eq!(
             size_of::<PodCidrs>(),
             MAX_POD_CIDRS * 8 + MAX_POD_CIDRS * 32 + 8
         );
         assert_eq!(size_of::<DropCounters>(), 16);
-        assert_eq!(size_of::<KernelLayout>(), 13 * 4 + 4 + 4 * 8);
+        assert_eq!(size_of::<CodeRange>(), 24);
+        assert_eq!(
+            size_of::<KernelLayout>(),
+            19 * 4 + 4 + 4 * 8 + BRIDGE_HOOK_RANGES * 24
+        );
         assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);
         assert_eq!(

@@ -263,3 +263,113 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
     );
     assert_eq!(rec["vni"], 1);
 }
+
+/// Two pods on one node's `cni0` with br_netfilter on (what kube-proxy asks
+/// of every node): iptables sees their bridged packets in FORWARD and
+/// POSTROUTING, where the routing state looks alike; netdrop names the hook,
+/// the bridge and its ports, and the rule (a `-m physdev` one included).
+#[test]
+fn bridged_drops_name_hook_bridge_and_ports() {
+    require_root();
+    let mut lab = Lab::new("br");
+    let node = lab.netns("n").unwrap();
+    let pod_a = lab.netns("a").unwrap();
+    let pod_b = lab.netns("b").unwrap();
+    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])
+        .unwrap();
+    lab.ip(&node, &["addr", "add", "10.224.9.1/24", "dev", "cni0"])
+        .unwrap();
+    lab.ip(&node, &["link", "set", "cni0", "up"]).unwrap();
+    for (pod, port, addr) in [
+        (&pod_a, "veth-a", "10.224.9.2/24"),
+        (&pod_b, "veth-b", "10.224.9.3/24"),
+    ] {
+        lab.veth((pod, "eth0", Some(addr)), (&node, port, None))
+            .unwrap();
+        lab.ip(&node, &["link", "set", port, "master", "cni0", "up"])
+            .unwrap();
+        lab.ip(pod, &["route", "add", "default", "via", "10.224.9.1"])
+            .unwrap();
+    }
+    lab.sysctl(&node, "net.bridge.bridge-nf-call-iptables", "1")
+        .unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    // Port 7001: FORWARD, by a physdev rule; 7002: mangle POSTROUTING;
+    // 53 on a ClusterIP: DNATed to pod b's 7003, then dropped in FORWARD
+    // (the Service-to-a-pod-on-the-same-node path).
+    for rule in [
+        "-A FORWARD -m physdev --physdev-in veth-a --physdev-is-bridged -p udp --dport 7001 -j DROP",
+        "-t mangle -A POSTROUTING -p udp --dport 7002 -j DROP",
+        "-t nat -A PREROUTING -d 10.96.0.10/32 -p udp --dport 53 -j DNAT --to-destination 10.224.9.3:7003",
+        "-A FORWARD -d 10.224.9.3/32 -p udp --dport 7003 -j DROP",
+    ] {
+        let args: Vec<&str> = rule.split(' ').collect();
+        lab.iptables(&node, &args).unwrap();
+    }
+    // One watch per case: 7001 and 7003 share a drop site (same hook,
+    // devices and protocol), and a site's record carries one sample's ports.
+    // Both probes: the stack is read in either.
+    let cases = [
+        (
+            "10.224.9.3:7001",
+            3,
+            "FORWARD",
+            "filter",
+            "--physdev-in veth-a",
+        ),
+        (
+            "10.224.9.3:7002",
+            4,
+            "POSTROUTING",
+            "mangle",
+            "--dport 7002",
+        ),
+        ("10.96.0.10:53", 5, "FORWARD", "filter", "--dport 7003"),
+    ];
+    for ((dst, count, hook, table, rule), probe) in cases
+        .into_iter()
+        .flat_map(|c| ["tp-btf", "tracepoint"].map(|p| (c, p)))
+    {
+        let mut w = Watch::start(&[
+            "--netns",
+            &node,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--drop-probe",
+            probe,
+        ])
+        .unwrap();
+        traffic::send_udp(&pod_a, dst.parse().unwrap(), count, 32).unwrap();
+        let nf = |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP";
+        w.wait_for(Duration::from_secs(10), |w| {
+            total_packets(&w.records(), nf) >= count
+        })
+        .unwrap_or_else(|e| panic!("{dst} ({probe}): {e}"));
+        let recs = w.stop().unwrap();
+        assert_eq!(
+            total_packets(&recs, nf),
+            count,
+            "{dst} ({probe}): {recs:#?}"
+        );
+        let rec = recs.iter().rev().find(|r| nf(r)).unwrap();
+        assert_eq!(field(rec, "hook"), hook, "{rec}");
+        assert_eq!(rec["bridged"], true, "{rec}");
+        assert_eq!(
+            (field(rec, "in_iface"), field(rec, "out_iface")),
+            ("cni0", "cni0"),
+            "{rec}"
+        );
+        assert_eq!(
+            (field(rec, "physdev_in"), field(rec, "physdev_out")),
+            ("veth-a", "veth-b"),
+            "{rec}"
+        );
+        assert_eq!(field(rec, "table"), table, "{rec}");
+        assert!(field(rec, "rule").contains(rule), "{rec}");
+        assert_eq!(field(rec, "src"), "10.224.9.2", "{rec}");
+        assert!(
+            field(rec, "explanation").contains("bridged by cni0 from port veth-a to veth-b"),
+            "{rec}"
+        );
+    }
+}

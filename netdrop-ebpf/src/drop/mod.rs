@@ -3,8 +3,11 @@
 //! Two probes feed the same code: `tp_btf` (fast, preferred) and the plain
 //! `skb:kfree_skb` tracepoint (fallback).
 
+pub mod bridge;
 pub mod tp_btf;
 pub mod tracepoint;
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -70,7 +73,12 @@ fn bump(stat: u32) {
 /// `tp_btf`, probe reads in the tracepoint); everything behind untyped
 /// addresses is read with `bpf_probe_read_kernel`.
 #[inline(always)]
-pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
+pub fn count_drop<R: KernelRead>(
+    ctx: *mut c_void,
+    skb: *const u8,
+    location: u64,
+    reason: u32,
+) -> Result<(), i64> {
     if skb.is_null() {
         return Ok(());
     }
@@ -78,11 +86,22 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
     let dst = refdst & SKB_DST_PTRMASK;
     let (dst_dev, dst_input) = if dst != 0 { read_dst(dst) } else { (0, 0) };
-    let hook = if reason == global(&DROP_CONFIG.reason_netfilter_drop) {
-        classify_hook(dev, dst, dst_dev, dst_input)
-    } else {
-        hook::UNKNOWN
-    };
+    let mut hook = hook::UNKNOWN;
+    // Bridge ports (in, out) of a bridged packet.
+    let mut ports = None;
+    if reason == global(&DROP_CONFIG.reason_netfilter_drop) {
+        hook = classify_hook(dev, dst, dst_dev, dst_input);
+        // Leaving by a device other than its route's: maybe a bridge port.
+        if dev != 0
+            && dst_dev != 0
+            && dev != dst_dev
+            && hook != hook::INPUT
+            && let Some(phys_in) = bridge::bridged_in::<R>(skb, dev)
+        {
+            hook = bridge::hook_from_stack(ctx);
+            ports = Some((phys_in, ifindex_of::<R>(dev)));
+        }
+    }
 
     let scratch = DROP_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
@@ -95,7 +114,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
     let nh: u16 =
         unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
-    let mut fl = 0u8;
+    let mut fl = if ports.is_some() { flags::BRIDGED } else { 0 };
     if head != 0 && nh != HEADER_UNSET {
         let l3 = head + u64::from(nh);
         if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut sample.outer) {
@@ -120,7 +139,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
             }
         }
     }
-    if fl == 0 && global(&DROP_CONFIG.keep_all) == 0 {
+    if fl & !flags::BRIDGED == 0 && global(&DROP_CONFIG.keep_all) == 0 {
         bump(drop_stat::FILTERED);
         return Ok(());
     }
@@ -138,6 +157,11 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
         0
     };
     let (in_ifindex, out_ifindex) = match hook {
+        // iptables sees the bridge itself as `-i` and `-o`.
+        _ if ports.is_some() => {
+            let bridge = ifindex_of::<Probe>(dst_dev);
+            (bridge, bridge)
+        }
         hook::PREROUTING | hook::INPUT => (ifindex_of::<R>(dev), 0),
         hook::FORWARD => (ifindex_of::<R>(dev), ifindex_of::<Probe>(dst_dev)),
         hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<Probe>(dst_dev)),
@@ -170,6 +194,7 @@ pub fn count_drop<R: KernelRead>(skb: *const u8, location: u64, reason: u32) -> 
         sample.ts_ns = unsafe { bpf_ktime_get_ns() };
         sample.len = len;
         sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
+        (sample.phys_in, sample.phys_out) = ports.unwrap_or((0, 0));
         if DROP_SAMPLES.output::<DropSample>(sample, 0).is_err() {
             bump(drop_stat::LOST);
         }

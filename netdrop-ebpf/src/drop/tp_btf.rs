@@ -1,7 +1,7 @@
 //! `tp_btf/kfree_skb`: the preferred drop probe. Its skb argument is
 //! BTF-typed, so its fields are read with plain loads.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{EbpfContext, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use netdrop_ebpf::read::Direct;
 
@@ -18,5 +18,5 @@ fn try_kfree_skb_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    super::count_drop::<Direct>(skb, location, reason)
+    super::count_drop::<Direct>(ctx.as_ptr(), skb, location, reason)
 }

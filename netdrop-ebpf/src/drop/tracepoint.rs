@@ -2,7 +2,7 @@
 //! `tp_btf` does not attach. Record offsets come from the tracefs format file
 //! (they moved between kernels); skb fields are read with probe reads.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use netdrop_common::TracepointLayout;
 
 use netdrop_ebpf::global;
@@ -23,5 +23,5 @@ fn try_kfree_skb_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let skb: u64 = unsafe { ctx.read_at(global(&TP_LAYOUT.skbaddr) as usize) }?;
     let location: u64 = unsafe { ctx.read_at(global(&TP_LAYOUT.location) as usize) }?;
     let reason: u32 = unsafe { ctx.read_at(global(&TP_LAYOUT.reason) as usize) }?;
-    super::count_drop::<Probe>(skb as *const u8, location, reason)
+    super::count_drop::<Probe>(ctx.as_ptr(), skb as *const u8, location, reason)
 }

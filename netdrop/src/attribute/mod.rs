@@ -14,4 +14,4 @@ pub mod simulate;
 pub use owner::{Owner, OwnerContext};
 pub use parse::{ParseError, parse_ruleset};
 pub use rules::Ruleset;
-pub use simulate::{Outcome, Packet, Verdict, simulate};
+pub use simulate::{BridgePorts, Outcome, Packet, Verdict, simulate};

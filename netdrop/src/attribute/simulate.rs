@@ -30,6 +30,16 @@ pub struct Packet {
     /// Addresses of the node (for `addrtype LOCAL`); `None` = unknown.
     pub local_addrs: Option<Vec<IpAddr>>,
     pub icmp_type: Option<String>,
+    /// Bridged (iptables runs through br_netfilter); `None` = routed.
+    pub bridged: Option<BridgePorts>,
+}
+
+/// The bridge ports a bridged packet came in on and leaves by (`None` =
+/// name unknown), as `-m physdev` sees them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BridgePorts {
+    pub physdev_in: Option<String>,
+    pub physdev_out: Option<String>,
 }
 
 impl Packet {
@@ -47,6 +57,7 @@ impl Packet {
             ct: CtState::New,
             local_addrs: None,
             icmp_type: None,
+            bridged: None,
         }
     }
 }
@@ -572,22 +583,49 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
             },
             false,
         ),
-        // The packet model is routed, not bridged.
         Match::Physdev {
             is_in,
             is_out,
             is_bridged,
             physdev_in,
             physdev_out,
-        } => {
-            let any_true = [is_in, is_out, is_bridged]
-                .iter()
-                .any(|c| **c == Some(true));
-            let named = [physdev_in, physdev_out]
-                .iter()
-                .any(|p| matches!(p, Some((false, _))));
-            if any_true || named { Tri::No } else { Tri::Yes }
-        }
+        } => match &pkt.bridged {
+            // Routed: only negated conditions hold (xt_physdev without
+            // bridge info).
+            None => {
+                let any_true = [is_in, is_out, is_bridged]
+                    .iter()
+                    .any(|c| **c == Some(true));
+                let named = [physdev_in, physdev_out]
+                    .iter()
+                    .any(|p| matches!(p, Some((false, _))));
+                if any_true || named { Tri::No } else { Tri::Yes }
+            }
+            // Bridged drops are told in FORWARD and POSTROUTING: both ports exist.
+            Some(ports) => {
+                let mut res = Tri::Yes;
+                for want in [is_in, is_out, is_bridged].into_iter().flatten() {
+                    if !*want {
+                        return Tri::No;
+                    }
+                }
+                for (cond, have) in [
+                    (physdev_in, &ports.physdev_in),
+                    (physdev_out, &ports.physdev_out),
+                ] {
+                    let Some((neg, pat)) = cond else { continue };
+                    match have {
+                        Some(name) => {
+                            if let Tri::No = tri(pat.matches(name), *neg) {
+                                return Tri::No;
+                            }
+                        }
+                        None => res = Tri::Maybe(format!("bridge port {}", pat.0), false),
+                    }
+                }
+                res
+            }
+        },
         Match::Set { neg, name, .. } => Tri::Maybe(
             format!("{}in ipset {name}", if *neg { "not " } else { "" }),
             true,
@@ -689,6 +727,37 @@ mod tests {
         dnats.sort();
         assert_eq!(dnats, ["10.224.1.14:8080", "10.224.2.16:8080"]);
         assert!(out.iter().all(|o| o.verdict == Verdict::Accept));
+    }
+
+    #[test]
+    fn physdev_matches_bridge_ports_of_bridged_packets_only() {
+        let rs = parse_ruleset(concat!(
+            "*filter\n:FORWARD ACCEPT [0:0]\n",
+            "-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT\n",
+            "-A FORWARD -m physdev --physdev-in veth+ --physdev-out veth-b -j DROP\n",
+            "COMMIT\n"
+        ))
+        .unwrap();
+        let mut p = pkt(Hook::Forward, "10.224.9.2", "10.224.9.3");
+        p.in_iface = Some("cni0".into());
+        p.out_iface = Some("cni0".into());
+        // Routed: no bridge ports, `! --physdev-is-bridged` holds.
+        assert_eq!(simulate(&rs, &p)[0].decider().unwrap().rule_no, Some(1));
+        p.bridged = Some(BridgePorts {
+            physdev_in: Some("veth-a".into()),
+            physdev_out: Some("veth-b".into()),
+        });
+        let out = simulate(&rs, &p);
+        assert_eq!(out[0].verdict, Verdict::Drop);
+        assert_eq!(out[0].decider().unwrap().rule_no, Some(2));
+        // Another out port: neither rule.
+        p.bridged.as_mut().unwrap().physdev_out = Some("veth-c".into());
+        assert_eq!(simulate(&rs, &p)[0].verdict, Verdict::Accept);
+        assert!(simulate(&rs, &p)[0].decider().is_none_or(|d| d.is_policy()));
+        // Unknown port name: both outcomes, each with its assumption.
+        p.bridged.as_mut().unwrap().physdev_out = None;
+        let out = simulate(&rs, &p);
+        assert_eq!(out.len(), 2, "{out:#?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use btf_rs::{Btf, BtfType, Type};
-use netdrop_common::KernelLayout;
+use netdrop_common::{KernelLayout, NO_BRIDGE_NF};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -126,6 +126,29 @@ impl KernelBtf {
             net_ns_inum: ns_inum,
             dst_dev: self.member_offset("dst_entry", "dev")?,
             dst_input: self.member_offset("dst_entry", "input")?,
+            ..self.bridge_nf_layout().unwrap_or(KernelLayout {
+                skb_ext_bridge_nf: NO_BRIDGE_NF,
+                ..KernelLayout::default()
+            })
+        })
+    }
+
+    /// Where br_netfilter keeps a bridged packet's ports; `None` on kernels
+    /// built without it (then bridged drops are not told apart).
+    fn bridge_nf_layout(&self) -> Option<KernelLayout> {
+        let bit = self
+            .enum_values("skb_ext_id", "SKB_EXT_")
+            .ok()?
+            .into_iter()
+            .find_map(|(v, n)| (n == "BRIDGE_NF").then_some(v))
+            .filter(|v| *v < NO_BRIDGE_NF)?;
+        Some(KernelLayout {
+            skb_active_extensions: self.member_offset("sk_buff", "active_extensions").ok()?,
+            skb_extensions: self.member_offset("sk_buff", "extensions").ok()?,
+            skb_ext_offset: self.member_offset("skb_ext", "offset").ok()?,
+            skb_ext_bridge_nf: bit,
+            nf_bridge_physinif: self.member_offset("nf_bridge_info", "physinif").ok()?,
+            nf_bridge_physoutdev: self.member_offset("nf_bridge_info", "physoutdev").ok()?,
             ..KernelLayout::default()
         })
     }

@@ -63,6 +63,24 @@ impl Kallsyms {
         Some(format!("{name}+0x{:x}", addr - base))
     }
 
+    /// Code ranges `[start, next symbol)` of the functions whose name, less
+    /// any compiler suffix (`.part.0`, `.constprop.0`, `.cold`), is `name`.
+    pub fn function_ranges(&self, name: &str) -> Vec<(u64, u64)> {
+        let base = |n: &str| n.split('.').next().unwrap_or(n).to_owned();
+        self.sorted
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, n))| base(n) == name)
+            .filter_map(|(i, (lo, _))| {
+                let hi = self.sorted[i + 1..]
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| a > lo)?;
+                Some((*lo, hi))
+            })
+            .collect()
+    }
+
     /// The bare function name of a code address.
     pub fn function(&self, addr: u64) -> Option<&str> {
         let i = self.sorted.partition_point(|(a, _)| *a <= addr);
@@ -87,6 +105,24 @@ mod tests {
         );
         assert_eq!(k.function(0xffffffff81000300), Some("ip_forward"));
         assert_eq!(k.addr("some_data"), None);
+    }
+
+    #[test]
+    fn function_ranges_take_compiler_split_parts() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 t br_nf_forward_finish\nffffffff81000100 t __pfx_br_nf_forward_ip.part.0\nffffffff81000110 t br_nf_forward_ip.part.0\nffffffff81000400 t __pfx_br_nf_forward\nffffffff81000410 t br_nf_forward\nffffffff81000500 t ip_forward\n",
+        )
+        .unwrap();
+        assert_eq!(
+            k.function_ranges("br_nf_forward_ip"),
+            vec![(0xffffffff81000110, 0xffffffff81000400)]
+        );
+        assert_eq!(
+            k.function_ranges("br_nf_forward"),
+            vec![(0xffffffff81000410, 0xffffffff81000500)]
+        );
+        // The last symbol has no end: no range rather than a guess.
+        assert_eq!(k.function_ranges("ip_forward"), vec![]);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use netdrop_common::{
-    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, MAX_POD_CIDRS, PodCidrs,
-    SiteCache, drop_stat,
+    BRIDGE_HOOK_RANGES, CodeRange, DropConfig, DropCounters, DropKey, DropSample, KernelLayout,
+    MAX_POD_CIDRS, PodCidrs, SiteCache, drop_stat, hook,
 };
 
 use self::{btf::KernelBtf, kallsyms::Kallsyms};
@@ -155,6 +155,36 @@ pub(crate) fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStats> {
         .collect()
 }
 
+/// br_netfilter's functions that run iptables for bridged packets:
+/// `br_nf_forward_ip` (FORWARD; often split by the compiler into a
+/// `.part.0`), `br_nf_forward` (FORWARD, on kernels where it calls it
+/// inlined) and `br_nf_post_routing` (POSTROUTING). None when br_netfilter
+/// is a module not loaded yet: bridged drops then keep an unknown hook.
+fn bridge_hook_ranges(kallsyms: &Kallsyms) -> [CodeRange; BRIDGE_HOOK_RANGES] {
+    let mut out = [CodeRange::default(); BRIDGE_HOOK_RANGES];
+    let found = [
+        ("br_nf_forward_ip", hook::FORWARD),
+        ("br_nf_forward", hook::FORWARD),
+        ("br_nf_post_routing", hook::POSTROUTING),
+    ]
+    .into_iter()
+    .flat_map(|(name, h)| {
+        kallsyms
+            .function_ranges(name)
+            .into_iter()
+            .map(move |(lo, hi)| CodeRange {
+                lo,
+                hi,
+                hook: h,
+                _pad: [0; 7],
+            })
+    });
+    for (slot, range) in out.iter_mut().zip(found) {
+        *slot = range;
+    }
+    out
+}
+
 /// netdrop's programs, loaded and attached. Dropping it detaches them (all
 /// attachments are fd-based links, so SIGKILL leaves nothing behind either).
 pub struct Datapath {
@@ -174,6 +204,7 @@ impl Datapath {
             // IPv6 may be a module that is not loaded: then no v6 hook.
             ip6_input: kallsyms.addr("ip6_input").unwrap_or(u64::MAX),
             ip6_forward: kallsyms.addr("ip6_forward").unwrap_or(u64::MAX),
+            bridge_hooks: bridge_hook_ranges(&kallsyms),
             ..kbtf.kernel_layout()?
         };
         let drop_reasons = kbtf.enum_values("skb_drop_reason", "SKB_DROP_REASON_")?;

@@ -6,7 +6,7 @@ pub mod netns;
 
 use std::collections::HashMap;
 
-use netdrop_common::{DropKey, hook};
+use netdrop_common::{DropKey, DropSample, hook};
 use serde::Serialize;
 
 use crate::capture::KernelInfo;
@@ -88,6 +88,8 @@ pub struct DropSite {
     pub proto: Option<String>,
     /// The outer packet was VXLAN (UDP to the overlay port).
     pub vxlan: bool,
+    /// Bridged, seen by iptables through br_netfilter (in = out = the bridge).
+    pub bridged: bool,
 }
 
 /// Names drop keys, caching what it learns per namespace.
@@ -156,7 +158,23 @@ impl Decoder {
                 ),
             },
             vxlan: key.flags & netdrop_common::flags::VXLAN != 0,
+            bridged: key.flags & netdrop_common::flags::BRIDGED != 0,
         }
+    }
+
+    /// Bridge ports of a bridged drop's sample, by name.
+    pub fn bridge_ports(
+        &mut self,
+        netns: u32,
+        sample: &DropSample,
+    ) -> (Option<String>, Option<String>) {
+        let Some(node) = self.node(netns).cloned() else {
+            return (None, None);
+        };
+        (
+            self.iface_name(&node, sample.phys_in),
+            self.iface_name(&node, sample.phys_out),
+        )
     }
 
     fn iface_name(&mut self, node: &Netns, ifindex: u32) -> Option<String> {

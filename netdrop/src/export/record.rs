@@ -31,6 +31,11 @@ pub struct Record {
     pub location: Option<String>,
     pub in_iface: Option<String>,
     pub out_iface: Option<String>,
+    /// Bridged through `in_iface` (a bridge) and seen by iptables through
+    /// br_netfilter; `physdev_in`/`physdev_out` are the bridge ports.
+    pub bridged: bool,
+    pub physdev_in: Option<String>,
+    pub physdev_out: Option<String>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     pub proto: Option<String>,
@@ -123,6 +128,13 @@ impl Record {
         }
         if let Some(o) = &self.out_iface {
             s.push_str(&format!(" out {o}"));
+        }
+        if self.bridged {
+            s.push_str(&format!(
+                " (bridged {} -> {})",
+                self.physdev_in.as_deref().unwrap_or("?"),
+                self.physdev_out.as_deref().unwrap_or("?")
+            ));
         }
         if let Some(f) = self.flow_text() {
             s.push_str(&format!(": {f}"));

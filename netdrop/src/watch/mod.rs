@@ -18,7 +18,7 @@ use netdrop_common::{DropCounters, DropKey, DropSample, ObsCounters, direction, 
 use self::node::Node;
 use crate::{
     attribute::{
-        Packet,
+        BridgePorts, Packet,
         attribution::{Evidence, attribute},
         rules::{CtState, Family},
     },
@@ -266,6 +266,7 @@ impl Watcher {
         site: &DropSite,
         flow: &Flow,
         sample: &DropSample,
+        bridged: Option<BridgePorts>,
     ) -> Option<Packet> {
         let hook = site.hook?;
         let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
@@ -279,6 +280,7 @@ impl Watcher {
         p.ct = CtState::New;
         p.icmp_type = flow.icmp_type.map(icmp_name);
         p.local_addrs = Some(self.nodes[ni].local_addrs.clone());
+        p.bridged = bridged;
         Some(p)
     }
 
@@ -286,12 +288,10 @@ impl Watcher {
         &mut self,
         ni: usize,
         key: DropKey,
-        site: &DropSite,
         flow: &Flow,
-        sample: &DropSample,
+        pkt: Packet,
         delta: u64,
     ) -> Attributed {
-        let pkt = self.packet_for(ni, site, flow, sample)?;
         let generation = self.nodes[ni].rules.as_ref().map_or(0, |r| r.generation);
         if let Some(Some((g, f, cached))) = self.sites.get(&key).map(|s| s.attribution.as_ref())
             && *g == generation
@@ -334,10 +334,20 @@ impl Watcher {
         let sample = self.latest.get(&key).copied();
         let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
         let inner = sample.and_then(|s| Flow::from_hdr(&s.inner));
-        let attribution = match (&flow, &sample) {
-            (Some(f), Some(s)) if site.reason == "NETFILTER_DROP" => {
-                self.attribute(ni, key, &site, f, s, delta)
+        let bridged = match &sample {
+            Some(s) if site.bridged => {
+                let (physdev_in, physdev_out) = self.decoder.bridge_ports(key.netns, s);
+                Some(BridgePorts {
+                    physdev_in,
+                    physdev_out,
+                })
             }
+            _ => None,
+        };
+        let attribution = match (&flow, &sample) {
+            (Some(f), Some(s)) if site.reason == "NETFILTER_DROP" => self
+                .packet_for(ni, &site, f, s, bridged.clone())
+                .and_then(|pkt| self.attribute(ni, key, f, pkt, delta)),
             _ => None,
         };
         let node = self.nodes[ni].label.clone();
@@ -349,6 +359,9 @@ impl Watcher {
             location: Some(site.location.clone()),
             in_iface: site.in_iface.clone(),
             out_iface: site.out_iface.clone(),
+            bridged: site.bridged,
+            physdev_in: bridged.as_ref().and_then(|b| b.physdev_in.clone()),
+            physdev_out: bridged.as_ref().and_then(|b| b.physdev_out.clone()),
             proto: site.proto.clone(),
             inner,
             vxlan: site.vxlan,
@@ -374,7 +387,17 @@ impl Watcher {
                 r.owner = Some(e.owner.as_str().to_owned());
                 r.leftover = e.leftover;
                 r.service = e.service.clone();
-                r.explanation = Some(e.explanation.clone());
+                r.explanation = Some(match &bridged {
+                    // Why iptables saw a bridged packet at all.
+                    Some(b) => format!(
+                        "{} The packet was bridged by {} from port {} to {}: iptables sees it only because br_netfilter is on (net.bridge.bridge-nf-call-iptables=1, as kube-proxy requires).",
+                        e.explanation,
+                        site.in_iface.as_deref().unwrap_or("the bridge"),
+                        b.physdev_in.as_deref().unwrap_or("?"),
+                        b.physdev_out.as_deref().unwrap_or("?"),
+                    ),
+                    None => e.explanation.clone(),
+                });
                 r.fix = Some(e.fix.clone());
                 r.assumptions = e.assumptions.clone();
                 r.unmodelled = e.unmodelled;
