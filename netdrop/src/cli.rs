@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::capture::DropProbe;
+use crate::capture::{DropProbe, observe::TcAttach};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +89,10 @@ pub struct WatchArgs {
     /// Do not attach the TC interface observers.
     #[arg(long)]
     pub no_observers: bool,
+    /// How the observers attach: tcx links (kernel ≥ 6.6), netlink clsact
+    /// filters (older kernels), or auto (tcx, else netlink).
+    #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
+    pub tc_attach: TcAttach,
     /// Name of this node in reports and metrics (a DaemonSet passes
     /// spec.nodeName); default: the hostname. Ignored with --netns.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]

@@ -99,6 +99,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bridge_iface: None,
         underlay_iface: None,
         no_observers: false,
+        tc_attach: Default::default(),
         node_name: None,
     });
     let result = watch.await;

@@ -162,3 +162,94 @@ fn crafted_frames_through_prog_test_run() {
     let c = obs.counters().unwrap()[role::BRIDGE as usize][direction::EGRESS as usize];
     assert_eq!((c.pod_packets, c.unnat_packets), (1, 0));
 }
+
+/// `cni0 ingress` pod packets from netdrop's metrics.
+fn bridge_ingress_pod_packets(w: &netdrop_tests::Watch) -> Option<u64> {
+    let metrics = netdrop_tests::prom::try_get(&w.metrics_addr()?, "/metrics")?;
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("netdrop_iface_pod_packets_total{")
+                && l.contains(r#"iface="cni0""#)
+                && l.contains(r#"direction="ingress""#)
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .map(|v| v as u64)
+}
+
+/// TC filters named `name` on `dev` in `ns` (`tc filter show`).
+fn tc_filters(lab: &netdrop_tests::Lab, ns: &str, dev: &str, name: &str) -> usize {
+    ["ingress", "egress"]
+        .iter()
+        .map(|dir| {
+            let out = lab
+                .exec(ns, &["tc", "filter", "show", "dev", dev, dir])
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(name))
+                .count()
+        })
+        .sum()
+}
+
+/// Kernels before 6.6 have no tcx: the observers attach as netlink clsact
+/// filters (forced here). They count like tcx links, are removed on exit,
+/// and a SIGKILL's leftovers are removed by the next start.
+#[test]
+fn netlink_observers_count_and_leave_nothing_behind() {
+    require_root();
+    let mut lab = netdrop_tests::Lab::new("nl");
+    let node = lab.netns("n").unwrap();
+    let pod = lab.netns("p").unwrap();
+    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])
+        .unwrap();
+    lab.ip(&node, &["addr", "add", "10.224.9.1/24", "dev", "cni0"])
+        .unwrap();
+    lab.ip(&node, &["link", "set", "cni0", "up"]).unwrap();
+    lab.veth(
+        (&pod, "eth0", Some("10.224.9.2/24")),
+        (&node, "veth-p", None),
+    )
+    .unwrap();
+    lab.ip(&node, &["link", "set", "veth-p", "master", "cni0", "up"])
+        .unwrap();
+    let args = [
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--tc-attach",
+        "netlink",
+    ];
+    let ours = "netdrop_tc_";
+
+    let mut w = netdrop_tests::Watch::start(&args).unwrap();
+    assert_eq!(tc_filters(&lab, &node, "cni0", ours), 2, "ingress + egress");
+    netdrop_tests::traffic::send_udp(&pod, "10.224.9.1:7000".parse().unwrap(), 5, 32).unwrap();
+    w.wait_for(std::time::Duration::from_secs(10), |w| {
+        bridge_ingress_pod_packets(w) >= Some(5)
+    })
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(bridge_ingress_pod_packets(&w), Some(5));
+    w.stop().unwrap();
+    assert_eq!(tc_filters(&lab, &node, "cni0", ours), 0, "removed on exit");
+
+    let mut w = netdrop_tests::Watch::start(&args).unwrap();
+    w.kill(); // SIGKILL: netlink filters outlive the process...
+    assert_eq!(tc_filters(&lab, &node, "cni0", ours), 2);
+    let w = netdrop_tests::Watch::start(&args).unwrap();
+    // ...and the next start replaces them instead of adding two more.
+    assert_eq!(tc_filters(&lab, &node, "cni0", ours), 2);
+    assert!(
+        w.stderr().contains("left by an earlier netdrop"),
+        "{}",
+        w.stderr()
+    );
+    w.stop().unwrap();
+    assert_eq!(tc_filters(&lab, &node, "cni0", ours), 0);
+}

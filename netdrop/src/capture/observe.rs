@@ -3,12 +3,21 @@
 //! nodes never mix counters. Attached through links inside the node's
 //! namespace; dropping [`NodeObservers`] detaches them.
 
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        tc::{
+            NlOptions, SchedClassifierLink, TcAttachOptions, TcError, qdisc_add_clsact,
+            qdisc_detach_program,
+        },
+    },
 };
 use ipnet::{IpNet, Ipv4Net};
 use netdrop_common::{
@@ -29,6 +38,20 @@ pub struct ObserverOptions {
     pub vxlan_port: u16,
     /// Un-NATed egress samples per second (whole node).
     pub sample_rate: u32,
+    pub tc_attach: TcAttach,
+}
+
+/// How the observers attach to a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttach {
+    /// tcx links, or netlink filters where the kernel has no tcx (< 6.6).
+    #[default]
+    Auto,
+    /// tcx links only (kernel ≥ 6.6): gone with the process, even after SIGKILL.
+    Tcx,
+    /// `clsact` filters through netlink (kernels < 6.6). Removed on exit;
+    /// after a SIGKILL they stay until the next netdrop start removes them.
+    Netlink,
 }
 
 /// The devices found for each role (name, ifindex).
@@ -60,9 +83,12 @@ pub fn role_name(r: u32) -> &'static str {
 }
 
 pub struct NodeObservers {
+    /// First: fields drop in order, and filters go before their programs.
+    netlink: NetlinkLinks,
     ebpf: Ebpf,
     samples: RingBuf<MapData>,
     pub ifaces: ObservedIfaces,
+    tc_attach: TcAttach,
 }
 
 /// `ip [-n NS] -j ARGS...` parsed as JSON (None on any failure).
@@ -135,6 +161,93 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
     })
 }
 
+/// Attaches one observer program: a tcx link (left with the program, which
+/// detaches it), or a netlink filter (returned, to be detached in its own
+/// namespace: netlink names devices by ifindex in the caller's).
+fn attach_one(
+    prog: &mut SchedClassifier,
+    name: &str,
+    iface: &str,
+    kind: TcAttachType,
+    mode: TcAttach,
+) -> Result<Option<SchedClassifierLink>, String> {
+    if mode != TcAttach::Netlink {
+        let tcx =
+            prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()));
+        match (tcx, mode) {
+            (Ok(_), _) => return Ok(None),
+            (Err(e), TcAttach::Tcx) => return Err(e.to_string()),
+            (Err(e), _) => log::info!("{iface}: no tcx ({e}); attaching through netlink"),
+        }
+    }
+    // A filter of ours left by a netdrop that was SIGKILLed (netlink
+    // filters outlive their process, unlike tcx links).
+    if qdisc_detach_program(iface, kind, name).is_ok() {
+        log::warn!("{iface}: removed a {name} filter left by an earlier netdrop");
+    }
+    // The qdisc that holds TC filters. An empty clsact changes nothing for
+    // packets, so it stays after netdrop's filters are gone.
+    if let Err(e) = qdisc_add_clsact(iface) {
+        let exists =
+            matches!(&e, TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+        if !exists {
+            return Err(format!("adding the clsact qdisc: {e}"));
+        }
+    }
+    let id = prog
+        .attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
+        .map_err(|e| e.to_string())?;
+    prog.take_link(id).map(Some).map_err(|e| e.to_string())
+}
+
+/// Runs `f` on a thread that entered the network namespace at `path`.
+fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, CaptureError> {
+    let ns_file = std::fs::File::open(path)
+        .map_err(|e| CaptureError::Observer(format!("{}: {e}", path.display())))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid fd changes only this thread.
+            if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(CaptureError::Observer(format!(
+                    "entering {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                )));
+            }
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(CaptureError::Observer("namespace thread panicked".into())))
+    })
+}
+
+/// Netlink filters of one node, detached in the node's namespace on drop.
+#[derive(Default)]
+struct NetlinkLinks {
+    links: Vec<SchedClassifierLink>,
+    /// `None`: netdrop's own namespace.
+    netns: Option<PathBuf>,
+}
+
+impl Drop for NetlinkLinks {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        if links.is_empty() {
+            return;
+        }
+        // Dropping a link detaches it.
+        match &self.netns {
+            None => drop(links),
+            Some(path) => {
+                if let Err(e) = in_netns(path, move || drop(links)) {
+                    log::warn!("cannot detach the TC filters in {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
 impl NodeObservers {
     /// Finds the node's devices and attaches to them.
     pub fn attach(node: &Netns, opts: &ObserverOptions) -> Result<Self, CaptureError> {
@@ -197,6 +310,8 @@ impl NodeObservers {
             ebpf,
             samples,
             ifaces,
+            tc_attach: opts.tc_attach,
+            netlink: NetlinkLinks::default(),
         })
     }
 
@@ -241,51 +356,43 @@ impl NodeObservers {
     fn attach_in(&mut self, node: &Netns) -> Result<(), CaptureError> {
         let ifaces = &self.ifaces;
         let ebpf = &mut self.ebpf;
-        // tcx links resolve the device in the caller's namespace: attach from
-        // a thread that entered the node's namespace.
         let targets: Vec<String> = [&ifaces.overlay, &ifaces.bridge, &ifaces.underlay]
             .into_iter()
             .flatten()
             .map(|(n, _)| n.clone())
             .collect();
-        let mut attach_all = || -> Result<(), CaptureError> {
+        let mode = self.tc_attach;
+        let mut attach_all = || -> Result<Vec<SchedClassifierLink>, CaptureError> {
+            let mut netlink = Vec::new();
             for iface in &targets {
                 for (name, kind) in [
                     ("netdrop_tc_ingress", TcAttachType::Ingress),
                     ("netdrop_tc_egress", TcAttachType::Egress),
                 ] {
                     let prog: &mut SchedClassifier = super::program(ebpf, name)?;
-                    if let Err(e) = prog.attach(iface, kind) {
+                    match attach_one(prog, name, iface, kind, mode) {
+                        Ok(link) => netlink.extend(link),
                         // A device that vanished is a warning, not a failure.
-                        log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label());
+                        Err(e) => {
+                            log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label())
+                        }
                     }
                 }
             }
-            Ok(())
+            Ok(netlink)
         };
-        // netdrop's own namespace (a DaemonSet's host network): no setns,
-        // which would need CAP_SYS_ADMIN.
-        if node.name.is_none() {
-            return attach_all();
-        }
-        let ns_file = std::fs::File::open(&node.path)
-            .map_err(|e| CaptureError::Observer(format!("{}: {e}", node.path.display())))?;
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), CaptureError> {
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on a valid fd changes only this thread.
-                if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(CaptureError::Observer(format!(
-                        "entering {}: {}",
-                        node.label(),
-                        std::io::Error::last_os_error()
-                    )));
-                }
-                attach_all()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(CaptureError::Observer("attach thread panicked".into())))
-        })
+        // Devices are named in the caller's namespace: attach from a thread
+        // that entered the node's (not for netdrop's own namespace, a
+        // DaemonSet's host network: setns would need CAP_SYS_ADMIN).
+        let netlink = match node.name {
+            None => attach_all()?,
+            Some(_) => in_netns(&node.path, attach_all)??,
+        };
+        self.netlink = NetlinkLinks {
+            links: netlink,
+            netns: node.name.as_ref().map(|_| node.path.clone()),
+        };
+        Ok(())
     }
 
     /// Counters per (role, direction), summed over CPUs.

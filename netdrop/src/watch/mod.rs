@@ -72,6 +72,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         pod_cidrs: args.pod_cidrs.clone(),
         vxlan_port: args.vxlan_port,
         sample_rate: 20,
+        tc_attach: args.tc_attach,
     };
     let with_observers = !args.no_observers && !args.pod_cidrs.is_empty();
     let mut nodes: Vec<Node> = netns
