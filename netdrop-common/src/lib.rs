@@ -16,6 +16,10 @@ pub mod hook {
     pub const FORWARD: u8 = 3;
     pub const OUTPUT: u8 = 4;
     pub const POSTROUTING: u8 = 5;
+    /// A bridged packet (br_netfilter) in FORWARD or POSTROUTING: the
+    /// routing state cannot tell which, so the counted path does not; each
+    /// sample of the site says (see `DropSample::hook`).
+    pub const BRIDGED: u8 = 6;
 }
 
 /// Flags of a [`DropKey`]: which side of the packet is a pod, and whether
@@ -94,7 +98,10 @@ pub struct DropSample {
     /// when the key is [`flags::BRIDGED`].
     pub phys_in: u32,
     pub phys_out: u32,
-    pub _pad: u32,
+    /// The sampled packet's [`hook`]: the key's, or for a
+    /// [`hook::BRIDGED`] key the one found on the kernel stack.
+    pub hook: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Counters of the drop program itself (indices of its `DROP_STATS` array).

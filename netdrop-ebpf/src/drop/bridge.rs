@@ -3,7 +3,9 @@
 //! on one `cni0` talk through the bridge, yet the IPv4 FORWARD and
 //! POSTROUTING hooks run on them. The routing state cannot tell those two
 //! apart (the same fake or real route, `skb->dev` the outgoing port in
-//! both), so for these drops only the kernel stack names the hook.
+//! both), nor can any other field of the skb (compared on this kernel); the
+//! kernel stack can, at about 2.7 µs a walk here. So the counted path keys
+//! these drops as `hook::BRIDGED` and only rate-limited samples walk it.
 
 use core::ffi::c_void;
 

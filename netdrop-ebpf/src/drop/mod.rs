@@ -98,7 +98,9 @@ pub fn count_drop<R: KernelRead>(
             && hook != hook::INPUT
             && let Some(phys_in) = bridge::bridged_in::<R>(skb, dev)
         {
-            hook = bridge::hook_from_stack(ctx);
+            // Which of FORWARD and POSTROUTING costs a stack walk: only
+            // sampled drops pay it, below.
+            hook = hook::BRIDGED;
             ports = Some((phys_in, ifindex_of::<R>(dev)));
         }
     }
@@ -195,6 +197,11 @@ pub fn count_drop<R: KernelRead>(
         sample.len = len;
         sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
         (sample.phys_in, sample.phys_out) = ports.unwrap_or((0, 0));
+        sample.hook = if hook == hook::BRIDGED {
+            bridge::hook_from_stack(ctx)
+        } else {
+            hook
+        };
         if DROP_SAMPLES.output::<DropSample>(sample, 0).is_err() {
             bump(drop_stat::LOST);
         }

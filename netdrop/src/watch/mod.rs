@@ -27,7 +27,7 @@ use crate::{
         observe::{ObserverOptions, role_name},
     },
     cli::WatchArgs,
-    decode::{Decoder, DropSite, flow::Flow, netns::Netns},
+    decode::{Decoder, DropSite, Hook, flow::Flow, netns::Netns},
     explain::{Explanation, check},
     export::{
         metrics::{
@@ -166,7 +166,12 @@ type Attributed = Option<(Explanation, Evidence)>;
 /// What the watcher remembers about one drop site.
 #[derive(Default)]
 struct Site {
+    /// The kernel's counters of this key, as of the last poll.
     counters: DropCounters,
+    /// What this site's records report: the drops credited to it. The
+    /// kernel's counts, except for a bridged key, whose drops are split
+    /// between its FORWARD and POSTROUTING sites by the samples' hook.
+    total: DropCounters,
     printed: Option<Instant>,
     /// Packets as of the last printed record (summaries report the growth).
     printed_packets: u64,
@@ -331,8 +336,25 @@ impl Watcher {
     fn drop_site(&mut self, ni: usize, key: DropKey, now: DropCounters, before: DropCounters) {
         let delta = now.packets - before.packets;
         let delta_bytes = now.bytes.saturating_sub(before.bytes);
-        let site = self.decoder.decode(&key);
+        let mut site = self.decoder.decode(&key);
         let sample = self.latest.get(&key).copied();
+        // A bridged key counts FORWARD and POSTROUTING drops together; the
+        // latest sample's stack walk says which these are, and they are
+        // reported as that hook's site.
+        let skey = if key.hook == netdrop_common::hook::BRIDGED {
+            let h = sample.map_or(key.hook, |s| s.hook);
+            site.hook = Hook::from_kernel(h);
+            DropKey { hook: h, ..key }
+        } else {
+            key
+        };
+        self.sites.entry(key).or_default().counters = now;
+        let total = {
+            let s = self.sites.entry(skey).or_default();
+            s.total.packets += delta;
+            s.total.bytes += delta_bytes;
+            s.total
+        };
         let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
         let inner = sample.and_then(|s| Flow::from_hdr(&s.inner));
         let bridged = match &sample {
@@ -348,7 +370,7 @@ impl Watcher {
         let attribution = match (&flow, &sample) {
             (Some(f), Some(s)) if site.reason == "NETFILTER_DROP" => self
                 .packet_for(ni, &site, f, s, bridged.clone())
-                .and_then(|pkt| self.attribute(ni, key, f, pkt, delta)),
+                .and_then(|pkt| self.attribute(ni, skey, f, pkt, delta)),
             _ => None,
         };
         let node = self.nodes[ni].label.clone();
@@ -367,8 +389,8 @@ impl Watcher {
             inner,
             vxlan: site.vxlan,
             vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
-            packets: now.packets,
-            bytes: now.bytes,
+            packets: total.packets,
+            bytes: total.bytes,
             new_packets: delta,
             evidence: Some("kernel"),
             ..Record::default()
@@ -418,7 +440,7 @@ impl Watcher {
                         ""
                     }
                 ));
-                if self.sites.get(&key).is_none_or(|s| s.printed.is_none()) {
+                if self.sites.get(&skey).is_none_or(|s| s.printed.is_none()) {
                     self.shared
                         .metrics
                         .attribution_failures
@@ -489,15 +511,14 @@ impl Watcher {
             list.push(r.clone());
         }
         // Print the first drop of a site in full; then summaries, rate-limited.
-        let s = self.sites.entry(key).or_default();
+        let s = self.sites.entry(skey).or_default();
         let first = s.printed.is_none();
         if s.printed.is_none_or(|t| t.elapsed() >= self.summary_every) {
-            r.new_packets = now.packets - s.printed_packets;
+            r.new_packets = total.packets - s.printed_packets;
             self.printer.record(&r, first);
             s.printed = Some(Instant::now());
-            s.printed_packets = now.packets;
+            s.printed_packets = total.packets;
         }
-        s.counters = now;
         s.labels = Some(labels);
         s.last = Some(r);
     }
@@ -505,14 +526,14 @@ impl Watcher {
     /// Prints a last summary of every site that grew since it was printed.
     fn flush(&mut self) {
         for s in self.sites.values_mut() {
-            let (Some(r), true) = (&mut s.last, s.counters.packets > s.printed_packets) else {
+            let (Some(r), true) = (&mut s.last, s.total.packets > s.printed_packets) else {
                 continue;
             };
-            r.packets = s.counters.packets;
-            r.bytes = s.counters.bytes;
-            r.new_packets = s.counters.packets - s.printed_packets;
+            r.packets = s.total.packets;
+            r.bytes = s.total.bytes;
+            r.new_packets = s.total.packets - s.printed_packets;
             self.printer.record(r, false);
-            s.printed_packets = s.counters.packets;
+            s.printed_packets = s.total.packets;
         }
     }
 
