@@ -43,14 +43,23 @@ pub fn bridged_in<R: KernelRead>(skb: *const u8, dev: u64) -> Option<u32> {
         return None;
     }
     // `skb_ext_get_ptr`: the extension sits `offset[id]` 8-byte chunks in.
-    let chunk: u8 = unsafe { Probe::read(ext as *const u8, global(&LAYOUT.skb_ext_offset) + bit) }?;
-    let info = ext + (u64::from(chunk) << 3);
-    let physout: u64 =
-        unsafe { Probe::read(info as *const u8, global(&LAYOUT.nf_bridge_physoutdev)) }?;
-    if physout == 0 || physout != dev {
-        return None;
-    }
-    unsafe { Probe::read(info as *const u8, global(&LAYOUT.nf_bridge_physinif)) }
+    // `ext` came from the skb: typed, like the skb itself in `tp_btf`.
+    let chunk: u8 = unsafe { R::read(ext as *const u8, global(&LAYOUT.skb_ext_offset) + bit) }?;
+    let info = (ext + (u64::from(chunk) << 3)) as *const u8;
+    let (physin_off, physout_off) = (
+        global(&LAYOUT.nf_bridge_physinif),
+        global(&LAYOUT.nf_bridge_physoutdev),
+    );
+    // One probe read when the int and the pointer sit side by side (they
+    // do: 4 and 8), else two.
+    let (physin, physout) = if physout_off == physin_off + 4 {
+        let w: [u32; 3] = unsafe { Probe::read(info, physin_off) }?;
+        (w[0], u64::from(w[1]) | (u64::from(w[2]) << 32))
+    } else {
+        let physout: u64 = unsafe { Probe::read(info, physout_off) }?;
+        (unsafe { Probe::read(info, physin_off) }?, physout)
+    };
+    (physout != 0 && physout == dev).then_some(physin)
 }
 
 /// FORWARD or POSTROUTING, from the br_netfilter function on the stack;

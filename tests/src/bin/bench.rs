@@ -236,6 +236,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", old_log.trim());
+    bridged_drop_cost(&mut cost)?;
     let mut base = pps["nothing attached"].clone();
     let base = median(&mut base);
     writeln!(
@@ -250,6 +251,43 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         "\n## 2. Kernel cost per event (kernel.bpf_stats_enabled=1, same floods)\n\n| program | ns/event (median) | spread |\n|---|---|---|"
     )?;
     cost_rows(r, &cost)?;
+    Ok(())
+}
+
+/// The drop program on bridged drops (two pods on one `cni0`, br_netfilter
+/// on, FORWARD DROP): the extra br_netfilter reads on every drop, and the
+/// stack walk on sampled ones.
+fn bridged_drop_cost(cost: &mut HashMap<&str, Vec<f64>>) -> anyhow::Result<()> {
+    let mut lab = Lab::new("bb");
+    let node = lab.netns("node")?;
+    let a = lab.netns("a")?;
+    let b = lab.netns("b")?;
+    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])?;
+    lab.ip(&node, &["link", "set", "cni0", "up"])?;
+    for (pod, port, addr) in [
+        (&a, "veth-a", "10.224.7.2/24"),
+        (&b, "veth-b", "10.224.7.3/24"),
+    ] {
+        lab.veth((pod, "eth0", Some(addr)), (&node, port, None))?;
+        lab.ip(&node, &["link", "set", port, "master", "cni0", "up"])?;
+    }
+    lab.sysctl(&node, "net.bridge.bridge-nf-call-iptables", "1")?;
+    lab.iptables(
+        &node,
+        &["-A", "FORWARD", "-p", "udp", "--dport", "9", "-j", "DROP"],
+    )?;
+    for _ in 0..rounds() {
+        let watch = Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?;
+        let s0 = prog_stats();
+        traffic::flood_udp(&a, "10.224.7.3:9".parse()?, FLOOD, 18)?;
+        let s1 = prog_stats();
+        watch.stop()?;
+        if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf") {
+            cost.entry("netdrop_kfree_skb_btf (netdrop), bridged FORWARD drops")
+                .or_default()
+                .push(ns);
+        }
+    }
     Ok(())
 }
 
