@@ -275,19 +275,12 @@ fn bridged_drops_name_hook_bridge_and_ports() {
     let node = lab.netns("n").unwrap();
     let pod_a = lab.netns("a").unwrap();
     let pod_b = lab.netns("b").unwrap();
-    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])
-        .unwrap();
-    lab.ip(&node, &["addr", "add", "10.224.9.1/24", "dev", "cni0"])
-        .unwrap();
-    lab.ip(&node, &["link", "set", "cni0", "up"]).unwrap();
+    lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
     for (pod, port, addr) in [
         (&pod_a, "veth-a", "10.224.9.2/24"),
         (&pod_b, "veth-b", "10.224.9.3/24"),
     ] {
-        lab.veth((pod, "eth0", Some(addr)), (&node, port, None))
-            .unwrap();
-        lab.ip(&node, &["link", "set", port, "master", "cni0", "up"])
-            .unwrap();
+        lab.bridge_port((&node, "cni0", port), (pod, addr)).unwrap();
         lab.ip(pod, &["route", "add", "default", "via", "10.224.9.1"])
             .unwrap();
     }

@@ -205,17 +205,8 @@ fn netlink_observers_count_and_leave_nothing_behind() {
     let mut lab = netdrop_tests::Lab::new("nl");
     let node = lab.netns("n").unwrap();
     let pod = lab.netns("p").unwrap();
-    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])
-        .unwrap();
-    lab.ip(&node, &["addr", "add", "10.224.9.1/24", "dev", "cni0"])
-        .unwrap();
-    lab.ip(&node, &["link", "set", "cni0", "up"]).unwrap();
-    lab.veth(
-        (&pod, "eth0", Some("10.224.9.2/24")),
-        (&node, "veth-p", None),
-    )
-    .unwrap();
-    lab.ip(&node, &["link", "set", "veth-p", "master", "cni0", "up"])
+    lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
+    lab.bridge_port((&node, "cni0", "veth-p"), (&pod, "10.224.9.2/24"))
         .unwrap();
     let args = [
         "--netns",

@@ -116,6 +116,26 @@ impl Lab {
         Ok(())
     }
 
+    /// A Linux bridge in `ns`, up, with `addr` (a node's `cni0`).
+    pub fn bridge(&self, ns: &str, name: &str, addr: Option<&str>) -> anyhow::Result<()> {
+        self.ip(ns, &["link", "add", name, "type", "bridge"])?;
+        if let Some(addr) = addr {
+            self.ip(ns, &["addr", "add", addr, "dev", name])?;
+        }
+        self.ip(ns, &["link", "set", name, "up"])
+    }
+
+    /// A pod on a bridge: `pod`'s `eth0` (with `addr`) paired with `port`,
+    /// a port of `bridge` in `node` (what the bridge CNI plugin builds).
+    pub fn bridge_port(
+        &self,
+        (node, bridge, port): (&str, &str, &str),
+        (pod, addr): (&str, &str),
+    ) -> anyhow::Result<()> {
+        self.veth((pod, "eth0", Some(addr)), (node, port, None))?;
+        self.ip(node, &["link", "set", port, "master", bridge, "up"])
+    }
+
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
         self.exec(ns, &["sysctl", "-qw", &format!("{key}={value}")])
             .map(drop)

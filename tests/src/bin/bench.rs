@@ -262,14 +262,12 @@ fn bridged_drop_cost(cost: &mut HashMap<&str, Vec<f64>>) -> anyhow::Result<()> {
     let node = lab.netns("node")?;
     let a = lab.netns("a")?;
     let b = lab.netns("b")?;
-    lab.ip(&node, &["link", "add", "cni0", "type", "bridge"])?;
-    lab.ip(&node, &["link", "set", "cni0", "up"])?;
+    lab.bridge(&node, "cni0", None)?;
     for (pod, port, addr) in [
         (&a, "veth-a", "10.224.7.2/24"),
         (&b, "veth-b", "10.224.7.3/24"),
     ] {
-        lab.veth((pod, "eth0", Some(addr)), (&node, port, None))?;
-        lab.ip(&node, &["link", "set", port, "master", "cni0", "up"])?;
+        lab.bridge_port((&node, "cni0", port), (pod, addr))?;
     }
     lab.sysctl(&node, "net.bridge.bridge-nf-call-iptables", "1")?;
     lab.iptables(
