@@ -29,6 +29,46 @@ pub fn netdrop_bin() -> PathBuf {
         .expect("target directory")
 }
 
+/// client (10.224.9.2, pod side) — router — server (203.0.113.2), with
+/// forwarding on the router.
+pub struct Routed {
+    pub lab: Lab,
+    pub client: String,
+    pub router: String,
+    pub server: String,
+}
+
+pub fn routed() -> Routed {
+    let mut lab = Lab::new("hk");
+    let client = lab.netns("c").unwrap();
+    let router = lab.netns("r").unwrap();
+    let server = lab.netns("s").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("10.224.9.2/24")),
+        (&router, "cni0", Some("10.224.9.1/24")),
+    )
+    .unwrap();
+    lab.veth(
+        (&router, "eth1", Some("203.0.113.1/24")),
+        (&server, "eth0", Some("203.0.113.2/24")),
+    )
+    .unwrap();
+    lab.ip(&client, &["route", "add", "default", "via", "10.224.9.1"])
+        .unwrap();
+    lab.ip(
+        &server,
+        &["route", "add", "10.224.0.0/16", "via", "203.0.113.1"],
+    )
+    .unwrap();
+    lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
+    Routed {
+        lab,
+        client,
+        router,
+        server,
+    }
+}
+
 /// A running `netdrop watch --output json`; killed when dropped.
 pub struct Watch {
     child: Child,

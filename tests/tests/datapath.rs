@@ -3,47 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use netdrop_tests::{Lab, Watch, field, require_root, total_packets, traffic};
-
-/// client (10.224.9.2, pod side) — router — server (203.0.113.2), with
-/// forwarding on the router.
-struct Routed {
-    lab: Lab,
-    client: String,
-    router: String,
-    server: String,
-}
-
-fn routed() -> Routed {
-    let mut lab = Lab::new("hk");
-    let client = lab.netns("c").unwrap();
-    let router = lab.netns("r").unwrap();
-    let server = lab.netns("s").unwrap();
-    lab.veth(
-        (&client, "eth0", Some("10.224.9.2/24")),
-        (&router, "cni0", Some("10.224.9.1/24")),
-    )
-    .unwrap();
-    lab.veth(
-        (&router, "eth1", Some("203.0.113.1/24")),
-        (&server, "eth0", Some("203.0.113.2/24")),
-    )
-    .unwrap();
-    lab.ip(&client, &["route", "add", "default", "via", "10.224.9.1"])
-        .unwrap();
-    lab.ip(
-        &server,
-        &["route", "add", "10.224.0.0/16", "via", "203.0.113.1"],
-    )
-    .unwrap();
-    lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
-    Routed {
-        lab,
-        client,
-        router,
-        server,
-    }
-}
+use netdrop_tests::{Lab, Watch, field, require_root, routed, total_packets, traffic};
 
 #[test]
 fn every_netfilter_hook_is_named() {

@@ -3,6 +3,7 @@
 //! (and how to make the fix survive a reboot).
 
 pub mod check;
+pub mod kernel;
 pub mod run;
 
 use ipnet::IpNet;

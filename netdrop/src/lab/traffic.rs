@@ -12,14 +12,25 @@ use crate::decode::netns::Netns;
 
 /// Sends `count` UDP datagrams of `payload` bytes from namespace `ns` to `dst`.
 pub fn send_udp(ns: &str, dst: SocketAddr, count: u64, payload: usize) -> anyhow::Result<()> {
+    let any: SocketAddr = if dst.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    send_udp_from(ns, any, dst, count, payload)
+}
+
+/// Like [`send_udp`], from source address `from` (one of `ns`'s own).
+pub fn send_udp_from(
+    ns: &str,
+    from: SocketAddr,
+    dst: SocketAddr,
+    count: u64,
+    payload: usize,
+) -> anyhow::Result<()> {
     let ns = Netns::named(ns)?;
     ns.run_in(move || -> anyhow::Result<()> {
-        let bind: SocketAddr = if dst.is_ipv4() {
-            "0.0.0.0:0".parse()?
-        } else {
-            "[::]:0".parse()?
-        };
-        let sock = UdpSocket::bind(bind).context("binding a UDP socket")?;
+        let sock = UdpSocket::bind(from).with_context(|| format!("binding UDP to {from}"))?;
         let buf = vec![0x6eu8; payload];
         for _ in 0..count {
             match sock.send_to(&buf, dst) {

@@ -28,7 +28,7 @@ use crate::{
     },
     cli::WatchArgs,
     decode::{Decoder, DropSite, Hook, flow::Flow, netns::Netns},
-    explain::{Explanation, check},
+    explain::{self, Explanation, check},
     export::{
         metrics::{
             self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
@@ -449,7 +449,15 @@ impl Watcher {
                 }
             }
             None => {
-                r.explanation = Some(kernel_reason_text(&site.reason, &site));
+                let facts = explain::kernel::KernelFacts {
+                    ip_forward: explain::kernel::needs_ip_forward(&site.reason)
+                        .then(|| self.nodes[ni].ip_forward())
+                        .flatten(),
+                };
+                let (why, fix) =
+                    explain::kernel::explain(&site.reason, &site, flow.as_ref(), facts);
+                r.explanation = Some(why);
+                r.fix = fix;
             }
         }
         // Metrics: the labels of the rule that owns the drop.
@@ -814,32 +822,4 @@ impl Watcher {
             self.printer.record(&r, true);
         }
     }
-}
-
-/// Drops that are not netfilter's: say what the kernel reason means.
-fn kernel_reason_text(reason: &str, site: &DropSite) -> String {
-    let what = match reason {
-        "IP_RPFILTER" => {
-            "reverse-path filtering (rp_filter) rejected the source address on this interface; check net.ipv4.conf.*.rp_filter and the routes back to the source"
-        }
-        "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_OUTNOROUTES" => {
-            "there is no route for the packet; check `ip route` on the node (and net.ipv4.ip_forward)"
-        }
-        "PKT_TOO_BIG" => {
-            "the packet is larger than the path MTU; the VXLAN overhead (50 bytes) needs a smaller pod MTU"
-        }
-        "NO_SOCKET" => "nothing listens on the destination port",
-        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" => {
-            "the next hop's MAC address could not be resolved (ARP)"
-        }
-        "OTHERHOST" => "the frame was addressed to another host's MAC",
-        "VXLAN_INVALID_HDR" | "VXLAN_VNI_NOT_FOUND" => {
-            "the VXLAN packet did not match a local VXLAN device (VNI or port mismatch between nodes)"
-        }
-        _ => "see the kernel's enum skb_drop_reason",
-    };
-    format!(
-        "The kernel dropped it ({reason}) in {}: {what}.",
-        site.location
-    )
 }

@@ -190,16 +190,20 @@ impl Node {
             .collect()
     }
 
-    pub fn facts(&self) -> NodeFacts {
-        let ip_forward = self
-            .netns
+    /// `net.ipv4.ip_forward` of the node.
+    pub fn ip_forward(&self) -> Option<bool> {
+        self.netns
             .run_in(|| {
                 std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
                     .ok()
                     .map(|s| s.trim() == "1")
             })
             .ok()
-            .flatten();
+            .flatten()
+    }
+
+    pub fn facts(&self) -> NodeFacts {
+        let ip_forward = self.ip_forward();
         let br = self
             .netns
             .run_in(|| {

@@ -1,0 +1,153 @@
+//! SCENARIOS.md "beyond the seeds", on real packets through a node (the
+//! router namespace): a Service with no endpoints, reverse-path filtering,
+//! a path MTU too small, and a node that does not forward. Each must come
+//! with what happened and the command that fixes it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use netdrop_tests::{Routed, Watch, field, require_root, routed, total_packets, traffic};
+use serde_json::Value;
+
+/// Runs `send` under `netdrop watch` on the router until `count` drops with
+/// kernel reason `reason` are reported; returns the last such record.
+fn drop_record(r: &Routed, reason: &str, count: u64, send: impl FnOnce()) -> Value {
+    let mut w = Watch::start(&["--netns", &r.router, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    send();
+    let ours = |rec: &Value| field(rec, "reason") == reason;
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), ours) >= count
+    })
+    .unwrap_or_else(|e| panic!("{reason}: {e}"));
+    std::thread::sleep(Duration::from_millis(600));
+    let recs = w.stop().unwrap();
+    assert_eq!(total_packets(&recs, ours), count, "{recs:#?}");
+    recs.into_iter().rev().find(|r| ours(r)).unwrap()
+}
+
+#[test]
+fn service_without_endpoints_is_named_with_its_service() {
+    require_root();
+    let r = routed();
+    // kube-proxy's rules for a Service whose pods are all gone.
+    let rules: [&[&str]; 3] = [
+        &["-N", "KUBE-SERVICES"],
+        &[
+            "-A",
+            "FORWARD",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+        &[
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            "10.96.0.20/32",
+            "-p",
+            "udp",
+            "-m",
+            "comment",
+            "--comment",
+            "default/web:dns has no endpoints",
+            "-m",
+            "udp",
+            "--dport",
+            "53",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "icmp-port-unreachable",
+        ],
+    ];
+    for rule in rules {
+        r.lab.iptables(&r.router, rule).unwrap();
+    }
+    r.lab
+        .ip(&r.router, &["route", "add", "10.96.0.0/12", "dev", "eth1"])
+        .unwrap();
+    let rec = drop_record(&r, "NETFILTER_DROP", 3, || {
+        traffic::send_udp(&r.client, "10.96.0.20:53".parse().unwrap(), 3, 20).unwrap()
+    });
+    assert_eq!(field(&rec, "hook"), "FORWARD", "{rec}");
+    assert_eq!(field(&rec, "chain"), "KUBE-SERVICES", "{rec}");
+    assert_eq!(field(&rec, "verdict"), "REJECT", "{rec}");
+    assert_eq!(field(&rec, "owner"), "kube-proxy", "{rec}");
+    assert_eq!(field(&rec, "service"), "default/web:dns", "{rec}");
+    assert!(field(&rec, "fix").contains("endpointslices"), "{rec}");
+}
+
+#[test]
+fn reverse_path_filter_names_interface_source_and_sysctl() {
+    require_root();
+    let r = routed();
+    // The client spoofs an "internet" source; the router's way back to it
+    // is eth1, not cni0 where it came in.
+    r.lab
+        .ip(&r.client, &["addr", "add", "203.0.113.9/32", "dev", "lo"])
+        .unwrap();
+    for key in [
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.cni0.rp_filter",
+    ] {
+        r.lab.sysctl(&r.router, key, "1").unwrap();
+    }
+    // The router's MAC first, from the client's real address: an ARP request
+    // from the spoofed one fails the same check and is never answered.
+    r.lab
+        .exec(&r.client, &["ping", "-c", "1", "-W", "2", "10.224.9.1"])
+        .unwrap();
+    let rec = drop_record(&r, "IP_RPFILTER", 3, || {
+        let from: SocketAddr = "203.0.113.9:0".parse().unwrap();
+        traffic::send_udp_from(&r.client, from, "10.224.9.1:7000".parse().unwrap(), 3, 20).unwrap()
+    });
+    assert_eq!(field(&rec, "in_iface"), "cni0", "{rec}");
+    assert_eq!(field(&rec, "src"), "203.0.113.9", "{rec}");
+    assert!(
+        field(&rec, "explanation").contains("source 203.0.113.9 on cni0"),
+        "{rec}"
+    );
+    assert!(
+        field(&rec, "fix").contains("net.ipv4.conf.cni0.rp_filter=2"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn packet_larger_than_the_path_mtu_is_named_with_the_vxlan_overhead() {
+    require_root();
+    let r = routed();
+    // The way out is 1400 bytes; the pod sends 1478 with DF (the default
+    // path MTU discovery of a UDP socket).
+    r.lab
+        .ip(&r.router, &["link", "set", "eth1", "mtu", "1400"])
+        .unwrap();
+    let rec = drop_record(&r, "PKT_TOO_BIG", 1, || {
+        traffic::send_udp(&r.client, "203.0.113.2:7000".parse().unwrap(), 1, 1450).unwrap()
+    });
+    assert_eq!(field(&rec, "in_iface"), "cni0", "{rec}");
+    assert!(field(&rec, "explanation").contains("50 bytes"), "{rec}");
+    assert!(field(&rec, "fix").contains("FLANNEL_MTU"), "{rec}");
+    let _ = &r.server;
+}
+
+#[test]
+fn node_that_does_not_forward_says_ip_forward() {
+    require_root();
+    let r = routed();
+    r.lab.sysctl(&r.router, "net.ipv4.ip_forward", "0").unwrap();
+    let rec = drop_record(&r, "IP_INADDRERRORS", 4, || {
+        traffic::send_udp(&r.client, "203.0.113.2:7000".parse().unwrap(), 4, 20).unwrap()
+    });
+    assert!(field(&rec, "explanation").contains("ip_forward=0"), "{rec}");
+    assert!(
+        field(&rec, "fix").contains("sysctl -w net.ipv4.ip_forward=1"),
+        "{rec}"
+    );
+}
