@@ -151,3 +151,41 @@ fn node_that_does_not_forward_says_ip_forward() {
         "{rec}"
     );
 }
+
+/// Conntrack INVALID drops in kube-proxy's KUBE-FORWARD: the kernel sample
+/// has no conntrack state, so the simulation cannot reach the rule; its
+/// counter, grown by exactly these drops, names it.
+#[test]
+fn conntrack_invalid_drop_is_found_by_the_rule_counter() {
+    require_root();
+    let r = routed();
+    let rules: [&[&str]; 3] = [
+        &["-N", "KUBE-FORWARD"],
+        &["-A", "FORWARD", "-j", "KUBE-FORWARD"],
+        &[
+            "-A",
+            "KUBE-FORWARD",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "INVALID",
+            "-j",
+            "DROP",
+        ],
+    ];
+    for rule in rules {
+        r.lab.iptables(&r.router, rule).unwrap();
+    }
+    let rec = drop_record(&r, "NETFILTER_DROP", 3, || {
+        traffic::send_stray_tcp_acks(&r.client, "203.0.113.2:8080".parse().unwrap(), 3).unwrap()
+    });
+    assert_eq!(field(&rec, "chain"), "KUBE-FORWARD", "{rec}");
+    assert!(field(&rec, "rule").contains("INVALID"), "{rec}");
+    assert_eq!(field(&rec, "owner"), "kube-proxy", "{rec}");
+    assert_eq!(field(&rec, "evidence"), "counters", "{rec}");
+    assert!(field(&rec, "explanation").contains("INVALID"), "{rec}");
+    assert!(
+        field(&rec, "fix").contains("nf_conntrack_tcp_be_liberal"),
+        "{rec}"
+    );
+}

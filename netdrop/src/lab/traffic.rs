@@ -71,3 +71,56 @@ pub fn tcp_connect(ns: &str, dst: SocketAddr, timeout: Duration) -> anyhow::Resu
     let ns = Netns::named(ns)?;
     Ok(ns.run_in(move || TcpStream::connect_timeout(&dst, timeout).is_ok())?)
 }
+
+/// Sends `count` bare TCP ACKs (no handshake before them, checksum left
+/// zero) from `ns` to `dst` through a raw socket: conntrack on the way
+/// classes them INVALID, like the stray segments of a flow it lost.
+pub fn send_stray_tcp_acks(
+    ns: &str,
+    dst: std::net::SocketAddrV4,
+    count: u64,
+) -> anyhow::Result<()> {
+    let ns = Netns::named(ns)?;
+    ns.run_in(move || -> anyhow::Result<()> {
+        // SAFETY: plain socket(2); the fd is owned (and closed) below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("opening a raw TCP socket");
+        }
+        // SAFETY: fd is a fresh, valid descriptor.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut seg = [0u8; 20];
+        seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
+        seg[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
+        seg[8..12].copy_from_slice(&1u32.to_be_bytes()); // ack
+        seg[12] = 5 << 4; // data offset: 5 words
+        seg[13] = 0x10; // ACK
+        seg[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        for _ in 0..count {
+            // SAFETY: valid buffer and sockaddr of the sizes given.
+            let n = unsafe {
+                libc::sendto(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    seg.as_ptr().cast(),
+                    seg.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error()).context("sending a raw TCP segment");
+            }
+        }
+        Ok(())
+    })?
+}
