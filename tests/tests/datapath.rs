@@ -349,3 +349,102 @@ fn bridged_drops_name_hook_bridge_and_ports() {
     assert_eq!(total_packets(&recs, at("FORWARD")), 3, "{recs:#?}");
     assert_eq!(total_packets(&recs, at("POSTROUTING")), 4, "{recs:#?}");
 }
+
+/// IPv6 pods (dual-stack): drops in INPUT and FORWARD of an IPv6 router are
+/// counted exactly, named with their hook and attributed to the ip6tables
+/// rule.
+#[test]
+fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
+    require_root();
+    let mut lab = Lab::new("v6");
+    let client = lab.netns("c").unwrap();
+    let router = lab.netns("r").unwrap();
+    let server = lab.netns("s").unwrap();
+    lab.veth((&client, "eth0", None), (&router, "cni0", None))
+        .unwrap();
+    lab.veth((&router, "eth1", None), (&server, "eth0", None))
+        .unwrap();
+    // nodad: usable at once, no duplicate address detection wait.
+    for (ns, addr, dev) in [
+        (&client, "fd00:224:9::2/64", "eth0"),
+        (&router, "fd00:224:9::1/64", "cni0"),
+        (&router, "2001:db8:1::1/64", "eth1"),
+        (&server, "2001:db8:1::2/64", "eth0"),
+    ] {
+        lab.ip(ns, &["-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .unwrap();
+    }
+    lab.ip(
+        &client,
+        &["-6", "route", "add", "default", "via", "fd00:224:9::1"],
+    )
+    .unwrap();
+    lab.ip(
+        &server,
+        &[
+            "-6",
+            "route",
+            "add",
+            "fd00:224::/32",
+            "via",
+            "2001:db8:1::1",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&router, "net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    for (chain, port) in [("INPUT", "7001"), ("FORWARD", "7000")] {
+        lab.exec(
+            &router,
+            &[
+                "ip6tables",
+                "-A",
+                chain,
+                "-p",
+                "udp",
+                "--dport",
+                port,
+                "-j",
+                "DROP",
+            ],
+        )
+        .unwrap();
+    }
+    let mut w = Watch::start(&["--netns", &router, "--pod-cidr", "fd00:224::/32"]).unwrap();
+    traffic::send_udp(&client, "[2001:db8:1::2]:7000".parse().unwrap(), 3, 32).unwrap();
+    traffic::send_udp(&client, "[fd00:224:9::1]:7001".parse().unwrap(), 2, 32).unwrap();
+    let at = |hook: &'static str| {
+        move |rec: &serde_json::Value| {
+            field(rec, "reason") == "NETFILTER_DROP" && field(rec, "hook") == hook
+        }
+    };
+    w.wait_for(Duration::from_secs(10), |w| {
+        let recs = w.records();
+        total_packets(&recs, at("FORWARD")) >= 3 && total_packets(&recs, at("INPUT")) >= 2
+    })
+    .unwrap();
+    let recs = w.stop().unwrap();
+    for (hook, packets, dst, port) in [
+        ("FORWARD", 3, "2001:db8:1::2", 7000),
+        ("INPUT", 2, "fd00:224:9::1", 7001),
+    ] {
+        assert_eq!(total_packets(&recs, at(hook)), packets, "{recs:#?}");
+        let rec = recs.iter().rev().find(|r| at(hook)(r)).unwrap();
+        assert_eq!(
+            (field(rec, "src"), field(rec, "dst")),
+            ("fd00:224:9::2", dst),
+            "{rec}"
+        );
+        assert_eq!(rec["dport"], port, "{rec}");
+        assert_eq!(
+            (field(rec, "table"), field(rec, "chain")),
+            ("filter", hook),
+            "{rec}"
+        );
+        assert!(
+            field(rec, "rule").contains(&format!("--dport {port}")),
+            "{rec}"
+        );
+        assert_eq!(field(rec, "evidence"), "counters", "{rec}");
+    }
+}
