@@ -255,6 +255,8 @@ pub struct KernelLayout {
     pub ip6_input: u64,
     /// Address of `ip6_forward` (dst->input of forwarded IPv6).
     pub ip6_forward: u64,
+    /// Address of `dst_discard` (dst->input of IPv4 output routes).
+    pub dst_discard: u64,
     /// br_netfilter's functions that run iptables' FORWARD and POSTROUTING
     /// for bridged packets: a return address inside one names the hook.
     pub bridge_hooks: [CodeRange; BRIDGE_HOOK_RANGES],
@@ -441,7 +443,7 @@ mod tests {
         assert_eq!(size_of::<CodeRange>(), 24);
         assert_eq!(
             size_of::<KernelLayout>(),
-            19 * 4 + 4 + 4 * 8 + BRIDGE_HOOK_RANGES * 24
+            19 * 4 + 4 + 5 * 8 + BRIDGE_HOOK_RANGES * 24
         );
         assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);

@@ -94,11 +94,10 @@ fn pod_filter_keeps_pod_drops_only() {
     );
 }
 
-/// Scenario S3's kernel side: the receiving node's INPUT drops the VXLAN
-/// packet; netdrop names the outer node-to-node packet and the pods inside.
-#[test]
-fn dropped_vxlan_packet_names_the_inner_pods() {
-    require_root();
+/// Two nodes on 192.0.2.0/24 with flannel.1 the way flannel builds it:
+/// VXLAN id 1 on 8472, a /32 on the device, node1's on-link route to node2's
+/// pod subnet 10.224.2.0/24, static ARP and FDB entries.
+fn vxlan_nodes() -> (Lab, String, String) {
     let mut lab = Lab::new("vx");
     let n1 = lab.netns("n1").unwrap();
     let n2 = lab.netns("n2").unwrap();
@@ -107,8 +106,6 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
         (&n2, "eth0", Some("192.0.2.2/24")),
     )
     .unwrap();
-    // flannel.1 the way flannel builds it: VXLAN id 1 on 8472, a /32 on the
-    // device, an on-link route for the peer's pod subnet, static ARP + FDB.
     let mac2 = "0e:00:00:00:00:02";
     for (ns, local, addr, mac) in [
         (&n1, "192.0.2.1", "10.224.1.0/32", "0e:00:00:00:00:01"),
@@ -183,6 +180,15 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
         ],
     )
     .unwrap();
+    (lab, n1, n2)
+}
+
+/// Scenario S3's kernel side: the receiving node's INPUT drops the VXLAN
+/// packet; netdrop names the outer node-to-node packet and the pods inside.
+#[test]
+fn dropped_vxlan_packet_names_the_inner_pods() {
+    require_root();
+    let (lab, n1, n2) = vxlan_nodes();
     // S3: the receiving node's firewall rejects VXLAN.
     lab.iptables(
         &n2,
@@ -446,5 +452,55 @@ fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
             "{rec}"
         );
         assert_eq!(field(rec, "evidence"), "counters", "{rec}");
+    }
+}
+
+/// The sending side of S3: node1's own OUTPUT drops the VXLAN packets that
+/// flannel.1 has just built, from a local process and from a pod it
+/// forwards (the route is an output one while `skb->dev` is still
+/// flannel.1): hook OUTPUT, out eth0, the pods inside named.
+#[test]
+fn vxlan_dropped_leaving_the_sending_node_is_output() {
+    require_root();
+    let (mut lab, n1, _n2) = vxlan_nodes();
+    let pod = lab.netns("pod").unwrap();
+    lab.veth(
+        (&pod, "eth0", Some("10.224.1.2/24")),
+        (&n1, "cni0", Some("10.224.1.1/24")),
+    )
+    .unwrap();
+    lab.ip(&pod, &["route", "add", "default", "via", "10.224.1.1"])
+        .unwrap();
+    lab.sysctl(&n1, "net.ipv4.ip_forward", "1").unwrap();
+    lab.iptables(
+        &n1,
+        &["-A", "OUTPUT", "-p", "udp", "--dport", "8472", "-j", "DROP"],
+    )
+    .unwrap();
+    for (sender, inner_src, count) in [(&n1, "10.224.1.0", 3), (&pod, "10.224.1.2", 4)] {
+        let mut w = Watch::start(&["--netns", &n1, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+        traffic::send_udp(sender, "10.224.2.7:5353".parse().unwrap(), count, 40).unwrap();
+        let vx = |rec: &serde_json::Value| {
+            field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true
+        };
+        w.wait_for(Duration::from_secs(10), |w| {
+            total_packets(&w.records(), vx) >= count
+        })
+        .unwrap_or_else(|e| panic!("{inner_src}: {e}"));
+        let recs = w.stop().unwrap();
+        assert_eq!(total_packets(&recs, vx), count, "{recs:#?}");
+        let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+        assert_eq!(field(rec, "hook"), "OUTPUT", "{rec}");
+        assert_eq!(field(rec, "out_iface"), "eth0", "{rec}");
+        assert_eq!(
+            (field(rec, "table"), field(rec, "chain")),
+            ("filter", "OUTPUT"),
+            "{rec}"
+        );
+        assert_eq!(
+            (field(&rec["inner"], "src"), field(&rec["inner"], "dst")),
+            (inner_src, "10.224.2.7"),
+            "{rec}"
+        );
     }
 }

@@ -85,11 +85,18 @@ pub fn count_drop<R: KernelRead>(
     let dev: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_dev)) }.unwrap_or(0);
     let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
     let dst = refdst & SKB_DST_PTRMASK;
-    let (dst_dev, dst_input) = if dst != 0 { read_dst(dst) } else { (0, 0) };
+    let netfilter = reason == global(&DROP_CONFIG.reason_netfilter_drop);
+    // The route tells the hook of a netfilter drop, and the namespace of a
+    // packet with no device yet; other drops do without the probe read.
+    let (dst_dev, dst_input) = if dst != 0 && (netfilter || dev == 0) {
+        read_dst(dst)
+    } else {
+        (0, 0)
+    };
     let mut hook = hook::UNKNOWN;
     // Bridge ports (in, out) of a bridged packet.
     let mut ports = None;
-    if reason == global(&DROP_CONFIG.reason_netfilter_drop) {
+    if netfilter {
         hook = classify_hook(dev, dst, dst_dev, dst_input);
         // Leaving by a device other than its route's: maybe a bridge port.
         if dev != 0
@@ -278,7 +285,9 @@ fn take_token() -> bool {
 /// Which netfilter hook freed the skb, from routing state alone (no stack
 /// walk): no route yet → PREROUTING; on its output device → POSTROUTING;
 /// routed in to local delivery → INPUT, to forwarding → FORWARD; no device
-/// yet → OUTPUT (locally generated, before `ip_output` sets `skb->dev`).
+/// yet → OUTPUT (locally generated, before `ip_output` sets `skb->dev`);
+/// an output route while `skb->dev` is still a tunnel's (flannel.1 has just
+/// wrapped it in VXLAN) → OUTPUT too.
 #[inline(always)]
 fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     if dst == 0 {
@@ -294,6 +303,8 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
         hook::INPUT
     } else if input == global(&LAYOUT.ip_forward) || input == global(&LAYOUT.ip6_forward) {
         hook::FORWARD
+    } else if input == global(&LAYOUT.dst_discard) {
+        hook::OUTPUT
     } else {
         hook::UNKNOWN
     }

@@ -204,6 +204,7 @@ impl Datapath {
             // IPv6 may be a module that is not loaded: then no v6 hook.
             ip6_input: kallsyms.addr("ip6_input").unwrap_or(u64::MAX),
             ip6_forward: kallsyms.addr("ip6_forward").unwrap_or(u64::MAX),
+            dst_discard: kallsyms.addr("dst_discard").unwrap_or(u64::MAX),
             bridge_hooks: bridge_hook_ranges(&kallsyms),
             ..kbtf.kernel_layout()?
         };
