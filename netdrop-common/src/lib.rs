@@ -18,8 +18,19 @@ pub mod hook {
     pub const POSTROUTING: u8 = 5;
     /// A bridged packet (br_netfilter) in FORWARD or POSTROUTING: the
     /// routing state cannot tell which, so the counted path does not; each
-    /// sample of the site says (see `DropSample::hook`).
+    /// sample of the site says (see `DropSample::hook`), from the stack.
     pub const BRIDGED: u8 = 6;
+    /// Received on `lo` (the node talking to itself): PREROUTING or INPUT,
+    /// told apart like [`BRIDGED`].
+    pub const LOOPBACK: u8 = 7;
+    /// Routed back out of the device it came in on (hairpin): FORWARD or
+    /// POSTROUTING, told apart like [`BRIDGED`].
+    pub const HAIRPIN: u8 = 8;
+
+    /// Whether samples of a key with this hook name the real one.
+    pub const fn from_stack(h: u8) -> bool {
+        h >= BRIDGED
+    }
 }
 
 /// Flags of a [`DropKey`]: which side of the packet is a pod, and whether
@@ -98,8 +109,8 @@ pub struct DropSample {
     /// when the key is [`flags::BRIDGED`].
     pub phys_in: u32,
     pub phys_out: u32,
-    /// The sampled packet's [`hook`]: the key's, or for a
-    /// [`hook::BRIDGED`] key the one found on the kernel stack.
+    /// The sampled packet's [`hook`]: the key's, or for a key whose hook
+    /// is [`hook::from_stack`] the one found on the kernel stack.
     pub hook: u8,
     pub _pad: [u8; 3],
 }
@@ -246,7 +257,8 @@ pub struct KernelLayout {
     pub nf_bridge_physinif: u32,
     /// `nf_bridge_info.physoutdev`
     pub nf_bridge_physoutdev: u32,
-    pub _pad: u32,
+    /// `sk_buff.skb_iif` (ifindex the packet was received on; 0 if local)
+    pub skb_iif: u32,
     /// Address of `ip_local_deliver` (dst->input of locally delivered IPv4).
     pub ip_local_deliver: u64,
     /// Address of `ip_forward` (dst->input of forwarded IPv4).
@@ -257,16 +269,17 @@ pub struct KernelLayout {
     pub ip6_forward: u64,
     /// Address of `dst_discard` (dst->input of IPv4 output routes).
     pub dst_discard: u64,
-    /// br_netfilter's functions that run iptables' FORWARD and POSTROUTING
-    /// for bridged packets: a return address inside one names the hook.
-    pub bridge_hooks: [CodeRange; BRIDGE_HOOK_RANGES],
+    /// The functions that run each netfilter hook (`ip_rcv`, `ip_forward`,
+    /// br_netfilter's...): the innermost return address inside one names
+    /// the hook of a sampled drop whose routing state could not.
+    pub hook_ranges: [CodeRange; HOOK_RANGES],
 }
 
 /// `skb_ext_bridge_nf` of a kernel without br_netfilter: no `active_extensions` bit.
 pub const NO_BRIDGE_NF: u32 = 8;
 
-/// Room for br_netfilter hook functions (and their compiler-split parts).
-pub const BRIDGE_HOOK_RANGES: usize = 4;
+/// Room for the hook functions (and their compiler-split parts).
+pub const HOOK_RANGES: usize = 16;
 
 /// Kernel code `[lo, hi)` that runs netfilter `hook`; `lo == hi` when unused.
 #[repr(C)]
@@ -441,10 +454,7 @@ mod tests {
         );
         assert_eq!(size_of::<DropCounters>(), 16);
         assert_eq!(size_of::<CodeRange>(), 24);
-        assert_eq!(
-            size_of::<KernelLayout>(),
-            19 * 4 + 4 + 5 * 8 + BRIDGE_HOOK_RANGES * 24
-        );
+        assert_eq!(size_of::<KernelLayout>(), 20 * 4 + 5 * 8 + HOOK_RANGES * 24);
         assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);
         assert_eq!(

@@ -4,13 +4,8 @@
 //! POSTROUTING hooks run on them. The routing state cannot tell those two
 //! apart (the same fake or real route, `skb->dev` the outgoing port in
 //! both), nor can any other field of the skb (compared on this kernel); the
-//! kernel stack can, at about 2.7 µs a walk here. So the counted path keys
-//! these drops as `hook::BRIDGED` and only rate-limited samples walk it.
-
-use core::ffi::c_void;
-
-use aya_ebpf::helpers::bpf_get_stack;
-use netdrop_common::{BRIDGE_HOOK_RANGES, hook};
+//! kernel stack can (`stack.rs`). So the counted path keys these drops as
+//! `hook::BRIDGED`.
 
 use netdrop_ebpf::{
     global,
@@ -18,11 +13,6 @@ use netdrop_ebpf::{
 };
 
 use super::LAYOUT;
-
-/// Return addresses walked: the tracing trampoline, the drop itself,
-/// the table (`nft_do_chain`/`ipt_do_table`), `nf_hook_slow`, then the
-/// br_netfilter caller; room to spare for inlining differences.
-const STACK_FRAMES: usize = 12;
 
 /// For a packet being bridged (br_netfilter's `physoutdev` set, and it is
 /// the device the packet leaves by), the ifindex of the port it came in on.
@@ -60,35 +50,4 @@ pub fn bridged_in<R: KernelRead>(skb: *const u8, dev: u64) -> Option<u32> {
         (unsafe { Probe::read(info, physin_off) }?, physout)
     };
     (physout != 0 && physout == dev).then_some(physin)
-}
-
-/// FORWARD or POSTROUTING, from the br_netfilter function on the stack;
-/// UNKNOWN when none is (br_netfilter's symbols were not found).
-#[inline(always)]
-pub fn hook_from_stack(ctx: *mut c_void) -> u8 {
-    let mut frames = [0u64; STACK_FRAMES];
-    let got = unsafe {
-        bpf_get_stack(
-            ctx,
-            frames.as_mut_ptr().cast(),
-            core::mem::size_of_val(&frames) as u32,
-            0,
-        )
-    };
-    if got <= 0 {
-        return hook::UNKNOWN;
-    }
-    let n = (got as usize) / 8;
-    for (i, ip) in frames.iter().enumerate() {
-        if i >= n {
-            break;
-        }
-        for r in 0..BRIDGE_HOOK_RANGES {
-            let range = &LAYOUT.bridge_hooks[r];
-            if *ip >= global(&range.lo) && *ip < global(&range.hi) {
-                return global(&range.hook);
-            }
-        }
-    }
-    hook::UNKNOWN
 }

@@ -4,6 +4,7 @@
 //! `skb:kfree_skb` tracepoint (fallback).
 
 pub mod bridge;
+pub mod stack;
 pub mod tp_btf;
 pub mod tracepoint;
 
@@ -98,6 +99,15 @@ pub fn count_drop<R: KernelRead>(
     let mut ports = None;
     if netfilter {
         hook = classify_hook(dev, dst, dst_dev, dst_input);
+        // Received on the very device it is delivered on or routed out of:
+        // the node talking to itself over `lo`, or a hairpin.
+        if hook == hook::POSTROUTING && received_on::<R>(skb, dev) {
+            hook = if is_local_delivery(dst_input) {
+                hook::LOOPBACK
+            } else {
+                hook::HAIRPIN
+            };
+        }
         // Leaving by a device other than its route's: maybe a bridge port.
         if dev != 0
             && dst_dev != 0
@@ -171,7 +181,11 @@ pub fn count_drop<R: KernelRead>(
             let bridge = ifindex_of::<Probe>(dst_dev);
             (bridge, bridge)
         }
-        hook::PREROUTING | hook::INPUT => (ifindex_of::<R>(dev), 0),
+        hook::PREROUTING | hook::INPUT | hook::LOOPBACK => (ifindex_of::<R>(dev), 0),
+        hook::HAIRPIN => {
+            let i = ifindex_of::<R>(dev);
+            (i, i)
+        }
         hook::FORWARD => (ifindex_of::<R>(dev), ifindex_of::<Probe>(dst_dev)),
         hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<Probe>(dst_dev)),
         _ => (ifindex_of::<R>(dev), 0),
@@ -204,8 +218,8 @@ pub fn count_drop<R: KernelRead>(
         sample.len = len;
         sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
         (sample.phys_in, sample.phys_out) = ports.unwrap_or((0, 0));
-        sample.hook = if hook == hook::BRIDGED {
-            bridge::hook_from_stack(ctx)
+        sample.hook = if hook::from_stack(hook) {
+            stack::hook_from_stack(ctx)
         } else {
             hook
         };
@@ -299,7 +313,7 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     if dev == dst_dev {
         return hook::POSTROUTING;
     }
-    if input == global(&LAYOUT.ip_local_deliver) || input == global(&LAYOUT.ip6_input) {
+    if is_local_delivery(input) {
         hook::INPUT
     } else if input == global(&LAYOUT.ip_forward) || input == global(&LAYOUT.ip6_forward) {
         hook::FORWARD
@@ -308,6 +322,19 @@ fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     } else {
         hook::UNKNOWN
     }
+}
+
+#[inline(always)]
+fn is_local_delivery(input: u64) -> bool {
+    input == global(&LAYOUT.ip_local_deliver) || input == global(&LAYOUT.ip6_input)
+}
+
+/// Whether the skb was received on `dev` (locally made packets have no
+/// `skb_iif`; forwarded ones leave by another device).
+#[inline(always)]
+fn received_on<R: KernelRead>(skb: *const u8, dev: u64) -> bool {
+    let iif: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_iif)) }.unwrap_or(0);
+    iif != 0 && iif == ifindex_of::<R>(dev)
 }
 
 /// `dst->dev` and `dst->input` in one probe read when they lie within 48

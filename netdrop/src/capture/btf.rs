@@ -126,6 +126,7 @@ impl KernelBtf {
             net_ns_inum: ns_inum,
             dst_dev: self.member_offset("dst_entry", "dev")?,
             dst_input: self.member_offset("dst_entry", "input")?,
+            skb_iif: self.member_offset("sk_buff", "skb_iif")?,
             ..self.bridge_nf_layout().unwrap_or(KernelLayout {
                 skb_ext_bridge_nf: NO_BRIDGE_NF,
                 ..KernelLayout::default()

@@ -15,7 +15,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use netdrop_common::{
-    BRIDGE_HOOK_RANGES, CodeRange, DropConfig, DropCounters, DropKey, DropSample, KernelLayout,
+    CodeRange, DropConfig, DropCounters, DropKey, DropSample, HOOK_RANGES, KernelLayout,
     MAX_POD_CIDRS, PodCidrs, SiteCache, drop_stat, hook,
 };
 
@@ -155,14 +155,23 @@ pub(crate) fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStats> {
         .collect()
 }
 
-/// br_netfilter's functions that run iptables for bridged packets:
-/// `br_nf_forward_ip` (FORWARD; often split by the compiler into a
-/// `.part.0`), `br_nf_forward` (FORWARD, on kernels where it calls it
-/// inlined) and `br_nf_post_routing` (POSTROUTING). None when br_netfilter
-/// is a module not loaded yet: bridged drops then keep an unknown hook.
-fn bridge_hook_ranges(kallsyms: &Kallsyms) -> [CodeRange; BRIDGE_HOOK_RANGES] {
-    let mut out = [CodeRange::default(); BRIDGE_HOOK_RANGES];
+/// The functions that call each netfilter hook: the IPv4 and IPv6 receive,
+/// local delivery, forward and output paths, and br_netfilter's for bridged
+/// packets (`br_nf_forward_ip`, often split by the compiler into a
+/// `.part.0`; `br_nf_forward`, where it is inlined). The innermost return
+/// address in one of them names the hook. A module not loaded yet (IPv6,
+/// br_netfilter) has none: its drops keep an unknown hook.
+fn hook_ranges(kallsyms: &Kallsyms) -> [CodeRange; HOOK_RANGES] {
+    let mut out = [CodeRange::default(); HOOK_RANGES];
     let found = [
+        ("ip_rcv", hook::PREROUTING),
+        ("ipv6_rcv", hook::PREROUTING),
+        ("ip_local_deliver", hook::INPUT),
+        ("ip6_input", hook::INPUT),
+        ("ip_forward", hook::FORWARD),
+        ("ip6_forward", hook::FORWARD),
+        ("ip_output", hook::POSTROUTING),
+        ("ip6_output", hook::POSTROUTING),
         ("br_nf_forward_ip", hook::FORWARD),
         ("br_nf_forward", hook::FORWARD),
         ("br_nf_post_routing", hook::POSTROUTING),
@@ -205,7 +214,7 @@ impl Datapath {
             ip6_input: kallsyms.addr("ip6_input").unwrap_or(u64::MAX),
             ip6_forward: kallsyms.addr("ip6_forward").unwrap_or(u64::MAX),
             dst_discard: kallsyms.addr("dst_discard").unwrap_or(u64::MAX),
-            bridge_hooks: bridge_hook_ranges(&kallsyms),
+            hook_ranges: hook_ranges(&kallsyms),
             ..kbtf.kernel_layout()?
         };
         let drop_reasons = kbtf.enum_values("skb_drop_reason", "SKB_DROP_REASON_")?;

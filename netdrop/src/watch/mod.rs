@@ -338,10 +338,11 @@ impl Watcher {
         let delta_bytes = now.bytes.saturating_sub(before.bytes);
         let mut site = self.decoder.decode(&key);
         let sample = self.latest.get(&key).copied();
-        // A bridged key counts FORWARD and POSTROUTING drops together; the
-        // latest sample's stack walk says which these are, and they are
-        // reported as that hook's site.
-        let skey = if key.hook == netdrop_common::hook::BRIDGED {
+        // A key whose routing state was ambiguous (bridged, loopback,
+        // hairpin) counts two hooks' drops together; the latest sample's
+        // stack walk says which these are, and they are reported as that
+        // hook's site.
+        let skey = if netdrop_common::hook::from_stack(key.hook) {
             let h = sample.map_or(key.hook, |s| s.hook);
             site.hook = Hook::from_kernel(h);
             DropKey { hook: h, ..key }
