@@ -597,3 +597,112 @@ fn loopback_and_hairpin_drops_name_their_hook() {
         ],
     );
 }
+
+/// flannel's IPv6 VXLAN (flannel-v6.1 over an IPv6 underlay): IPv6 output
+/// routes carry `ip6_forward` as their input, so only "not received on
+/// this device" tells the tunnel's OUTPUT from a FORWARD.
+#[test]
+fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
+    require_root();
+    let mut lab = Lab::new("v6x");
+    let n1 = lab.netns("n1").unwrap();
+    let n2 = lab.netns("n2").unwrap();
+    lab.veth((&n1, "eth0", None), (&n2, "eth0", None)).unwrap();
+    for (ns, addr) in [(&n1, "2001:db8:1::1/64"), (&n2, "2001:db8:1::2/64")] {
+        lab.ip(ns, &["-6", "addr", "add", addr, "dev", "eth0", "nodad"])
+            .unwrap();
+    }
+    let dev = "flannel-v6.1";
+    let mac2 = "0e:00:00:00:00:02";
+    for args in [
+        &[
+            "link",
+            "add",
+            dev,
+            "address",
+            "0e:00:00:00:00:01",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            "2001:db8:1::1",
+            "dev",
+            "eth0",
+            "dstport",
+            "8472",
+            "nolearning",
+        ][..],
+        &["-6", "addr", "add", "fd00:224:1::/128", "dev", dev, "nodad"],
+        &["link", "set", dev, "up"],
+        &[
+            "-6",
+            "route",
+            "add",
+            "fd00:224:2::/64",
+            "via",
+            "fd00:224:2::",
+            "dev",
+            dev,
+            "onlink",
+        ],
+        &[
+            "-6",
+            "neigh",
+            "add",
+            "fd00:224:2::",
+            "lladdr",
+            mac2,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ],
+    ] {
+        lab.ip(&n1, args).unwrap();
+    }
+    lab.exec(
+        &n1,
+        &[
+            "bridge",
+            "fdb",
+            "append",
+            mac2,
+            "dev",
+            dev,
+            "dst",
+            "2001:db8:1::2",
+        ],
+    )
+    .unwrap();
+    lab.exec(
+        &n1,
+        &[
+            "ip6tables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "8472",
+            "-j",
+            "DROP",
+        ],
+    )
+    .unwrap();
+    let mut w = Watch::start(&["--netns", &n1, "--pod-cidr", "fd00:224::/32"]).unwrap();
+    traffic::send_udp(&n1, "[fd00:224:2::7]:5353".parse().unwrap(), 3, 40).unwrap();
+    let vx =
+        |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true;
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), vx) >= 3
+    })
+    .unwrap();
+    let recs = w.stop().unwrap();
+    assert_eq!(total_packets(&recs, vx), 3, "{recs:#?}");
+    let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+    assert_eq!(field(rec, "hook"), "OUTPUT", "{rec}");
+    assert_eq!(field(rec, "out_iface"), "eth0", "{rec}");
+    assert_eq!(field(rec, "chain"), "OUTPUT", "{rec}");
+    assert_eq!(field(&rec["inner"], "dst"), "fd00:224:2::7", "{rec}");
+}

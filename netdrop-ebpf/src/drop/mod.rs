@@ -108,6 +108,14 @@ pub fn count_drop<R: KernelRead>(
                 hook::HAIRPIN
             };
         }
+        // IPv6 output routes also say `ip6_forward`: a packet that was not
+        // received on its device is a tunnel's (flannel-v6.1) in OUTPUT.
+        if hook == hook::FORWARD
+            && dst_input == global(&LAYOUT.ip6_forward)
+            && !received_on::<R>(skb, dev)
+        {
+            hook = hook::OUTPUT;
+        }
         // Leaving by a device other than its route's: maybe a bridge port.
         if dev != 0
             && dst_dev != 0
@@ -301,7 +309,7 @@ fn take_token() -> bool {
 /// routed in to local delivery → INPUT, to forwarding → FORWARD; no device
 /// yet → OUTPUT (locally generated, before `ip_output` sets `skb->dev`);
 /// an output route while `skb->dev` is still a tunnel's (flannel.1 has just
-/// wrapped it in VXLAN) → OUTPUT too.
+/// wrapped it in VXLAN) → OUTPUT too (IPv6: see the caller).
 #[inline(always)]
 fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     if dst == 0 {

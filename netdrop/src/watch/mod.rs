@@ -105,6 +105,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         summary_every: args.summary_interval,
         sites: HashMap::new(),
         latest: HashMap::new(),
+        awaiting_sample: HashMap::new(),
+        closing: false,
         stats_prev: [0; drop_stat::COUNT as usize],
         programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
@@ -155,6 +157,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     // Report what arrived since the last tick before detaching, and the
     // final counts of sites whose last summary is behind.
+    w.closing = true;
     w.poll(&mut datapath)?;
     w.flush();
     Ok(())
@@ -162,6 +165,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 
 /// An attribution (or the knowledge that none was found).
 type Attributed = Option<(Explanation, Evidence)>;
+
+/// How long a new drop site waits for its first sample before it is
+/// reported without one.
+const SAMPLE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the watcher remembers about one drop site.
 #[derive(Default)]
@@ -192,6 +199,11 @@ struct Watcher {
     summary_every: Duration,
     sites: HashMap<DropKey, Site>,
     latest: HashMap<DropKey, DropSample>,
+    /// New sites counted before their first sample was read (the kernel
+    /// counts, then samples), since when: reported once it arrives.
+    awaiting_sample: HashMap<DropKey, Instant>,
+    /// The last poll before exit: report every site, sample or not.
+    closing: bool,
     stats_prev: [u64; drop_stat::COUNT as usize],
     /// Program name → (run time ns, runs) as of the last poll.
     programs_prev: HashMap<String, (u64, u64)>,
@@ -242,6 +254,18 @@ impl Watcher {
             if now.packets == before.packets {
                 continue;
             }
+            // The first drop of a site is always sampled, right after it is
+            // counted: a read between the two sees the count alone. Wait for
+            // the sample (its flow, and the hook of ambiguous keys) rather
+            // than report a site without it; not forever (a full ring buffer
+            // loses samples).
+            if !self.closing && !self.sites.contains_key(&key) && !self.latest.contains_key(&key) {
+                let since = *self.awaiting_sample.entry(key).or_insert_with(Instant::now);
+                if since.elapsed() < SAMPLE_GRACE {
+                    continue;
+                }
+            }
+            self.awaiting_sample.remove(&key);
             self.drop_site(ni, key, now, before);
         }
         self.kernel_stats(datapath);
