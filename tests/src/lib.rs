@@ -232,6 +232,27 @@ pub fn total_packets(records: &[Value], pred: impl Fn(&Value) -> bool) -> u64 {
     last.values().sum()
 }
 
+/// Watches with `args`, runs `send`, waits until `count` drops matching
+/// `pred` are reported, checks that exactly `count` were (after a moment
+/// for strays), and returns the last matching record.
+pub fn last_drop(
+    args: &[&str],
+    send: impl FnOnce(),
+    pred: impl Fn(&Value) -> bool,
+    count: u64,
+) -> Value {
+    let mut w = Watch::start(args).unwrap();
+    send();
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), &pred) >= count
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let recs = w.stop().unwrap();
+    assert_eq!(total_packets(&recs, &pred), count, "{recs:#?}");
+    recs.into_iter().rev().find(|r| pred(r)).unwrap()
+}
+
 /// Privileged tests fail loudly rather than pass vacuously when not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

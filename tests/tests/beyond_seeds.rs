@@ -3,25 +3,20 @@
 //! a path MTU too small, and a node that does not forward. Each must come
 //! with what happened and the command that fixes it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use netdrop_tests::{Routed, Watch, field, require_root, routed, total_packets, traffic};
+use netdrop_tests::{Routed, field, last_drop, require_root, routed, traffic};
 use serde_json::Value;
 
 /// Runs `send` under `netdrop watch` on the router until `count` drops with
 /// kernel reason `reason` are reported; returns the last such record.
 fn drop_record(r: &Routed, reason: &str, count: u64, send: impl FnOnce()) -> Value {
-    let mut w = Watch::start(&["--netns", &r.router, "--pod-cidr", "10.224.0.0/16"]).unwrap();
-    send();
-    let ours = |rec: &Value| field(rec, "reason") == reason;
-    w.wait_for(Duration::from_secs(10), |w| {
-        total_packets(&w.records(), ours) >= count
-    })
-    .unwrap_or_else(|e| panic!("{reason}: {e}"));
-    std::thread::sleep(Duration::from_millis(600));
-    let recs = w.stop().unwrap();
-    assert_eq!(total_packets(&recs, ours), count, "{recs:#?}");
-    recs.into_iter().rev().find(|r| ours(r)).unwrap()
+    last_drop(
+        &["--netns", &r.router, "--pod-cidr", "10.224.0.0/16"],
+        send,
+        |rec| field(rec, "reason") == reason,
+        count,
+    )
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use netdrop_tests::{Lab, Watch, field, require_root, routed, total_packets, traffic};
+use netdrop_tests::{Lab, Watch, field, last_drop, require_root, routed, total_packets, traffic};
 
 #[test]
 fn every_netfilter_hook_is_named() {
@@ -94,89 +94,116 @@ fn pod_filter_keeps_pod_drops_only() {
     );
 }
 
-/// Two nodes on 192.0.2.0/24 with flannel.1 the way flannel builds it:
-/// VXLAN id 1 on 8472, a /32 on the device, node1's on-link route to node2's
-/// pod subnet 10.224.2.0/24, static ARP and FDB entries.
-fn vxlan_nodes() -> (Lab, String, String) {
+/// A netfilter drop of a VXLAN packet.
+fn vxlan_dropped(rec: &serde_json::Value) -> bool {
+    field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true
+}
+
+/// One flannel VXLAN overlay between two nodes: an underlay (`eth0`), the
+/// VXLAN device the way flannel builds it (id 1 on 8472, the node's pod
+/// subnet address on the device), and node1's on-link route to node2's pod
+/// subnet with static neighbour and FDB entries.
+struct Overlay {
+    /// The VXLAN device (`flannel.1`, or `flannel-v6.1`).
+    dev: &'static str,
+    /// Underlay addresses of node1 and node2, and their prefix length.
+    underlay: [&'static str; 2],
+    prefix: &'static str,
+    /// The address flannel gives each node's VXLAN device (its pod subnet's
+    /// network address) and node2's pod subnet.
+    pod_addr: [&'static str; 2],
+    peer_subnet: &'static str,
+}
+
+const FLANNEL_V4: Overlay = Overlay {
+    dev: "flannel.1",
+    underlay: ["192.0.2.1", "192.0.2.2"],
+    prefix: "24",
+    pod_addr: ["10.224.1.0", "10.224.2.0"],
+    peer_subnet: "10.224.2.0/24",
+};
+
+const FLANNEL_V6: Overlay = Overlay {
+    dev: "flannel-v6.1",
+    underlay: ["2001:db8:1::1", "2001:db8:1::2"],
+    prefix: "64",
+    pod_addr: ["fd00:224:1::", "fd00:224:2::"],
+    peer_subnet: "fd00:224:2::/64",
+};
+
+fn vxlan_nodes(o: &Overlay) -> (Lab, String, String) {
     let mut lab = Lab::new("vx");
     let n1 = lab.netns("n1").unwrap();
     let n2 = lab.netns("n2").unwrap();
-    lab.veth(
-        (&n1, "eth0", Some("192.0.2.1/24")),
-        (&n2, "eth0", Some("192.0.2.2/24")),
-    )
-    .unwrap();
-    let mac2 = "0e:00:00:00:00:02";
-    for (ns, local, addr, mac) in [
-        (&n1, "192.0.2.1", "10.224.1.0/32", "0e:00:00:00:00:01"),
-        (&n2, "192.0.2.2", "10.224.2.0/32", mac2),
-    ] {
-        lab.ip(
-            ns,
+    lab.veth((&n1, "eth0", None), (&n2, "eth0", None)).unwrap();
+    let macs = ["0e:00:00:00:00:01", "0e:00:00:00:00:02"];
+    let single = if o.prefix == "24" { "32" } else { "128" };
+    for (i, ns) in [&n1, &n2].into_iter().enumerate() {
+        let underlay = format!("{}/{}", o.underlay[i], o.prefix);
+        let pod = format!("{}/{single}", o.pod_addr[i]);
+        // nodad: IPv6 addresses usable at once (ignored for IPv4).
+        for args in [
+            &["addr", "add", &underlay, "dev", "eth0", "nodad"][..],
             &[
                 "link",
                 "add",
-                "flannel.1",
+                o.dev,
                 "address",
-                mac,
+                macs[i],
                 "type",
                 "vxlan",
                 "id",
                 "1",
                 "local",
-                local,
+                o.underlay[i],
                 "dev",
                 "eth0",
                 "dstport",
                 "8472",
                 "nolearning",
             ],
-        )
-        .unwrap();
-        lab.ip(ns, &["addr", "add", addr, "dev", "flannel.1"])
-            .unwrap();
-        lab.ip(ns, &["link", "set", "flannel.1", "up"]).unwrap();
+            &["addr", "add", &pod, "dev", o.dev, "nodad"],
+            &["link", "set", o.dev, "up"],
+        ] {
+            lab.ip(ns, args).unwrap();
+        }
     }
-    lab.ip(
-        &n1,
+    for args in [
         &[
             "route",
             "add",
-            "10.224.2.0/24",
+            o.peer_subnet,
             "via",
-            "10.224.2.0",
+            o.pod_addr[1],
             "dev",
-            "flannel.1",
+            o.dev,
             "onlink",
-        ],
-    )
-    .unwrap();
-    lab.ip(
-        &n1,
+        ][..],
         &[
             "neigh",
             "add",
-            "10.224.2.0",
+            o.pod_addr[1],
             "lladdr",
-            mac2,
+            macs[1],
             "dev",
-            "flannel.1",
+            o.dev,
             "nud",
             "permanent",
         ],
-    )
-    .unwrap();
+    ] {
+        lab.ip(&n1, args).unwrap();
+    }
     lab.exec(
         &n1,
         &[
             "bridge",
             "fdb",
             "append",
-            mac2,
+            macs[1],
             "dev",
-            "flannel.1",
+            o.dev,
             "dst",
-            "192.0.2.2",
+            o.underlay[1],
         ],
     )
     .unwrap();
@@ -188,7 +215,7 @@ fn vxlan_nodes() -> (Lab, String, String) {
 #[test]
 fn dropped_vxlan_packet_names_the_inner_pods() {
     require_root();
-    let (lab, n1, n2) = vxlan_nodes();
+    let (lab, n1, n2) = vxlan_nodes(&FLANNEL_V4);
     // S3: the receiving node's firewall rejects VXLAN.
     lab.iptables(
         &n2,
@@ -198,17 +225,12 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
     )
     .unwrap();
 
-    let mut w = Watch::start(&["--netns", &n2, "--pod-cidr", "10.224.0.0/16"]).unwrap();
-    traffic::send_udp(&n1, "10.224.2.7:5353".parse().unwrap(), 5, 40).unwrap();
-    let vx =
-        |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true;
-    w.wait_for(Duration::from_secs(10), |w| {
-        total_packets(&w.records(), vx) >= 5
-    })
-    .unwrap();
-    let recs = w.stop().unwrap();
-    assert_eq!(total_packets(&recs, vx), 5, "{recs:#?}");
-    let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+    let rec = &last_drop(
+        &["--netns", &n2, "--pod-cidr", "10.224.0.0/16"],
+        || traffic::send_udp(&n1, "10.224.2.7:5353".parse().unwrap(), 5, 40).unwrap(),
+        vxlan_dropped,
+        5,
+    );
     assert_eq!(field(rec, "hook"), "INPUT");
     assert_eq!(
         (field(rec, "src"), field(rec, "dst")),
@@ -462,7 +484,7 @@ fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
 #[test]
 fn vxlan_dropped_leaving_the_sending_node_is_output() {
     require_root();
-    let (mut lab, n1, _n2) = vxlan_nodes();
+    let (mut lab, n1, _n2) = vxlan_nodes(&FLANNEL_V4);
     let pod = lab.netns("pod").unwrap();
     lab.veth(
         (&pod, "eth0", Some("10.224.1.2/24")),
@@ -478,18 +500,12 @@ fn vxlan_dropped_leaving_the_sending_node_is_output() {
     )
     .unwrap();
     for (sender, inner_src, count) in [(&n1, "10.224.1.0", 3), (&pod, "10.224.1.2", 4)] {
-        let mut w = Watch::start(&["--netns", &n1, "--pod-cidr", "10.224.0.0/16"]).unwrap();
-        traffic::send_udp(sender, "10.224.2.7:5353".parse().unwrap(), count, 40).unwrap();
-        let vx = |rec: &serde_json::Value| {
-            field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true
-        };
-        w.wait_for(Duration::from_secs(10), |w| {
-            total_packets(&w.records(), vx) >= count
-        })
-        .unwrap_or_else(|e| panic!("{inner_src}: {e}"));
-        let recs = w.stop().unwrap();
-        assert_eq!(total_packets(&recs, vx), count, "{recs:#?}");
-        let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+        let rec = &last_drop(
+            &["--netns", &n1, "--pod-cidr", "10.224.0.0/16"],
+            || traffic::send_udp(sender, "10.224.2.7:5353".parse().unwrap(), count, 40).unwrap(),
+            vxlan_dropped,
+            count,
+        );
         assert_eq!(field(rec, "hook"), "OUTPUT", "{rec}");
         assert_eq!(field(rec, "out_iface"), "eth0", "{rec}");
         assert_eq!(
@@ -604,77 +620,7 @@ fn loopback_and_hairpin_drops_name_their_hook() {
 #[test]
 fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
     require_root();
-    let mut lab = Lab::new("v6x");
-    let n1 = lab.netns("n1").unwrap();
-    let n2 = lab.netns("n2").unwrap();
-    lab.veth((&n1, "eth0", None), (&n2, "eth0", None)).unwrap();
-    for (ns, addr) in [(&n1, "2001:db8:1::1/64"), (&n2, "2001:db8:1::2/64")] {
-        lab.ip(ns, &["-6", "addr", "add", addr, "dev", "eth0", "nodad"])
-            .unwrap();
-    }
-    let dev = "flannel-v6.1";
-    let mac2 = "0e:00:00:00:00:02";
-    for args in [
-        &[
-            "link",
-            "add",
-            dev,
-            "address",
-            "0e:00:00:00:00:01",
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "local",
-            "2001:db8:1::1",
-            "dev",
-            "eth0",
-            "dstport",
-            "8472",
-            "nolearning",
-        ][..],
-        &["-6", "addr", "add", "fd00:224:1::/128", "dev", dev, "nodad"],
-        &["link", "set", dev, "up"],
-        &[
-            "-6",
-            "route",
-            "add",
-            "fd00:224:2::/64",
-            "via",
-            "fd00:224:2::",
-            "dev",
-            dev,
-            "onlink",
-        ],
-        &[
-            "-6",
-            "neigh",
-            "add",
-            "fd00:224:2::",
-            "lladdr",
-            mac2,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ],
-    ] {
-        lab.ip(&n1, args).unwrap();
-    }
-    lab.exec(
-        &n1,
-        &[
-            "bridge",
-            "fdb",
-            "append",
-            mac2,
-            "dev",
-            dev,
-            "dst",
-            "2001:db8:1::2",
-        ],
-    )
-    .unwrap();
+    let (lab, n1, _n2) = vxlan_nodes(&FLANNEL_V6);
     lab.exec(
         &n1,
         &[
@@ -690,17 +636,12 @@ fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
         ],
     )
     .unwrap();
-    let mut w = Watch::start(&["--netns", &n1, "--pod-cidr", "fd00:224::/32"]).unwrap();
-    traffic::send_udp(&n1, "[fd00:224:2::7]:5353".parse().unwrap(), 3, 40).unwrap();
-    let vx =
-        |rec: &serde_json::Value| field(rec, "reason") == "NETFILTER_DROP" && rec["vxlan"] == true;
-    w.wait_for(Duration::from_secs(10), |w| {
-        total_packets(&w.records(), vx) >= 3
-    })
-    .unwrap();
-    let recs = w.stop().unwrap();
-    assert_eq!(total_packets(&recs, vx), 3, "{recs:#?}");
-    let rec = recs.iter().rev().find(|r| vx(r)).unwrap();
+    let rec = &last_drop(
+        &["--netns", &n1, "--pod-cidr", "fd00:224::/32"],
+        || traffic::send_udp(&n1, "[fd00:224:2::7]:5353".parse().unwrap(), 3, 40).unwrap(),
+        vxlan_dropped,
+        3,
+    );
     assert_eq!(field(rec, "hook"), "OUTPUT", "{rec}");
     assert_eq!(field(rec, "out_iface"), "eth0", "{rec}");
     assert_eq!(field(rec, "chain"), "OUTPUT", "{rec}");
