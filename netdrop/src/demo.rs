@@ -67,18 +67,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .flat_map(|(_, c)| [c.node1.clone(), c.node2.clone()])
         .collect();
 
+    // A blocking task cannot be aborted: it stops at this flag, before the
+    // namespaces it sends into are removed (and before the runtime, which
+    // waits for it, shuts down).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
         // The clusters stay owned here; the sender only needs their names.
         let plan: Vec<(Scenario, String)> =
             clusters.iter().map(|(s, c)| (*s, c.pod1.clone())).collect();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            loop {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+            while !stopped() {
                 for (s, pod1) in &plan {
                     if let Err(e) = send(pod1, *s) {
                         log::warn!("demo traffic ({s:?}): {e:#}");
                     }
                 }
-                std::thread::sleep(Duration::from_secs(2));
+                for _ in 0..20 {
+                    if stopped() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         })
     };
@@ -103,7 +114,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         node_name: None,
     });
     let result = watch.await;
-    sender.abort();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sender.await;
     drop(clusters);
     eprintln!("demo: all namespaces removed");
     result

@@ -1,0 +1,73 @@
+//! `netdrop demo` (behind `cargo xtask demo`, one of the README's two
+//! commands): it shows the seed's drop explained, ends at `--duration`, and
+//! leaves no namespace behind.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use netdrop_tests::{field, netdrop_bin, prom::free_port, require_root};
+use serde_json::Value;
+
+fn namespaces() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn demo_explains_s1_ends_on_time_and_cleans_up() {
+    require_root();
+    let mut child = Command::new(netdrop_bin())
+        .args([
+            "demo",
+            "--scenario",
+            "s1",
+            "--duration",
+            "6s",
+            "--output",
+            "json",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            child.kill().unwrap();
+            panic!("netdrop demo --duration 6s still running after 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{status}: {stderr}");
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records.iter().any(|r| field(r, "kind") == "drop"
+            && field(r, "hook") == "FORWARD"
+            && r["policy"] == true
+            && field(r, "owner") == "docker"),
+        "{records:#?}"
+    );
+    // Cluster names are printed as "nodes <node1> and <node2>".
+    let node1 = stderr
+        .split("nodes ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("demo names its nodes");
+    let prefix = node1.rsplit_once('-').map_or(node1, |(p, _)| p);
+    assert!(
+        !namespaces().contains(prefix),
+        "namespaces of {prefix} left behind: {}",
+        namespaces()
+    );
+}
