@@ -24,7 +24,7 @@ fn service_without_endpoints_is_named_with_its_service() {
     require_root();
     let r = routed();
     // kube-proxy's rules for a Service whose pods are all gone.
-    let rules: [&[&str]; 3] = [
+    let rules: &[&[&str]] = &[
         &["-N", "KUBE-SERVICES"],
         &[
             "-A",
@@ -61,9 +61,7 @@ fn service_without_endpoints_is_named_with_its_service() {
             "icmp-port-unreachable",
         ],
     ];
-    for rule in rules {
-        r.lab.iptables(&r.router, rule).unwrap();
-    }
+    r.lab.iptables_all(&r.router, rules).unwrap();
     r.lab
         .ip(&r.router, &["route", "add", "10.96.0.0/12", "dev", "eth1"])
         .unwrap();
@@ -154,7 +152,7 @@ fn node_that_does_not_forward_says_ip_forward() {
 fn conntrack_invalid_drop_is_found_by_the_rule_counter() {
     require_root();
     let r = routed();
-    let rules: [&[&str]; 3] = [
+    let rules: &[&[&str]] = &[
         &["-N", "KUBE-FORWARD"],
         &["-A", "FORWARD", "-j", "KUBE-FORWARD"],
         &[
@@ -168,9 +166,7 @@ fn conntrack_invalid_drop_is_found_by_the_rule_counter() {
             "DROP",
         ],
     ];
-    for rule in rules {
-        r.lab.iptables(&r.router, rule).unwrap();
-    }
+    r.lab.iptables_all(&r.router, rules).unwrap();
     let rec = drop_record(&r, "NETFILTER_DROP", 3, || {
         traffic::send_stray_tcp_acks(&r.client, "203.0.113.2:8080".parse().unwrap(), 3).unwrap()
     });

@@ -556,7 +556,7 @@ fn hooks_in_one_watch(node: &str, cases: &[(&str, &str, u64, &str)]) {
 fn loopback_and_hairpin_drops_name_their_hook() {
     require_root();
     let r = routed();
-    let rules: [&[&str]; 5] = [
+    let rules: &[&[&str]] = &[
         &[
             "-t",
             "raw",
@@ -600,9 +600,7 @@ fn loopback_and_hairpin_drops_name_their_hook() {
             "DROP",
         ],
     ];
-    for rule in rules {
-        r.lab.iptables(&r.router, rule).unwrap();
-    }
+    r.lab.iptables_all(&r.router, rules).unwrap();
     hooks_in_one_watch(
         &r.router,
         &[

@@ -76,6 +76,11 @@ impl Lab {
         self.exec(ns, &v).map(drop)
     }
 
+    /// Several `iptables` commands in order (`-N`, `-A`, `-t nat -A`...).
+    pub fn iptables_all(&self, ns: &str, commands: &[&[&str]]) -> anyhow::Result<()> {
+        commands.iter().try_for_each(|args| self.iptables(ns, args))
+    }
+
     /// `iptables-save` of a namespace without counters: what netdrop must
     /// never change.
     pub fn iptables_save(&self, ns: &str) -> anyhow::Result<String> {
