@@ -43,7 +43,9 @@ pub mod flags {
     pub const INNER_DST_POD: u8 = 16;
     /// Bridged by a Linux bridge and seen by iptables through br_netfilter
     /// (`bridge-nf-call-iptables`): in and out device are the bridge, the
-    /// sample carries the bridge ports.
+    /// sample carries the bridge ports. Set with [`hook::BRIDGED`]; it keeps
+    /// bridged sites apart from routed ones once userspace has put the
+    /// sampled hook in the key.
     pub const BRIDGED: u8 = 32;
 }
 

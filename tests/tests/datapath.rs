@@ -357,25 +357,13 @@ fn bridged_drops_name_hook_bridge_and_ports() {
     // Bridged FORWARD and POSTROUTING drops share one kernel counter (the
     // stack walk that tells them apart is for samples only); one after the
     // other, each hook's site still gets exactly its own drops.
-    let mut w = Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
-    let at = |hook: &'static str| {
-        move |rec: &serde_json::Value| {
-            field(rec, "reason") == "NETFILTER_DROP" && field(rec, "hook") == hook
-        }
-    };
-    for (dst, count, hook) in [
-        ("10.224.9.3:7001", 3, "FORWARD"),
-        ("10.224.9.3:7002", 4, "POSTROUTING"),
-    ] {
-        traffic::send_udp(&pod_a, dst.parse().unwrap(), count, 32).unwrap();
-        w.wait_for(Duration::from_secs(10), |w| {
-            total_packets(&w.records(), at(hook)) >= count
-        })
-        .unwrap_or_else(|e| panic!("{hook}: {e}"));
-    }
-    let recs = w.stop().unwrap();
-    assert_eq!(total_packets(&recs, at("FORWARD")), 3, "{recs:#?}");
-    assert_eq!(total_packets(&recs, at("POSTROUTING")), 4, "{recs:#?}");
+    hooks_in_one_watch(
+        &node,
+        &[
+            (&pod_a, "10.224.9.3:7001", 3, "FORWARD"),
+            (&pod_a, "10.224.9.3:7002", 4, "POSTROUTING"),
+        ],
+    );
 }
 
 /// IPv6 pods (dual-stack): drops in INPUT and FORWARD of an IPv6 router are

@@ -94,41 +94,11 @@ pub fn count_drop<R: KernelRead>(
     } else {
         (0, 0)
     };
-    let mut hook = hook::UNKNOWN;
-    // Bridge ports (in, out) of a bridged packet.
-    let mut ports = None;
-    if netfilter {
-        hook = classify_hook(dev, dst, dst_dev, dst_input);
-        // Received on the very device it is delivered on or routed out of:
-        // the node talking to itself over `lo`, or a hairpin.
-        if hook == hook::POSTROUTING && received_on::<R>(skb, dev) {
-            hook = if is_local_delivery(dst_input) {
-                hook::LOOPBACK
-            } else {
-                hook::HAIRPIN
-            };
-        }
-        // IPv6 output routes also say `ip6_forward`: a packet that was not
-        // received on its device is a tunnel's (flannel-v6.1) in OUTPUT.
-        if hook == hook::FORWARD
-            && dst_input == global(&LAYOUT.ip6_forward)
-            && !received_on::<R>(skb, dev)
-        {
-            hook = hook::OUTPUT;
-        }
-        // Leaving by a device other than its route's: maybe a bridge port.
-        if dev != 0
-            && dst_dev != 0
-            && dev != dst_dev
-            && hook != hook::INPUT
-            && let Some(phys_in) = bridge::bridged_in::<R>(skb, dev)
-        {
-            // Which of FORWARD and POSTROUTING costs a stack walk: only
-            // sampled drops pay it, below.
-            hook = hook::BRIDGED;
-            ports = Some((phys_in, ifindex_of::<R>(dev)));
-        }
-    }
+    let (hook, ports) = if netfilter {
+        netfilter_hook::<R>(skb, dev, dst, dst_dev, dst_input)
+    } else {
+        (hook::UNKNOWN, None)
+    };
 
     let scratch = DROP_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
@@ -141,7 +111,7 @@ pub fn count_drop<R: KernelRead>(
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
     let nh: u16 =
         unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
-    let mut fl = if ports.is_some() { flags::BRIDGED } else { 0 };
+    let mut fl = 0u8;
     if head != 0 && nh != HEADER_UNSET {
         let l3 = head + u64::from(nh);
         if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut sample.outer) {
@@ -166,9 +136,12 @@ pub fn count_drop<R: KernelRead>(
             }
         }
     }
-    if fl & !flags::BRIDGED == 0 && global(&DROP_CONFIG.keep_all) == 0 {
+    if fl == 0 && global(&DROP_CONFIG.keep_all) == 0 {
         bump(drop_stat::FILTERED);
         return Ok(());
+    }
+    if ports.is_some() {
+        fl |= flags::BRIDGED;
     }
 
     // The device the packet came in on (hooks before routing decides its
@@ -185,7 +158,7 @@ pub fn count_drop<R: KernelRead>(
     };
     let (in_ifindex, out_ifindex) = match hook {
         // iptables sees the bridge itself as `-i` and `-o`.
-        _ if ports.is_some() => {
+        hook::BRIDGED => {
             let bridge = ifindex_of::<Probe>(dst_dev);
             (bridge, bridge)
         }
@@ -304,12 +277,55 @@ fn take_token() -> bool {
     )
 }
 
+/// The hook of a netfilter drop, and the bridge ports (in, out) of a
+/// bridged packet. Routing state first (`classify_hook`), then what the
+/// skb adds where that state is ambiguous: received on the very device it
+/// is delivered on or routed out of (`lo`, a hairpin), an IPv6 tunnel's
+/// packet in OUTPUT, a packet being bridged. Ambiguous keys are resolved per
+/// sample, from the stack.
+#[inline(always)]
+fn netfilter_hook<R: KernelRead>(
+    skb: *const u8,
+    dev: u64,
+    dst: u64,
+    dst_dev: u64,
+    dst_input: u64,
+) -> (u8, Option<(u32, u32)>) {
+    let hook = classify_hook(dev, dst, dst_dev, dst_input);
+    if hook == hook::POSTROUTING && received_on::<R>(skb, dev) {
+        let h = if is_local_delivery(dst_input) {
+            hook::LOOPBACK
+        } else {
+            hook::HAIRPIN
+        };
+        return (h, None);
+    }
+    // Leaving by a device other than its route's: maybe a bridge port.
+    if dev != 0
+        && dst_dev != 0
+        && dev != dst_dev
+        && hook != hook::INPUT
+        && let Some(phys_in) = bridge::bridged_in::<R>(skb, dev)
+    {
+        return (hook::BRIDGED, Some((phys_in, ifindex_of::<R>(dev))));
+    }
+    // IPv6 output routes also say `ip6_forward`: a packet that was not
+    // received on its device is a tunnel's (flannel-v6.1) in OUTPUT.
+    if hook == hook::FORWARD
+        && dst_input == global(&LAYOUT.ip6_forward)
+        && !received_on::<R>(skb, dev)
+    {
+        return (hook::OUTPUT, None);
+    }
+    (hook, None)
+}
+
 /// Which netfilter hook freed the skb, from routing state alone (no stack
 /// walk): no route yet → PREROUTING; on its output device → POSTROUTING;
 /// routed in to local delivery → INPUT, to forwarding → FORWARD; no device
 /// yet → OUTPUT (locally generated, before `ip_output` sets `skb->dev`);
 /// an output route while `skb->dev` is still a tunnel's (flannel.1 has just
-/// wrapped it in VXLAN) → OUTPUT too (IPv6: see the caller).
+/// wrapped it in VXLAN) → OUTPUT too (IPv6: see `netfilter_hook`).
 #[inline(always)]
 fn classify_hook(dev: u64, dst: u64, dst_dev: u64, input: u64) -> u8 {
     if dst == 0 {

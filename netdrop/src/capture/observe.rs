@@ -3,10 +3,7 @@
 //! nodes never mix counters. Attached through links inside the node's
 //! namespace; dropping [`NodeObservers`] detaches them.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -200,50 +197,21 @@ fn attach_one(
     prog.take_link(id).map(Some).map_err(|e| e.to_string())
 }
 
-/// Runs `f` on a thread that entered the network namespace at `path`.
-fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, CaptureError> {
-    let ns_file = std::fs::File::open(path)
-        .map_err(|e| CaptureError::Observer(format!("{}: {e}", path.display())))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a valid fd changes only this thread.
-            if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(CaptureError::Observer(format!(
-                    "entering {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                )));
-            }
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(CaptureError::Observer("namespace thread panicked".into())))
-    })
-}
-
 /// Netlink filters of one node, detached in the node's namespace on drop.
 #[derive(Default)]
 struct NetlinkLinks {
     links: Vec<SchedClassifierLink>,
-    /// `None`: netdrop's own namespace.
-    netns: Option<PathBuf>,
+    netns: Option<Netns>,
 }
 
 impl Drop for NetlinkLinks {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
-        if links.is_empty() {
-            return;
-        }
         // Dropping a link detaches it.
-        match &self.netns {
-            None => drop(links),
-            Some(path) => {
-                if let Err(e) = in_netns(path, move || drop(links)) {
-                    log::warn!("cannot detach the TC filters in {}: {e}", path.display());
-                }
-            }
+        if let Some(netns) = &self.netns
+            && let Err(e) = netns.run_in(move || drop(links))
+        {
+            log::warn!("cannot detach the TC filters in {}: {e}", netns.label());
         }
     }
 }
@@ -362,7 +330,7 @@ impl NodeObservers {
             .map(|(n, _)| n.clone())
             .collect();
         let mode = self.tc_attach;
-        let mut attach_all = || -> Result<Vec<SchedClassifierLink>, CaptureError> {
+        let attach_all = || -> Result<Vec<SchedClassifierLink>, CaptureError> {
             let mut netlink = Vec::new();
             for iface in &targets {
                 for (name, kind) in [
@@ -382,15 +350,13 @@ impl NodeObservers {
             Ok(netlink)
         };
         // Devices are named in the caller's namespace: attach from a thread
-        // that entered the node's (not for netdrop's own namespace, a
-        // DaemonSet's host network: setns would need CAP_SYS_ADMIN).
-        let netlink = match node.name {
-            None => attach_all()?,
-            Some(_) => in_netns(&node.path, attach_all)??,
-        };
+        // that entered the node's.
+        let links = node
+            .run_in(attach_all)
+            .map_err(|e| CaptureError::Observer(e.to_string()))??;
         self.netlink = NetlinkLinks {
-            links: netlink,
-            netns: node.name.as_ref().map(|_| node.path.clone()),
+            links,
+            netns: Some(node.clone()),
         };
         Ok(())
     }

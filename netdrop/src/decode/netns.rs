@@ -62,31 +62,33 @@ impl Netns {
         })
     }
 
-    /// Runs `f` on a thread that has entered this namespace.
-    pub fn run_in<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetnsError> {
+    /// Runs `f` on a thread that has entered this namespace (a scoped one:
+    /// `f` may borrow).
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         // netdrop's own namespace needs no setns (nor CAP_SYS_ADMIN, which
         // a DaemonSet does not grant).
         if self.name.is_none() {
             return Ok(f());
         }
         let file = File::open(&self.path).map_err(|e| NetnsError::Open(self.path.clone(), e))?;
-        let label = self.label();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a valid fd changes only this thread's namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(NetnsError::Enter(label, std::io::Error::last_os_error()));
-            }
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(NetnsError::Enter(
-                self.label(),
-                std::io::Error::other("thread panicked"),
-            ))
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a valid fd changes only this thread's namespace.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetnsError::Enter(
+                        self.label(),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(NetnsError::Enter(
+                    self.label(),
+                    std::io::Error::other("thread panicked"),
+                ))
+            })
         })
     }
 

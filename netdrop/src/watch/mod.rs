@@ -176,8 +176,9 @@ struct Site {
     /// The kernel's counters of this key, as of the last poll.
     counters: DropCounters,
     /// What this site's records report: the drops credited to it. The
-    /// kernel's counts, except for a bridged key, whose drops are split
-    /// between its FORWARD and POSTROUTING sites by the samples' hook.
+    /// kernel's counts, except for a key with an ambiguous hook (bridged,
+    /// loopback, hairpin), whose drops are split between its two hooks'
+    /// sites by the samples' hook.
     total: DropCounters,
     printed: Option<Instant>,
     /// Packets as of the last printed record (summaries report the growth).
