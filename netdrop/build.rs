@@ -13,6 +13,15 @@ fn main() -> anyhow::Result<()> {
         .context("netdrop/ has no parent directory")?
         .join("netdrop-ebpf");
     let root = root.to_str().context("netdrop-ebpf path is not UTF-8")?;
+    // aya-build watches netdrop-ebpf only; the kernel programs share their
+    // types with userspace through netdrop-common, so a change there must
+    // rebuild them too (else the object and the loader disagree on layouts).
+    println!(
+        "cargo:rerun-if-changed={}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../netdrop-common")
+            .display()
+    );
     let package = aya_build::Package {
         name: "netdrop-ebpf",
         root_dir: root,
