@@ -79,7 +79,10 @@ pub struct DropKey {
 }
 
 /// One decoded flow: addresses (IPv4 in the first 4 bytes) and ports.
-#[repr(C)]
+/// 8-aligned (its size is a multiple of 8, so no padding is added): the
+/// drop program clears it per drop, with five 8-byte stores rather than a
+/// byte-by-byte `memset` call.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowHdr {
     pub src: [u8; 16],
@@ -92,6 +95,21 @@ pub struct FlowHdr {
     /// ICMP type and code (when `proto` is ICMP / ICMPv6).
     pub icmp_type: u8,
     pub icmp_code: u8,
+}
+
+impl FlowHdr {
+    /// Zeroes the flow in five 8-byte stores. (`*f = FlowHdr::default()`
+    /// compiles to a call of a byte-by-byte `memset` for the BPF target,
+    /// ~200 instructions on every drop.)
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        let words = (self as *mut Self).cast::<u64>();
+        for i in 0..core::mem::size_of::<Self>() / 8 {
+            // SAFETY: `Self` is 8-aligned and a whole number of u64s long;
+            // volatile keeps the stores from being merged back into a memset.
+            unsafe { words.add(i).write_volatile(0) };
+        }
+    }
 }
 
 /// A detailed drop, sent through the ring buffer at a rate-limited pace.
@@ -450,6 +468,8 @@ mod tests {
         assert_eq!(size_of::<DropKey>(), 8 + 4 * 4 + 4 + 4);
         assert_eq!(size_of::<FlowHdr>(), 16 * 2 + 2 * 2 + 4);
         assert_eq!(size_of::<DropSample>(), 32 + 8 + 8 + 40 * 2 + 16);
+        assert_eq!(core::mem::offset_of!(DropSample, outer), 48);
+        assert_eq!(core::mem::offset_of!(DropSample, inner), 88);
         assert_eq!(
             size_of::<PodCidrs>(),
             MAX_POD_CIDRS * 8 + MAX_POD_CIDRS * 32 + 8

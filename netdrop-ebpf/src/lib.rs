@@ -5,6 +5,8 @@
 //! `try_*` function; the shims turn errors into "do nothing", since an
 //! observer must never change a packet's fate.
 #![no_std]
+// Inline asm emits the kfunc call aya 0.14 cannot relocate (`read::Cast`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 // Shared helpers only: maps and programs live in the object that owns them
 // (src/bin/*.rs includes its program folder), so neither object carries the

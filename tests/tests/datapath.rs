@@ -17,7 +17,11 @@ fn every_netfilter_hook_is_named() {
         ("POSTROUTING", "mangle", "POSTROUTING"),
         ("OUTPUT", "filter", "OUTPUT"),
     ];
-    for (hook, table, chain) in cases {
+    // Both tp_btf builds: route read through a cast, and probe-read.
+    for ((hook, table, chain), probe) in cases
+        .into_iter()
+        .flat_map(|c| ["tp-btf", "tp-btf-probe-read"].map(|p| (c, p)))
+    {
         let r = routed();
         // OUTPUT: the router itself sends; others: the client sends through it.
         let (sender, dst): (&str, SocketAddr) = match hook {
@@ -33,8 +37,16 @@ fn every_netfilter_hook_is_named() {
                 ],
             )
             .unwrap();
-        let mut w =
-            Watch::start(&["--netns", &r.router, "--pod-cidr", "10.224.0.0/16", "--all"]).unwrap();
+        let mut w = Watch::start(&[
+            "--netns",
+            &r.router,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--all",
+            "--drop-probe",
+            probe,
+        ])
+        .unwrap();
         traffic::send_udp(sender, dst, 4, 32).unwrap();
         let ours = |rec: &serde_json::Value| {
             field(rec, "reason") == "NETFILTER_DROP" && field(rec, "proto") == "udp"
@@ -42,11 +54,11 @@ fn every_netfilter_hook_is_named() {
         w.wait_for(Duration::from_secs(10), |w| {
             total_packets(&w.records(), ours) >= 4
         })
-        .unwrap_or_else(|e| panic!("{hook}: {e}"));
+        .unwrap_or_else(|e| panic!("{hook} ({probe}): {e}"));
         let recs = w.stop().unwrap();
-        assert_eq!(total_packets(&recs, ours), 4, "{hook}: {recs:#?}");
+        assert_eq!(total_packets(&recs, ours), 4, "{hook} ({probe}): {recs:#?}");
         for rec in recs.iter().filter(|r| ours(r)) {
-            assert_eq!(field(rec, "hook"), hook, "{rec}");
+            assert_eq!(field(rec, "hook"), hook, "{probe}: {rec}");
             assert_eq!(field(rec, "node"), r.router);
             match hook {
                 "FORWARD" => {
@@ -225,31 +237,41 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
     )
     .unwrap();
 
-    let rec = &last_drop(
-        &["--netns", &n2, "--pod-cidr", "10.224.0.0/16"],
-        || traffic::send_udp(&n1, "10.224.2.7:5353".parse().unwrap(), 5, 40).unwrap(),
-        vxlan_dropped,
-        5,
-    );
-    assert_eq!(field(rec, "hook"), "INPUT");
-    assert_eq!(
-        (field(rec, "src"), field(rec, "dst")),
-        ("192.0.2.1", "192.0.2.2"),
-        "{rec}"
-    );
-    assert_eq!(rec["dport"], 8472);
-    let inner = &rec["inner"];
-    assert_eq!(
-        (field(inner, "src"), field(inner, "dst")),
-        ("10.224.1.0", "10.224.2.7"),
-        "{rec}"
-    );
-    assert_eq!(
-        (field(inner, "proto"), inner["dport"].as_u64()),
-        ("udp", Some(5353)),
-        "{rec}"
-    );
-    assert_eq!(rec["vni"], 1);
+    // Both tp_btf builds: headers read in place through a cast, and probe-read.
+    for probe in ["tp-btf", "tp-btf-probe-read"] {
+        let rec = &last_drop(
+            &[
+                "--netns",
+                &n2,
+                "--pod-cidr",
+                "10.224.0.0/16",
+                "--drop-probe",
+                probe,
+            ],
+            || traffic::send_udp(&n1, "10.224.2.7:5353".parse().unwrap(), 5, 40).unwrap(),
+            vxlan_dropped,
+            5,
+        );
+        assert_eq!(field(rec, "hook"), "INPUT");
+        assert_eq!(
+            (field(rec, "src"), field(rec, "dst")),
+            ("192.0.2.1", "192.0.2.2"),
+            "{probe}: {rec}"
+        );
+        assert_eq!(rec["dport"], 8472);
+        let inner = &rec["inner"];
+        assert_eq!(
+            (field(inner, "src"), field(inner, "dst")),
+            ("10.224.1.0", "10.224.2.7"),
+            "{probe}: {rec}"
+        );
+        assert_eq!(
+            (field(inner, "proto"), inner["dport"].as_u64()),
+            ("udp", Some(5353)),
+            "{probe}: {rec}"
+        );
+        assert_eq!(rec["vni"], 1);
+    }
 }
 
 /// Two pods on one node's `cni0` with br_netfilter on (what kube-proxy asks
@@ -309,7 +331,7 @@ fn bridged_drops_name_hook_bridge_and_ports() {
     ];
     for ((dst, count, hook, table, rule), probe) in cases
         .into_iter()
-        .flat_map(|c| ["tp-btf", "tracepoint"].map(|p| (c, p)))
+        .flat_map(|c| ["tp-btf", "tp-btf-probe-read", "tracepoint"].map(|p| (c, p)))
     {
         let mut w = Watch::start(&[
             "--netns",
@@ -426,42 +448,57 @@ fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
         )
         .unwrap();
     }
-    let mut w = Watch::start(&["--netns", &router, "--pod-cidr", "fd00:224::/32"]).unwrap();
-    traffic::send_udp(&client, "[2001:db8:1::2]:7000".parse().unwrap(), 3, 32).unwrap();
-    traffic::send_udp(&client, "[fd00:224:9::1]:7001".parse().unwrap(), 2, 32).unwrap();
-    let at = |hook: &'static str| {
-        move |rec: &serde_json::Value| {
-            field(rec, "reason") == "NETFILTER_DROP" && field(rec, "hook") == hook
+    // Both tp_btf builds: IPv6 headers read in place and probe-read.
+    for probe in ["tp-btf", "tp-btf-probe-read"] {
+        let mut w = Watch::start(&[
+            "--netns",
+            &router,
+            "--pod-cidr",
+            "fd00:224::/32",
+            "--drop-probe",
+            probe,
+        ])
+        .unwrap();
+        traffic::send_udp(&client, "[2001:db8:1::2]:7000".parse().unwrap(), 3, 32).unwrap();
+        traffic::send_udp(&client, "[fd00:224:9::1]:7001".parse().unwrap(), 2, 32).unwrap();
+        let at = |hook: &'static str| {
+            move |rec: &serde_json::Value| {
+                field(rec, "reason") == "NETFILTER_DROP" && field(rec, "hook") == hook
+            }
+        };
+        w.wait_for(Duration::from_secs(10), |w| {
+            let recs = w.records();
+            total_packets(&recs, at("FORWARD")) >= 3 && total_packets(&recs, at("INPUT")) >= 2
+        })
+        .unwrap();
+        let recs = w.stop().unwrap();
+        for (hook, packets, dst, port) in [
+            ("FORWARD", 3, "2001:db8:1::2", 7000),
+            ("INPUT", 2, "fd00:224:9::1", 7001),
+        ] {
+            assert_eq!(
+                total_packets(&recs, at(hook)),
+                packets,
+                "{probe}: {recs:#?}"
+            );
+            let rec = recs.iter().rev().find(|r| at(hook)(r)).unwrap();
+            assert_eq!(
+                (field(rec, "src"), field(rec, "dst")),
+                ("fd00:224:9::2", dst),
+                "{probe}: {rec}"
+            );
+            assert_eq!(rec["dport"], port, "{probe}: {rec}");
+            assert_eq!(
+                (field(rec, "table"), field(rec, "chain")),
+                ("filter", hook),
+                "{probe}: {rec}"
+            );
+            assert!(
+                field(rec, "rule").contains(&format!("--dport {port}")),
+                "{probe}: {rec}"
+            );
+            assert_eq!(field(rec, "evidence"), "counters", "{probe}: {rec}");
         }
-    };
-    w.wait_for(Duration::from_secs(10), |w| {
-        let recs = w.records();
-        total_packets(&recs, at("FORWARD")) >= 3 && total_packets(&recs, at("INPUT")) >= 2
-    })
-    .unwrap();
-    let recs = w.stop().unwrap();
-    for (hook, packets, dst, port) in [
-        ("FORWARD", 3, "2001:db8:1::2", 7000),
-        ("INPUT", 2, "fd00:224:9::1", 7001),
-    ] {
-        assert_eq!(total_packets(&recs, at(hook)), packets, "{recs:#?}");
-        let rec = recs.iter().rev().find(|r| at(hook)(r)).unwrap();
-        assert_eq!(
-            (field(rec, "src"), field(rec, "dst")),
-            ("fd00:224:9::2", dst),
-            "{rec}"
-        );
-        assert_eq!(rec["dport"], port, "{rec}");
-        assert_eq!(
-            (field(rec, "table"), field(rec, "chain")),
-            ("filter", hook),
-            "{rec}"
-        );
-        assert!(
-            field(rec, "rule").contains(&format!("--dport {port}")),
-            "{rec}"
-        );
-        assert_eq!(field(rec, "evidence"), "counters", "{rec}");
     }
 }
 

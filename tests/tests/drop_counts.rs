@@ -23,14 +23,16 @@ fn drop_pair(lab: &mut Lab) -> (String, String) {
     (client, server)
 }
 
-fn counts_exactly_n(probe: &str) {
+/// Counts N drops through `netdrop watch ARGS`; returns what it said on
+/// stderr (which drop probe it attached).
+fn counts_exactly_n(args: &[&str]) -> String {
     require_root();
     const N: u64 = 37;
     let mut lab = Lab::new("cnt");
     let (client, server) = drop_pair(&mut lab);
     let rules_before = lab.iptables_save(&server).unwrap();
 
-    let mut watch = Watch::start(&["--netns", &server, "--drop-probe", probe]).unwrap();
+    let mut watch = Watch::start(&[&["--netns", &server], args].concat()).unwrap();
     let dst: SocketAddr = "10.224.7.1:9999".parse().unwrap();
     traffic::send_udp(&client, dst, N, 100).unwrap();
 
@@ -44,6 +46,7 @@ fn counts_exactly_n(probe: &str) {
         .unwrap();
     // Give a miscount the chance to show before stopping.
     std::thread::sleep(Duration::from_millis(600));
+    let said = watch.stderr();
     let records = watch.stop().unwrap();
 
     assert_eq!(total_packets(&records, is_ours), N, "records: {records:#?}");
@@ -61,18 +64,79 @@ fn counts_exactly_n(probe: &str) {
         rules_before,
         "netdrop changed the ruleset"
     );
+    said
 }
 
 #[test]
 fn tp_btf_counts_exactly_the_dropped_packets() {
-    counts_exactly_n("tp-btf");
+    let said = counts_exactly_n(&[]);
+    assert!(said.contains("(drop probe tp_btf)"), "{said}");
+}
+
+/// The build for kernels that cannot cast to `void` (probe reads of the
+/// route and packet), forced here so that it is tested on this kernel.
+#[test]
+fn tp_btf_probe_read_counts_exactly_the_dropped_packets() {
+    let said = counts_exactly_n(&["--drop-probe", "tp-btf-probe-read"]);
+    assert!(said.contains("(drop probe tp_btf_probe_read)"), "{said}");
 }
 
 /// The plain tracepoint is the fallback where tp_btf cannot attach; forced
 /// here so that the path is tested on this kernel.
 #[test]
 fn tracepoint_fallback_counts_exactly_the_dropped_packets() {
-    counts_exactly_n("tracepoint");
+    let said = counts_exactly_n(&["--drop-probe", "tracepoint"]);
+    assert!(said.contains("(drop probe tracepoint)"), "{said}");
+}
+
+/// Removes a file when dropped (test failures included).
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A kernel without `BPF_FEAT_RDONLY_CAST_TO_VOID` (6.15 and older), shown
+/// to netdrop as this kernel's BTF with that enumerator renamed: `auto`
+/// picks the probe-read build and counts right; `tp-btf` says what to use.
+#[test]
+fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
+    require_root();
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
+    let name = b"BPF_FEAT_RDONLY_CAST_TO_VOID\0";
+    let at = btf
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("this kernel's BTF names BPF_FEAT_RDONLY_CAST_TO_VOID");
+    btf[at + name.len() - 2] = b'X';
+    let path = std::env::temp_dir().join(format!("netdrop-vmlinux-no-cast-{}", std::process::id()));
+    std::fs::write(&path, &btf).unwrap();
+    let _remove = Remove(path.clone());
+    let path = path.to_str().unwrap();
+
+    let said = counts_exactly_n(&["--btf", path]);
+    assert!(said.contains("(drop probe tp_btf_probe_read)"), "{said}");
+
+    let out = std::process::Command::new(netdrop_tests::netdrop_bin())
+        .args([
+            "watch",
+            "--btf",
+            path,
+            "--drop-probe",
+            "tp-btf",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot cast") && err.contains("--drop-probe tp-btf-probe-read"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -7,10 +7,7 @@
 //! kernel stack can (`stack.rs`). So the counted path keys these drops as
 //! `hook::BRIDGED`.
 
-use netdrop_ebpf::{
-    global,
-    read::{KernelRead, Probe},
-};
+use netdrop_ebpf::{global, read::KernelRead};
 
 use super::LAYOUT;
 
@@ -19,7 +16,7 @@ use super::LAYOUT;
 /// Routed packets that entered through a bridge carry br_netfilter state
 /// too, but no out port: `None`, like unbridged ones.
 #[inline(always)]
-pub fn bridged_in<R: KernelRead>(skb: *const u8, dev: u64) -> Option<u32> {
+pub fn bridged_in<R: KernelRead, U: KernelRead>(skb: *const u8, dev: u64) -> Option<u32> {
     let bit = global(&LAYOUT.skb_ext_bridge_nf);
     if bit >= 8 {
         return None;
@@ -40,14 +37,14 @@ pub fn bridged_in<R: KernelRead>(skb: *const u8, dev: u64) -> Option<u32> {
         global(&LAYOUT.nf_bridge_physinif),
         global(&LAYOUT.nf_bridge_physoutdev),
     );
-    // One probe read when the int and the pointer sit side by side (they
-    // do: 4 and 8), else two.
-    let (physin, physout) = if physout_off == physin_off + 4 {
-        let w: [u32; 3] = unsafe { Probe::read(info, physin_off) }?;
+    // With probe reads, one read when the int and the pointer sit side by
+    // side (they do: 4 and 8).
+    let (physin, physout) = if U::CALLS && physout_off == physin_off + 4 {
+        let w: [u32; 3] = unsafe { U::read(info, physin_off) }?;
         (w[0], u64::from(w[1]) | (u64::from(w[2]) << 32))
     } else {
-        let physout: u64 = unsafe { Probe::read(info, physout_off) }?;
-        (unsafe { Probe::read(info, physin_off) }?, physout)
+        let physout: u64 = unsafe { U::read(info, physout_off) }?;
+        (unsafe { U::read(info, physin_off) }?, physout)
     };
     (physout != 0 && physout == dev).then_some(physin)
 }

@@ -16,15 +16,15 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netdrop_common::{
-    DropConfig, DropCounters, DropKey, DropSample, FlowHdr, KernelLayout, SiteCache, TokenBucket,
-    drop_stat, flags, hook,
+    DropConfig, DropCounters, DropKey, DropSample, KernelLayout, SiteCache, TokenBucket, drop_stat,
+    flags, hook,
 };
 
 use netdrop_ebpf::{
     bucket, global,
     headers::{self, Parsed},
     pods::pod_flags,
-    read::{KernelRead, Probe},
+    read::KernelRead,
 };
 
 /// Exact per-CPU counters, keyed by drop site.
@@ -71,10 +71,11 @@ fn bump(stat: u32) {
 }
 
 /// Counts one dropped skb. `R` reads fields of the skb itself (plain loads in
-/// `tp_btf`, probe reads in the tracepoint); everything behind untyped
-/// addresses is read with `bpf_probe_read_kernel`.
+/// `tp_btf`, probe reads in the tracepoint); `U` reads what lies behind
+/// untyped addresses (route, packet headers): cast loads where the kernel
+/// allows them, else probe reads.
 #[inline(always)]
-pub fn count_drop<R: KernelRead>(
+pub fn count_drop<R: KernelRead, U: KernelRead>(
     ctx: *mut c_void,
     skb: *const u8,
     location: u64,
@@ -88,14 +89,14 @@ pub fn count_drop<R: KernelRead>(
     let dst = refdst & SKB_DST_PTRMASK;
     let netfilter = reason == global(&DROP_CONFIG.reason_netfilter_drop);
     // The route tells the hook of a netfilter drop, and the namespace of a
-    // packet with no device yet; other drops do without the probe read.
+    // packet with no device yet; other drops do without reading the route.
     let (dst_dev, dst_input) = if dst != 0 && (netfilter || dev == 0) {
-        read_dst(dst)
+        read_dst::<U>(dst)
     } else {
         (0, 0)
     };
     let (hook, ports) = if netfilter {
-        netfilter_hook::<R>(skb, dev, dst, dst_dev, dst_input)
+        netfilter_hook::<R, U>(skb, dev, dst, dst_dev, dst_input)
     } else {
         (hook::UNKNOWN, None)
     };
@@ -103,18 +104,18 @@ pub fn count_drop<R: KernelRead>(
     let scratch = DROP_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let sample = unsafe { &mut *scratch };
-    sample.outer = FlowHdr::default();
+    sample.outer.clear();
     // `inner` and `vni` are cleared only when a VXLAN packet needs them, and
     // when a sample without them is sent.
 
-    // Headers: one probe read of the L3 header (and L4 ports right after it).
+    // Headers: the L3 header and the L4 ports right after it.
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
     let nh: u16 =
         unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
     let mut fl = 0u8;
     if head != 0 && nh != HEADER_UNSET {
         let l3 = head + u64::from(nh);
-        if let Parsed::Ok { l4_at } = headers::parse_ip(l3, &mut sample.outer) {
+        if let Parsed::Ok { l4_at } = headers::parse_ip::<U>(l3, &mut sample.outer) {
             fl |= pod_flags(
                 &DROP_CONFIG.pod_cidrs,
                 &sample.outer,
@@ -125,8 +126,8 @@ pub fn count_drop<R: KernelRead>(
                 && sample.outer.dport == global(&DROP_CONFIG.vxlan_port)
             {
                 fl |= flags::VXLAN;
-                sample.inner = FlowHdr::default();
-                sample.vni = headers::parse_vxlan(l4_at + 8, &mut sample.inner);
+                sample.inner.clear();
+                sample.vni = headers::parse_vxlan::<U>(l4_at + 8, &mut sample.inner);
                 fl |= pod_flags(
                     &DROP_CONFIG.pod_cidrs,
                     &sample.inner,
@@ -148,18 +149,18 @@ pub fn count_drop<R: KernelRead>(
     // way out), and the one it was routed out of (after). With no device yet
     // (OUTPUT), the route's device tells the namespace.
     // `dev` came from the skb: in `tp_btf` it is a typed pointer, read with
-    // plain loads; `dst_dev` came from a probe read and stays untyped.
+    // plain loads; `dst_dev` came from the route and stays untyped.
     let netns = if dev != 0 {
         netns_of::<R>(dev as *const u8)
     } else if dst_dev != 0 {
-        netns_of::<Probe>(dst_dev as *const u8)
+        netns_of::<U>(dst_dev as *const u8)
     } else {
         0
     };
     let (in_ifindex, out_ifindex) = match hook {
         // iptables sees the bridge itself as `-i` and `-o`.
         hook::BRIDGED => {
-            let bridge = ifindex_of::<Probe>(dst_dev);
+            let bridge = ifindex_of::<U>(dst_dev);
             (bridge, bridge)
         }
         hook::PREROUTING | hook::INPUT | hook::LOOPBACK => (ifindex_of::<R>(dev), 0),
@@ -167,8 +168,8 @@ pub fn count_drop<R: KernelRead>(
             let i = ifindex_of::<R>(dev);
             (i, i)
         }
-        hook::FORWARD => (ifindex_of::<R>(dev), ifindex_of::<Probe>(dst_dev)),
-        hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<Probe>(dst_dev)),
+        hook::FORWARD => (ifindex_of::<R>(dev), ifindex_of::<U>(dst_dev)),
+        hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<U>(dst_dev)),
         _ => (ifindex_of::<R>(dev), 0),
     };
     let len: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_len)) }.unwrap_or(0);
@@ -191,7 +192,7 @@ pub fn count_drop<R: KernelRead>(
     // The first drop of a site is always sampled: its flow explains it.
     if new_site || take_token() {
         if fl & flags::VXLAN == 0 {
-            sample.inner = FlowHdr::default();
+            sample.inner.clear();
             sample.vni = 0;
         }
         sample.key = key;
@@ -284,7 +285,7 @@ fn take_token() -> bool {
 /// packet in OUTPUT, a packet being bridged. Ambiguous keys are resolved per
 /// sample, from the stack.
 #[inline(always)]
-fn netfilter_hook<R: KernelRead>(
+fn netfilter_hook<R: KernelRead, U: KernelRead>(
     skb: *const u8,
     dev: u64,
     dst: u64,
@@ -305,7 +306,7 @@ fn netfilter_hook<R: KernelRead>(
         && dst_dev != 0
         && dev != dst_dev
         && hook != hook::INPUT
-        && let Some(phys_in) = bridge::bridged_in::<R>(skb, dev)
+        && let Some(phys_in) = bridge::bridged_in::<R, U>(skb, dev)
     {
         return (hook::BRIDGED, Some((phys_in, ifindex_of::<R>(dev))));
     }
@@ -361,22 +362,25 @@ fn received_on<R: KernelRead>(skb: *const u8, dev: u64) -> bool {
     iif != 0 && iif == ifindex_of::<R>(dev)
 }
 
-/// `dst->dev` and `dst->input` in one probe read when they lie within 48
-/// bytes of each other (every layout seen so far: 0 and 40), else two.
+/// `dst->dev` and `dst->input`. With probe reads, one read when they lie
+/// within 48 bytes of each other (every layout seen so far: 0 and 40).
 #[inline(always)]
-fn read_dst(dst: u64) -> (u64, u64) {
+fn read_dst<U: KernelRead>(dst: u64) -> (u64, u64) {
     const WINDOW: u32 = 6;
     let dev_off = global(&LAYOUT.dst_dev);
     let input_off = global(&LAYOUT.dst_input);
     let gap = input_off.wrapping_sub(dev_off);
-    if gap.is_multiple_of(8) && gap / 8 < WINDOW {
-        let w: [u64; WINDOW as usize] =
-            unsafe { Probe::read(dst as *const u8, dev_off) }.unwrap_or([0; WINDOW as usize]);
+    if U::CALLS && gap.is_multiple_of(8) && gap / 8 < WINDOW {
+        // No zeroed fallback array: it would cost a `memset` per drop.
+        let Some(w) = (unsafe { U::read::<[u64; WINDOW as usize]>(dst as *const u8, dev_off) })
+        else {
+            return (0, 0);
+        };
         let i = (gap / 8) as usize;
         return (w[0], if i < w.len() { w[i] } else { 0 });
     }
-    let dev = unsafe { Probe::read(dst as *const u8, dev_off) }.unwrap_or(0);
-    let input = unsafe { Probe::read(dst as *const u8, input_off) }.unwrap_or(0);
+    let dev = unsafe { U::read(dst as *const u8, dev_off) }.unwrap_or(0);
+    let input = unsafe { U::read(dst as *const u8, input_off) }.unwrap_or(0);
     (dev, input)
 }
 

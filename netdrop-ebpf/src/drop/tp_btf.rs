@@ -1,22 +1,31 @@
 //! `tp_btf/kfree_skb`: the preferred drop probe. Its skb argument is
-//! BTF-typed, so its fields are read with plain loads.
+//! BTF-typed, so its fields are read with plain loads. Two builds: one that
+//! reads the route and the packet through `bpf_rdonly_cast` (kernels that
+//! cast to `void`), one that probe-reads them (older kernels).
 
 use aya_ebpf::{EbpfContext, macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use netdrop_ebpf::read::Direct;
+use netdrop_ebpf::read::{Cast, Direct, KernelRead, Probe};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn netdrop_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    match try_kfree_skb_btf(&ctx) {
+    match try_kfree_skb_btf::<Cast>(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn netdrop_kfree_skb_btf_probe_read(ctx: BtfTracePointContext) -> i32 {
+    match try_kfree_skb_btf::<Probe>(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }
 
 #[inline(always)]
-fn try_kfree_skb_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_kfree_skb_btf<U: KernelRead>(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    super::count_drop::<Direct>(ctx.as_ptr(), skb, location, reason)
+    super::count_drop::<Direct, U>(ctx.as_ptr(), skb, location, reason)
 }

@@ -23,5 +23,5 @@ fn try_kfree_skb_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let skb: u64 = unsafe { ctx.read_at(global(&TP_LAYOUT.skbaddr) as usize) }?;
     let location: u64 = unsafe { ctx.read_at(global(&TP_LAYOUT.location) as usize) }?;
     let reason: u32 = unsafe { ctx.read_at(global(&TP_LAYOUT.reason) as usize) }?;
-    super::count_drop::<Probe>(ctx.as_ptr(), skb as *const u8, location, reason)
+    super::count_drop::<Probe, Probe>(ctx.as_ptr(), skb as *const u8, location, reason)
 }

@@ -107,6 +107,24 @@ impl KernelBtf {
         Ok(out)
     }
 
+    /// The BTF id of `bpf_rdonly_cast` when this kernel also casts to
+    /// `void` (`BPF_FEAT_RDONLY_CAST_TO_VOID`): what `read::Cast` needs.
+    pub fn rdonly_cast_to_void(&self) -> Option<u32> {
+        let feature = self
+            .enum_values("bpf_features", "BPF_FEAT_")
+            .ok()?
+            .into_values()
+            .any(|n| n == "RDONLY_CAST_TO_VOID");
+        if !feature {
+            return None;
+        }
+        self.btf
+            .resolve_ids_by_name("bpf_rdonly_cast")
+            .ok()?
+            .into_iter()
+            .find(|id| matches!(self.btf.resolve_type_by_id(*id), Ok(Type::Func(_))))
+    }
+
     /// The struct offsets the drop program reads. Symbol addresses are filled
     /// in from kallsyms by the caller.
     pub fn kernel_layout(&self) -> Result<KernelLayout, BtfError> {

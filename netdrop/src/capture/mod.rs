@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod kfunc;
 pub mod observe;
 pub mod tracefs;
 
@@ -21,13 +22,18 @@ use netdrop_common::{
 
 use self::{btf::KernelBtf, kallsyms::Kallsyms};
 
-/// Which kernel hook feeds the drop counters.
+/// Which kernel hook feeds the drop counters, and how it reads memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DropProbe {
-    /// `tp_btf/kfree_skb`, falling back to the plain tracepoint.
+    /// The fastest this kernel runs: `tp-btf`, else `tp-btf-probe-read`,
+    /// else `tracepoint`.
     Auto,
-    /// BTF-typed raw tracepoint: plain loads, the fastest.
+    /// BTF-typed raw tracepoint; route and packet read through
+    /// `bpf_rdonly_cast` (kernel 6.16+): plain loads throughout.
     TpBtf,
+    /// BTF-typed raw tracepoint; route and packet read with
+    /// `bpf_probe_read_kernel` (kernels that cannot cast to `void`).
+    TpBtfProbeRead,
     /// `tracepoint/skb/kfree_skb`: works where `tp_btf` does not.
     Tracepoint,
 }
@@ -37,6 +43,7 @@ impl DropProbe {
         match self {
             Self::Auto => "auto",
             Self::TpBtf => "tp_btf",
+            Self::TpBtfProbeRead => "tp_btf_probe_read",
             Self::Tracepoint => "tracepoint",
         }
     }
@@ -58,6 +65,12 @@ pub enum CaptureError {
     TooManyCidrs,
     #[error("kernel BTF has no SKB_DROP_REASON_NETFILTER_DROP")]
     NoNetfilterReason,
+    #[error(
+        "this kernel cannot cast to void with bpf_rdonly_cast (BPF_FEAT_RDONLY_CAST_TO_VOID, Linux 6.16+): use --drop-probe tp-btf-probe-read"
+    )]
+    NoCast,
+    #[error(transparent)]
+    Kfunc(#[from] kfunc::KfuncError),
     #[error("loading netdrop's eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("{what}: {source}")]
@@ -237,25 +250,29 @@ impl Datapath {
         // Only the fallback needs tracefs; keep tp_btf working without it.
         let tp_layout = tracefs::kfree_skb_layout().unwrap_or_default();
 
+        // Without the kfunc, the cast build keeps its placeholder calls and
+        // is never loaded.
+        let cast = kbtf.rdonly_cast_to_void();
+        let object = kfunc::patch_calls(crate::EBPF_OBJECT, cast.unwrap_or(0))?.0;
         let mut ebpf = EbpfLoader::new()
             .override_global("LAYOUT", &layout, true)
             .override_global("DROP_CONFIG", &config, true)
             .override_global("TP_LAYOUT", &tp_layout, true)
-            .load(crate::EBPF_OBJECT)?;
+            .load(object.bytes())?;
 
-        let probe = match opts.probe {
-            DropProbe::TpBtf => attach_tp_btf(&mut ebpf)?,
-            DropProbe::Tracepoint => attach_tracepoint(&mut ebpf)?,
-            DropProbe::Auto => match attach_tp_btf(&mut ebpf) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::warn!(
-                        "tp_btf/kfree_skb unavailable ({e}); using the skb:kfree_skb tracepoint"
-                    );
-                    attach_tracepoint(&mut ebpf)?
-                }
-            },
+        let order = match opts.probe {
+            DropProbe::TpBtf if cast.is_none() => return Err(CaptureError::NoCast),
+            DropProbe::Auto if cast.is_none() => {
+                vec![DropProbe::TpBtfProbeRead, DropProbe::Tracepoint]
+            }
+            DropProbe::Auto => vec![
+                DropProbe::TpBtf,
+                DropProbe::TpBtfProbeRead,
+                DropProbe::Tracepoint,
+            ],
+            one => vec![one],
         };
+        let probe = attach_first(&mut ebpf, &order)?;
         let samples = ebpf.take_map("DROP_SAMPLES").ok_or(CaptureError::Map {
             map: "DROP_SAMPLES",
             source: aya::maps::MapError::InvalidName {
@@ -408,12 +425,42 @@ pub(crate) fn cached_counts<C: SlotCache>(
     Ok(sums)
 }
 
-fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {
+/// The first of `order` that loads and attaches, warning about the others.
+fn attach_first(ebpf: &mut Ebpf, order: &[DropProbe]) -> Result<DropProbe, CaptureError> {
+    let mut last = None;
+    for (i, probe) in order.iter().enumerate() {
+        match attach(ebpf, *probe) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                if let Some(next) = order.get(i + 1) {
+                    log::warn!(
+                        "drop probe {} unavailable ({e}); trying {}",
+                        probe.as_str(),
+                        next.as_str()
+                    );
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(CaptureError::NoCast))
+}
+
+fn attach(ebpf: &mut Ebpf, probe: DropProbe) -> Result<DropProbe, CaptureError> {
+    match probe {
+        DropProbe::TpBtf => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf", probe),
+        DropProbe::TpBtfProbeRead => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf_probe_read", probe),
+        // `Auto` is expanded into an order by the caller.
+        DropProbe::Tracepoint | DropProbe::Auto => attach_tracepoint(ebpf),
+    }
+}
+
+fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, probe: DropProbe) -> Result<DropProbe, CaptureError> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Program {
         what: "reading kernel BTF for tp_btf".into(),
         source: aya::programs::ProgramError::Btf(e),
     })?;
-    let prog: &mut BtfTracePoint = program(ebpf, "netdrop_kfree_skb_btf")?;
+    let prog: &mut BtfTracePoint = program(ebpf, name)?;
     let wrap = |what: &str| {
         let what = what.to_owned();
         move |source| CaptureError::Program { what, source }
@@ -421,7 +468,7 @@ fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {
     prog.load("kfree_skb", &btf)
         .map_err(wrap("loading tp_btf/kfree_skb"))?;
     prog.attach().map_err(wrap("attaching tp_btf/kfree_skb"))?;
-    Ok(DropProbe::TpBtf)
+    Ok(probe)
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {

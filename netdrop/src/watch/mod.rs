@@ -127,13 +127,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     w.printer.note(&format!(
-        "netdrop: watching drops on {} ({:?} probe); metrics on http://{}/metrics; Ctrl-C to stop",
+        "netdrop: watching drops on {} (drop probe {}); metrics on http://{}/metrics; Ctrl-C to stop",
         w.nodes
             .iter()
             .map(|n| n.label.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        datapath.probe(),
+        datapath.probe().as_str(),
         metrics_addr
     ));
 

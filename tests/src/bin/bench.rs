@@ -150,6 +150,9 @@ fn cost_rows(r: &mut Report, cost: &HashMap<&str, Vec<f64>>) -> anyhow::Result<(
     Ok(())
 }
 
+/// netdrop with the build for kernels that cannot cast to `void`.
+const PROBE_READ_WATCH: &str = "netdrop watch --drop-probe tp-btf-probe-read";
+
 fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
     let mut lab = Lab::new("bf");
     let pod = lab.netns("pod")?;
@@ -166,6 +169,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
     let configs = [
         "nothing attached",
         "netdrop watch",
+        PROBE_READ_WATCH,
         "iptables LOG rule",
         "bpftrace kfree_skb counter",
         "bpftrace program that does nothing (floor)",
@@ -182,6 +186,16 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
             match cfg {
                 "netdrop watch" => {
                     watch = Some(Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?)
+                }
+                PROBE_READ_WATCH => {
+                    watch = Some(Watch::start(&[
+                        "--netns",
+                        &node,
+                        "--pod-cidr",
+                        POD_CIDR,
+                        "--drop-probe",
+                        "tp-btf-probe-read",
+                    ])?)
                 }
                 "iptables LOG rule" => {
                     let _ = std::fs::write("/proc/sys/net/netfilter/nf_log_all_netns", "1");
@@ -215,6 +229,11 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
             pps.entry(cfg).or_default().push((c1 - c0) as f64 / secs);
             if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf") {
                 cost.entry("netdrop_kfree_skb_btf (netdrop)")
+                    .or_default()
+                    .push(ns);
+            }
+            if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf_probe_read") {
+                cost.entry("netdrop_kfree_skb_btf_probe_read (netdrop, kernels before 6.16)")
                     .or_default()
                     .push(ns);
             }
