@@ -21,3 +21,9 @@ pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 /// The TC interface observers (loaded once per observed node).
 pub const OBSERVE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observe"));
+
+/// Programs that do nothing on the drop and TC hooks: the benchmarks'
+/// measure of what bpf_stats charges any program there. Not used by
+/// netdrop itself (so not part of its binary).
+pub const BENCH_FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));

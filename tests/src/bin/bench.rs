@@ -113,6 +113,61 @@ fn bpftrace(script: &str) -> Child {
     child
 }
 
+/// Empty programs on netdrop's hooks (`netdrop::BENCH_FLOOR_OBJECT`),
+/// attached while alive: what bpf_stats charges any program run there.
+struct Floor(aya::Ebpf);
+
+const FLOOR_TP_BTF: &str = "floor_kfree_skb";
+const FLOOR_TC: &str = "floor_tc";
+
+impl Floor {
+    fn load() -> anyhow::Result<Self> {
+        Ok(Self(
+            aya::Ebpf::load(netdrop::BENCH_FLOOR_OBJECT).context("loading the floor programs")?,
+        ))
+    }
+
+    /// An empty `tp_btf/kfree_skb` program, like netdrop's drop probe.
+    fn kfree_skb() -> anyhow::Result<Self> {
+        let mut f = Self::load()?;
+        let btf = aya::Btf::from_sys_fs()?;
+        let p: &mut aya::programs::BtfTracePoint =
+            f.0.program_mut(FLOOR_TP_BTF)
+                .context("no floor tp_btf program")?
+                .try_into()?;
+        p.load("kfree_skb", &btf)?;
+        p.attach()?;
+        Ok(f)
+    }
+
+    /// An empty TC program on both directions of `ifaces` in each of the
+    /// namespaces `nodes`, attached the way netdrop attaches its observers.
+    fn tc(nodes: &[&str], ifaces: &[&str]) -> anyhow::Result<Self> {
+        use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions};
+        let mut f = Self::load()?;
+        let p: &mut SchedClassifier =
+            f.0.program_mut(FLOOR_TC)
+                .context("no floor TC program")?
+                .try_into()?;
+        p.load()?;
+        for ns in nodes {
+            Netns::named(ns)?.run_in(|| -> anyhow::Result<()> {
+                for iface in ifaces {
+                    for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+                        p.attach_with_options(
+                            iface,
+                            kind,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )?;
+                    }
+                }
+                Ok(())
+            })??;
+        }
+        Ok(f)
+    }
+}
+
 struct Report(String);
 
 /// Table rows: packets per second per configuration and the share kept.
@@ -150,6 +205,9 @@ fn cost_rows(r: &mut Report, cost: &HashMap<&str, Vec<f64>>) -> anyhow::Result<(
     Ok(())
 }
 
+/// An empty program on netdrop's own hook.
+const FLOOR_DROP: &str = "empty tp_btf/kfree_skb program (floor)";
+
 /// netdrop with the build for kernels that cannot cast to `void`.
 const PROBE_READ_WATCH: &str = "netdrop watch --drop-probe tp-btf-probe-read";
 
@@ -173,6 +231,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         "iptables LOG rule",
         "bpftrace kfree_skb counter",
         "bpftrace program that does nothing (floor)",
+        FLOOR_DROP,
     ];
     let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -183,6 +242,7 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         for cfg in configs {
             let mut watch = None;
             let mut bt = None;
+            let floor = (cfg == FLOOR_DROP).then(Floor::kfree_skb).transpose()?;
             match cfg {
                 "netdrop watch" => {
                     watch = Some(Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?)
@@ -232,6 +292,10 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
                     .or_default()
                     .push(ns);
             }
+            if let Some(ns) = per_event(&s0, &s1, FLOOR_TP_BTF) {
+                cost.entry(FLOOR_DROP).or_default().push(ns);
+            }
+            drop(floor);
             if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf_probe_read") {
                 cost.entry("netdrop_kfree_skb_btf_probe_read (netdrop, kernels before 6.16)")
                     .or_default()
@@ -308,6 +372,9 @@ fn bridged_drop_cost(cost: &mut HashMap<&str, Vec<f64>>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Empty TC programs where the observers go (both nodes).
+const FLOOR_OBSERVERS: &str = "empty TC program where the observers go (floor)";
+
 fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
     let c = Cluster::build("bv", Scenario::Healthy)?;
     c.lab.iptables(
@@ -319,6 +386,7 @@ fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
         "nothing attached",
         "netdrop watch --no-observers",
         "netdrop watch (observers on flannel.1, cni0, eth0)",
+        FLOOR_OBSERVERS,
     ];
     let mut pps: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut cost: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -335,8 +403,11 @@ fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
             if cfg.contains("no-observers") {
                 args.push("--no-observers");
             }
-            let watch = (cfg != "nothing attached")
+            let watch = (cfg.starts_with("netdrop"))
                 .then(|| Watch::start(&args))
+                .transpose()?;
+            let floor = (cfg == FLOOR_OBSERVERS)
+                .then(|| Floor::tc(&[&c.node1, &c.node2], &["flannel.1", "cni0", "eth0"]))
                 .transpose()?;
             let s0 = prog_stats();
             let c0 = rule_packets(&c.lab, &c.pod2, "filter", "INPUT", "DROP");
@@ -351,6 +422,10 @@ fn forwarding_flood(r: &mut Report) -> anyhow::Result<()> {
                     cost.entry(p).or_default().push(ns);
                 }
             }
+            if let Some(ns) = per_event(&s0, &s1, FLOOR_TC) {
+                cost.entry(FLOOR_OBSERVERS).or_default().push(ns);
+            }
+            drop(floor);
             if let Some(w) = watch {
                 w.stop()?;
             }
