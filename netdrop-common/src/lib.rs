@@ -371,6 +371,9 @@ pub struct ObsConfig {
     /// Un-NATed egress samples per second per CPU, and the bucket size.
     pub sample_rate: u32,
     pub sample_burst: u32,
+    /// The underlay's IPv6 node network as (net high, net low, mask high,
+    /// mask low) halves, byte order as loaded, like [`PodCidrs::v6`].
+    pub node_net6: [u64; 4],
     pub pod_cidrs: PodCidrs,
 }
 
@@ -393,18 +396,38 @@ pub struct ObsCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
-    /// The other node's underlay IPv4 address, byte order as loaded.
-    pub peer: u32,
+    /// The other node's underlay address, byte order as loaded (IPv4 in the
+    /// first word, the others zero).
+    pub peer: [u32; 4],
     /// [`direction`]
     pub direction: u32,
+    /// 4 or 6.
+    pub family: u32,
 }
 
 impl PeerKey {
     /// Slot of this key in the [`PeerCache`].
     #[inline(always)]
     pub fn slot(&self) -> usize {
-        let a = (u64::from(self.peer) << 1) | u64::from(self.direction & 1);
-        (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % PEER_SLOTS
+        let [a, b, c, d] = self.peer.map(u64::from);
+        let x = (a | b << 32) ^ (c | d << 32).rotate_left(29);
+        let x = (x << 1) | u64::from(self.direction & 1);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % PEER_SLOTS
+    }
+
+    /// Equality in a few ALU ops (a derived `==` on the array may compile
+    /// to a `bcmp` call for the BPF target).
+    #[inline(always)]
+    pub fn same(&self, o: &Self) -> bool {
+        let [a, b, c, d] = self.peer;
+        let [w, x, y, z] = o.peer;
+        (a ^ w)
+            | (b ^ x)
+            | (c ^ y)
+            | (d ^ z)
+            | (self.direction ^ o.direction)
+            | (self.family ^ o.family)
+            == 0
     }
 }
 
@@ -481,10 +504,11 @@ mod tests {
         assert_eq!(size_of::<TracepointLayout>(), 16);
         assert_eq!(
             size_of::<ObsConfig>(),
-            12 + 8 + 4 + 8 + size_of::<PodCidrs>()
+            12 + 8 + 4 + 8 + 32 + size_of::<PodCidrs>()
         );
         assert_eq!(size_of::<ObsCounters>(), 48);
-        assert_eq!(size_of::<PeerKey>(), 8);
+        assert_eq!(size_of::<PeerKey>(), 24);
+        assert_eq!(core::mem::offset_of!(ObsConfig, node_net6), 32);
         assert_eq!(size_of::<EgressSample>(), 40 + 8);
     }
 }

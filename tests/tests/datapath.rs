@@ -670,3 +670,44 @@ fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
     assert_eq!(field(rec, "chain"), "OUTPUT", "{rec}");
     assert_eq!(field(&rec["inner"], "dst"), "fd00:224:2::7", "{rec}");
 }
+
+/// The observers on an IPv6 underlay (dual-stack flannel's `flannel-v6.1`):
+/// node1's eth0, found as the VXLAN device's lower device, counts each
+/// VXLAN packet it sends towards node2, per peer, in netdrop's metrics.
+#[test]
+fn ipv6_vxlan_is_counted_per_peer_by_the_observers() {
+    require_root();
+    let (_lab, n1, _n2) = vxlan_nodes(&FLANNEL_V6);
+    let w = Watch::start(&[
+        "--netns",
+        &n1,
+        "--pod-cidr",
+        "fd00:224::/32",
+        "--overlay-iface",
+        "flannel-v6.1",
+    ])
+    .unwrap();
+    traffic::send_udp(&n1, "[fd00:224:2::7]:5353".parse().unwrap(), 6, 40).unwrap();
+    let egress_to_node2 = || -> Option<u64> {
+        let metrics = netdrop_tests::prom::try_get(&w.metrics_addr()?, "/metrics")?;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("netdrop_vxlan_packets_total{")
+                    && l.contains(r#"peer="2001:db8:1::2""#)
+                    && l.contains(r#"direction="egress""#)
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while egress_to_node2() < Some(6) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing else crosses this underlay: exactly the packets sent.
+    assert_eq!(egress_to_node2(), Some(6), "{}", w.stderr());
+    w.stop().unwrap();
+}

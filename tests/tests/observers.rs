@@ -28,6 +28,17 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     h
 }
 
+fn ip6(src: &str, dst: &str, next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    for a in [src, dst] {
+        h.extend_from_slice(&a.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+    h.extend_from_slice(l4);
+    h
+}
+
 fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&sport.to_be_bytes());
@@ -46,6 +57,7 @@ fn observers_on(as_role: u32, ifindex: u32) -> NodeObservers {
     let lo = Some(("dev".to_owned(), ifindex));
     let mut ifaces = ObservedIfaces {
         node_net: Some("192.0.2.0/24".parse().unwrap()),
+        node_net6: Some("2001:db8:1::/64".parse().unwrap()),
         ..Default::default()
     };
     match as_role {
@@ -104,6 +116,29 @@ fn crafted_frames_through_prog_test_run() {
     v6.extend_from_slice(&[0xfd; 32]);
     v6.extend(udp(1, 2, b""));
     let ipv6 = eth(0x86dd, &v6);
+    // Dual stack: an IPv6 pod to the world and to a node, VXLAN over IPv6.
+    let v6_pod_to_world = eth(
+        0x86dd,
+        &ip6(
+            "fd00:224:1::2",
+            "2001:db8:ff::10",
+            17,
+            &udp(40000, 53, b"q"),
+        ),
+    );
+    let v6_pod_to_node = eth(
+        0x86dd,
+        &ip6("fd00:224:1::2", "2001:db8:1::7", 17, &udp(40000, 53, b"q")),
+    );
+    let v6_vxlan_in = eth(
+        0x86dd,
+        &ip6(
+            "2001:db8:1::2",
+            "2001:db8:1::1",
+            17,
+            &udp(51000, 8472, &vx_payload),
+        ),
+    );
     // A whole IPv4 header but only half a UDP header.
     let truncated = pod_to_world[..36].to_vec();
     let arp = eth(0x0806, &[0u8; 28]);
@@ -115,6 +150,9 @@ fn crafted_frames_through_prog_test_run() {
         (true, &pod_to_node),
         (false, &vxlan_in),
         (true, &ipv6),
+        (true, &v6_pod_to_world),
+        (true, &v6_pod_to_node),
+        (false, &v6_vxlan_in),
         (true, &truncated),
         (false, &arp),
     ] {
@@ -128,24 +166,43 @@ fn crafted_frames_through_prog_test_run() {
     let eg = c[role::UNDERLAY as usize][direction::EGRESS as usize];
     let ing = c[role::UNDERLAY as usize][direction::INGRESS as usize];
     assert_eq!(
-        eg.pod_packets, 3,
-        "two pod-sourced IPv4 frames and one IPv6: {eg:?}"
+        eg.pod_packets, 5,
+        "two pod-sourced IPv4 frames and three IPv6: {eg:?}"
     );
     assert_eq!(
-        eg.unnat_packets, 1,
-        "only the one to the world is un-NATed egress: {eg:?}"
+        eg.unnat_packets, 2,
+        "only the ones to the world are un-NATed egress: {eg:?}"
     );
-    assert_eq!(eg.unnat_bytes, pod_to_world.len() as u64);
-    assert_eq!((ing.vxlan_packets, ing.pod_packets), (1, 0), "{ing:?}");
-    let peers = obs.peers().unwrap();
-    assert_eq!(peers.len(), 1);
-    assert_eq!(peers[0].0, std::net::Ipv4Addr::new(192, 0, 2, 2));
-    assert_eq!((peers[0].1, peers[0].2.packets), (direction::INGRESS, 1));
+    assert_eq!(
+        eg.unnat_bytes,
+        (pod_to_world.len() + v6_pod_to_world.len()) as u64
+    );
+    assert_eq!((ing.vxlan_packets, ing.pod_packets), (2, 0), "{ing:?}");
+    let mut peers = obs.peers().unwrap();
+    peers.sort_by_key(|p| p.0);
+    let peers: Vec<_> = peers
+        .iter()
+        .map(|(a, d, c)| (a.to_string(), *d, c.packets))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            ("192.0.2.2".to_owned(), direction::INGRESS, 1),
+            ("2001:db8:1::2".to_owned(), direction::INGRESS, 1),
+        ]
+    );
     let mut obs = obs;
-    let s = obs.egress_samples();
-    assert_eq!(s.len(), 1);
+    let mut s = obs.egress_samples();
+    s.sort_by_key(|s| s.flow.family);
+    assert_eq!(s.len(), 2);
     assert_eq!(&s[0].flow.dst[..4], &[203, 0, 113, 10]);
     assert_eq!(s[0].flow.dport, 53);
+    let v6 = netdrop::decode::flow::Flow::from_hdr(&s[1].flow).unwrap();
+    assert_eq!(
+        (v6.src.to_string(), v6.dst.to_string()),
+        ("fd00:224:1::2".to_owned(), "2001:db8:ff::10".to_owned())
+    );
+    assert_eq!((s[1].flow.proto, s[1].flow.dport), (17, 53));
 
     // A frame on a device the observers were not told about is not counted.
     let other = observers(role::UNDERLAY);

@@ -93,29 +93,15 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
         if dport == global(&OBS_CONFIG.vxlan_port) {
             c.vxlan_packets += 1;
             c.vxlan_bytes += len;
-            let key = PeerKey {
-                peer: if dir == direction::INGRESS { src } else { dst },
-                direction: dir,
-            };
-            if !count_peer_cached(key, len) {
-                match VXLAN_PEERS.get_ptr_mut(key) {
-                    // SAFETY: per-CPU value.
-                    Some(v) => unsafe {
-                        (*v).packets += 1;
-                        (*v).bytes += len;
-                    },
-                    None => {
-                        let _ = VXLAN_PEERS.insert(
-                            key,
-                            DropCounters {
-                                packets: 1,
-                                bytes: len,
-                            },
-                            0,
-                        );
-                    }
-                }
-            }
+            let peer = if dir == direction::INGRESS { src } else { dst };
+            count_peer(
+                PeerKey {
+                    peer: [peer, 0, 0, 0],
+                    direction: dir,
+                    family: 4,
+                },
+                len,
+            );
             return Ok(());
         }
     }
@@ -140,14 +126,7 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
                 flow.sport = u16::from_be_bytes([at(l3 + 20), at(l3 + 21)]);
                 flow.dport = u16::from_be_bytes([at(l3 + 22), at(l3 + 23)]);
             }
-            let sample = EgressSample {
-                flow,
-                ifindex,
-                len: len as u32,
-            };
-            if EGRESS_SAMPLES.output::<EgressSample>(&sample, 0).is_err() {
-                bump(0);
-            }
+            send_egress(flow, ifindex, len);
         } else {
             bump(1);
         }
@@ -155,12 +134,54 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     Ok(())
 }
 
-/// IPv6: pod packets per device and direction. (flannel's VXLAN and the
-/// un-NATed egress check are IPv4 here: IPv6 pods usually route unNATed.)
+/// One un-NATed egress sample to userspace.
+#[inline(always)]
+fn send_egress(flow: FlowHdr, ifindex: u32, len: u64) {
+    let sample = EgressSample {
+        flow,
+        ifindex,
+        len: len as u32,
+    };
+    if EGRESS_SAMPLES.output::<EgressSample>(&sample, 0).is_err() {
+        bump(0);
+    }
+}
+
+/// Counts a VXLAN packet for its peer node: the per-CPU slot cache, else
+/// the hash map.
+#[inline(always)]
+fn count_peer(key: PeerKey, len: u64) {
+    if count_peer_cached(key, len) {
+        return;
+    }
+    match VXLAN_PEERS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value.
+        Some(v) => unsafe {
+            (*v).packets += 1;
+            (*v).bytes += len;
+        },
+        None => {
+            let _ = VXLAN_PEERS.insert(
+                key,
+                DropCounters {
+                    packets: 1,
+                    bytes: len,
+                },
+                0,
+            );
+        }
+    }
+}
+
+/// IPv6, like IPv4: pod packets per device and direction; on the underlay,
+/// VXLAN per peer node (flannel's `flannel-v6.1` over an IPv6 underlay) and
+/// un-NATed pod egress (dual-stack flannel masquerades IPv6 pods too).
+/// Extension headers are not walked: such packets count as pod traffic only.
 #[inline(always)]
 fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     let data = ctx.data();
-    if data + ETH_HLEN + IPV6_HLEN > ctx.data_end() {
+    let end = ctx.data_end();
+    if data + ETH_HLEN + IPV6_HLEN > end {
         return Err(());
     }
     let p = data as *const u8;
@@ -168,17 +189,84 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     // IPv6 header.
     let addr = |off: usize| -> [u8; 16] { unsafe { *(p.add(ETH_HLEN + off) as *const [u8; 16]) } };
     let cidrs = &OBS_CONFIG.pod_cidrs;
-    let (s0, s1) = halves(&addr(8));
-    let (d0, d1) = halves(&addr(24));
-    if !is_pod_v6(cidrs, s0, s1) && !is_pod_v6(cidrs, d0, d1) {
-        return Ok(());
-    }
+    let (src, dst) = (addr(8), addr(24));
+    let (s0, s1) = halves(&src);
+    let (d0, d1) = halves(&dst);
+    let src_pod = is_pod_v6(cidrs, s0, s1);
+    let dst_pod = is_pod_v6(cidrs, d0, d1);
+    let len = u64::from(ctx.len());
     let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let c = unsafe { &mut *c };
-    c.pod_packets += 1;
-    c.pod_bytes += u64::from(ctx.len());
+    if src_pod || dst_pod {
+        c.pod_packets += 1;
+        c.pod_bytes += len;
+    }
+    if role != role::UNDERLAY {
+        return Ok(());
+    }
+    // SAFETY: within the bounds checked above.
+    let next = unsafe { *p.add(ETH_HLEN + 6) };
+    // The L4 ports, when the frame holds them.
+    let l4 = ETH_HLEN + IPV6_HLEN;
+    let ports = (data + l4 + 4 <= end).then(|| {
+        // SAFETY: bounds checked just above.
+        let at = |i: usize| unsafe { *p.add(l4 + i) };
+        (
+            u16::from_be_bytes([at(0), at(1)]),
+            u16::from_be_bytes([at(2), at(3)]),
+        )
+    });
+    if next == IPPROTO_UDP
+        && let Some((_, dport)) = ports
+        && dport == global(&OBS_CONFIG.vxlan_port)
+    {
+        c.vxlan_packets += 1;
+        c.vxlan_bytes += len;
+        let peer = if dir == direction::INGRESS { src } else { dst };
+        count_peer(
+            PeerKey {
+                peer: words(&peer),
+                direction: dir,
+                family: 6,
+            },
+            len,
+        );
+        return Ok(());
+    }
+    let [n0, n1, m0, m1] = global(&OBS_CONFIG.node_net6);
+    let to_node = d0 & m0 == n0 && d1 & m1 == n1;
+    if dir == direction::EGRESS && src_pod && !dst_pod && !to_node {
+        c.unnat_packets += 1;
+        c.unnat_bytes += len;
+        if take_token() {
+            let mut flow = FlowHdr {
+                family: 6,
+                proto: next,
+                src,
+                dst,
+                ..FlowHdr::default()
+            };
+            if matches!(next, 6 | 17)
+                && let Some((sport, dport)) = ports
+            {
+                flow.sport = sport;
+                flow.dport = dport;
+            }
+            // SAFETY: the skb context pointer is valid for this program run.
+            send_egress(flow, unsafe { (*ctx.skb.skb).ifindex }, len);
+        } else {
+            bump(1);
+        }
+    }
     Ok(())
+}
+
+/// An IPv6 address as four words, byte order as loaded.
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
 }
 
 /// Counts a VXLAN packet in its peer cache slot; false when the slot
@@ -197,7 +285,7 @@ fn count_peer_cached(key: PeerKey, len: u64) -> bool {
         slot.counters.packets = 1;
         return true;
     }
-    if slot.key != key {
+    if !slot.key.same(&key) {
         return false;
     }
     slot.counters.packets += 1;

@@ -16,7 +16,7 @@ use aya::{
         },
     },
 };
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netdrop_common::{
     DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, direction, role,
 };
@@ -59,6 +59,8 @@ pub struct ObservedIfaces {
     pub underlay: Option<(String, u32)>,
     /// The underlay's IPv4 network: the node network.
     pub node_net: Option<Ipv4Net>,
+    /// The underlay's global IPv6 network, on dual-stack nodes.
+    pub node_net6: Option<Ipv6Net>,
 }
 
 impl ObservedIfaces {
@@ -129,14 +131,27 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
         })
     });
     let underlay = underlay_name.as_deref().and_then(index);
-    let node_net = underlay.as_ref().and_then(|(name, _)| {
-        let v = ip_json(ns, &["-4", "addr", "show", "dev", name])?;
+    // The underlay's first address of each family, as a network.
+    let node_network = |family: &str| -> Option<IpNet> {
+        let (name, _) = underlay.as_ref()?;
+        let v = ip_json(
+            ns,
+            &[family, "addr", "show", "dev", name, "scope", "global"],
+        )?;
         let a = &v[0]["addr_info"][0];
-        let ip: std::net::Ipv4Addr = a["local"].as_str()?.parse().ok()?;
-        Ipv4Net::new(ip, u8::try_from(a["prefixlen"].as_u64()?).ok()?)
+        let ip: std::net::IpAddr = a["local"].as_str()?.parse().ok()?;
+        IpNet::new(ip, u8::try_from(a["prefixlen"].as_u64()?).ok()?)
             .ok()
             .map(|n| n.trunc())
-    });
+    };
+    let node_net = match node_network("-4") {
+        Some(IpNet::V4(n)) => Some(n),
+        _ => None,
+    };
+    let node_net6 = match node_network("-6") {
+        Some(IpNet::V6(n)) => Some(n),
+        _ => None,
+    };
     for (what, want, found) in [
         ("overlay", Some(overlay_name.as_str()), &overlay),
         ("bridge", opts.bridge.as_deref().or(Some("cni0")), &bridge),
@@ -155,6 +170,7 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
         bridge,
         underlay,
         node_net,
+        node_net6,
     })
 }
 
@@ -243,6 +259,19 @@ impl NodeObservers {
             // Unknown node network: every non-pod destination counts as the world.
             None => (0, u32::MAX),
         };
+        // Unknown: only `::` is "the node", every other non-pod address the world.
+        let node_net6 = ifaces.node_net6.map_or([0, 0, u64::MAX, u64::MAX], |n| {
+            let half = |a: std::net::Ipv6Addr| {
+                let o = a.octets();
+                let word = |r: std::ops::Range<usize>| {
+                    u64::from_ne_bytes(o[r].try_into().unwrap_or([0; 8]))
+                };
+                (word(0..8), word(8..16))
+            };
+            let (n0, n1) = half(n.network());
+            let (m0, m1) = half(n.netmask());
+            [n0, n1, m0, m1]
+        });
         let config = ObsConfig {
             ifindex: [
                 ifaces.overlay.as_ref().map_or(0, |i| i.1),
@@ -255,6 +284,7 @@ impl NodeObservers {
             _pad: 0,
             sample_rate: rate,
             sample_burst: rate.max(10),
+            node_net6,
             pod_cidrs: super::pod_cidrs(&opts.pod_cidrs)?,
         };
         let mut ebpf = EbpfLoader::new()
@@ -396,17 +426,22 @@ impl NodeObservers {
     }
 
     /// VXLAN packets per peer node and direction.
-    pub fn peers(&self) -> Result<Vec<(std::net::Ipv4Addr, u32, DropCounters)>, CaptureError> {
+    pub fn peers(&self) -> Result<Vec<(std::net::IpAddr, u32, DropCounters)>, CaptureError> {
         let sums =
             super::cached_counts::<PeerCache>(&self.ebpf, "VXLAN_PEER_CACHE", "VXLAN_PEERS")?;
         Ok(sums
             .into_iter()
             .map(|(k, sum)| {
-                (
-                    std::net::Ipv4Addr::from(k.peer.to_ne_bytes()),
-                    k.direction,
-                    sum,
-                )
+                let mut bytes = [0u8; 16];
+                for (chunk, w) in bytes.chunks_exact_mut(4).zip(k.peer) {
+                    chunk.copy_from_slice(&w.to_ne_bytes());
+                }
+                let peer = if k.family == 6 {
+                    std::net::IpAddr::from(bytes)
+                } else {
+                    std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+                };
+                (peer, k.direction, sum)
             })
             .collect())
     }

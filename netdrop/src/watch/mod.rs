@@ -209,7 +209,7 @@ struct Watcher {
     /// Program name → (run time ns, runs) as of the last poll.
     programs_prev: HashMap<String, (u64, u64)>,
     obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
-    peers_prev: HashMap<(usize, std::net::Ipv4Addr, u32), u64>,
+    peers_prev: HashMap<(usize, std::net::IpAddr, u32), u64>,
     egress_seen: HashSet<(usize, IpAddr, IpAddr)>,
     egress_printed: HashMap<usize, (Instant, u64)>,
     /// Active findings per node (their metric labels).
@@ -778,9 +778,15 @@ impl Watcher {
                     ""
                 },
             )),
-            fix: Some(format!(
-                "Make the CNI masquerade the pod CIDR: for flannel set \"Network\": \"{pod}\" in net-conf.json (kube-flannel-cfg) to match kubeadm's --pod-network-cidr, then restart flannel. Stop-gap: `iptables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
-            )),
+            fix: Some(if flow.src.is_ipv6() {
+                format!(
+                    "Make the CNI masquerade the IPv6 pod CIDR: for flannel set \"IPv6Network\": \"{pod}\" (with \"EnableIPv6\": true) in net-conf.json (kube-flannel-cfg) to match the cluster's IPv6 pod CIDR, then restart flannel. Stop-gap: `ip6tables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
+                )
+            } else {
+                format!(
+                    "Make the CNI masquerade the pod CIDR: for flannel set \"Network\": \"{pod}\" in net-conf.json (kube-flannel-cfg) to match kubeadm's --pod-network-cidr, then restart flannel. Stop-gap: `iptables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
+                )
+            }),
             finding: finding.map(|f| f.finding),
             ..Record::default()
         };
