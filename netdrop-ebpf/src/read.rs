@@ -3,7 +3,7 @@
 //! - `Direct`: plain loads through BTF-typed pointers (`tp_btf` arguments
 //!   and what is loaded from them); the verifier makes them fault-safe.
 //! - `Cast`: plain loads through any address, after `bpf_rdonly_cast(p, 0)`
-//!   (kernels that cast to `void`, 6.16+): the `dst_entry` behind
+//!   (kernels that cast to `void`: `BPF_FEAT_RDONLY_CAST_TO_VOID`): the `dst_entry` behind
 //!   `_skb_refdst`, packet headers, br_netfilter state.
 //! - `Probe`: `bpf_probe_read_kernel`, valid anywhere, a helper call each.
 

@@ -98,7 +98,7 @@ impl Drop for Remove {
     }
 }
 
-/// A kernel without `BPF_FEAT_RDONLY_CAST_TO_VOID` (6.15 and older), shown
+/// A kernel without `BPF_FEAT_RDONLY_CAST_TO_VOID` (older kernels), shown
 /// to netdrop as this kernel's BTF with that enumerator renamed: `auto`
 /// picks the probe-read build and counts right; `tp-btf` says what to use.
 #[test]

@@ -29,7 +29,7 @@ pub enum DropProbe {
     /// else `tracepoint`.
     Auto,
     /// BTF-typed raw tracepoint; route and packet read through
-    /// `bpf_rdonly_cast` (kernel 6.16+): plain loads throughout.
+    /// `bpf_rdonly_cast` (kernels that cast to `void`): plain loads throughout.
     TpBtf,
     /// BTF-typed raw tracepoint; route and packet read with
     /// `bpf_probe_read_kernel` (kernels that cannot cast to `void`).
@@ -66,7 +66,7 @@ pub enum CaptureError {
     #[error("kernel BTF has no SKB_DROP_REASON_NETFILTER_DROP")]
     NoNetfilterReason,
     #[error(
-        "this kernel cannot cast to void with bpf_rdonly_cast (BPF_FEAT_RDONLY_CAST_TO_VOID, Linux 6.16+): use --drop-probe tp-btf-probe-read"
+        "this kernel cannot cast to void with bpf_rdonly_cast (its BTF has no BPF_FEAT_RDONLY_CAST_TO_VOID): use --drop-probe tp-btf-probe-read"
     )]
     NoCast,
     #[error(transparent)]

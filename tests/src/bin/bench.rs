@@ -297,9 +297,11 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
             }
             drop(floor);
             if let Some(ns) = per_event(&s0, &s1, "netdrop_kfree_skb_btf_probe_read") {
-                cost.entry("netdrop_kfree_skb_btf_probe_read (netdrop, kernels before 6.16)")
-                    .or_default()
-                    .push(ns);
+                cost.entry(
+                    "netdrop_kfree_skb_btf_probe_read (netdrop, kernels that cannot cast to void)",
+                )
+                .or_default()
+                .push(ns);
             }
             if let Some(mut b) = bt {
                 let _ = b.kill();
