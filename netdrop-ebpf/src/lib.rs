@@ -24,3 +24,21 @@ pub fn global<T: Copy>(field: &T) -> T {
     // SAFETY: a reference to a static is valid to read.
     unsafe { core::ptr::read_volatile(field) }
 }
+
+/// What every object (`src/bin/*.rs`) needs besides its programs: a panic
+/// handler (unreachable: the verifier rejects programs that could panic)
+/// and the GPL license (kfuncs and several helpers are GPL-only).
+#[macro_export]
+macro_rules! object_boilerplate {
+    () => {
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo) -> ! {
+            loop {}
+        }
+
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 4] = *b"GPL\0";
+    };
+}

@@ -39,6 +39,18 @@ pub trait Window {
 /// A header copied to the stack by one probe read.
 pub struct Copied<const N: usize>([u8; N]);
 
+impl<const N: usize> Copied<N> {
+    /// `M` bytes at `i` (zeroes past the end: never, with constant indices).
+    #[inline(always)]
+    fn take<const M: usize>(&self, i: usize) -> [u8; M] {
+        let mut out = [0u8; M];
+        if let Some(s) = self.0.get(i..i + M) {
+            out.copy_from_slice(s);
+        }
+        out
+    }
+}
+
 impl<const N: usize> Window for Copied<N> {
     #[inline(always)]
     fn b1(&self, i: usize) -> u8 {
@@ -46,19 +58,11 @@ impl<const N: usize> Window for Copied<N> {
     }
     #[inline(always)]
     fn b4(&self, i: usize) -> [u8; 4] {
-        let mut out = [0u8; 4];
-        if let Some(s) = self.0.get(i..i + 4) {
-            out.copy_from_slice(s);
-        }
-        out
+        self.take(i)
     }
     #[inline(always)]
     fn b8(&self, i: usize) -> [u8; 8] {
-        let mut out = [0u8; 8];
-        if let Some(s) = self.0.get(i..i + 8) {
-            out.copy_from_slice(s);
-        }
-        out
+        self.take(i)
     }
 }
 

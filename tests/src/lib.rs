@@ -149,6 +149,27 @@ impl Watch {
         Some(rest.split('/').next()?.to_owned())
     }
 
+    /// The value of the first series of metric `name` (a counter's
+    /// `..._total` included) whose labels include every `key="value"` of
+    /// `labels`, from this watch's `/metrics`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        let metrics = prom::try_get(&self.metrics_addr()?, "/metrics")?;
+        metrics
+            .lines()
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{'))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

@@ -688,20 +688,11 @@ fn ipv6_vxlan_is_counted_per_peer_by_the_observers() {
     ])
     .unwrap();
     traffic::send_udp(&n1, "[fd00:224:2::7]:5353".parse().unwrap(), 6, 40).unwrap();
-    let egress_to_node2 = || -> Option<u64> {
-        let metrics = netdrop_tests::prom::try_get(&w.metrics_addr()?, "/metrics")?;
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("netdrop_vxlan_packets_total{")
-                    && l.contains(r#"peer="2001:db8:1::2""#)
-                    && l.contains(r#"direction="egress""#)
-            })?
-            .rsplit(' ')
-            .next()?
-            .parse::<f64>()
-            .ok()
-            .map(|v| v as u64)
+    let egress_to_node2 = || {
+        w.metric(
+            "netdrop_vxlan_packets_total",
+            &[("peer", "2001:db8:1::2"), ("direction", "egress")],
+        )
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while egress_to_node2() < Some(6) && std::time::Instant::now() < deadline {

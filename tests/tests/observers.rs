@@ -222,19 +222,10 @@ fn crafted_frames_through_prog_test_run() {
 
 /// `cni0 ingress` pod packets from netdrop's metrics.
 fn bridge_ingress_pod_packets(w: &netdrop_tests::Watch) -> Option<u64> {
-    let metrics = netdrop_tests::prom::try_get(&w.metrics_addr()?, "/metrics")?;
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("netdrop_iface_pod_packets_total{")
-                && l.contains(r#"iface="cni0""#)
-                && l.contains(r#"direction="ingress""#)
-        })?
-        .rsplit(' ')
-        .next()?
-        .parse::<f64>()
-        .ok()
-        .map(|v| v as u64)
+    w.metric(
+        "netdrop_iface_pod_packets_total",
+        &[("iface", "cni0"), ("direction", "ingress")],
+    )
 }
 
 /// TC filters named `name` on `dev` in `ns` (`tc filter show`).

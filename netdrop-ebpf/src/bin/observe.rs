@@ -5,12 +5,4 @@
 #[path = "../observe/mod.rs"]
 mod observe;
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+netdrop_ebpf::object_boilerplate!();
