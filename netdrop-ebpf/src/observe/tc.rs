@@ -3,7 +3,7 @@
 //! mask compares and one per-CPU array add.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
-use netdrop_common::{DropCounters, EgressSample, FlowHdr, PeerKey, direction, role};
+use netdrop_common::{DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, role};
 use netdrop_ebpf::{
     global,
     pods::{halves, is_pod_v4, is_pod_v6},
@@ -78,13 +78,7 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     let src_pod = is_pod_v4(cidrs, src);
     let dst_pod = is_pod_v4(cidrs, dst);
 
-    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
-    // SAFETY: per-CPU value, no concurrent writer on this CPU.
-    let c = unsafe { &mut *c };
-    if src_pod || dst_pod {
-        c.pod_packets += 1;
-        c.pod_bytes += len;
-    }
+    let c = count_pod(role, dir, src_pod || dst_pod, len)?;
     if role != role::UNDERLAY {
         return Ok(());
     }
@@ -132,6 +126,20 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// This device and direction's counters, with the packet counted as pod
+/// traffic when `pod`.
+#[inline(always)]
+fn count_pod(role: u32, dir: u32, pod: bool, len: u64) -> Result<&'static mut ObsCounters, ()> {
+    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    let c = unsafe { &mut *c };
+    if pod {
+        c.pod_packets += 1;
+        c.pod_bytes += len;
+    }
+    Ok(c)
 }
 
 /// One un-NATed egress sample to userspace.
@@ -195,13 +203,7 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     let src_pod = is_pod_v6(cidrs, s0, s1);
     let dst_pod = is_pod_v6(cidrs, d0, d1);
     let len = u64::from(ctx.len());
-    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
-    // SAFETY: per-CPU value, no concurrent writer on this CPU.
-    let c = unsafe { &mut *c };
-    if src_pod || dst_pod {
-        c.pod_packets += 1;
-        c.pod_bytes += len;
-    }
+    let c = count_pod(role, dir, src_pod || dst_pod, len)?;
     if role != role::UNDERLAY {
         return Ok(());
     }

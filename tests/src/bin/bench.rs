@@ -205,14 +205,10 @@ fn cost_rows(r: &mut Report, cost: &HashMap<&str, Vec<f64>>) -> anyhow::Result<(
     Ok(())
 }
 
-/// An empty program on netdrop's own hook.
-const FLOOR_DROP: &str = "empty tp_btf/kfree_skb program (floor)";
-
-/// netdrop with the build for kernels that cannot cast to `void`.
-const PROBE_READ_WATCH: &str = "netdrop watch --drop-probe tp-btf-probe-read";
-
-fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
-    let mut lab = Lab::new("bf");
+/// A pod namespace and a node namespace on one veth; the node drops UDP
+/// to port 9 in INPUT.
+fn drop_pair(prefix: &str) -> anyhow::Result<(Lab, String, String)> {
+    let mut lab = Lab::new(prefix);
     let pod = lab.netns("pod")?;
     let node = lab.netns("node")?;
     lab.veth(
@@ -223,6 +219,17 @@ fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
         &node,
         &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
     )?;
+    Ok((lab, pod, node))
+}
+
+/// An empty program on netdrop's own hook.
+const FLOOR_DROP: &str = "empty tp_btf/kfree_skb program (floor)";
+
+/// netdrop with the build for kernels that cannot cast to `void`.
+const PROBE_READ_WATCH: &str = "netdrop watch --drop-probe tp-btf-probe-read";
+
+fn drop_flood(r: &mut Report) -> anyhow::Result<()> {
+    let (lab, pod, node) = drop_pair("bf")?;
     let dst: SocketAddr = "10.224.7.1:9".parse()?;
     let configs = [
         "nothing attached",
@@ -664,17 +671,7 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
 }
 
 fn time_to_answer(r: &mut Report) -> anyhow::Result<()> {
-    let mut lab = Lab::new("bt");
-    let pod = lab.netns("pod")?;
-    let node = lab.netns("node")?;
-    lab.veth(
-        (&pod, "eth0", Some("10.224.7.2/24")),
-        (&node, "cni0", Some("10.224.7.1/24")),
-    )?;
-    lab.iptables(
-        &node,
-        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
-    )?;
+    let (_lab, pod, node) = drop_pair("bt")?;
     let mut ms = Vec::new();
     for _ in 0..rounds() {
         let mut w = Watch::start(&["--netns", &node, "--pod-cidr", POD_CIDR])?;
