@@ -415,6 +415,27 @@ impl PeerKey {
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % PEER_SLOTS
     }
 
+    /// Writes a key into `slot` word by word and returns it. (A literal
+    /// with zero words, such as an IPv4 peer's, compiles to a call of a
+    /// byte-by-byte `memset` for the BPF target: on every VXLAN packet.)
+    #[inline(always)]
+    pub fn fill(
+        slot: &mut core::mem::MaybeUninit<Self>,
+        peer: [u32; 4],
+        direction: u32,
+        family: u32,
+    ) -> &Self {
+        let words = slot.as_mut_ptr().cast::<u32>();
+        let [a, b, c, d] = peer;
+        for (i, w) in [a, b, c, d, direction, family].into_iter().enumerate() {
+            // SAFETY: `Self` is six u32s, `repr(C)`; volatile keeps the
+            // stores from being merged into a memset.
+            unsafe { words.add(i).write_volatile(w) };
+        }
+        // SAFETY: every word was written above.
+        unsafe { slot.assume_init_ref() }
+    }
+
     /// Equality in a few ALU ops (a derived `==` on the array may compile
     /// to a `bcmp` call for the BPF target).
     #[inline(always)]

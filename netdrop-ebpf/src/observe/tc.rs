@@ -2,6 +2,8 @@
 //! Direct packet access with bounds checks; the common path is a few loads,
 //! mask compares and one per-CPU array add.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use netdrop_common::{DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, role};
 use netdrop_ebpf::{
@@ -88,14 +90,8 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
             c.vxlan_packets += 1;
             c.vxlan_bytes += len;
             let peer = if dir == direction::INGRESS { src } else { dst };
-            count_peer(
-                PeerKey {
-                    peer: [peer, 0, 0, 0],
-                    direction: dir,
-                    family: 4,
-                },
-                len,
-            );
+            let mut key = MaybeUninit::uninit();
+            count_peer(PeerKey::fill(&mut key, [peer, 0, 0, 0], dir, 4), len);
             return Ok(());
         }
     }
@@ -158,7 +154,7 @@ fn send_egress(flow: FlowHdr, ifindex: u32, len: u64) {
 /// Counts a VXLAN packet for its peer node: the per-CPU slot cache, else
 /// the hash map.
 #[inline(always)]
-fn count_peer(key: PeerKey, len: u64) {
+fn count_peer(key: &PeerKey, len: u64) {
     if count_peer_cached(key, len) {
         return;
     }
@@ -226,14 +222,8 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
         c.vxlan_packets += 1;
         c.vxlan_bytes += len;
         let peer = if dir == direction::INGRESS { src } else { dst };
-        count_peer(
-            PeerKey {
-                peer: words(&peer),
-                direction: dir,
-                family: 6,
-            },
-            len,
-        );
+        let mut key = MaybeUninit::uninit();
+        count_peer(PeerKey::fill(&mut key, words(&peer), dir, 6), len);
         return Ok(());
     }
     let [n0, n1, m0, m1] = global(&OBS_CONFIG.node_net6);
@@ -274,7 +264,7 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 /// Counts a VXLAN packet in its peer cache slot; false when the slot
 /// belongs to another peer (then the hash map counts it).
 #[inline(always)]
-fn count_peer_cached(key: PeerKey, len: u64) -> bool {
+fn count_peer_cached(key: &PeerKey, len: u64) -> bool {
     let Some(cache) = VXLAN_PEER_CACHE.get_ptr_mut(0) else {
         return false;
     };
@@ -282,12 +272,12 @@ fn count_peer_cached(key: PeerKey, len: u64) -> bool {
     // below PEER_SLOTS.
     let slot = unsafe { &mut (*cache).slots[key.slot()] };
     if slot.counters.packets == 0 {
-        slot.key = key;
+        slot.key = *key;
         slot.counters.bytes = len;
         slot.counters.packets = 1;
         return true;
     }
-    if !slot.key.same(&key) {
+    if !slot.key.same(key) {
         return false;
     }
     slot.counters.packets += 1;
