@@ -276,6 +276,8 @@ fn daemonset_capabilities_are_enough_and_each_is_needed() {
         !err.contains("not permitted") && !err.contains("permission denied"),
         "with the manifest's capabilities something was refused: {err}"
     );
+    // ...and the fastest drop probe, not a fallback a missing right forced.
+    assert!(w.stderr().contains("(drop probe tp_btf)"), "{}", w.stderr());
     w.stop().unwrap();
 
     // Without any one of them, netdrop says what is missing or cannot name
