@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext}
 use netdrop_common::{DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, role};
 use netdrop_ebpf::{
     global,
-    pods::{halves, is_pod_v4, is_pod_v6},
+    pods::{is_pod_v4, is_pod_v6},
 };
 
 use super::{
@@ -189,13 +189,15 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
         return Err(());
     }
     let p = data as *const u8;
-    // SAFETY: bounds checked above; addresses at 8..24 and 24..40 of the
-    // IPv6 header.
-    let addr = |off: usize| -> [u8; 16] { unsafe { *(p.add(ETH_HLEN + off) as *const [u8; 16]) } };
+    // The addresses (8..24 and 24..40 of the IPv6 header) as 8-byte halves,
+    // in four loads: a byte-wise copy is ~100 instructions. SAFETY: bounds
+    // checked above; unaligned packet loads are allowed where the kernel
+    // has efficient unaligned access (x86-64, arm64), as the kernel's own
+    // IPv6 code does.
+    let half =
+        |off: usize| -> u64 { unsafe { core::ptr::read(p.add(ETH_HLEN + off).cast::<u64>()) } };
     let cidrs = &OBS_CONFIG.pod_cidrs;
-    let (src, dst) = (addr(8), addr(24));
-    let (s0, s1) = halves(&src);
-    let (d0, d1) = halves(&dst);
+    let (s0, s1, d0, d1) = (half(8), half(16), half(24), half(32));
     let src_pod = is_pod_v6(cidrs, s0, s1);
     let dst_pod = is_pod_v6(cidrs, d0, d1);
     let len = u64::from(ctx.len());
@@ -221,9 +223,13 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     {
         c.vxlan_packets += 1;
         c.vxlan_bytes += len;
-        let peer = if dir == direction::INGRESS { src } else { dst };
+        let peer = if dir == direction::INGRESS {
+            (s0, s1)
+        } else {
+            (d0, d1)
+        };
         let mut key = MaybeUninit::uninit();
-        count_peer(PeerKey::fill(&mut key, words(&peer), dir, 6), len);
+        count_peer(PeerKey::fill(&mut key, words(peer), dir, 6), len);
         return Ok(());
     }
     let [n0, n1, m0, m1] = global(&OBS_CONFIG.node_net6);
@@ -235,8 +241,8 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
             let mut flow = FlowHdr {
                 family: 6,
                 proto: next,
-                src,
-                dst,
+                src: bytes((s0, s1)),
+                dst: bytes((d0, d1)),
                 ..FlowHdr::default()
             };
             if matches!(next, 6 | 17)
@@ -254,10 +260,20 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     Ok(())
 }
 
+/// An IPv6 address's bytes from its loaded halves.
+#[inline(always)]
+fn bytes((h, l): (u64, u64)) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&h.to_ne_bytes());
+    out[8..].copy_from_slice(&l.to_ne_bytes());
+    out
+}
+
 /// An IPv6 address as four words, byte order as loaded.
 #[inline(always)]
-fn words(a: &[u8; 16]) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+fn words(a: (u64, u64)) -> [u32; 4] {
+    let b = bytes(a);
+    let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     [w(0), w(4), w(8), w(12)]
 }
 
