@@ -84,7 +84,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "IFACE")]
     pub bridge_iface: Option<String>,
     /// Underlay NIC to observe (default: the VXLAN device's, or the default route's).
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, visible_alias = "iface", value_name = "IFACE")]
     pub underlay_iface: Option<String>,
     /// Do not attach the TC interface observers.
     #[arg(long)]

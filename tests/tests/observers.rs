@@ -292,3 +292,49 @@ fn netlink_observers_count_and_leave_nothing_behind() {
     w.stop().unwrap();
     assert_eq!(tc_filters(&lab, &node, "cni0", ours), 0);
 }
+
+/// Observed devices that do not exist are warnings, not failures: netdrop
+/// names each one it cannot find (a typo in `--iface` included) and goes on
+/// counting drops.
+#[test]
+fn missing_interfaces_are_warnings_and_drops_still_count() {
+    require_root();
+    let mut lab = netdrop_tests::Lab::new("noif");
+    let client = lab.netns("c").unwrap();
+    let node = lab.netns("n").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("10.224.7.2/24")),
+        (&node, "eth0", Some("10.224.7.1/24")),
+    )
+    .unwrap();
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
+    )
+    .unwrap();
+    let mut w = netdrop_tests::Watch::start(&[
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--iface",
+        "nosuch0",
+    ])
+    .unwrap();
+    netdrop_tests::traffic::send_udp(&client, "10.224.7.1:9".parse().unwrap(), 3, 32).unwrap();
+    let dropped = |w: &netdrop_tests::Watch| {
+        netdrop_tests::total_packets(&w.records(), |r| r["reason"] == "NETFILTER_DROP")
+    };
+    w.wait_for(std::time::Duration::from_secs(10), |w| dropped(w) >= 3)
+        .unwrap();
+    let err = w.stderr();
+    for missing in [
+        "no overlay device flannel.1 to observe",
+        "no bridge device cni0 to observe",
+        "no underlay device nosuch0 to observe",
+    ] {
+        assert!(err.contains(missing), "{missing}: {err}");
+    }
+    assert_eq!(dropped(&w), 3);
+    w.stop().unwrap();
+}
