@@ -203,6 +203,25 @@ impl Watch {
         bail!("timed out; netdrop stderr: {}", self.stderr())
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits up to `within` for netdrop to exit;
+    /// an error (after a SIGKILL) when it does not.
+    pub fn interrupt(mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        bail!(
+            "netdrop still ran {within:?} after SIGINT: {}",
+            self.stderr()
+        )
+    }
+
     /// Stops netdrop with SIGTERM (its final report is flushed) and waits.
     pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
         // SAFETY: signalling our own child process.

@@ -145,13 +145,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(deadline);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    // Streams made once, before the loop: a `ctrl_c()` future made per
+    // iteration misses a Ctrl-C that arrives while a poll runs (tokio keeps
+    // no signal for listeners that do not exist yet).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
             _ = tick.tick() => w.poll(&mut datapath)?,
             () = &mut deadline => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
