@@ -55,12 +55,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         args.scenario.clone()
     };
+    // Ctrl-C while the clusters are built (a few seconds) must still remove
+    // them: listen from the start (this also replaces the default action,
+    // which would kill the process with its namespaces in place).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut clusters = Vec::new();
     for s in &scenarios {
         let tag = format!("{s:?}").to_lowercase();
         let c = Cluster::build(&tag, *s).with_context(|| format!("building the {s:?} cluster"))?;
         eprintln!("demo: {} — nodes {} and {}", describe(*s), c.node1, c.node2);
         clusters.push((*s, c));
+        let signalled = tokio::select! {
+            biased;
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+            () = tokio::task::yield_now() => false,
+        };
+        if signalled {
+            drop(clusters);
+            eprintln!("demo: interrupted; all namespaces removed");
+            return Ok(());
+        }
     }
     let netns: Vec<String> = clusters
         .iter()
@@ -93,26 +110,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let watch = crate::watch::run(WatchArgs {
-        pod_cidrs: vec![POD_CIDR.parse()?],
-        netns,
-        all: false,
-        vxlan_port: 8472,
-        sample_rate: 200,
-        duration: args.duration,
-        interval: Duration::from_millis(250),
-        output: args.output,
-        drop_probe: DropProbe::Auto,
-        btf: "/sys/kernel/btf/vmlinux".into(),
-        metrics_addr: args.metrics_addr,
-        summary_interval: Duration::from_secs(10),
-        overlay_iface: None,
-        bridge_iface: None,
-        underlay_iface: None,
-        no_observers: false,
-        tc_attach: Default::default(),
-        node_name: None,
-    });
+    // A signal that came during the build and was not seen above is still
+    // pending in these streams (the watch's own start listening later).
+    let interrupted = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let watch = crate::watch::run_until(
+        WatchArgs {
+            pod_cidrs: vec![POD_CIDR.parse()?],
+            netns,
+            all: false,
+            vxlan_port: 8472,
+            sample_rate: 200,
+            duration: args.duration,
+            interval: Duration::from_millis(250),
+            output: args.output,
+            drop_probe: DropProbe::Auto,
+            btf: "/sys/kernel/btf/vmlinux".into(),
+            metrics_addr: args.metrics_addr,
+            summary_interval: Duration::from_secs(10),
+            overlay_iface: None,
+            bridge_iface: None,
+            underlay_iface: None,
+            no_observers: false,
+            tc_attach: Default::default(),
+            node_name: None,
+        },
+        interrupted,
+    );
     let result = watch.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sender.await;

@@ -71,3 +71,43 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
         namespaces()
     );
 }
+
+/// Ctrl-C at any moment removes the demo's namespaces: while its clusters
+/// are being built, and while it watches. (Before, a Ctrl-C during the
+/// build either killed it with its namespaces in place or was lost, and the
+/// demo ran on to `--duration`.)
+#[test]
+fn ctrl_c_during_build_or_watch_cleans_up() {
+    require_root();
+    for after in [Duration::from_millis(700), Duration::from_secs(8)] {
+        let mut child = Command::new(netdrop_bin())
+            .args(["demo", "--duration", "300s", "--output", "json"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Lab prefixes are "nd<tag><pid>x<n>".
+        let ours = format!("{}x", child.id());
+        std::thread::sleep(after);
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("demo still running 30 s after Ctrl-C ({after:?} in)");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "{after:?}: {status}");
+        assert!(
+            !namespaces().contains(&ours),
+            "{after:?}: namespaces left behind: {}",
+            namespaces()
+        );
+    }
+}

@@ -45,6 +45,15 @@ use crate::{
 const RULES_RECHECK: Duration = Duration::from_secs(10);
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    run_until(args, std::future::pending()).await
+}
+
+/// `run`, which also stops when `stop` completes (`demo` passes the
+/// signals it has listened to since before the watch existed).
+pub async fn run_until(
+    args: WatchArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     preflight::require_capabilities("watch")?;
     let netns = if args.netns.is_empty() {
         let mut own = Netns::own().context("reading netdrop's own network namespace")?;
@@ -145,6 +154,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(deadline);
+    tokio::pin!(stop);
     // Streams made once, before the loop: a `ctrl_c()` future made per
     // iteration misses a Ctrl-C that arrives while a poll runs (tokio keeps
     // no signal for listeners that do not exist yet).
@@ -157,6 +167,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             () = &mut deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            () = &mut stop => break,
         }
     }
     // Report what arrived since the last tick before detaching, and the
