@@ -55,6 +55,14 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     preflight::require_capabilities("watch")?;
+    // Signal streams made once, first: a `ctrl_c()` future made per loop
+    // turn missed a Ctrl-C that arrived during a poll (tokio keeps no
+    // signal for listeners that do not exist yet), and one that arrives
+    // while the programs load now stops the watch as soon as it starts,
+    // detaching cleanly (netlink filters included).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let netns = if args.netns.is_empty() {
         let mut own = Netns::own().context("reading netdrop's own network namespace")?;
         if args.node_name.is_some() {
@@ -155,12 +163,6 @@ pub async fn run_until(
     };
     tokio::pin!(deadline);
     tokio::pin!(stop);
-    // Streams made once, before the loop: a `ctrl_c()` future made per
-    // iteration misses a Ctrl-C that arrives while a poll runs (tokio keeps
-    // no signal for listeners that do not exist yet).
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
             _ = tick.tick() => w.poll(&mut datapath)?,
