@@ -29,6 +29,25 @@ pub fn netdrop_bin() -> PathBuf {
         .expect("target directory")
 }
 
+/// Two namespaces joined by a veth (client 10.224.7.2, server 10.224.7.1,
+/// both on eth0); the server drops UDP to `port` in INPUT.
+pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
+    let client = lab.netns("cli").unwrap();
+    let server = lab.netns("srv").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("10.224.7.2/24")),
+        (&server, "eth0", Some("10.224.7.1/24")),
+    )
+    .unwrap();
+    let port = port.to_string();
+    lab.iptables(
+        &server,
+        &["-A", "INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"],
+    )
+    .unwrap();
+    (client, server)
+}
+
 /// client (10.224.9.2, pod side) — router — server (203.0.113.2), with
 /// forwarding on the router.
 pub struct Routed {

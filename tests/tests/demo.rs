@@ -3,7 +3,7 @@
 //! leaves no namespace behind.
 
 use std::{
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -13,6 +13,21 @@ use serde_json::Value;
 fn namespaces() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The child's exit status, or `None` (and the child killed) when it runs
+/// longer than `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 #[test]
@@ -33,17 +48,8 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            child.kill().unwrap();
-            panic!("netdrop demo --duration 6s still running after 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("netdrop demo --duration 6s still running after 90 s"));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "{status}: {stderr}");
@@ -92,17 +98,8 @@ fn ctrl_c_during_build_or_watch_cleans_up() {
         std::thread::sleep(after);
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let t = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                child.kill().unwrap();
-                panic!("demo still running 30 s after Ctrl-C ({after:?} in)");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = exit_within(&mut child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("demo still running 30 s after Ctrl-C ({after:?} in)"));
         assert!(status.success(), "{after:?}: {status}");
         assert!(
             !namespaces().contains(&ours),

@@ -4,24 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use netdrop_tests::{Lab, Watch, field, require_root, total_packets, traffic};
-
-/// Two namespaces joined by a veth; `server` drops UDP to port 9999 in INPUT.
-fn drop_pair(lab: &mut Lab) -> (String, String) {
-    let client = lab.netns("cli").unwrap();
-    let server = lab.netns("srv").unwrap();
-    lab.veth(
-        (&client, "eth0", Some("10.224.7.2/24")),
-        (&server, "eth0", Some("10.224.7.1/24")),
-    )
-    .unwrap();
-    lab.iptables(
-        &server,
-        &["-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"],
-    )
-    .unwrap();
-    (client, server)
-}
+use netdrop_tests::{Lab, Watch, drop_pair, field, require_root, total_packets, traffic};
 
 /// Counts N drops through `netdrop watch ARGS`; returns what it said on
 /// stderr (which drop probe it attached).
@@ -29,7 +12,7 @@ fn counts_exactly_n(args: &[&str]) -> String {
     require_root();
     const N: u64 = 37;
     let mut lab = Lab::new("cnt");
-    let (client, server) = drop_pair(&mut lab);
+    let (client, server) = drop_pair(&mut lab, 9999);
     let rules_before = lab.iptables_save(&server).unwrap();
 
     let mut watch = Watch::start(&[&["--netns", &server], args].concat()).unwrap();

@@ -300,18 +300,7 @@ fn netlink_observers_count_and_leave_nothing_behind() {
 fn missing_interfaces_are_warnings_and_drops_still_count() {
     require_root();
     let mut lab = netdrop_tests::Lab::new("noif");
-    let client = lab.netns("c").unwrap();
-    let node = lab.netns("n").unwrap();
-    lab.veth(
-        (&client, "eth0", Some("10.224.7.2/24")),
-        (&node, "eth0", Some("10.224.7.1/24")),
-    )
-    .unwrap();
-    lab.iptables(
-        &node,
-        &["-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"],
-    )
-    .unwrap();
+    let (client, node) = netdrop_tests::drop_pair(&mut lab, 9);
     let mut w = netdrop_tests::Watch::start(&[
         "--netns",
         &node,
