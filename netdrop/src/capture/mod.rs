@@ -99,6 +99,17 @@ pub struct CaptureOptions {
     pub sample_rate: u32,
 }
 
+/// An IPv6 address as the kernel programs compare it: two 8-byte halves,
+/// byte order as loaded.
+pub(crate) fn v6_halves(a: std::net::Ipv6Addr) -> (u64, u64) {
+    let o = a.octets();
+    let mut h = [0u8; 8];
+    let mut l = [0u8; 8];
+    h.copy_from_slice(&o[..8]);
+    l.copy_from_slice(&o[8..]);
+    (u64::from_ne_bytes(h), u64::from_ne_bytes(l))
+}
+
 /// Pod CIDRs in the kernel's (network, mask) form.
 pub fn pod_cidrs(nets: &[IpNet]) -> Result<PodCidrs, CaptureError> {
     let mut c = PodCidrs::default();
@@ -120,16 +131,8 @@ pub fn pod_cidrs(nets: &[IpNet]) -> Result<PodCidrs, CaptureError> {
                 if i >= MAX_POD_CIDRS {
                     return Err(CaptureError::TooManyCidrs);
                 }
-                let halves = |a: std::net::Ipv6Addr| {
-                    let o = a.octets();
-                    let mut h = [0u8; 8];
-                    let mut l = [0u8; 8];
-                    h.copy_from_slice(&o[..8]);
-                    l.copy_from_slice(&o[8..]);
-                    (u64::from_ne_bytes(h), u64::from_ne_bytes(l))
-                };
-                let (n0, n1) = halves(v6.network());
-                let (m0, m1) = halves(v6.netmask());
+                let (n0, n1) = v6_halves(v6.network());
+                let (m0, m1) = v6_halves(v6.netmask());
                 c.v6[i] = [n0, n1, m0, m1];
                 c.n_v6 += 1;
             }

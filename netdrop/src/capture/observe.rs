@@ -261,15 +261,8 @@ impl NodeObservers {
         };
         // Unknown: only `::` is "the node", every other non-pod address the world.
         let node_net6 = ifaces.node_net6.map_or([0, 0, u64::MAX, u64::MAX], |n| {
-            let half = |a: std::net::Ipv6Addr| {
-                let o = a.octets();
-                let word = |r: std::ops::Range<usize>| {
-                    u64::from_ne_bytes(o[r].try_into().unwrap_or([0; 8]))
-                };
-                (word(0..8), word(8..16))
-            };
-            let (n0, n1) = half(n.network());
-            let (m0, m1) = half(n.netmask());
+            let (n0, n1) = super::v6_halves(n.network());
+            let (m0, m1) = super::v6_halves(n.netmask());
             [n0, n1, m0, m1]
         });
         let config = ObsConfig {
