@@ -356,6 +356,12 @@ pub mod direction {
     pub const EGRESS: u32 = 1;
 }
 
+/// A kfunc call as netdrop's eBPF object holds it: `call` (0x85) with
+/// src_reg 2 (a kfunc of the vmlinux BTF) and a placeholder id, "ndrc",
+/// that the loader replaces with the running kernel's (aya 0.14 does not
+/// resolve kfuncs).
+pub const KFUNC_CALL_PLACEHOLDER: [u8; 8] = [0x85, 0x20, 0, 0, b'n', b'd', b'r', b'c'];
+
 /// Configuration of one node's observers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

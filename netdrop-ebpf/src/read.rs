@@ -8,6 +8,7 @@
 //! - `Probe`: `bpf_probe_read_kernel`, valid anywhere, a helper call each.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
+use netdrop_common::KFUNC_CALL_PLACEHOLDER;
 
 pub trait KernelRead {
     /// Each read is a helper call: read neighbouring fields in one go.
@@ -141,10 +142,6 @@ impl KernelRead for Probe {
 /// not resolve kfuncs.
 pub struct Cast;
 
-/// The call instruction as compiled: `call` with src_reg 2 (a kfunc of the
-/// vmlinux BTF) and a placeholder id, "ndrc", that the loader replaces.
-pub const KFUNC_CALL_PLACEHOLDER: [u8; 8] = [0x85, 0x20, 0, 0, b'n', b'd', b'r', b'c'];
-
 /// `bpf_rdonly_cast(p, 0)`: the same address, as untrusted read-only memory.
 #[inline(always)]
 fn rdonly_cast(p: u64) -> *const u8 {
@@ -153,7 +150,15 @@ fn rdonly_cast(p: u64) -> *const u8 {
     // inlines it as `r0 = r1`); r1-r5 are clobbered, as by any call.
     unsafe {
         core::arch::asm!(
-            ".byte 0x85, 0x20, 0, 0, 0x6e, 0x64, 0x72, 0x63",
+            ".byte {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}",
+            const KFUNC_CALL_PLACEHOLDER[0],
+            const KFUNC_CALL_PLACEHOLDER[1],
+            const KFUNC_CALL_PLACEHOLDER[2],
+            const KFUNC_CALL_PLACEHOLDER[3],
+            const KFUNC_CALL_PLACEHOLDER[4],
+            const KFUNC_CALL_PLACEHOLDER[5],
+            const KFUNC_CALL_PLACEHOLDER[6],
+            const KFUNC_CALL_PLACEHOLDER[7],
             inlateout("r1") p => _,
             inlateout("r2") 0u64 => _,
             lateout("r0") out,

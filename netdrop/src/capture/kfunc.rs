@@ -1,14 +1,12 @@
 //! Kfunc calls in netdrop's object. aya 0.14 does not resolve kfuncs, so the
 //! eBPF crate emits each `bpf_rdonly_cast` call with a placeholder id
-//! (`read::KFUNC_CALL_PLACEHOLDER` there, `PLACEHOLDER` here) and this
-//! writes the running kernel's BTF id into a copy of the object before aya
-//! loads it. Only instructions (8-byte slots of executable sections) are
-//! touched.
+//! (`KFUNC_CALL_PLACEHOLDER`) and this writes the running kernel's BTF id
+//! into a copy of the object before aya loads it. Only instructions (8-byte
+//! slots of executable sections) are touched.
 
 use object::{Object as _, ObjectSection as _, SectionKind};
 
-/// `call` with src_reg 2 (kfunc in vmlinux BTF), imm "ndrc".
-pub const PLACEHOLDER: [u8; 8] = [0x85, 0x20, 0, 0, b'n', b'd', b'r', b'c'];
+use netdrop_common::KFUNC_CALL_PLACEHOLDER as PLACEHOLDER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KfuncError {
