@@ -69,6 +69,21 @@ fn live_findings_across_both_backends() {
     ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
+    // In text, rule findings name the rule's owner; node settings name none.
+    let text = Command::new(netdrop_bin())
+        .args(["check", "--netns", &node, "--pod-cidr", "10.224.0.0/16"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l == "CRITICAL sysctl-ip-forward"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("CRITICAL input-blocks-vxlan [custom")),
+        "{text}"
+    );
     let vx = findings
         .iter()
         .find(|f| f["id"] == "input-blocks-vxlan")

@@ -37,6 +37,14 @@ pub struct Finding {
     pub detail: Explanation,
 }
 
+impl Finding {
+    /// Whose rule or chain this finding is about; `None` for node settings
+    /// (sysctls, iptables backends), which belong to no rule's owner.
+    pub fn rule_owner(&self) -> Option<crate::attribute::Owner> {
+        (!self.detail.chain.is_empty()).then_some(self.detail.owner)
+    }
+}
+
 /// What is known of the node beyond its rules (live checks fill it in).
 #[derive(Clone, Debug, Default)]
 pub struct NodeFacts {

@@ -110,13 +110,16 @@ fn print_findings(findings: &[Finding], output: Output) -> anyhow::Result<()> {
     }
     for f in findings {
         let sev = format!("{:?}", f.severity).to_uppercase();
-        writeln!(
-            out,
-            "{sev} {} [{}{}]",
-            f.id,
-            f.detail.owner.as_str(),
-            if f.detail.leftover { ", leftover" } else { "" }
-        )?;
+        match f.rule_owner() {
+            Some(owner) => writeln!(
+                out,
+                "{sev} {} [{}{}]",
+                f.id,
+                owner.as_str(),
+                if f.detail.leftover { ", leftover" } else { "" }
+            )?,
+            None => writeln!(out, "{sev} {}", f.id)?,
+        }
         writeln!(out, "  {}", f.detail.explanation)?;
         if let Some(r) = &f.detail.rule {
             writeln!(out, "  rule: {}/{} {r}", f.detail.table, f.detail.chain)?;

@@ -857,7 +857,7 @@ impl Watcher {
                 policy: d.policy,
                 verdict: (!d.verdict.is_empty()).then(|| d.verdict.clone()),
                 reject_with: d.reject_with.clone(),
-                owner: Some(d.owner.as_str().to_owned()),
+                owner: f.rule_owner().map(|o| o.as_str().to_owned()),
                 leftover: d.leftover,
                 service: d.service.clone(),
                 finding: Some(f.id.clone()),
