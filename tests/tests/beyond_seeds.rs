@@ -127,7 +127,6 @@ fn packet_larger_than_the_path_mtu_is_named_with_the_vxlan_overhead() {
     assert_eq!(field(&rec, "in_iface"), "cni0", "{rec}");
     assert!(field(&rec, "explanation").contains("50 bytes"), "{rec}");
     assert!(field(&rec, "fix").contains("FLANNEL_MTU"), "{rec}");
-    let _ = &r.server;
 }
 
 #[test]

@@ -70,7 +70,6 @@ fn every_netfilter_hook_is_named() {
             }
             assert_eq!(rec["dport"], 7000, "{rec}");
         }
-        let _ = &r.server;
     }
 }
 

@@ -84,23 +84,6 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
     if skb.is_null() {
         return Ok(());
     }
-    let dev: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_dev)) }.unwrap_or(0);
-    let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
-    let dst = refdst & SKB_DST_PTRMASK;
-    let netfilter = reason == global(&DROP_CONFIG.reason_netfilter_drop);
-    // The route tells the hook of a netfilter drop, and the namespace of a
-    // packet with no device yet; other drops do without reading the route.
-    let (dst_dev, dst_input) = if dst != 0 && (netfilter || dev == 0) {
-        read_dst::<U>(dst)
-    } else {
-        (0, 0)
-    };
-    let (hook, ports) = if netfilter {
-        netfilter_hook::<R, U>(skb, dev, dst, dst_dev, dst_input)
-    } else {
-        (hook::UNKNOWN, None)
-    };
-
     let scratch = DROP_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let sample = unsafe { &mut *scratch };
@@ -141,6 +124,24 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
         bump(drop_stat::FILTERED);
         return Ok(());
     }
+
+    // Only drops that are kept get their route read and their hook told.
+    let dev: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_dev)) }.unwrap_or(0);
+    let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
+    let dst = refdst & SKB_DST_PTRMASK;
+    let netfilter = reason == global(&DROP_CONFIG.reason_netfilter_drop);
+    // The route tells the hook of a netfilter drop, and the namespace of a
+    // packet with no device yet; other drops do without reading the route.
+    let (dst_dev, dst_input) = if dst != 0 && (netfilter || dev == 0) {
+        read_dst::<U>(dst)
+    } else {
+        (0, 0)
+    };
+    let (hook, ports) = if netfilter {
+        netfilter_hook::<R, U>(skb, dev, dst, dst_dev, dst_input)
+    } else {
+        (hook::UNKNOWN, None)
+    };
     if ports.is_some() {
         fl |= flags::BRIDGED;
     }

@@ -66,11 +66,11 @@ impl Kallsyms {
     /// Code ranges `[start, next symbol)` of the functions whose name, less
     /// any compiler suffix (`.part.0`, `.constprop.0`, `.cold`), is `name`.
     pub fn function_ranges(&self, name: &str) -> Vec<(u64, u64)> {
-        let base = |n: &str| n.split('.').next().unwrap_or(n).to_owned();
+        let is_name = |n: &str| n.split('.').next() == Some(name);
         self.sorted
             .iter()
             .enumerate()
-            .filter(|(_, (_, n))| base(n) == name)
+            .filter(|(_, (_, n))| is_name(n))
             .filter_map(|(i, (lo, _))| {
                 let hi = self.sorted[i + 1..]
                     .iter()
