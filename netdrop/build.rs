@@ -6,8 +6,14 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
+/// The one pinned nightly for the eBPF crate (`rust-nightly` at the
+/// repository root; `cargo xtask setup`, CI and the Containerfile read it too).
+const NIGHTLY: &str = include_str!("../rust-nightly");
+
 fn main() -> anyhow::Result<()> {
-    check_prerequisites()?;
+    println!("cargo:rerun-if-changed=../rust-nightly");
+    let nightly = NIGHTLY.trim();
+    check_prerequisites(nightly)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("netdrop/ has no parent directory")?
@@ -27,21 +33,21 @@ fn main() -> anyhow::Result<()> {
         root_dir: root,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(nightly))
         .context("building the eBPF programs (netdrop-ebpf) failed")
 }
 
-fn check_prerequisites() -> anyhow::Result<()> {
+fn check_prerequisites(nightly: &str) -> anyhow::Result<()> {
     if std::env::var_os("AYA_BUILD_SKIP").is_some() {
         return Ok(());
     }
     let sysroot = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .args(["run", nightly, "rustc", "--print", "sysroot"])
         .output();
     let sysroot = match sysroot {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         _ => bail!(
-            "netdrop needs the nightly Rust toolchain to build its eBPF programs: run `cargo xtask setup` (or `rustup toolchain install nightly --component rust-src`)"
+            "netdrop needs the Rust toolchain {nightly} to build its eBPF programs: run `cargo xtask setup` (or `rustup toolchain install {nightly} --component rust-src`)"
         ),
     };
     if !Path::new(&sysroot)
@@ -49,7 +55,7 @@ fn check_prerequisites() -> anyhow::Result<()> {
         .is_dir()
     {
         bail!(
-            "netdrop needs rust-src for the nightly toolchain to build its eBPF programs: run `cargo xtask setup` (or `rustup component add rust-src --toolchain nightly`)"
+            "netdrop needs rust-src for {nightly} to build its eBPF programs: run `cargo xtask setup` (or `rustup component add rust-src --toolchain {nightly}`)"
         );
     }
     let linker_found = std::env::var_os("PATH")
@@ -57,7 +63,7 @@ fn check_prerequisites() -> anyhow::Result<()> {
         .unwrap_or(false);
     if !linker_found {
         bail!(
-            "netdrop needs bpf-linker to link its eBPF programs: run `cargo xtask setup` (or `apt-get install llvm-22-dev && LLVM_PREFIX=/usr/lib/llvm-22 cargo +nightly install bpf-linker --version 0.13.0 --no-default-features --features llvm-22`)"
+            "netdrop needs bpf-linker to link its eBPF programs: run `cargo xtask setup` (or `apt-get install llvm-22-dev && LLVM_PREFIX=/usr/lib/llvm-22 cargo +{nightly} install bpf-linker --version 0.13.0 --no-default-features --features llvm-22`)"
         );
     }
     Ok(())

@@ -4,11 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netdrop::{
-    attribute::{Packet, parse_ruleset, simulate},
-    decode::Hook,
-    explain::{Context, check::{NodeFacts, check}},
-};
+use netdrop::explain::check::check_node;
+use netdrop_model::{Hook, Packet, check::{Cluster, NodeFacts}, parse_ruleset, simulate};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -18,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
         p.dport = Some(80);
         let _ = simulate(&rs, &p);
     }
-    let _ = check(&rs, &Context::new(vec!["10.224.0.0/16".parse().unwrap()]), &NodeFacts::default());
+    let _ = check_node([&rs], &Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]), &NodeFacts::default());
 });

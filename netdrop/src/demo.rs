@@ -10,7 +10,6 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
-    capture::DropProbe,
     cli::{DemoArgs, WatchArgs},
     lab::{
         cluster::{Cluster, INTERNET_HOST, POD_CIDR, Scenario},
@@ -118,33 +117,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => {}
         }
     };
-    let watch = crate::watch::run_until(
-        WatchArgs {
-            pod_cidrs: vec![POD_CIDR.parse()?],
-            netns,
-            all: false,
-            vxlan_port: 8472,
-            sample_rate: 200,
-            duration: args.duration,
-            interval: Duration::from_millis(250),
-            output: args.output,
-            drop_probe: DropProbe::Auto,
-            btf: "/sys/kernel/btf/vmlinux".into(),
-            metrics_addr: args.metrics_addr,
-            summary_interval: Duration::from_secs(10),
-            overlay_iface: None,
-            bridge_iface: None,
-            underlay_iface: None,
-            no_observers: false,
-            tc_attach: Default::default(),
-            node_name: None,
-        },
-        interrupted,
-    );
+    let watch = crate::watch::run_until(demo_watch_args(&args, &netns)?, interrupted);
+
     let result = watch.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sender.await;
     drop(clusters);
     eprintln!("demo: all namespaces removed");
     result
+}
+
+/// The watch the demo runs: `netdrop watch` on the demo's nodes, with the
+/// command line's own defaults for everything the demo does not set.
+fn demo_watch_args(args: &DemoArgs, netns: &[String]) -> anyhow::Result<WatchArgs> {
+    #[derive(clap::Parser)]
+    struct Watch {
+        #[command(flatten)]
+        args: WatchArgs,
+    }
+    let mut argv: Vec<String> = ["watch", "--pod-cidr", POD_CIDR, "--summary-interval", "10s"]
+        .map(str::to_owned)
+        .to_vec();
+    argv.extend(["--metrics-addr".into(), args.metrics_addr.to_string()]);
+    if let Some(d) = args.duration {
+        argv.extend(["--duration".into(), format!("{}ms", d.as_millis())]);
+    }
+    for n in netns {
+        argv.extend(["--netns".into(), n.clone()]);
+    }
+    let mut w = <Watch as clap::Parser>::try_parse_from(argv)
+        .context("building the demo's watch arguments")?
+        .args;
+    w.output = args.output;
+    // The demo names its nodes by namespace, whatever NODE_NAME says.
+    w.node_name = None;
+    Ok(w)
 }

@@ -1,18 +1,26 @@
 //! netdrop: where did my pod packet die?
 //!
-//! The data flows through one folder per stage:
-//! `capture` (kernel programs and their maps) → `decode` (names for numbers)
-//! → `attribute` (which iptables rule) → `explain` (whose, and the fix) →
-//! `export` (stdout, Prometheus).
+//! The data flows one way, one module per stage (ARCHITECTURE.md is the
+//! map, and `tests/architecture.rs` holds every module to it):
+//! `capture` (kernel programs and their maps) → `decode` (names for
+//! numbers) → `attribute` (the node's rules, for the model crate
+//! `netdrop-model`) → `explain` (sentences and fixes) → `export` (stdout,
+//! Prometheus) → `watch` (the live loop, and `config`, what the operator
+//! asked for) → the commands (`cli`,
+//! `commands`, `demo`). `netns` and `preflight` serve every stage; `lab`
+//! builds the demo's and the tests' clusters.
 
 pub mod attribute;
 pub mod capture;
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod explain;
 pub mod export;
 pub mod lab;
+pub mod netns;
 pub mod preflight;
 pub mod watch;
 

@@ -21,8 +21,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => netdrop::watch::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Demo(args) => netdrop::demo::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Check(args) => netdrop::explain::run::run_check(args),
-            Command::Explain(args) => netdrop::explain::run::run_explain(args),
+            Command::Check(args) => netdrop::commands::run_check(args),
+            Command::Explain(args) => netdrop::commands::run_explain(args),
         }
     });
     match result {

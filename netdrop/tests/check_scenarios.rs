@@ -1,28 +1,33 @@
 //! `check` and `explain` on real dumps and on the seeds' scenarios: the
 //! right finding, rule, owner and fix; healthy nodes give nothing.
 
-use netdrop::{
-    attribute::{Owner, OwnerContext, packet::parse_packet, parse_ruleset},
-    explain::{
-        Context,
-        check::{NodeFacts, Severity, check, is_failing},
-        explain_packet,
-    },
+use netdrop::explain::{
+    check::{ExplainedFinding, check_node, is_failing},
+    explain_packet,
+};
+use netdrop_model::{
+    Owner, OwnerContext, Severity,
+    check::{Cluster, NodeFacts},
+    packet::parse_packet,
+    parse_ruleset,
 };
 
 fn fixture(name: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/iptables")
+        .join("../netdrop-model/tests/fixtures/iptables")
         .join(name);
     std::fs::read_to_string(p).unwrap()
 }
 
-fn findings(rules: &str, pod: &str, facts: &NodeFacts) -> Vec<netdrop::explain::check::Finding> {
+fn findings(rules: &str, pod: &str, facts: &NodeFacts) -> Vec<ExplainedFinding> {
     let rs = parse_ruleset(rules).unwrap();
-    check(&rs, &Context::new(vec![pod.parse().unwrap()]), facts)
+    check_node([&rs], &Cluster::new(vec![pod.parse().unwrap()]), facts)
+        .into_iter()
+        .filter(|f| !f.id.is_node_setting())
+        .collect()
 }
 
-fn ids(f: &[netdrop::explain::check::Finding]) -> Vec<&str> {
+fn ids(f: &[ExplainedFinding]) -> Vec<&str> {
     f.iter().map(|f| f.id.as_str()).collect()
 }
 
@@ -57,48 +62,43 @@ fn distro_reject_in_forward_and_input_s2_s3() {
     assert!(is_failing(&f));
     let fwd = f
         .iter()
-        .find(|f| f.id == "forward-rule-drops-pod-traffic")
+        .find(|f| f.id.as_str() == "forward-rule-drops-pod-traffic")
         .expect("FORWARD reject found");
-    assert_eq!(fwd.detail.owner, Owner::DistroFirewall);
+    assert_eq!(fwd.owner, Some(Owner::DistroFirewall));
     assert_eq!(
-        fwd.detail.rule.as_deref(),
+        fwd.rule.as_deref(),
         Some("-A FORWARD -j REJECT --reject-with icmp-host-prohibited")
     );
-    assert_eq!(fwd.detail.rule_no, Some(16));
-    assert_eq!(
-        fwd.detail.reject_with.as_deref(),
-        Some("icmp-host-prohibited")
-    );
+    assert_eq!(fwd.rule_no, Some(16));
+    assert_eq!(fwd.reject_with.as_deref(), Some("icmp-host-prohibited"));
     assert!(
-        fwd.detail.explanation.contains("shadows rule #17"),
+        fwd.explanation.contains("shadows rule #17"),
         "{}",
-        fwd.detail.explanation
+        fwd.explanation
     );
     assert!(
-        fwd.detail
-            .fix
+        fwd.fix
             .contains("iptables -I FORWARD 16 -s 10.1.0.0/16 -j ACCEPT"),
         "{}",
-        fwd.detail.fix
+        fwd.fix
     );
     assert_eq!(fwd.flows.len(), 3);
     let vx = f
         .iter()
-        .find(|f| f.id == "input-blocks-vxlan")
+        .find(|f| f.id.as_str() == "input-blocks-vxlan")
         .expect("VXLAN finding");
     assert_eq!(vx.severity, Severity::Critical);
     assert!(
-        vx.detail
-            .fix
+        vx.fix
             .contains("iptables -I INPUT 13 -p udp --dport 8472 -j ACCEPT"),
         "{}",
-        vx.detail.fix
+        vx.fix
     );
     let kubelet = f
         .iter()
-        .find(|f| f.id == "input-blocks-kubelet")
+        .find(|f| f.id.as_str() == "input-blocks-kubelet")
         .expect("kubelet finding");
-    assert!(kubelet.detail.explanation.contains("kubelet"));
+    assert!(kubelet.explanation.contains("kubelet"));
 }
 
 /// S1 (seed 001): Docker's FORWARD policy DROP, flannel accepts 10.244/16
@@ -150,44 +150,42 @@ fn s1_forward_policy_drop_by_docker() {
     let f = findings(S1_NODE02, "10.224.0.0/16", &NodeFacts::default());
     let p = f
         .iter()
-        .find(|f| f.id == "forward-policy-drop")
+        .find(|f| f.id.as_str() == "forward-policy-drop")
         .unwrap_or_else(|| panic!("{:#?}", ids(&f)));
-    assert!(p.detail.policy && p.detail.rule.is_none());
+    assert!(p.policy && p.rule.is_none());
     assert_eq!(
-        (p.detail.table.as_str(), p.detail.chain.as_str()),
-        ("filter", "FORWARD")
+        (p.table.as_deref(), p.chain.as_deref()),
+        (Some("filter"), Some("FORWARD"))
     );
-    assert_eq!(p.detail.owner, Owner::Docker);
+    assert_eq!(p.owner, Some(Owner::Docker));
     assert!(
-        p.detail
-            .fix
+        p.fix
             .contains("iptables -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT"),
         "{}",
-        p.detail.fix
+        p.fix
     );
-    assert!(p.detail.fix.contains("permanent"), "{}", p.detail.fix);
+    assert!(p.fix.contains("permanent"), "{}", p.fix);
     assert!(
-        p.detail
-            .explanation
+        p.explanation
             .contains("10.244.0.0/16, not the pod CIDR 10.224.0.0/16"),
         "{}",
-        p.detail.explanation
+        p.explanation
     );
     // S4 on the same node: egress of 10.224 pods is not masqueraded.
     let m = f
         .iter()
-        .find(|f| f.id == "masquerade-cidr-mismatch")
+        .find(|f| f.id.as_str() == "masquerade-cidr-mismatch")
         .expect("S4 finding");
-    assert_eq!(m.detail.owner, Owner::Flannel);
+    assert_eq!(m.owner, Some(Owner::Flannel));
     assert!(
-        m.detail.explanation.contains("masquerades 10.244.0.0/16"),
+        m.explanation.contains("masquerades 10.244.0.0/16"),
         "{}",
-        m.detail.explanation
+        m.explanation
     );
     assert!(
-        m.detail.fix.contains("\"Network\": \"10.224.0.0/16\""),
+        m.fix.contains("\"Network\": \"10.224.0.0/16\""),
         "{}",
-        m.detail.fix
+        m.fix
     );
 }
 
@@ -217,26 +215,26 @@ COMMIT
     let f = findings(rules, "10.224.0.0/16", &facts);
     let fwd = f
         .iter()
-        .find(|f| f.id == "leftover-cni-drops-pod-traffic")
+        .find(|f| f.id.as_str() == "leftover-cni-drops-pod-traffic")
         .unwrap_or_else(|| panic!("{:#?}", ids(&f)));
-    assert_eq!(fwd.detail.owner, Owner::Calico);
-    assert!(fwd.detail.leftover);
-    assert_eq!(fwd.detail.chain, "cali-FORWARD");
-    assert!(fwd.detail.fix.contains("iptables -t filter -D FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"), "{}", fwd.detail.fix);
+    assert_eq!(fwd.owner, Some(Owner::Calico));
+    assert!(fwd.leftover);
+    assert_eq!(fwd.chain.as_deref(), Some("cali-FORWARD"));
+    assert!(fwd.fix.contains("iptables -t filter -D FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"), "{}", fwd.fix);
     let vx = f
         .iter()
-        .find(|f| f.id == "input-blocks-vxlan")
+        .find(|f| f.id.as_str() == "input-blocks-vxlan")
         .expect("vxlan");
-    assert!(vx.detail.leftover && vx.detail.owner == Owner::Calico);
-    assert!(f.iter().any(|f| f.id == "leftover-cni-chains"));
+    assert!(vx.leftover && vx.owner == Some(Owner::Calico));
+    assert!(f.iter().any(|f| f.id.as_str() == "leftover-cni-chains"));
     // The same rules where Calico runs: not leftover, a NetworkPolicy drop.
     let facts = NodeFacts {
         interfaces: Some(vec!["cali12345".into(), "tunl0".into()]),
         ..Default::default()
     };
     let f = findings(rules, "10.224.0.0/16", &facts);
-    assert!(f.iter().all(|f| !f.detail.leftover), "{:#?}", f);
-    assert!(!f.iter().any(|f| f.id == "leftover-cni-chains"));
+    assert!(f.iter().all(|f| !f.leftover), "{:#?}", f);
+    assert!(!f.iter().any(|f| f.id.as_str() == "leftover-cni-chains"));
 }
 
 #[test]
@@ -246,12 +244,12 @@ fn explain_names_the_rule_of_a_packet() {
     ))
     .unwrap();
     let owners = OwnerContext::new(&rs, None);
-    let ctx = Context::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let ctx = Cluster::new(vec!["10.0.0.0/8".parse().unwrap()]);
     let pkt = parse_packet("FORWARD tcp 10.0.0.5:1234 -> 172.30.0.46:80 in eth0 out eth1").unwrap();
     let e = explain_packet(&rs, &owners, &ctx, &pkt).expect("rejected");
-    assert_eq!(e.owner, Owner::KubeProxy);
-    assert_eq!(e.service.as_deref(), Some("ns6/svc6:p80"));
-    assert_eq!(e.chain, "KUBE-SERVICES");
+    assert_eq!(e.decision.owner, Owner::KubeProxy);
+    assert_eq!(e.decision.service.as_deref(), Some("ns6/svc6:p80"));
+    assert_eq!(e.decision.chain, "KUBE-SERVICES");
     assert!(
         e.fix
             .contains("kubectl -n ns6 get endpointslices -l kubernetes.io/service-name=svc6")
@@ -259,7 +257,7 @@ fn explain_names_the_rule_of_a_packet() {
     // The foreign DROP of 1.2.3.4 is custom.
     let pkt = parse_packet("INPUT tcp 1.2.3.4:5 -> 10.0.0.1:22 in eth0").unwrap();
     let e = explain_packet(&rs, &owners, &ctx, &pkt).expect("dropped");
-    assert_eq!(e.owner, Owner::Custom);
+    assert_eq!(e.decision.owner, Owner::Custom);
     assert!(e.fix.contains("iptables -t filter -D INPUT 3"), "{}", e.fix);
     // Accepted packets have no explanation.
     let pkt = parse_packet("INPUT tcp 10.0.0.9:5 -> 10.0.0.1:22 in eth0").unwrap();
@@ -268,15 +266,15 @@ fn explain_names_the_rule_of_a_packet() {
 
 #[test]
 fn sysctl_and_backend_findings() {
-    use netdrop::explain::check::node_findings;
-    let ctx = Context::new(vec!["10.224.0.0/16".parse().unwrap()]);
+    let cluster = Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]);
+    let node_findings = |facts| check_node([], &cluster, facts);
     let facts = NodeFacts {
         interfaces: Some(vec!["cni0".into()]),
         ip_forward: Some(false),
         bridge_nf_call_iptables: Some(false),
         split_backends: true,
     };
-    let f = node_findings(&facts, &ctx);
+    let f = node_findings(&facts);
     assert_eq!(
         ids(&f),
         [
@@ -291,5 +289,5 @@ fn sysctl_and_backend_findings() {
         bridge_nf_call_iptables: Some(true),
         split_backends: false,
     };
-    assert!(node_findings(&ok, &ctx).is_empty());
+    assert!(node_findings(&ok).is_empty());
 }

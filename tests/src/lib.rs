@@ -29,6 +29,30 @@ pub fn netdrop_bin() -> PathBuf {
         .expect("target directory")
 }
 
+/// `netdrop check --netns NS --pod-cidr 10.224.0.0/16 --output json EXTRA`:
+/// its exit code, its findings (every line must be JSON) and its output.
+pub fn check_json(ns: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let out = Command::new(netdrop_bin())
+        .args([
+            "check",
+            "--netns",
+            ns,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--output",
+            "json",
+        ])
+        .args(extra)
+        .output()
+        .expect("netdrop runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let findings = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out.status.code(), findings, text)
+}
+
 /// Two namespaces joined by a veth (client 10.224.7.2, server 10.224.7.1,
 /// both on eth0); the server drops UDP to `port` in INPUT.
 pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
@@ -312,12 +336,28 @@ pub fn last_drop(
     recs.into_iter().rev().find(|r| pred(r)).unwrap()
 }
 
-/// Privileged tests fail loudly rather than pass vacuously when not root.
-pub fn require_root() {
+/// Whether a privileged test may run. As root: yes. Otherwise the test
+/// is skipped (a plain `cargo test` as a normal user passes, and the build
+/// says once how to run these), unless `NETDROP_PRIVILEGED` is set, as
+/// `cargo xtask test` sets it: then it fails loudly rather than pass
+/// vacuously.
+pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "privileged test: run as root (cargo xtask test)"
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || std::env::var_os("NETDROP_PRIVILEGED").is_none(),
+        "privileged test: run as root (sudo -E cargo xtask test)"
     );
+    root
+}
+
+/// Returns from a privileged test early unless it may run ([`privileged`]).
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::privileged() {
+            eprintln!("skipped: privileged test, run it as root with `sudo -E cargo xtask test`");
+            return;
+        }
+    };
 }

@@ -21,7 +21,7 @@ fn drop_record(r: &Routed, reason: &str, count: u64, send: impl FnOnce()) -> Val
 
 #[test]
 fn service_without_endpoints_is_named_with_its_service() {
-    require_root();
+    require_root!();
     let r = routed();
     // kube-proxy's rules for a Service whose pods are all gone.
     let rules: &[&[&str]] = &[
@@ -78,7 +78,7 @@ fn service_without_endpoints_is_named_with_its_service() {
 
 #[test]
 fn reverse_path_filter_names_interface_source_and_sysctl() {
-    require_root();
+    require_root!();
     let r = routed();
     // The client spoofs an "internet" source; the router's way back to it
     // is eth1, not cni0 where it came in.
@@ -114,7 +114,7 @@ fn reverse_path_filter_names_interface_source_and_sysctl() {
 
 #[test]
 fn packet_larger_than_the_path_mtu_is_named_with_the_vxlan_overhead() {
-    require_root();
+    require_root!();
     let r = routed();
     // The way out is 1400 bytes; the pod sends 1478 with DF (the default
     // path MTU discovery of a UDP socket).
@@ -131,7 +131,7 @@ fn packet_larger_than_the_path_mtu_is_named_with_the_vxlan_overhead() {
 
 #[test]
 fn node_that_does_not_forward_says_ip_forward() {
-    require_root();
+    require_root!();
     let r = routed();
     r.lab.sysctl(&r.router, "net.ipv4.ip_forward", "0").unwrap();
     let rec = drop_record(&r, "IP_INADDRERRORS", 4, || {
@@ -149,7 +149,7 @@ fn node_that_does_not_forward_says_ip_forward() {
 /// counter, grown by exactly these drops, names it.
 #[test]
 fn conntrack_invalid_drop_is_found_by_the_rule_counter() {
-    require_root();
+    require_root!();
     let r = routed();
     let rules: &[&[&str]] = &[
         &["-N", "KUBE-FORWARD"],

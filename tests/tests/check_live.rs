@@ -3,31 +3,11 @@
 
 use std::process::Command;
 
-use netdrop_tests::{Lab, netdrop_bin, require_root};
-
-fn check(ns: &str) -> (Option<i32>, Vec<serde_json::Value>) {
-    let out = Command::new(netdrop_bin())
-        .args([
-            "check",
-            "--netns",
-            ns,
-            "--pod-cidr",
-            "10.224.0.0/16",
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let findings = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    (out.status.code(), findings)
-}
+use netdrop_tests::{Lab, check_json, netdrop_bin, require_root};
 
 #[test]
 fn live_findings_across_both_backends() {
-    require_root();
+    require_root!();
     let mut lab = Lab::new("chk");
     let node = lab.netns("node").unwrap();
     // Legacy: INPUT drops VXLAN; nft: FORWARD policy DROP. ip_forward stays 0.
@@ -54,7 +34,7 @@ fn live_findings_across_both_backends() {
         lab.exec(&node, &["iptables-nft-save"]).unwrap().stdout,
     );
 
-    let (code, findings) = check(&node);
+    let (code, findings, _) = check_json(&node, &[]);
     assert_eq!(
         code,
         Some(3),
@@ -122,7 +102,7 @@ fn live_findings_across_both_backends() {
 
 #[test]
 fn healthy_live_node_has_no_findings() {
-    require_root();
+    require_root!();
     let mut lab = Lab::new("chk");
     let node = lab.netns("ok").unwrap();
     lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
@@ -131,7 +111,7 @@ fn healthy_live_node_has_no_findings() {
         &["-A", "FORWARD", "-s", "10.224.0.0/16", "-j", "ACCEPT"],
     )
     .unwrap();
-    let (code, findings) = check(&node);
+    let (code, findings, _) = check_json(&node, &[]);
     assert_eq!(code, Some(0), "{findings:#?}");
     assert!(findings.is_empty(), "{findings:#?}");
 }

@@ -15,7 +15,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn not_root_is_one_clear_sentence_and_exit_1() {
-    require_root();
+    require_root!();
     // Drop every privilege the way an unprivileged user runs it.
     let out = Command::new("setpriv")
         .args([
@@ -41,7 +41,7 @@ fn not_root_is_one_clear_sentence_and_exit_1() {
 
 #[test]
 fn missing_btf_is_named() {
-    require_root();
+    require_root!();
     let out = netdrop(&["watch", "--btf", "/nonexistent/vmlinux", "--duration", "1s"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -66,7 +66,7 @@ fn bad_flag_values_are_usage_errors() {
 
 #[test]
 fn unknown_namespace_is_named() {
-    require_root();
+    require_root!();
     let out = netdrop(&["watch", "--netns", "no-such-ns-netdrop", "--duration", "1s"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -87,7 +87,7 @@ fn observe(c: &Cluster, traffic: impl FnOnce(), settle: impl Fn(&Watch) -> bool)
 
 #[test]
 fn healthy_cluster_has_no_drops_and_no_findings() {
-    require_root();
+    require_root!();
     let c = Cluster::build("h", Scenario::Healthy).unwrap();
     c.serve_tcp(&c.pod2, 80).unwrap();
     c.serve_tcp(&c.pod1b, 80).unwrap();
@@ -116,7 +116,7 @@ fn healthy_cluster_has_no_drops_and_no_findings() {
 
 #[test]
 fn s1_forward_policy_drop_on_node2() {
-    require_root();
+    require_root!();
     let c = Cluster::build("s1", Scenario::S1).unwrap();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
     let records = observe(
@@ -163,7 +163,7 @@ fn s1_forward_policy_drop_on_node2() {
 
 #[test]
 fn s2_distro_reject_in_forward() {
-    require_root();
+    require_root!();
     let c = Cluster::build("s2", Scenario::S2).unwrap();
     c.serve_tcp(&c.pod2, 80).unwrap();
     let records = observe(
@@ -194,7 +194,7 @@ fn s2_distro_reject_in_forward() {
 
 #[test]
 fn s3_input_rejects_vxlan_and_kubelet() {
-    require_root();
+    require_root!();
     let c = Cluster::build("s3", Scenario::S3).unwrap();
     c.serve_tcp(&c.node2, 10250).unwrap();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
@@ -252,7 +252,7 @@ fn s3_input_rejects_vxlan_and_kubelet() {
 
 #[test]
 fn s4_unnated_egress_and_masquerade_finding() {
-    require_root();
+    require_root!();
     let c = Cluster::build("s4", Scenario::S4).unwrap();
     let records = observe(
         &c,
@@ -288,7 +288,7 @@ fn s4_unnated_egress_and_masquerade_finding() {
 
 #[test]
 fn s0_leftover_calico_chain() {
-    require_root();
+    require_root!();
     let c = Cluster::build("s0", Scenario::S0).unwrap();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
     let records = observe(

@@ -7,7 +7,7 @@ use netdrop_tests::{Lab, Watch, field, last_drop, require_root, routed, total_pa
 
 #[test]
 fn every_netfilter_hook_is_named() {
-    require_root();
+    require_root!();
     // (hook, table, rule): each DROP sits in a different hook of the router
     // or, for OUTPUT, of the sender itself.
     let cases: [(&str, &str, &str); 5] = [
@@ -75,7 +75,7 @@ fn every_netfilter_hook_is_named() {
 
 #[test]
 fn pod_filter_keeps_pod_drops_only() {
-    require_root();
+    require_root!();
     let r = routed();
     // The router drops everything to port 7000 in INPUT, from pods (cni0
     // side) and from the "internet" (eth1 side).
@@ -225,7 +225,7 @@ fn vxlan_nodes(o: &Overlay) -> (Lab, String, String) {
 /// packet; netdrop names the outer node-to-node packet and the pods inside.
 #[test]
 fn dropped_vxlan_packet_names_the_inner_pods() {
-    require_root();
+    require_root!();
     let (lab, n1, n2) = vxlan_nodes(&FLANNEL_V4);
     // S3: the receiving node's firewall rejects VXLAN.
     lab.iptables(
@@ -279,7 +279,7 @@ fn dropped_vxlan_packet_names_the_inner_pods() {
 /// the bridge and its ports, and the rule (a `-m physdev` one included).
 #[test]
 fn bridged_drops_name_hook_bridge_and_ports() {
-    require_root();
+    require_root!();
     let mut lab = Lab::new("br");
     let node = lab.netns("n").unwrap();
     let pod_a = lab.netns("a").unwrap();
@@ -392,7 +392,7 @@ fn bridged_drops_name_hook_bridge_and_ports() {
 /// rule.
 #[test]
 fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
-    require_root();
+    require_root!();
     let mut lab = Lab::new("v6");
     let client = lab.netns("c").unwrap();
     let router = lab.netns("r").unwrap();
@@ -507,7 +507,7 @@ fn ipv6_drops_are_counted_and_attributed_to_ip6tables_rules() {
 /// flannel.1): hook OUTPUT, out eth0, the pods inside named.
 #[test]
 fn vxlan_dropped_leaving_the_sending_node_is_output() {
-    require_root();
+    require_root!();
     let (mut lab, n1, _n2) = vxlan_nodes(&FLANNEL_V4);
     let pod = lab.netns("pod").unwrap();
     lab.veth(
@@ -578,7 +578,7 @@ fn hooks_in_one_watch(node: &str, cases: &[(&str, &str, u64, &str)]) {
 /// FORWARD and POSTROUTING look alike. Each drop gets its own hook.
 #[test]
 fn loopback_and_hairpin_drops_name_their_hook() {
-    require_root();
+    require_root!();
     let r = routed();
     let rules: &[&[&str]] = &[
         &[
@@ -641,7 +641,7 @@ fn loopback_and_hairpin_drops_name_their_hook() {
 /// this device" tells the tunnel's OUTPUT from a FORWARD.
 #[test]
 fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
-    require_root();
+    require_root!();
     let (lab, n1, _n2) = vxlan_nodes(&FLANNEL_V6);
     lab.exec(
         &n1,
@@ -675,7 +675,7 @@ fn ipv6_vxlan_dropped_leaving_the_sending_node_is_output() {
 /// VXLAN packet it sends towards node2, per peer, in netdrop's metrics.
 #[test]
 fn ipv6_vxlan_is_counted_per_peer_by_the_observers() {
-    require_root();
+    require_root!();
     let (_lab, n1, _n2) = vxlan_nodes(&FLANNEL_V6);
     let w = Watch::start(&[
         "--netns",

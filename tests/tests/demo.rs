@@ -32,7 +32,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 #[test]
 fn demo_explains_s1_ends_on_time_and_cleans_up() {
-    require_root();
+    require_root!();
     let mut child = Command::new(netdrop_bin())
         .args([
             "demo",
@@ -84,7 +84,7 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
 /// demo ran on to `--duration`.)
 #[test]
 fn ctrl_c_during_build_or_watch_cleans_up() {
-    require_root();
+    require_root!();
     for after in [Duration::from_millis(700), Duration::from_secs(8)] {
         let mut child = Command::new(netdrop_bin())
             .args(["demo", "--duration", "300s", "--output", "json"])

@@ -213,7 +213,7 @@ fn confined(ns: &str, caps: &[String]) -> Vec<String> {
 
 #[test]
 fn daemonset_capabilities_are_enough_and_each_is_needed() {
-    require_root();
+    require_root!();
     let caps = daemonset_capabilities();
     assert_eq!(
         caps,
@@ -391,7 +391,7 @@ fn panels(dashboard: &Value) -> Vec<Value> {
 
 #[test]
 fn every_dashboard_query_answers_on_real_demo_data() {
-    require_root();
+    require_root!();
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/grafana/netdrop.json")).unwrap(),
     )

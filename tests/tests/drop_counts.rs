@@ -9,7 +9,6 @@ use netdrop_tests::{Lab, Watch, drop_pair, field, require_root, total_packets, t
 /// Counts N drops through `netdrop watch ARGS`; returns what it said on
 /// stderr (which drop probe it attached).
 fn counts_exactly_n(args: &[&str]) -> String {
-    require_root();
     const N: u64 = 37;
     let mut lab = Lab::new("cnt");
     let (client, server) = drop_pair(&mut lab, 9999);
@@ -52,6 +51,7 @@ fn counts_exactly_n(args: &[&str]) -> String {
 
 #[test]
 fn tp_btf_counts_exactly_the_dropped_packets() {
+    require_root!();
     let said = counts_exactly_n(&[]);
     assert!(said.contains("(drop probe tp_btf)"), "{said}");
 }
@@ -60,6 +60,7 @@ fn tp_btf_counts_exactly_the_dropped_packets() {
 /// route and packet), forced here so that it is tested on this kernel.
 #[test]
 fn tp_btf_probe_read_counts_exactly_the_dropped_packets() {
+    require_root!();
     let said = counts_exactly_n(&["--drop-probe", "tp-btf-probe-read"]);
     assert!(said.contains("(drop probe tp_btf_probe_read)"), "{said}");
 }
@@ -68,6 +69,7 @@ fn tp_btf_probe_read_counts_exactly_the_dropped_packets() {
 /// here so that the path is tested on this kernel.
 #[test]
 fn tracepoint_fallback_counts_exactly_the_dropped_packets() {
+    require_root!();
     let said = counts_exactly_n(&["--drop-probe", "tracepoint"]);
     assert!(said.contains("(drop probe tracepoint)"), "{said}");
 }
@@ -86,7 +88,7 @@ impl Drop for Remove {
 /// picks the probe-read build and counts right; `tp-btf` says what to use.
 #[test]
 fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
-    require_root();
+    require_root!();
     let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
     let name = b"BPF_FEAT_RDONLY_CAST_TO_VOID\0";
     let at = btf
@@ -124,7 +126,7 @@ fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
 
 #[test]
 fn sigkill_leaves_no_program_behind() {
-    require_root();
+    require_root!();
     let mut watch = Watch::start(&[]).unwrap();
     let listed = |name: &str| {
         let out = std::process::Command::new("bpftool")
@@ -153,7 +155,7 @@ fn sigkill_leaves_no_program_behind() {
 /// handler made afresh per loop turn missed about one in five.
 #[test]
 fn every_ctrl_c_stops_a_busy_watch() {
-    require_root();
+    require_root!();
     for round in 0..10 {
         let w = Watch::start(&["--all", "--interval", "1ms"]).unwrap();
         std::thread::sleep(Duration::from_millis(300));

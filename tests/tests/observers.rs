@@ -79,7 +79,7 @@ fn observers_on(as_role: u32, ifindex: u32) -> NodeObservers {
 
 #[test]
 fn crafted_frames_through_prog_test_run() {
-    require_root();
+    require_root!();
     let pod_to_world = eth(
         0x0800,
         &ipv4(
@@ -249,7 +249,7 @@ fn tc_filters(lab: &netdrop_tests::Lab, ns: &str, dev: &str, name: &str) -> usiz
 /// and a SIGKILL's leftovers are removed by the next start.
 #[test]
 fn netlink_observers_count_and_leave_nothing_behind() {
-    require_root();
+    require_root!();
     let mut lab = netdrop_tests::Lab::new("nl");
     let node = lab.netns("n").unwrap();
     let pod = lab.netns("p").unwrap();
@@ -298,7 +298,7 @@ fn netlink_observers_count_and_leave_nothing_behind() {
 /// counting drops.
 #[test]
 fn missing_interfaces_are_warnings_and_drops_still_count() {
-    require_root();
+    require_root!();
     let mut lab = netdrop_tests::Lab::new("noif");
     let (client, node) = netdrop_tests::drop_pair(&mut lab, 9);
     let mut w = netdrop_tests::Watch::start(&[

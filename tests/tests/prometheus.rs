@@ -17,7 +17,7 @@ use netdrop_tests::{
 
 #[test]
 fn prometheus_sees_the_drop_with_labels_and_exact_count() {
-    require_root();
+    require_root!();
     let c = Cluster::build("pr", Scenario::S1).unwrap();
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");

@@ -98,10 +98,11 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    let toolchain = format!("+{}", setup::nightly());
     sh(
         "cargo",
         &[
-            "+nightly",
+            &toolchain,
             "clippy",
             "--package",
             "netdrop-ebpf",
@@ -127,8 +128,11 @@ fn test() -> anyhow::Result<()> {
         &[],
         &mut tally,
     )?;
-    // ...privileged tests share the kernel (programs, namespaces): serially.
+    // ...privileged tests share the kernel (programs, namespaces): serially,
+    // and none may skip: they fail if not root.
     sh("cargo", &["build", "--package", "netdrop"])?;
+    // SAFETY: single-threaded here; the variable is read by the test processes.
+    unsafe { std::env::set_var("NETDROP_PRIVILEGED", "1") };
     cargo_test(
         &["--package", "netdrop-tests", "--tests"],
         &["--test-threads=1"],

@@ -31,8 +31,17 @@ const NPM_PACKAGES: &[&str] = &[
 /// validated offline.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// The one pinned nightly for the eBPF crate, shared with `netdrop/build.rs`
+/// and the Containerfile.
+pub const NIGHTLY_FILE: &str = include_str!("../../rust-nightly");
+
+pub fn nightly() -> &'static str {
+    NIGHTLY_FILE.trim()
+}
+
 pub fn run() -> anyhow::Result<()> {
     apt()?;
+    nightly_toolchain()?;
     rust_src()?;
     bpf_linker()?;
     grafana_schema()?;
@@ -69,23 +78,89 @@ fn apt() -> anyhow::Result<()> {
     sh("apt-get", &args)
 }
 
-fn rust_src() -> anyhow::Result<()> {
-    let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+/// The pinned nightly under its own name. A machine whose `nightly` is that
+/// very build (as this project's machines come, with no way to download
+/// another) gets it under the pinned name as a symlink in rustup's
+/// toolchains (`rustup toolchain link` refuses official names); any other
+/// installs it.
+fn nightly_toolchain() -> anyhow::Result<()> {
+    let pinned = nightly();
+    let listed = Command::new("rustup")
+        .args(["toolchain", "list"])
         .output()
         .context("cannot run rustup")?;
-    if !out.status.success() {
-        bail!("the nightly toolchain is missing: rustup toolchain install nightly");
-    }
-    if String::from_utf8_lossy(&out.stdout)
+    if String::from_utf8_lossy(&listed.stdout)
         .lines()
-        .any(|l| l.starts_with("rust-src"))
+        .any(|l| l.starts_with(pinned))
+    {
+        return Ok(());
+    }
+    let date = pinned.trim_start_matches("nightly-");
+    let version = Command::new("rustc")
+        .args(["+nightly", "-V"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // `nightly-D` is built from the commit of D or the day before.
+    if version.contains(date) || day_before(date).is_some_and(|d| version.contains(&d)) {
+        let sysroot = Command::new("rustc")
+            .args(["+nightly", "--print", "sysroot"])
+            .output()
+            .context("cannot run rustc +nightly")?;
+        let sysroot = std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+        let host = Command::new("rustc")
+            .args(["+nightly", "-vV"])
+            .output()
+            .context("cannot run rustc +nightly")?;
+        let host = String::from_utf8_lossy(&host.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+            .context("rustc -vV names no host")?;
+        let dir = sysroot
+            .parent()
+            .context("nightly's sysroot has no parent")?;
+        let link = dir.join(format!("{pinned}-{host}"));
+        eprintln!("xtask: {} -> {}", link.display(), sysroot.display());
+        return std::os::unix::fs::symlink(&sysroot, &link)
+            .with_context(|| format!("linking {}", link.display()));
+    }
+    sh(
+        "rustup",
+        &["toolchain", "install", pinned, "--profile", "minimal"],
+    )
+}
+
+/// `2026-05-20` → `2026-05-19` (not across a month's start: then `None`).
+fn day_before(date: &str) -> Option<String> {
+    let (ym, d) = date.rsplit_once('-')?;
+    let d: u32 = d.parse().ok()?;
+    (d > 1).then(|| format!("{ym}-{:02}", d - 1))
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    // Looked for in the sysroot (as build.rs does): `rustup component list`
+    // does not work on a linked toolchain.
+    let out = Command::new("rustc")
+        .args([&format!("+{}", nightly()), "--print", "sysroot"])
+        .output()
+        .context("cannot run rustc")?;
+    if !out.status.success() {
+        bail!(
+            "the toolchain {} is missing: rustup toolchain install {}",
+            nightly(),
+            nightly()
+        );
+    }
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if std::path::Path::new(&sysroot)
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
     {
         return Ok(());
     }
     sh(
         "rustup",
-        &["component", "add", "rust-src", "--toolchain", "nightly"],
+        &["component", "add", "rust-src", "--toolchain", nightly()],
     )
 }
 
@@ -101,7 +176,7 @@ fn bpf_linker() -> anyhow::Result<()> {
     eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
     let status = Command::new("cargo")
         .args([
-            "+nightly",
+            &format!("+{}", nightly()),
             "install",
             "bpf-linker",
             "--version",

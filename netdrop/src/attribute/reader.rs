@@ -4,9 +4,9 @@
 
 use std::{path::Path, process::Command};
 
-use super::{
+use netdrop_model::{
+    ParseError, Ruleset,
     parse::{parse_reader, parse_ruleset},
-    rules::Ruleset,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum ReadError {
     Parse {
         cmd: String,
         #[source]
-        source: super::ParseError,
+        source: ParseError,
     },
     #[error("cannot read {path}: {source}")]
     File {
@@ -54,6 +54,11 @@ pub struct NodeRules {
 
 impl NodeRules {
     /// Both backends hold rules: the kernel runs both sets.
+    /// Every ruleset, IPv4 first, with its backend.
+    pub fn all(&self) -> impl Iterator<Item = &(Backend, Ruleset)> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+
     pub fn split_backends(&self) -> bool {
         self.v4.iter().any(|(b, _)| *b == Backend::Legacy)
             && self.v4.iter().any(|(b, _)| *b == Backend::Nft)
@@ -105,7 +110,7 @@ fn has_rules(rs: &Ruleset) -> bool {
     rs.tables.values().any(|t| {
         t.chains
             .iter()
-            .any(|c| !c.rules.is_empty() || c.policy == Some(super::rules::Policy::Drop))
+            .any(|c| !c.rules.is_empty() || c.policy == Some(netdrop_model::rules::Policy::Drop))
     })
 }
 

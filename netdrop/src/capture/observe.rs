@@ -22,7 +22,7 @@ use netdrop_common::{
 };
 
 use super::CaptureError;
-use crate::decode::netns::Netns;
+use crate::netns::Netns;
 
 /// Which devices to observe; `None` = find it (flannel.1, cni0, and the
 /// VXLAN device's underlay or the default route's device).

@@ -5,7 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netdrop_common::FlowHdr;
 use serde::Serialize;
 
-use super::proto_name;
+use netdrop_model::{
+    packet::flow_notation,
+    rules::{proto_name, proto_number},
+};
 
 /// A decoded packet flow.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -46,24 +49,19 @@ impl Flow {
     }
 
     pub fn proto_number(&self) -> u8 {
-        crate::attribute::rules::proto_number(&self.proto).unwrap_or(0)
+        proto_number(&self.proto).unwrap_or(0)
     }
 }
 
 impl std::fmt::Display for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ep = |a: &IpAddr, p: Option<u16>| match (a, p) {
-            (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
-            (a, Some(p)) => format!("{a}:{p}"),
-            (a, None) => a.to_string(),
-        };
-        write!(
-            f,
-            "{} {} -> {}",
-            self.proto,
-            ep(&self.src, self.sport),
-            ep(&self.dst, self.dport)
-        )
+        f.write_str(&flow_notation(
+            &self.proto,
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+        ))
     }
 }
 

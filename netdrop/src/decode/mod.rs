@@ -2,73 +2,24 @@
 //! (reason, hook, drop location, node, interface, protocol).
 
 pub mod flow;
-pub mod netns;
 
 use std::collections::HashMap;
 
 use netdrop_common::{DropKey, DropSample, hook};
+use netdrop_model::{Hook, rules::proto_name};
 use serde::Serialize;
 
 use crate::capture::KernelInfo;
-use netns::Netns;
+use crate::netns::Netns;
 
-/// Netfilter hook, as iptables names its built-in chains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Hook {
-    Prerouting,
-    Input,
-    Forward,
-    Output,
-    Postrouting,
-}
-
-impl Hook {
-    pub fn from_kernel(h: u8) -> Option<Self> {
-        match h {
-            hook::PREROUTING => Some(Self::Prerouting),
-            hook::INPUT => Some(Self::Input),
-            hook::FORWARD => Some(Self::Forward),
-            hook::OUTPUT => Some(Self::Output),
-            hook::POSTROUTING => Some(Self::Postrouting),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Prerouting => "PREROUTING",
-            Self::Input => "INPUT",
-            Self::Forward => "FORWARD",
-            Self::Output => "OUTPUT",
-            Self::Postrouting => "POSTROUTING",
-        }
-    }
-}
-
-impl std::str::FromStr for Hook {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_uppercase().as_str() {
-            "PREROUTING" => Ok(Self::Prerouting),
-            "INPUT" => Ok(Self::Input),
-            "FORWARD" => Ok(Self::Forward),
-            "OUTPUT" => Ok(Self::Output),
-            "POSTROUTING" => Ok(Self::Postrouting),
-            _ => Err(format!(
-                "unknown hook {s:?} (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING)"
-            )),
-        }
-    }
-}
-
-pub fn proto_name(p: u8) -> Option<&'static str> {
-    match p {
-        1 => Some("icmp"),
-        6 => Some("tcp"),
-        17 => Some("udp"),
-        58 => Some("icmpv6"),
-        132 => Some("sctp"),
+/// The hook the kernel program classified a drop at.
+pub fn hook_from_kernel(h: u8) -> Option<Hook> {
+    match h {
+        hook::PREROUTING => Some(Hook::Prerouting),
+        hook::INPUT => Some(Hook::Input),
+        hook::FORWARD => Some(Hook::Forward),
+        hook::OUTPUT => Some(Hook::Output),
+        hook::POSTROUTING => Some(Hook::Postrouting),
         _ => None,
     }
 }
@@ -79,6 +30,9 @@ pub struct DropSite {
     pub node: String,
     pub netns: u64,
     pub reason: String,
+    /// Netfilter dropped it (`SKB_DROP_REASON_NETFILTER_DROP`): a rule or
+    /// policy did, and attribution looks for it.
+    pub netfilter: bool,
     pub hook: Option<Hook>,
     /// Kernel function that dropped the packet, `function+0xoff`.
     pub location: String,
@@ -129,14 +83,16 @@ impl Decoder {
         let out_iface = node
             .as_ref()
             .and_then(|n| self.iface_name(n, key.out_ifindex));
+        let reason = self.reason_name(key.reason);
         DropSite {
+            netfilter: reason == "NETFILTER_DROP",
             node: node
                 .as_ref()
                 .map(Netns::label)
                 .unwrap_or_else(|| format!("netns:{}", key.netns)),
             netns: u64::from(key.netns),
-            reason: self.reason_name(key.reason),
-            hook: Hook::from_kernel(key.hook),
+            reason,
+            hook: hook_from_kernel(key.hook),
             location: self
                 .kernel
                 .kallsyms

@@ -113,6 +113,7 @@ mod tests {
             node: "n".into(),
             netns: 1,
             reason: String::new(),
+            netfilter: false,
             hook: None,
             location: "ip_rcv_finish_core+0x25b".into(),
             in_iface: in_iface.map(str::to_owned),

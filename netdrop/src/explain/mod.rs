@@ -4,186 +4,91 @@
 
 pub mod check;
 pub mod kernel;
-pub mod run;
 
-use ipnet::IpNet;
+use netdrop_model::{
+    Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict, check::Cluster,
+    decision::shadowed_accept, packet::flow_notation, rules::Target,
+};
 use serde::Serialize;
 
-use crate::attribute::{
-    Outcome, OwnerContext, Packet, Verdict,
-    owner::Owner,
-    rules::{Policy, Ruleset, Target},
-    simulate::{Step, simulate, simulate_without},
-};
-
-/// Everything netdrop says about one drop (or one simulated drop).
+/// Everything netdrop says about one drop (or one simulated drop): where
+/// it died, as typed data, and the sentences and fix for it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Explanation {
-    pub hook: String,
-    pub table: String,
-    pub chain: String,
-    /// Rule text as iptables-save prints it; `None` when the policy dropped.
-    pub rule: Option<String>,
-    /// 1-based rule number in its chain (`iptables -L --line-numbers`).
-    pub rule_no: Option<usize>,
-    pub policy: bool,
-    pub verdict: String,
-    pub reject_with: Option<String>,
-    pub owner: Owner,
-    pub leftover: bool,
-    /// kube-proxy `namespace/name:port` when the rule names one.
-    pub service: Option<String>,
-    /// The rules walked to get there (table/chain #n: text).
-    pub path: Vec<String>,
-    /// What the model had to assume (random branches, ipsets, unmodelled matches).
-    pub assumptions: Vec<String>,
-    pub unmodelled: bool,
+    #[serde(flatten)]
+    pub decision: Decision,
     pub explanation: String,
     pub fix: String,
 }
 
-/// Hints that make explanations concrete.
-#[derive(Clone, Debug, Default)]
-pub struct Context {
-    pub pod_cidrs: Vec<IpNet>,
-    pub vxlan_port: u16,
-}
-
-impl Context {
-    pub fn new(pod_cidrs: Vec<IpNet>) -> Self {
-        Self {
-            pod_cidrs,
-            vxlan_port: 8472,
-        }
-    }
-
-    fn is_pod(&self, a: std::net::IpAddr) -> bool {
-        self.pod_cidrs.iter().any(|n| n.contains(&a))
-    }
-
-    fn pod_cidr_text(&self) -> String {
-        match self.pod_cidrs.first() {
-            Some(n) => n.to_string(),
-            None => "<pod CIDR>".into(),
-        }
+/// How an operator names an owner in a sentence.
+pub fn owner_name(o: Owner) -> &'static str {
+    match o {
+        Owner::KubeProxy => "kube-proxy",
+        Owner::Kubelet => "kubelet",
+        Owner::Docker => "Docker",
+        Owner::Flannel => "flannel",
+        Owner::Calico => "Calico",
+        Owner::Cilium => "Cilium",
+        Owner::KubeRouter => "kube-router",
+        Owner::Kindnet => "kindnet",
+        Owner::CniPlugin => "a CNI plugin (portmap/bridge)",
+        Owner::Firewalld => "firewalld",
+        Owner::DistroFirewall => "the distribution's iptables service",
+        Owner::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
     }
 }
 
-/// Explains the drop outcomes of a packet; `None` if every outcome accepts.
-pub fn explain_packet(
+/// The pod CIDR in a sentence or command.
+fn pod_cidr_text(c: &Cluster) -> String {
+    match c.pod_cidrs.first() {
+        Some(n) => n.to_string(),
+        None => "<pod CIDR>".into(),
+    }
+}
+
+/// Words and a fix for a drop decided in `rs`.
+pub fn explain(
     rs: &Ruleset,
     owners: &OwnerContext,
-    ctx: &Context,
+    cluster: &Cluster,
     pkt: &Packet,
-) -> Option<Explanation> {
-    let outcomes = simulate(rs, pkt);
-    // Prefer a branch that needed no assumption; among drops, the first.
-    let drop = outcomes
-        .iter()
-        .filter(|o| o.verdict.is_drop())
-        .min_by_key(|o| (o.unmodelled, o.assumptions.len()))?;
-    let mut e = explain_outcome(rs, owners, ctx, pkt, drop);
-    if outcomes.iter().any(|o| o.verdict == Verdict::Accept) {
-        e.assumptions
-            .push("other branches of the walk accept this packet".into());
-    }
-    Some(e)
-}
-
-pub fn explain_outcome(
-    rs: &Ruleset,
-    owners: &OwnerContext,
-    ctx: &Context,
-    pkt: &Packet,
-    o: &Outcome,
+    decision: Decision,
 ) -> Explanation {
-    let fallback = Step {
-        table: "filter".into(),
-        chain: pkt.hook.as_str().into(),
-        rule_no: None,
-        text: String::new(),
-        line: 0,
-    };
-    let d = o.decider().cloned().unwrap_or(fallback);
-    let rule = d
-        .rule_no
-        .and_then(|n| rs.tables.get(&d.table)?.chain(&d.chain)?.rules.get(n - 1));
-    let owner = match rule {
-        Some(r) => owners.rule_owner(&d.chain, r),
-        None => owners.policy_owner(&d.chain, Policy::Drop),
-    };
-    // A drop inside a leftover agent's chain, or reached through one.
-    let leftover_owner = o
-        .path
-        .iter()
-        .filter_map(|s| crate::attribute::owner::chain_owner(&s.chain))
-        .find(|ow| owners.is_leftover(*ow));
-    let leftover = leftover_owner.is_some();
-    let owner = leftover_owner.unwrap_or(owner);
-    let service = rule.and_then(|r| r.comment()).and_then(|c| service_of(&c));
     let flow = flow_text(pkt);
-    let place = match d.rule_no {
-        Some(n) => format!("rule #{n} of {}/{} `{}`", d.table, d.chain, d.text),
-        None => format!("the DROP policy of {}/{}", d.table, d.chain),
+    let place = match (decision.rule_no, &decision.rule) {
+        (Some(n), Some(text)) => format!(
+            "rule #{n} of {}/{} `{text}`",
+            decision.table, decision.chain
+        ),
+        _ => format!("the DROP policy of {}/{}", decision.table, decision.chain),
     };
-    let verdict = o.verdict.as_str().to_owned();
-    let (explanation, fix) = sentences(
-        rs,
-        owners,
-        ctx,
-        pkt,
-        o,
-        &d,
-        rule.map(|r| &r.target),
-        owner,
-        leftover,
-        service.as_deref(),
-        &flow,
-        &place,
-    );
+    let (explanation, fix) = sentences(rs, owners, cluster, pkt, &decision, &flow, &place);
     Explanation {
-        hook: pkt.hook.as_str().to_owned(),
-        table: d.table.clone(),
-        chain: d.chain.clone(),
-        rule: d.rule_no.map(|_| d.text.clone()),
-        rule_no: d.rule_no,
-        policy: d.rule_no.is_none(),
-        verdict,
-        reject_with: o.reject_with.clone(),
-        owner,
-        leftover,
-        service,
-        path: o
-            .path
-            .iter()
-            .map(|s| match s.rule_no {
-                Some(n) => format!("{}/{} #{n}: {}", s.table, s.chain, s.text),
-                None => format!("{}/{} policy DROP", s.table, s.chain),
-            })
-            .collect(),
-        assumptions: o.assumptions.clone(),
-        unmodelled: o.unmodelled,
+        decision,
         explanation,
         fix,
     }
 }
 
-/// `ns/name:port` from a kube-proxy comment like `ns6/svc6:p80 has no endpoints`.
-pub fn service_of(comment: &str) -> Option<String> {
-    let first = comment.split_whitespace().next()?;
-    (first.contains('/') && !first.contains("//")).then(|| first.trim_end_matches(',').to_owned())
+/// Explains the first drop of a packet's walk (see
+/// [`netdrop_model::check::first_drop`]); `None` if every outcome accepts.
+pub fn explain_packet(
+    rs: &Ruleset,
+    owners: &OwnerContext,
+    cluster: &Cluster,
+    pkt: &Packet,
+) -> Option<Explanation> {
+    let d = netdrop_model::check::first_drop(rs, owners, pkt)?;
+    Some(explain(rs, owners, cluster, pkt, d))
 }
 
+/// A packet in words: its flow and devices.
 pub fn flow_text(p: &Packet) -> String {
-    let proto = crate::decode::proto_name(p.proto)
+    let proto = netdrop_model::rules::proto_name(p.proto)
         .map(str::to_owned)
         .unwrap_or_else(|| p.proto.to_string());
-    let ep = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
-        (std::net::IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
-        (a, Some(port)) => format!("{a}:{port}"),
-        (a, None) => a.to_string(),
-    };
-    let mut s = format!("{proto} {} -> {}", ep(p.src, p.sport), ep(p.dst, p.dport));
+    let mut s = flow_notation(&proto, p.src, p.sport, p.dst, p.dport);
     if let Some(i) = &p.in_iface {
         s.push_str(&format!(" in {i}"));
     }
@@ -196,7 +101,7 @@ pub fn flow_text(p: &Packet) -> String {
 const PERSIST: &str = "Make it permanent: save the rules with your distribution's tool (Debian/Ubuntu: `netfilter-persistent save`; RHEL/CentOS: `service iptables save`) or add the command to a systemd unit that runs after docker.service and kubelet.service.";
 
 /// What well-known port a packet is for, in words.
-fn port_role(ctx: &Context, p: &Packet) -> Option<&'static str> {
+fn port_role(ctx: &Cluster, p: &Packet) -> Option<&'static str> {
     match (p.proto, p.dport?) {
         (17, port) if port == ctx.vxlan_port => Some("flannel's VXLAN traffic between nodes"),
         (6, 10250) => Some("the kubelet API (kubectl exec/logs, metrics)"),
@@ -208,36 +113,43 @@ fn port_role(ctx: &Context, p: &Packet) -> Option<&'static str> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sentences(
     rs: &Ruleset,
     owners: &OwnerContext,
-    ctx: &Context,
+    ctx: &Cluster,
     p: &Packet,
-    o: &Outcome,
-    d: &Step,
-    target: Option<&Target>,
-    owner: Owner,
-    leftover: bool,
-    service: Option<&str>,
+    d: &Decision,
     flow: &str,
     place: &str,
 ) -> (String, String) {
-    let verb = if o.verdict == Verdict::Reject {
+    let (owner, leftover, service) = (d.owner, d.leftover, d.service.as_deref());
+    let target = d.target(rs);
+    let text = d.rule.as_deref().unwrap_or_default();
+    let verb = if d.verdict == Verdict::Reject {
         format!(
             "rejects it ({})",
-            o.reject_with.as_deref().unwrap_or("icmp-port-unreachable")
+            d.reject_with.as_deref().unwrap_or("icmp-port-unreachable")
         )
     } else {
         "drops it".to_owned()
     };
-    let pod = ctx.pod_cidr_text();
-    let shadow = shadowed_accept(rs, p, d)
-        .map(|s| format!(" It shadows {s}, which would accept this packet."))
+    let pod = pod_cidr_text(ctx);
+    let shadow = d
+        .decider()
+        .and_then(|step| shadowed_accept(rs, p, step))
+        .map(|s| {
+            format!(
+                " It shadows rule #{} of {}/{} `{}`, which would accept this packet.",
+                s.rule_no.unwrap_or_default(),
+                s.table,
+                s.chain,
+                s.text
+            )
+        })
         .unwrap_or_default();
 
     if leftover {
-        let hook_jump = o.path.first().filter(|s| s.rule_no.is_some());
+        let hook_jump = d.path.first().filter(|s| s.rule_no.is_some());
         let removal = match hook_jump {
             Some(j) => format!(
                 "iptables -t {} -D {}",
@@ -253,9 +165,9 @@ fn sentences(
         return (
             format!(
                 "{flow}: {place} {verb}. It belongs to {}, which is not running on this node (none of its interfaces {} exist): a leftover of an uninstalled {} still hooked into {}/{}.{shadow}",
-                owner.display(),
+                owner_name(owner),
                 owner.signature_interfaces().join(", "),
-                owner.display(),
+                owner_name(owner),
                 d.table,
                 p.hook.as_str()
             ),
@@ -269,10 +181,10 @@ fn sentences(
     if d.rule_no.is_none() {
         let by = match owner {
             Owner::Docker => "which Docker sets when it enables IP forwarding".to_owned(),
-            o => format!("set by {}", o.display()),
+            o => format!("set by {}", owner_name(o)),
         };
-        let why = match p.hook.as_str() {
-            "FORWARD" => {
+        let why = match p.hook {
+            Hook::Forward => {
                 let flannel_hint = owners
                     .flannel_networks
                     .iter()
@@ -286,17 +198,13 @@ fn sentences(
             }
             _ => String::new(),
         };
-        let fix = match (
-            p.hook.as_str(),
-            p.in_iface.as_deref(),
-            p.out_iface.as_deref(),
-        ) {
-            ("FORWARD", Some(i), Some(out)) if has_chain(rs, "filter", "DOCKER-USER") => {
+        let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
+            (Hook::Forward, Some(i), Some(out)) if has_chain(rs, "filter", "DOCKER-USER") => {
                 format!(
                     "`iptables -I DOCKER-USER -i {i} -o {out} -j ACCEPT` (or accept the pod CIDR: `iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`). {PERSIST}"
                 )
             }
-            ("FORWARD", ..) => format!(
+            (Hook::Forward, ..) => format!(
                 "`iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`. {PERSIST}"
             ),
             (h, ..) => format!(
@@ -315,11 +223,11 @@ fn sentences(
 
     let rule_no = d.rule_no.unwrap_or(1);
     match (owner, target) {
-        (Owner::KubeProxy, Some(Target::Reject { .. })) if d.text.contains("has no endpoints") => (
+        (Owner::KubeProxy, Some(Target::Reject { .. })) if text.contains("has no endpoints") => (
             format!("{flow}: Service {} has no ready endpoints, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
             service_fix(service, "Check that the Service's pods exist, are Ready and match its selector"),
         ),
-        (Owner::KubeProxy, Some(Target::Drop)) if d.text.contains("has no local endpoints") => (
+        (Owner::KubeProxy, Some(Target::Drop)) if text.contains("has no local endpoints") => (
             format!("{flow}: Service {} has externalTrafficPolicy: Local and no endpoint on this node, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
             service_fix(service, "Run an endpoint on every node that receives external traffic (e.g. a DaemonSet), or set externalTrafficPolicy: Cluster"),
         ),
@@ -327,7 +235,7 @@ fn sentences(
             format!("{flow}: the source is outside the Service's loadBalancerSourceRanges, so kube-proxy {verb} ({place})."),
             service_fix(service, "Add the client's range to spec.loadBalancerSourceRanges of the Service"),
         ),
-        (Owner::KubeProxy, Some(Target::Drop)) if d.text.contains("INVALID") => (
+        (Owner::KubeProxy, Some(Target::Drop)) if text.contains("INVALID") => (
             format!("{flow}: conntrack considers the packet INVALID (often out-of-window TCP or asymmetric routing), and kube-proxy {verb} ({place})."),
             "Find why conntrack loses the flow (asymmetric routes, MTU, conntrack table full: `conntrack -S`); as a workaround `sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1` (kube-proxy ≥ 1.28 sets it with --conntrack-tcp-be-liberal), persisted in /etc/sysctl.d/.".into(),
         ),
@@ -340,7 +248,7 @@ fn sentences(
             "Connect both containers to one Docker network (`docker network connect`), or add an ACCEPT in DOCKER-USER for this flow.".into(),
         ),
         (Owner::Calico | Owner::Cilium | Owner::KubeRouter, _) => (
-            format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner.display()),
+            format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner_name(owner)),
             "List the policies that select the source and destination pods (`kubectl get networkpolicy -A`) and add one that allows this flow.".into(),
         ),
         (Owner::DistroFirewall, _) => {
@@ -364,7 +272,7 @@ fn sentences(
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
             (
-                format!("{flow}: {place} {verb}; it belongs to {}.{role}{shadow}", owner.display()),
+                format!("{flow}: {place} {verb}; it belongs to {}.{role}{shadow}", owner_name(owner)),
                 format!(
                     "If the rule is not intended, delete it: `iptables -t {} -D {} {rule_no}`; otherwise insert an ACCEPT before it: {}. {PERSIST}",
                     d.table,
@@ -402,15 +310,15 @@ fn service_fix(service: Option<&str>, advice: &str) -> String {
 /// `-p udp --dport 8472`, `-s 10.224.0.0/16`: the narrowest words that
 /// accept this packet.
 fn match_words(p: &Packet) -> String {
-    let proto = crate::decode::proto_name(p.proto).unwrap_or("all");
+    let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("all");
     match p.dport {
         Some(port) if matches!(p.proto, 6 | 17) => format!("-p {proto} --dport {port}"),
         _ => format!("-s {} -d {}", p.src, p.dst),
     }
 }
 
-fn accept_rule(ctx: &Context, p: &Packet, chain: &str, rule_no: usize) -> String {
-    let pod = ctx.pod_cidr_text();
+fn accept_rule(ctx: &Cluster, p: &Packet, chain: &str, rule_no: usize) -> String {
+    let pod = pod_cidr_text(ctx);
     if chain == "FORWARD" && (ctx.is_pod(p.src) || ctx.is_pod(p.dst)) {
         format!(
             "`iptables -I FORWARD {rule_no} -s {pod} -j ACCEPT; iptables -I FORWARD {rule_no} -d {pod} -j ACCEPT`"
@@ -427,25 +335,62 @@ fn has_chain(rs: &Ruleset, table: &str, chain: &str) -> bool {
     rs.tables.get(table).and_then(|t| t.chain(chain)).is_some()
 }
 
-/// If removing the deciding rule lets the packet through, the accepting
-/// rule it shadows (`rule #n of table/chain \`text\``).
-fn shadowed_accept(rs: &Ruleset, p: &Packet, d: &Step) -> Option<String> {
-    let n = d.rule_no?;
-    let outcomes = simulate_without(rs, p, &d.table, &d.chain, n - 1);
-    let accept = outcomes
-        .iter()
-        .find(|o| o.verdict == Verdict::Accept && o.assumptions.is_empty())?;
-    if !outcomes.iter().all(|o| o.verdict == Verdict::Accept) {
-        return None;
-    }
-    // The first rule after the skipped one on the accepted path, in the same
-    // chain (numbers are the real ones: nothing was removed).
-    let s = accept
-        .path
-        .iter()
-        .find(|s| s.table == d.table && s.chain == d.chain && s.rule_no.is_some_and(|m| m > n))?;
-    Some(format!(
-        "rule #{} of {}/{} `{}`",
-        s.rule_no?, s.table, s.chain, s.text
-    ))
+/// A drop attributed to a rule, when the packet was bridged: why iptables
+/// saw a bridged packet at all.
+pub fn bridged(
+    explanation: &str,
+    bridge: Option<&str>,
+    ports: &netdrop_model::BridgePorts,
+) -> String {
+    format!(
+        "{explanation} The packet was bridged by {} from port {} to {}: iptables sees it only because br_netfilter is on (net.bridge.bridge-nf-call-iptables=1, as kube-proxy requires).",
+        bridge.unwrap_or("the bridge"),
+        ports.physdev_in.as_deref().unwrap_or("?"),
+        ports.physdev_out.as_deref().unwrap_or("?"),
+    )
+}
+
+/// A netfilter drop no rule of the model could be matched to.
+pub fn unattributed(node: &str, hook: Option<Hook>, location: &str, sampled: bool) -> String {
+    format!(
+        "Dropped by netfilter at {} ({location}), but no rule of {node}'s ruleset could be matched to it{}.",
+        hook.map(Hook::as_str).unwrap_or("an unknown hook"),
+        if sampled {
+            ""
+        } else {
+            " (no packet sample yet)"
+        }
+    )
+}
+
+/// Pod egress seen leaving the node un-NATed: why, and the fix.
+/// `finding`: the node's masquerade-cidr-mismatch finding exists.
+pub fn egress(
+    underlay: Option<&str>,
+    flow: &crate::decode::flow::Flow,
+    pod: Option<ipnet::IpNet>,
+    finding: bool,
+) -> (String, String) {
+    let pod = pod.map(|n| n.to_string()).unwrap_or_default();
+    let why = format!(
+        "Pod egress leaves {} with pod source address {} un-masqueraded (to {}): no MASQUERADE/SNAT in nat/POSTROUTING covers the pod CIDR {pod}{}, so replies from outside cannot find their way back.",
+        underlay.unwrap_or("the node"),
+        flow.src,
+        flow.dst,
+        if finding {
+            " (see finding masquerade-cidr-mismatch)"
+        } else {
+            ""
+        },
+    );
+    let fix = if flow.src.is_ipv6() {
+        format!(
+            "Make the CNI masquerade the IPv6 pod CIDR: for flannel set \"IPv6Network\": \"{pod}\" (with \"EnableIPv6\": true) in net-conf.json (kube-flannel-cfg) to match the cluster's IPv6 pod CIDR, then restart flannel. Stop-gap: `ip6tables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
+        )
+    } else {
+        format!(
+            "Make the CNI masquerade the pod CIDR: for flannel set \"Network\": \"{pod}\" in net-conf.json (kube-flannel-cfg) to match kubeadm's --pod-network-cidr, then restart flannel. Stop-gap: `iptables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
+        )
+    };
+    (why, fix)
 }

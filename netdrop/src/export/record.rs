@@ -4,26 +4,40 @@
 
 use std::net::IpAddr;
 
+use netdrop_model::{Evidence, FindingId, Hook, Owner, Severity, Verdict, packet::flow_notation};
 use serde::Serialize;
 
 use crate::decode::flow::Flow;
 
+/// What a record reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A drop site (its first drop, then summaries).
+    #[default]
+    Drop,
+    /// A static finding of the node's rules or settings.
+    Finding,
+    /// Pod traffic leaving the node un-NATed.
+    Egress,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Record {
-    /// "drop" | "finding" | "egress"
-    pub kind: &'static str,
+    pub kind: Kind,
     pub node: String,
-    pub hook: Option<String>,
+    pub hook: Option<Hook>,
     pub table: Option<String>,
     pub chain: Option<String>,
     /// Rule text as iptables-save prints it; null for a policy.
     pub rule: Option<String>,
     pub rule_no: Option<usize>,
     pub policy: bool,
-    /// "DROP" | "REJECT" (drops), or what the kernel knows.
-    pub verdict: Option<String>,
+    /// DROP or REJECT (drops); ACCEPT for a finding about a rule that lets
+    /// through what it should not.
+    pub verdict: Option<Verdict>,
     pub reject_with: Option<String>,
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
     pub leftover: bool,
     /// Kernel drop reason name.
     pub reason: Option<String>,
@@ -52,11 +66,10 @@ pub struct Record {
     pub bytes: u64,
     /// Since the previous record of the same site.
     pub new_packets: u64,
-    /// "counters" | "simulated" | "kernel"
-    pub evidence: Option<&'static str>,
+    pub evidence: Option<Evidence>,
     /// Stable id of a finding.
-    pub finding: Option<String>,
-    pub severity: Option<String>,
+    pub finding: Option<FindingId>,
+    pub severity: Option<Severity>,
     pub explanation: Option<String>,
     pub fix: Option<String>,
     pub assumptions: Vec<String>,
@@ -73,17 +86,12 @@ impl Record {
     }
 
     fn flow_text(&self) -> Option<String> {
-        let (src, dst) = (self.src?, self.dst?);
-        let ep = |a: IpAddr, p: Option<u16>| match (a, p) {
-            (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
-            (a, Some(p)) => format!("{a}:{p}"),
-            (a, None) => a.to_string(),
-        };
-        Some(format!(
-            "{} {} -> {}",
+        Some(flow_notation(
             self.proto.as_deref().unwrap_or("ip"),
-            ep(src, self.sport),
-            ep(dst, self.dport)
+            self.src?,
+            self.sport,
+            self.dst?,
+            self.dport,
         ))
     }
 
@@ -91,16 +99,16 @@ impl Record {
     pub fn text(&self, detail: bool) -> String {
         let mut s = format!("[{}] ", self.node);
         match self.kind {
-            "finding" => {
+            Kind::Finding => {
                 s.push_str(&format!(
                     "FINDING {} {}",
-                    self.severity.as_deref().unwrap_or("").to_uppercase(),
-                    self.finding.as_deref().unwrap_or("")
+                    self.severity.map_or("", Severity::as_str).to_uppercase(),
+                    self.finding.map_or("", FindingId::as_str)
                 ));
             }
-            "egress" => s.push_str("UN-NATED EGRESS"),
-            _ => {
-                s.push_str(self.verdict.as_deref().unwrap_or("DROP"));
+            Kind::Egress => s.push_str("UN-NATED EGRESS"),
+            Kind::Drop => {
+                s.push_str(self.verdict.unwrap_or(Verdict::Drop).as_str());
                 if let Some(r) = &self.reason {
                     s.push_str(&format!(" ({r})"));
                 }
@@ -117,9 +125,10 @@ impl Record {
             )),
             _ => {}
         }
-        if let Some(o) = &self.owner {
+        if let Some(o) = self.owner {
             s.push_str(&format!(
-                " [{o}{}]",
+                " [{}{}]",
+                o.as_str(),
                 if self.leftover { ", leftover" } else { "" }
             ));
         }
@@ -145,13 +154,13 @@ impl Record {
                 self.vni.unwrap_or(0)
             ));
         }
-        if self.kind != "finding" {
+        if self.kind != Kind::Finding {
             s.push_str(&format!(" — {} packets", self.packets));
             if self.new_packets != self.packets {
                 s.push_str(&format!(" (+{})", self.new_packets));
             }
             if let Some(e) = self.evidence {
-                s.push_str(&format!(" [{e}]"));
+                s.push_str(&format!(" [{}]", e.as_str()));
             }
         }
         if detail {

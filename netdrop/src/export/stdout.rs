@@ -3,7 +3,12 @@
 use std::io::Write;
 
 use super::record::Record;
-use crate::cli::Output;
+/// How records are printed (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 pub struct Printer {
     output: Output,

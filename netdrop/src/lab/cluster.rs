@@ -19,7 +19,7 @@ use std::net::{SocketAddr, TcpListener};
 use anyhow::Context as _;
 
 use super::Lab;
-use crate::decode::netns::Netns;
+use crate::netns::Netns;
 
 pub const POD_CIDR: &str = "10.224.0.0/16";
 pub const SERVICE_IP: &str = "10.96.0.10";

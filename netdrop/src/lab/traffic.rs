@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::decode::netns::Netns;
+use crate::netns::Netns;
 
 /// Sends `count` UDP datagrams of `payload` bytes from namespace `ns` to `dst`.
 pub fn send_udp(ns: &str, dst: SocketAddr, count: u64, payload: usize) -> anyhow::Result<()> {

@@ -15,28 +15,29 @@ use std::{
 use anyhow::Context as _;
 use netdrop_common::{DropCounters, DropKey, DropSample, ObsCounters, direction, drop_stat, role};
 
+use netdrop_model::{
+    BridgePorts, Evidence, Family, FindingId, Hook, Packet, Severity, Verdict, attribute,
+    check::Cluster, rules::CtState,
+};
+
 use self::node::Node;
 use crate::{
-    attribute::{
-        BridgePorts, Packet,
-        attribution::{Evidence, attribute},
-        rules::{CtState, Family},
-    },
     capture::{
         CaptureOptions, Datapath, DropProbe,
         observe::{ObserverOptions, role_name},
     },
-    cli::WatchArgs,
-    decode::{Decoder, DropSite, Hook, flow::Flow, netns::Netns},
-    explain::{self, Explanation, check},
+    config::WatchArgs,
+    decode::{Decoder, DropSite, flow::Flow, hook_from_kernel},
+    explain::{self, Explanation, check::check_node},
     export::{
         metrics::{
             self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
             PeerLabels, ProgramLabels, Shared, SiteInfoLabels, VxlanDropLabels,
         },
-        record::Record,
+        record::{Kind, Record},
         stdout::Printer,
     },
+    netns::Netns,
     preflight,
 };
 
@@ -86,12 +87,13 @@ pub async fn run_until(
         overlay: args.overlay_iface.clone(),
         bridge: args.bridge_iface.clone(),
         underlay: args.underlay_iface.clone(),
-        pod_cidrs: args.pod_cidrs.clone(),
-        vxlan_port: args.vxlan_port,
+        pod_cidrs: args.cluster.pod_cidrs.clone(),
+        vxlan_port: args.cluster.vxlan_port,
         sample_rate: 20,
         tc_attach: args.tc_attach,
     };
-    let with_observers = !args.no_observers && !args.pod_cidrs.is_empty();
+    let cluster = args.cluster.cluster();
+    let with_observers = !args.no_observers && !cluster.pod_cidrs.is_empty();
     let mut nodes: Vec<Node> = netns
         .iter()
         .cloned()
@@ -105,9 +107,9 @@ pub async fn run_until(
     let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
         btf_path: args.btf.clone(),
         probe: args.drop_probe,
-        pod_cidrs: args.pod_cidrs.clone(),
-        keep_all: args.all || args.pod_cidrs.is_empty(),
-        vxlan_port: args.vxlan_port,
+        pod_cidrs: cluster.pod_cidrs.clone(),
+        keep_all: args.all || cluster.pod_cidrs.is_empty(),
+        vxlan_port: cluster.vxlan_port,
         sample_rate: args.sample_rate,
     })
     .context("starting the kernel datapath")?;
@@ -118,7 +120,7 @@ pub async fn run_until(
         printer,
         shared,
         nodes,
-        pod_cidrs: args.pod_cidrs.clone(),
+        cluster,
         summary_every: args.summary_interval,
         sites: HashMap::new(),
         latest: HashMap::new(),
@@ -213,7 +215,7 @@ struct Watcher {
     printer: Printer,
     shared: Arc<Shared>,
     nodes: Vec<Node>,
-    pod_cidrs: Vec<ipnet::IpNet>,
+    cluster: Cluster,
     summary_every: Duration,
     sites: HashMap<DropKey, Site>,
     latest: HashMap<DropKey, DropSample>,
@@ -351,21 +353,16 @@ impl Watcher {
         // include them), unless a read since the last poll already is.
         self.nodes[ni].refresh_rules_since(self.drops_since);
         let node = &self.nodes[ni];
-        let ctx = node.context(&self.pod_cidrs);
-        let family = if flow.src.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        };
         let mut found = None;
-        for (after, before, owners) in node.rulesets(family) {
-            if let Some(a) = attribute(before, after, owners, &ctx, &pkt, delta) {
+        for (after, before, owners) in node.rulesets(Family::of(flow.src)) {
+            if let Some(a) = attribute(before, after, owners, &pkt, delta) {
                 let better = matches!(
                     (&found, a.evidence),
                     (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
                 );
                 if better {
-                    found = Some((a.explanation, a.evidence));
+                    let x = explain::explain(after, owners, &self.cluster, &pkt, a.decision);
+                    found = Some((x, a.evidence));
                 }
             }
         }
@@ -386,7 +383,7 @@ impl Watcher {
         // hook's site.
         let skey = if netdrop_common::hook::from_stack(key.hook) {
             let h = sample.map_or(key.hook, |s| s.hook);
-            site.hook = Hook::from_kernel(h);
+            site.hook = hook_from_kernel(h);
             DropKey { hook: h, ..key }
         } else {
             key
@@ -411,16 +408,16 @@ impl Watcher {
             _ => None,
         };
         let attribution = match (&flow, &sample) {
-            (Some(f), Some(s)) if site.reason == "NETFILTER_DROP" => self
+            (Some(f), Some(s)) if site.netfilter => self
                 .packet_for(ni, &site, f, s, bridged.clone())
                 .and_then(|pkt| self.attribute(ni, skey, f, pkt, delta)),
             _ => None,
         };
         let node = self.nodes[ni].label.clone();
         let mut r = Record {
-            kind: "drop",
+            kind: Kind::Drop,
             node: node.clone(),
-            hook: site.hook.map(|h| h.as_str().to_owned()),
+            hook: site.hook,
             reason: Some(site.reason.clone()),
             location: Some(site.location.clone()),
             in_iface: site.in_iface.clone(),
@@ -435,53 +432,40 @@ impl Watcher {
             packets: total.packets,
             bytes: total.bytes,
             new_packets: delta,
-            evidence: Some("kernel"),
+            evidence: Some(Evidence::Kernel),
             ..Record::default()
         };
         if let Some(f) = &flow {
             r.set_flow(f);
         }
         match &attribution {
-            Some((e, ev)) => {
+            Some((x, ev)) => {
+                let e = &x.decision;
                 r.table = Some(e.table.clone());
                 r.chain = Some(e.chain.clone());
                 r.rule = e.rule.clone();
                 r.rule_no = e.rule_no;
                 r.policy = e.policy;
-                r.verdict = Some(e.verdict.clone());
+                r.verdict = Some(e.verdict);
                 r.reject_with = e.reject_with.clone();
-                r.owner = Some(e.owner.as_str().to_owned());
+                r.owner = Some(e.owner);
                 r.leftover = e.leftover;
                 r.service = e.service.clone();
                 r.explanation = Some(match &bridged {
-                    // Why iptables saw a bridged packet at all.
-                    Some(b) => format!(
-                        "{} The packet was bridged by {} from port {} to {}: iptables sees it only because br_netfilter is on (net.bridge.bridge-nf-call-iptables=1, as kube-proxy requires).",
-                        e.explanation,
-                        site.in_iface.as_deref().unwrap_or("the bridge"),
-                        b.physdev_in.as_deref().unwrap_or("?"),
-                        b.physdev_out.as_deref().unwrap_or("?"),
-                    ),
-                    None => e.explanation.clone(),
+                    Some(b) => explain::bridged(&x.explanation, site.in_iface.as_deref(), b),
+                    None => x.explanation.clone(),
                 });
-                r.fix = Some(e.fix.clone());
+                r.fix = Some(x.fix.clone());
                 r.assumptions = e.assumptions.clone();
                 r.unmodelled = e.unmodelled;
-                r.evidence = Some(match ev {
-                    Evidence::Counters => "counters",
-                    Evidence::Simulated => "simulated",
-                });
+                r.evidence = Some(*ev);
             }
-            None if site.reason == "NETFILTER_DROP" => {
-                r.explanation = Some(format!(
-                    "Dropped by netfilter at {} ({}), but no rule of {node}'s ruleset could be matched to it{}.",
-                    site.hook.map(|h| h.as_str()).unwrap_or("an unknown hook"),
-                    site.location,
-                    if flow.is_none() {
-                        " (no packet sample yet)"
-                    } else {
-                        ""
-                    }
+            None if site.netfilter => {
+                r.explanation = Some(explain::unattributed(
+                    &node,
+                    site.hook,
+                    &site.location,
+                    flow.is_some(),
                 ));
                 if self.sites.get(&skey).is_none_or(|s| s.printed.is_none()) {
                     self.shared
@@ -507,17 +491,16 @@ impl Watcher {
         let labels = DropLabels {
             node: node.clone(),
             reason: site.reason.clone(),
-            hook: r.hook.clone().unwrap_or_default(),
+            hook: r.hook.map(|h| h.as_str().to_owned()).unwrap_or_default(),
             table: r.table.clone().unwrap_or_default(),
             chain: r.chain.clone().unwrap_or_default(),
-            verdict: r.verdict.clone().unwrap_or_else(|| "DROP".into()),
-            owner: r.owner.clone().unwrap_or_else(|| {
-                if site.reason == "NETFILTER_DROP" {
-                    "unknown".into()
-                } else {
-                    "kernel".into()
-                }
-            }),
+            verdict: r.verdict.unwrap_or(Verdict::Drop).as_str().to_owned(),
+            owner: match r.owner {
+                Some(o) => o.as_str(),
+                None if site.netfilter => "unknown",
+                None => "kernel",
+            }
+            .to_owned(),
         };
         let m = &self.shared.metrics;
         m.drops.get_or_create(&labels).inc_by(delta);
@@ -738,12 +721,12 @@ impl Watcher {
             && t.elapsed() >= self.summary_every
         {
             let r = Record {
-                kind: "egress",
+                kind: Kind::Egress,
                 node: node.clone(),
                 out_iface: underlay,
                 packets: total,
                 new_packets: total - printed,
-                evidence: Some("kernel"),
+                evidence: Some(Evidence::Kernel),
                 ..Record::default()
             };
             self.printer.record(&r, false);
@@ -759,52 +742,29 @@ impl Watcher {
         flow: &Flow,
         total: u64,
     ) -> Record {
-        let pod = self
-            .pod_cidrs
-            .iter()
-            .find(|n| n.contains(&flow.src))
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let pod = self.cluster.pod_cidr_of(flow.src);
         // The MASQUERADE finding of this node says why, when there is one.
-        let finding = self.nodes[ni]
-            .rules
-            .as_ref()
-            .and_then(|_| self.findings.get(&ni))
+        let finding = self
+            .findings
+            .get(&ni)
             .and_then(|f| {
                 f.iter()
-                    .find(|l| l.finding == "masquerade-cidr-mismatch")
-                    .cloned()
-            });
+                    .find(|l| l.finding == FindingId::MasqueradeCidrMismatch.as_str())
+            })
+            .map(|_| FindingId::MasqueradeCidrMismatch);
+        let (explanation, fix) = explain::egress(underlay, flow, pod, finding.is_some());
         let mut r = Record {
-            kind: "egress",
+            kind: Kind::Egress,
             node: node.to_owned(),
             out_iface: underlay.map(str::to_owned),
-            hook: Some("POSTROUTING".into()),
+            hook: Some(Hook::Postrouting),
             table: Some("nat".into()),
             chain: Some("POSTROUTING".into()),
             packets: total,
-            evidence: Some("kernel"),
-            explanation: Some(format!(
-                "Pod egress leaves {} with pod source address {} un-masqueraded (to {}): no MASQUERADE/SNAT in nat/POSTROUTING covers the pod CIDR {pod}{}, so replies from outside cannot find their way back.",
-                underlay.unwrap_or("the node"),
-                flow.src,
-                flow.dst,
-                if finding.is_some() {
-                    " (see finding masquerade-cidr-mismatch)"
-                } else {
-                    ""
-                },
-            )),
-            fix: Some(if flow.src.is_ipv6() {
-                format!(
-                    "Make the CNI masquerade the IPv6 pod CIDR: for flannel set \"IPv6Network\": \"{pod}\" (with \"EnableIPv6\": true) in net-conf.json (kube-flannel-cfg) to match the cluster's IPv6 pod CIDR, then restart flannel. Stop-gap: `ip6tables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
-                )
-            } else {
-                format!(
-                    "Make the CNI masquerade the pod CIDR: for flannel set \"Network\": \"{pod}\" in net-conf.json (kube-flannel-cfg) to match kubeadm's --pod-network-cidr, then restart flannel. Stop-gap: `iptables -t nat -A POSTROUTING -s {pod} ! -d {pod} -j MASQUERADE`."
-                )
-            }),
-            finding: finding.map(|f| f.finding),
+            evidence: Some(Evidence::Kernel),
+            explanation: Some(explanation),
+            fix: Some(fix),
+            finding,
             ..Record::default()
         };
         r.set_flow(flow);
@@ -816,56 +776,50 @@ impl Watcher {
     fn findings(&mut self, ni: usize) {
         let node = &self.nodes[ni];
         let Some(rules) = &node.rules else { return };
-        let ctx = node.context(&self.pod_cidrs);
-        if self.pod_cidrs.is_empty() {
+        if self.cluster.pod_cidrs.is_empty() {
             return;
         }
         let facts = node.facts();
-        let mut all = Vec::new();
-        for (_, rs) in rules.current.v4.iter().chain(rules.current.v6.iter()) {
-            all.extend(check::check(rs, &ctx, &facts));
-        }
-        all.extend(check::node_findings(&facts, &ctx));
+        let all = check_node(rules.current.all().map(|(_, rs)| rs), &self.cluster, &facts);
         let labels: Vec<FindingLabels> = all
             .iter()
             .map(|f| FindingLabels {
                 node: node.label.clone(),
-                finding: f.id.clone(),
-                severity: format!("{:?}", f.severity).to_lowercase(),
-                owner: f.detail.owner.as_str().to_owned(),
-                chain: f.detail.chain.clone(),
+                finding: f.id.as_str().to_owned(),
+                severity: f.severity.as_str().to_owned(),
+                owner: f.owner.map(|o| o.as_str()).unwrap_or_default().to_owned(),
+                chain: f.chain.clone().unwrap_or_default(),
             })
             .collect();
         let old = self.findings.insert(ni, labels.clone()).unwrap_or_default();
         for l in old.iter().filter(|l| !labels.contains(l)) {
             self.shared.metrics.findings.remove(l);
         }
-        for (f, l) in all.iter().zip(&labels) {
+        for (f, l) in all.into_iter().zip(&labels) {
             self.shared.metrics.findings.get_or_create(l).set(1);
-            if old.contains(l) || f.severity < check::Severity::Warning {
+            if old.contains(l) || f.severity < Severity::Warning {
                 continue;
             }
-            let d = &f.detail;
             let r = Record {
-                kind: "finding",
+                kind: Kind::Finding,
                 node: node.label.clone(),
-                hook: (!d.hook.is_empty()).then(|| d.hook.clone()),
-                table: (!d.table.is_empty()).then(|| d.table.clone()),
-                chain: (!d.chain.is_empty()).then(|| d.chain.clone()),
-                rule: d.rule.clone(),
-                rule_no: d.rule_no,
-                policy: d.policy,
-                verdict: (!d.verdict.is_empty()).then(|| d.verdict.clone()),
-                reject_with: d.reject_with.clone(),
-                owner: f.rule_owner().map(|o| o.as_str().to_owned()),
-                leftover: d.leftover,
-                service: d.service.clone(),
-                finding: Some(f.id.clone()),
-                severity: Some(l.severity.clone()),
-                explanation: Some(d.explanation.clone()),
-                fix: Some(d.fix.clone()),
-                assumptions: d.assumptions.clone(),
-                unmodelled: d.unmodelled,
+                hook: f.hook,
+                table: f.table,
+                chain: f.chain,
+                rule: f.rule,
+                rule_no: f.rule_no,
+                policy: f.policy,
+                verdict: f.verdict,
+                reject_with: f.reject_with,
+                owner: f.owner,
+                leftover: f.leftover,
+                service: f.service,
+                finding: Some(f.id),
+                severity: Some(f.severity),
+                explanation: Some(f.explanation),
+                fix: Some(f.fix),
+                assumptions: f.assumptions,
+                unmodelled: f.unmodelled,
                 ..Record::default()
             };
             self.printer.record(&r, true);

@@ -8,21 +8,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netdrop_model::{Family, OwnerContext, Ruleset, check::NodeFacts};
+
 use crate::{
-    attribute::{
-        OwnerContext,
-        reader::{self, NodeRules},
-        rules::{Family, Ruleset},
-    },
+    attribute::reader::{self, NodeRules},
     capture::observe::{NodeObservers, ObserverOptions},
-    decode::netns::Netns,
-    explain::{Context, check::NodeFacts},
+    netns::Netns,
 };
 
 /// Ruleset text without counters or comments: changes only when rules do.
 fn fingerprint(rules: &NodeRules) -> String {
     let mut s = String::new();
-    for (b, rs) in rules.v4.iter().chain(rules.v6.iter()) {
+    for (b, rs) in rules.all() {
         s.push_str(&format!("{b:?}\n"));
         for t in rs.tables.values() {
             s.push_str(&t.name);
@@ -147,9 +144,7 @@ impl Node {
             self.refresh_addresses();
         }
         let owners: HashMap<usize, OwnerContext> = read
-            .v4
-            .iter()
-            .chain(read.v6.iter())
+            .all()
             .enumerate()
             .map(|(i, (_, rs))| (i, OwnerContext::new(rs, Some(self.interfaces.clone()))))
             .collect();
@@ -192,41 +187,21 @@ impl Node {
 
     /// `net.ipv4.ip_forward` of the node.
     pub fn ip_forward(&self) -> Option<bool> {
-        self.netns
-            .run_in(|| {
-                std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-                    .ok()
-                    .map(|s| s.trim() == "1")
-            })
-            .ok()
-            .flatten()
+        self.netns.ip_forward()
     }
 
     pub fn facts(&self) -> NodeFacts {
-        let ip_forward = self.ip_forward();
-        let br = self
-            .netns
-            .run_in(|| {
-                Some(
-                    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-                        .map(|s| s.trim() == "1")
-                        .unwrap_or(false),
-                )
-            })
-            .ok()
-            .flatten();
-        NodeFacts {
-            interfaces: Some(self.interfaces.clone()),
-            ip_forward,
-            bridge_nf_call_iptables: br,
-            split_backends: self
-                .rules
-                .as_ref()
-                .is_some_and(|r| r.current.split_backends()),
-        }
-    }
-
-    pub fn context(&self, pod_cidrs: &[ipnet::IpNet]) -> Context {
-        Context::new(pod_cidrs.to_vec())
+        let split = self
+            .rules
+            .as_ref()
+            .is_some_and(|r| r.current.split_backends());
+        self.netns.facts(split).unwrap_or_else(|e| {
+            log::warn!("{}: cannot read the node's sysctls: {e}", self.label);
+            NodeFacts {
+                interfaces: Some(self.interfaces.clone()),
+                split_backends: split,
+                ..NodeFacts::default()
+            }
+        })
     }
 }

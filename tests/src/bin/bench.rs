@@ -12,20 +12,21 @@ use std::{
 
 use anyhow::Context as _;
 use netdrop::{
-    attribute::{
-        OwnerContext, Packet, attribution::attribute, generate, parse::parse_reader, parse_ruleset,
-    },
     capture::{KernelInfo, btf::KernelBtf, kallsyms::Kallsyms},
-    decode::{Decoder, flow::Flow, netns::Netns},
-    explain::{Context, Explanation},
+    decode::{Decoder, flow::Flow},
+    explain::{self, Explanation},
     export::metrics::{self, DropLabels},
     lab::{
         Lab,
         cluster::{Cluster, POD_CIDR, Scenario},
         traffic,
     },
+    netns::Netns,
 };
 use netdrop_common::{DropKey, DropSample, FlowHdr};
+use netdrop_model::{
+    OwnerContext, Packet, attribute, generate, parse::parse_reader, parse_ruleset,
+};
 use netdrop_tests::{Watch, netdrop_bin};
 
 /// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
@@ -564,7 +565,7 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
     let rules = text.lines().filter(|l| l.starts_with("-A")).count();
     let rs = parse_ruleset(&text)?;
     let owners = OwnerContext::new(&rs, None);
-    let ctx = Context::new(vec![POD_CIDR.parse()?]);
+    let cluster = netdrop_model::check::Cluster::new(vec![POD_CIDR.parse()?]);
     let shared = metrics::new_shared();
     // Distinct flows to services spread over the whole KUBE-SERVICES chain.
     let flows_n: usize = std::env::var("NETDROP_BENCH_FLOWS")
@@ -610,16 +611,17 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
                 let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
                 p.sport = flow.sport;
                 p.dport = flow.dport;
-                attribute(None, &rs, &owners, &ctx, &p, 1).map(|a| a.explanation)
+                attribute(None, &rs, &owners, &p, 1)
+                    .map(|a| explain::explain(&rs, &owners, &cluster, &p, a.decision))
             });
             let labels = match &explanation {
-                Some(e) => DropLabels {
+                Some(Explanation { decision: e, .. }) => DropLabels {
                     node: site.node,
                     reason: site.reason,
-                    hook: e.hook.clone(),
+                    hook: e.hook.as_str().into(),
                     table: e.table.clone(),
                     chain: e.chain.clone(),
-                    verdict: e.verdict.clone(),
+                    verdict: e.verdict.as_str().into(),
                     owner: e.owner.as_str().into(),
                 },
                 None => DropLabels {

@@ -1,5 +1,5 @@
 //! Writes a kube-proxy-shaped iptables-save dump (what the benchmarks use):
-//! `cargo run --release --example generate_rules -- SERVICES [ENDPOINTS] > node.rules`
+//! `cargo run --release -p netdrop-model --features lab --example generate_rules -- SERVICES [ENDPOINTS] > node.rules`
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -7,6 +7,6 @@ fn main() {
     let endpoints = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     print!(
         "{}",
-        netdrop::attribute::generate::kube_proxy_ruleset(services, endpoints)
+        netdrop_model::generate::kube_proxy_ruleset(services, endpoints)
     );
 }

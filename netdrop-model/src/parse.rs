@@ -159,6 +159,7 @@ impl Parser {
 
     fn finish(mut self) -> Ruleset {
         for t in self.rs.tables.values_mut() {
+            t.family = self.rs.family;
             for c in &mut t.chains {
                 c.build_index();
             }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{rules::CtState, rules::proto_number, simulate::Packet};
-use crate::decode::Hook;
+use crate::words::Hook;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
@@ -13,6 +13,23 @@ use crate::decode::Hook;
 pub struct PacketSpecError {
     spec: String,
     why: String,
+}
+
+/// The one way a flow is written: `tcp 10.224.1.2:40000 -> 10.224.2.2:80`,
+/// IPv6 endpoints with a port bracketed.
+pub fn flow_notation(
+    proto: &str,
+    src: IpAddr,
+    sport: Option<u16>,
+    dst: IpAddr,
+    dport: Option<u16>,
+) -> String {
+    let ep = |a: IpAddr, port: Option<u16>| match (a, port) {
+        (IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
+        (a, Some(port)) => format!("{a}:{port}"),
+        (a, None) => a.to_string(),
+    };
+    format!("{proto} {} -> {}", ep(src, sport), ep(dst, dport))
 }
 
 pub fn parse_packet(spec: &str) -> Result<Packet, PacketSpecError> {

@@ -119,10 +119,7 @@ pub fn kube_proxy_ruleset(services: usize, endpoints: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        attribute::{Packet, parse_ruleset, simulate},
-        decode::Hook,
-    };
+    use crate::{Hook, Packet, parse_ruleset, simulate};
 
     #[test]
     fn generated_ruleset_parses_and_routes_a_service() {

@@ -54,24 +54,6 @@ impl Owner {
         }
     }
 
-    /// How an operator would name it in a sentence.
-    pub fn display(self) -> &'static str {
-        match self {
-            Self::KubeProxy => "kube-proxy",
-            Self::Kubelet => "kubelet",
-            Self::Docker => "Docker",
-            Self::Flannel => "flannel",
-            Self::Calico => "Calico",
-            Self::Cilium => "Cilium",
-            Self::KubeRouter => "kube-router",
-            Self::Kindnet => "kindnet",
-            Self::CniPlugin => "a CNI plugin (portmap/bridge)",
-            Self::Firewalld => "firewalld",
-            Self::DistroFirewall => "the distribution's iptables service",
-            Self::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
-        }
-    }
-
     /// Interfaces that exist on a node where this agent runs; its chains on a
     /// node with none of them are leftovers of an uninstalled agent.
     pub fn signature_interfaces(self) -> &'static [&'static str] {
@@ -270,7 +252,7 @@ impl OwnerContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::parse::parse_ruleset;
+    use crate::parse::parse_ruleset;
 
     #[test]
     fn owners_from_names_comments_and_shapes() {

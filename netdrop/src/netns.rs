@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use netdrop_model::check::NodeFacts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("network namespace {0:?} does not exist (not in /run/netns)")]
@@ -100,6 +102,32 @@ impl Netns {
     }
 
     /// Interface names by index, read inside the namespace.
+    /// `net.ipv4.ip_forward` of the namespace.
+    pub fn ip_forward(&self) -> Option<bool> {
+        self.run_in(|| read_flag("/proc/sys/net/ipv4/ip_forward"))
+            .ok()
+            .flatten()
+    }
+
+    /// What `check` needs to know of the node beyond its rules: interfaces
+    /// and forwarding sysctls (the one place they are read).
+    pub fn facts(&self, split_backends: bool) -> Result<NodeFacts, NetnsError> {
+        let interfaces: Vec<String> = self.interfaces()?.into_values().collect();
+        let (ip_forward, bridge_nf_call_iptables) = self.run_in(|| {
+            (
+                read_flag("/proc/sys/net/ipv4/ip_forward"),
+                // Missing file: br_netfilter is not loaded, bridged traffic skips iptables.
+                Some(read_flag("/proc/sys/net/bridge/bridge-nf-call-iptables").unwrap_or(false)),
+            )
+        })?;
+        Ok(NodeFacts {
+            interfaces: Some(interfaces),
+            ip_forward,
+            bridge_nf_call_iptables,
+            split_backends,
+        })
+    }
+
     pub fn interfaces(&self) -> Result<HashMap<u32, String>, NetnsError> {
         self.run_in(|| {
             let mut out = HashMap::new();
@@ -127,6 +155,11 @@ fn inode_of(path: &Path) -> Result<u64, NetnsError> {
     std::fs::metadata(path)
         .map(|m| m.ino())
         .map_err(|e| NetnsError::Open(path.to_path_buf(), e))
+}
+
+/// A 0/1 sysctl.
+fn read_flag(path: &str) -> Option<bool> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim() == "1")
 }
 
 pub fn hostname() -> String {

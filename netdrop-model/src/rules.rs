@@ -6,14 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 
-/// IPv4 (`iptables-save`) or IPv6 (`ip6tables-save`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    #[default]
-    Ipv4,
-    Ipv6,
-}
+pub use crate::words::Family;
+use crate::words::Hook;
 
 /// One `iptables-save` dump: its tables by name.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +29,8 @@ pub struct Diagnostic {
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     pub name: String,
+    /// `ip` for iptables' tables, `ip6` for ip6tables'.
+    pub family: Family,
     /// Chains in declaration order (order matters for display only). Add
     /// chains with [`Table::push_chain`], which keeps the name index.
     pub chains: Vec<Chain>,
@@ -57,6 +53,14 @@ impl Table {
 
     pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
         self.chains.get_mut(*self.by_name.get(name)?)
+    }
+
+    /// Where `chain` hangs in the kernel, if it is a base chain: iptables'
+    /// built-in chains sit at their table's fixed priority.
+    pub fn base_chain(&self, chain: &str) -> Option<BaseChain> {
+        let hook = Hook::of_chain(chain)?;
+        let priority = iptables_priority(&self.name, hook)?;
+        Some(BaseChain { hook, priority })
     }
 
     /// Appends a chain (its name must be new to the table).
@@ -126,6 +130,29 @@ impl Chain {
             }
         }
         Some(out)
+    }
+}
+
+/// A base chain's place in the kernel: the hook it is registered on and
+/// its priority there (lower runs first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaseChain {
+    pub hook: Hook,
+    pub priority: i32,
+}
+
+/// The priority at which iptables registers `table` on `hook`
+/// (`enum nf_ip_hook_priorities`); `None` where the table has no chain.
+pub fn iptables_priority(table: &str, hook: Hook) -> Option<i32> {
+    use Hook::*;
+    match (table, hook) {
+        ("raw", Prerouting | Output) => Some(-300),
+        ("mangle", _) => Some(-150),
+        ("nat", Prerouting | Output) => Some(-100),
+        ("nat", Input | Postrouting) => Some(100),
+        ("filter", Input | Forward | Output) => Some(0),
+        ("security", Input | Forward | Output) => Some(50),
+        _ => None,
     }
 }
 
@@ -442,4 +469,21 @@ pub fn proto_number(name: &str) -> Option<u8> {
         "udplite" => 136,
         n => return n.parse().ok(),
     })
+}
+
+/// The name of an IP protocol number, as iptables prints it.
+pub fn proto_name(p: u8) -> Option<&'static str> {
+    match p {
+        1 => Some("icmp"),
+        2 => Some("igmp"),
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        47 => Some("gre"),
+        50 => Some("esp"),
+        51 => Some("ah"),
+        58 => Some("icmpv6"),
+        132 => Some("sctp"),
+        136 => Some("udplite"),
+        _ => None,
+    }
 }

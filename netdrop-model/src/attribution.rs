@@ -2,29 +2,19 @@
 //! force. The simulator names the rule; the rule counters, read before and
 //! after, confirm it when they grew by the drops the kernel saw.
 
-use serde::Serialize;
-
-use super::{
-    OwnerContext, Packet,
+use crate::{
+    decision::Decision,
+    owner::OwnerContext,
     rules::{Counters, Policy, Ruleset, Target},
-    simulate::{Outcome, Step, Verdict, simulate, tables_for},
+    simulate::{Outcome, Packet, Step, simulate, tables_for},
+    words::{Evidence, Verdict},
 };
-use crate::explain::{Context, Explanation, explain_outcome};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Evidence {
-    /// The rule's (or policy's) counter grew by at least the drops seen.
-    Counters,
-    /// Only the simulation says so.
-    Simulated,
-}
-
-#[derive(Clone, Debug, Serialize)]
+/// A kernel drop's rule, and why netdrop believes it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Attribution {
     pub evidence: Evidence,
-    #[serde(flatten)]
-    pub explanation: Explanation,
+    pub decision: Decision,
 }
 
 /// Counter of a rule (by table, chain and text: positions move when rules
@@ -54,7 +44,6 @@ pub fn attribute(
     before: Option<&Ruleset>,
     after: &Ruleset,
     owners: &OwnerContext,
-    ctx: &Context,
     pkt: &Packet,
     drops: u64,
 ) -> Option<Attribution> {
@@ -69,24 +58,25 @@ pub fn attribute(
         {
             return Some(Attribution {
                 evidence: Evidence::Counters,
-                explanation: explain_outcome(after, owners, ctx, pkt, o),
+                decision: Decision::of(after, owners, pkt, o),
             });
         }
         // The model missed it (an ipset, an unmodelled match...): a dropping
         // rule of this hook whose counter grew by the drops seen is the answer.
         if let Some(o) = counter_only(before, after, pkt, drops) {
-            let mut e = explain_outcome(after, owners, ctx, pkt, &o);
-            e.assumptions
+            let mut decision = Decision::of(after, owners, pkt, &o);
+            decision
+                .assumptions
                 .push("found by rule counters; the simulation did not reach this rule".into());
             return Some(Attribution {
                 evidence: Evidence::Counters,
-                explanation: e,
+                decision,
             });
         }
     }
     candidates.first().map(|o| Attribution {
         evidence: Evidence::Simulated,
-        explanation: explain_outcome(after, owners, ctx, pkt, o),
+        decision: Decision::of(after, owners, pkt, o),
     })
 }
 
@@ -154,7 +144,7 @@ fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{attribute::parse_ruleset, decode::Hook};
+    use crate::{parse_ruleset, words::Hook};
 
     const BEFORE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [10:1000]\n[0:0] -A FORWARD -m set --match-set allowed src -j ACCEPT\n[3:300] -A INPUT -p udp -m udp --dport 8472 -j DROP\nCOMMIT\n";
 
@@ -178,14 +168,13 @@ mod tests {
             parse_ruleset(&after).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let ctx = Context::new(vec!["10.224.0.0/16".parse().unwrap()]);
-        let at = attribute(Some(&b), &a, &owners, &ctx, &pkt(), 5).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 5).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
-        assert!(at.explanation.policy);
+        assert!(at.decision.policy);
         // Counters that did not grow enough: simulated only.
-        let at = attribute(Some(&b), &a, &owners, &ctx, &pkt(), 6).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 6).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
-        let at = attribute(None, &a, &owners, &ctx, &pkt(), 5).unwrap();
+        let at = attribute(None, &a, &owners, &pkt(), 5).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
     }
 
@@ -199,7 +188,6 @@ mod tests {
             parse_ruleset(&after).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let ctx = Context::new(vec![]);
         let mut p = Packet::new(
             Hook::Input,
             17,
@@ -208,10 +196,10 @@ mod tests {
         );
         p.in_iface = Some("eth0".into());
         p.dport = None; // port unknown to the model: the rule is a "maybe"
-        let at = attribute(Some(&b), &a, &owners, &ctx, &p, 4).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &p, 4).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert_eq!(
-            at.explanation.rule.as_deref(),
+            at.decision.rule.as_deref(),
             Some("-A INPUT -p udp -m udp --dport 8472 -j DROP")
         );
     }

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::rules::*;
-use crate::decode::Hook;
+use crate::words::Hook;
+pub use crate::words::Verdict;
 
 /// A packet as it reaches a hook.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,28 +63,6 @@ impl Packet {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Accept,
-    Drop,
-    Reject,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accept => "ACCEPT",
-            Self::Drop => "DROP",
-            Self::Reject => "REJECT",
-        }
-    }
-
-    pub fn is_drop(self) -> bool {
-        self != Self::Accept
-    }
-}
-
 /// One rule (or chain policy) the packet matched on its way.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Step {
@@ -130,11 +109,13 @@ impl Outcome {
     }
 }
 
-/// Tables in the order the kernel runs them at each hook.
+/// Tables in the order the kernel runs them at each hook (by their
+/// priority, [`iptables_priority`]: nat's INPUT chain is source NAT, after
+/// filter).
 pub fn tables_for(hook: Hook) -> &'static [&'static str] {
     match hook {
         Hook::Prerouting => &["raw", "mangle", "nat"],
-        Hook::Input => &["mangle", "nat", "filter", "security"],
+        Hook::Input => &["mangle", "filter", "security", "nat"],
         Hook::Forward => &["mangle", "filter", "security"],
         Hook::Output => &["raw", "mangle", "nat", "filter", "security"],
         Hook::Postrouting => &["mangle", "nat"],
@@ -682,13 +663,48 @@ fn is_broadcast(a: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::parse::parse_ruleset;
+    use crate::parse::parse_ruleset;
 
     fn pkt(hook: Hook, src: &str, dst: &str) -> Packet {
         let mut p = Packet::new(hook, 6, src.parse().unwrap(), dst.parse().unwrap());
         p.dport = Some(80);
         p.sport = Some(40000);
         p
+    }
+
+    #[test]
+    fn tables_run_in_the_kernels_priority_order() {
+        for hook in Hook::ALL {
+            let prios: Vec<i32> = tables_for(hook)
+                .iter()
+                .map(|t| iptables_priority(t, hook).expect("table registered on its hook"))
+                .collect();
+            assert!(
+                prios.is_sorted(),
+                "{hook}: {:?} {prios:?}",
+                tables_for(hook)
+            );
+        }
+        let rs = parse_ruleset(
+            "*nat\n:INPUT ACCEPT [0:0]\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\nCOMMIT\n",
+        )
+        .unwrap();
+        let nat = &rs.tables["nat"];
+        assert_eq!(nat.family, Family::Ipv4);
+        assert_eq!(
+            nat.base_chain("INPUT"),
+            Some(BaseChain {
+                hook: Hook::Input,
+                priority: 100
+            })
+        );
+        assert_eq!(
+            rs.tables["filter"]
+                .base_chain("FORWARD")
+                .map(|b| b.priority),
+            Some(0)
+        );
+        assert_eq!(rs.tables["filter"].base_chain("KUBE-FORWARD"), None);
     }
 
     #[test]

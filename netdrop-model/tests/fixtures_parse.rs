@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use netdrop::attribute::{parse_ruleset, rules::Match};
+use netdrop_model::{parse_ruleset, rules::Match};
 
 fn fixtures() -> Vec<(String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iptables");
@@ -106,7 +106,7 @@ fn fixture_quirks_are_understood() {
 
     // IPv6 dump.
     let v6 = parse("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.ip6.rules");
-    assert_eq!(v6.family, netdrop::attribute::rules::Family::Ipv6);
+    assert_eq!(v6.family, netdrop_model::Family::Ipv6);
 
     // Fragment with `...` elisions and no *filter: parsed as filter, with warnings.
     let arm = parse("kube-arm-issue62-forward-drop-no-cni0-partial.rules");
@@ -134,10 +134,7 @@ fn fixture_quirks_are_understood() {
 /// must end (with the branch flagged), not run for minutes.
 #[test]
 fn fuzz_found_jump_loop_is_cut_short_and_flagged() {
-    use netdrop::{
-        attribute::{Packet, simulate},
-        decode::Hook,
-    };
+    use netdrop_model::{Hook, Packet, simulate};
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/fuzz/jump-loop-timeout.rules");
     let text = String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();

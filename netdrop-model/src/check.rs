@@ -1,0 +1,521 @@
+//! Static findings about a node's rules: the pod flows a Kubernetes node
+//! must let through are walked, and every one that dies becomes a finding
+//! with the rule that kills it; so do MASQUERADE rules that miss the pod
+//! CIDR, leftovers of CNIs that are gone, and risky node settings. Typed
+//! data only: `netdrop`'s `explain` words them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use crate::{
+    decision::{Decision, service_of},
+    owner::{Owner, OwnerContext, chain_owner},
+    rules::{Match, Rule, Ruleset, Target},
+    simulate::{Packet, simulate},
+    words::{Family, FindingId, Hook, Severity, Verdict},
+};
+
+/// What the cluster is, as the operator configured netdrop: the facts
+/// every stage needs alike (the kernel filter, `check`'s probes, the
+/// explanations).
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub pod_cidrs: Vec<IpNet>,
+    /// The overlay's VXLAN port (flannel: 8472).
+    pub vxlan_port: u16,
+}
+
+/// flannel's VXLAN port (the Linux default is 4789; flannel chose 8472).
+pub const FLANNEL_VXLAN_PORT: u16 = 8472;
+
+impl Cluster {
+    pub fn new(pod_cidrs: Vec<IpNet>) -> Self {
+        Self {
+            pod_cidrs,
+            vxlan_port: FLANNEL_VXLAN_PORT,
+        }
+    }
+
+    pub fn with_vxlan_port(mut self, port: u16) -> Self {
+        self.vxlan_port = port;
+        self
+    }
+
+    pub fn is_pod(&self, a: IpAddr) -> bool {
+        self.pod_cidrs.iter().any(|n| n.contains(&a))
+    }
+
+    /// The pod CIDR containing `a`.
+    pub fn pod_cidr_of(&self, a: IpAddr) -> Option<IpNet> {
+        self.pod_cidrs.iter().find(|n| n.contains(&a)).copied()
+    }
+}
+
+/// What is known of the node beyond its rules (live checks fill it in).
+#[derive(Clone, Debug, Default)]
+pub struct NodeFacts {
+    /// Interface names; `None` offline.
+    pub interfaces: Option<Vec<String>>,
+    /// `net.ipv4.ip_forward`
+    pub ip_forward: Option<bool>,
+    /// `net.bridge.bridge-nf-call-iptables`; `Some(false)` also when
+    /// br_netfilter is not loaded.
+    pub bridge_nf_call_iptables: Option<bool>,
+    /// Rules in both iptables-legacy and iptables-nft.
+    pub split_backends: bool,
+}
+
+/// A rule a finding is about (not a verdict: a MASQUERADE, a jump, a reject).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleAt {
+    pub table: String,
+    pub chain: String,
+    /// 1-based position; `None` where the chain has several alike.
+    pub rule_no: Option<usize>,
+    pub rule: String,
+    pub owner: Owner,
+}
+
+/// What a finding is about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Subject {
+    /// The probe flows die here.
+    Drop(Decision),
+    /// POSTROUTING masquerades `covered`, not the pod CIDR `pod`.
+    Masquerade {
+        at: RuleAt,
+        covered: IpNet,
+        pod: IpNet,
+        unmodelled: bool,
+    },
+    /// A built-in chain still jumps into chain `target` of a CNI that does
+    /// not run here; `chains` of its chains are left.
+    LeftoverChains {
+        at: RuleAt,
+        target: String,
+        chains: usize,
+    },
+    /// kube-proxy rejects a Service that has no endpoints.
+    ServiceWithoutEndpoints { at: RuleAt, service: Option<String> },
+    /// A node setting, no rule.
+    NodeSetting,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub id: FindingId,
+    pub severity: Severity,
+    /// The probe packets that die because of it.
+    pub flows: Vec<Packet>,
+    pub subject: Subject,
+}
+
+impl Finding {
+    /// Whose rule or chain this finding is about; `None` for node settings
+    /// (sysctls, iptables backends), which belong to no rule's owner.
+    pub fn owner(&self) -> Option<Owner> {
+        match &self.subject {
+            Subject::Drop(d) => Some(d.owner),
+            Subject::Masquerade { at, .. }
+            | Subject::LeftoverChains { at, .. }
+            | Subject::ServiceWithoutEndpoints { at, .. } => Some(at.owner),
+            Subject::NodeSetting => None,
+        }
+    }
+
+    pub fn leftover(&self) -> bool {
+        match &self.subject {
+            Subject::Drop(d) => d.leftover,
+            Subject::LeftoverChains { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn unmodelled(&self) -> bool {
+        match &self.subject {
+            Subject::Drop(d) => d.unmodelled,
+            Subject::Masquerade { unmodelled, .. } => *unmodelled,
+            _ => false,
+        }
+    }
+
+    /// The chain it is about, if any.
+    pub fn chain(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Drop(d) => Some(&d.chain),
+            Subject::Masquerade { at, .. }
+            | Subject::LeftoverChains { at, .. }
+            | Subject::ServiceWithoutEndpoints { at, .. } => Some(&at.chain),
+            Subject::NodeSetting => None,
+        }
+    }
+}
+
+/// A probe: a flow the node must carry, and what it means when it dies.
+struct Probe {
+    /// `None`: a FORWARD probe, named by how it dies.
+    id: Option<FindingId>,
+    severity: Severity,
+    pkt: Packet,
+}
+
+fn nth(net: &IpNet, n: u32) -> IpAddr {
+    match net {
+        IpNet::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()).wrapping_add(n))),
+        IpNet::V6(v6) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(v6.network()).wrapping_add(u128::from(n)),
+        )),
+    }
+}
+
+/// The probe packet of pod egress to the outside (masquerade check).
+const EGRESS_PROBE: usize = 2;
+
+fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
+    let (local_pod, remote_pod, gw) = if pod.prefix_len() <= 16 || matches!(pod, IpNet::V6(_)) {
+        (nth(pod, 0x0102), nth(pod, 0x0202), nth(pod, 0x0101))
+    } else {
+        (nth(pod, 2), nth(pod, 3), nth(pod, 1))
+    };
+    let v4 = pod.addr().is_ipv4();
+    let (node, peer, internet): (IpAddr, IpAddr, IpAddr) = if v4 {
+        (
+            [192, 0, 2, 1].into(),
+            [192, 0, 2, 2].into(),
+            [203, 0, 113, 10].into(),
+        )
+    } else {
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x10).into(),
+        )
+    };
+    let locals = vec![node, gw];
+    let mk = |hook, proto, src, sport, dst, dport, i: Option<&str>, o: Option<&str>| {
+        let mut p = Packet::new(hook, proto, src, dst);
+        p.sport = Some(sport);
+        p.dport = Some(dport);
+        p.in_iface = i.map(str::to_owned);
+        p.out_iface = o.map(str::to_owned);
+        p.local_addrs = Some(locals.clone());
+        p
+    };
+    let forward = |severity, pkt| Probe {
+        id: None,
+        severity,
+        pkt,
+    };
+    let mut v = vec![
+        forward(
+            Severity::Critical,
+            mk(
+                Hook::Forward,
+                6,
+                remote_pod,
+                40000,
+                local_pod,
+                80,
+                Some("flannel.1"),
+                Some("cni0"),
+            ),
+        ),
+        forward(
+            Severity::Critical,
+            mk(
+                Hook::Forward,
+                6,
+                local_pod,
+                40000,
+                remote_pod,
+                80,
+                Some("cni0"),
+                Some("flannel.1"),
+            ),
+        ),
+        forward(
+            Severity::Warning,
+            mk(
+                Hook::Forward,
+                6,
+                local_pod,
+                40000,
+                internet,
+                443,
+                Some("cni0"),
+                Some("eth0"),
+            ),
+        ),
+    ];
+    if v4 {
+        v.push(Probe {
+            id: Some(FindingId::InputBlocksVxlan),
+            severity: Severity::Critical,
+            pkt: mk(
+                Hook::Input,
+                17,
+                peer,
+                51000,
+                node,
+                vxlan_port,
+                Some("eth0"),
+                None,
+            ),
+        });
+        v.push(Probe {
+            id: Some(FindingId::InputBlocksKubelet),
+            severity: Severity::Warning,
+            pkt: mk(Hook::Input, 6, peer, 51000, node, 10250, Some("eth0"), None),
+        });
+    }
+    v
+}
+
+/// The first dropping outcome of a packet's walk (one that needed no
+/// assumption if there is one), resolved; `None` if every outcome accepts.
+/// `possible` is true when other branches accept it.
+pub fn first_drop(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet) -> Option<Decision> {
+    let outcomes = simulate(rs, pkt);
+    let drop = outcomes
+        .iter()
+        .filter(|o| o.verdict.is_drop())
+        .min_by_key(|o| (o.unmodelled, o.assumptions.len()))?;
+    let mut d = Decision::of(rs, owners, pkt, drop);
+    if outcomes.iter().any(|o| o.verdict == Verdict::Accept) {
+        d.assumptions
+            .push("other branches of the walk accept this packet".into());
+    }
+    Some(d)
+}
+
+/// All findings for one ruleset (one family, one backend); `owners` is
+/// `OwnerContext::new(rs, facts.interfaces)`.
+pub fn check(rs: &Ruleset, owners: &OwnerContext, cluster: &Cluster) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let family_pods = cluster
+        .pod_cidrs
+        .iter()
+        .filter(|n| Family::of(n.addr()) == rs.family);
+    for pod in family_pods {
+        for probe in probes(pod, cluster.vxlan_port) {
+            let Some(d) = first_drop(rs, owners, &probe.pkt) else {
+                continue;
+            };
+            let id = probe.id.unwrap_or(if d.leftover {
+                FindingId::LeftoverCniDropsPodTraffic
+            } else if d.policy {
+                FindingId::ForwardPolicyDrop
+            } else {
+                FindingId::ForwardRuleDropsPodTraffic
+            });
+            // One finding per deciding rule; every flow it kills listed.
+            let same = |f: &&mut Finding| {
+                f.id == id
+                    && matches!(&f.subject, Subject::Drop(e) if e.rule == d.rule && e.chain == d.chain)
+            };
+            match out.iter_mut().find(same) {
+                Some(f) => f.flows.push(probe.pkt),
+                None => out.push(Finding {
+                    id,
+                    severity: probe.severity,
+                    flows: vec![probe.pkt],
+                    subject: Subject::Drop(d),
+                }),
+            }
+        }
+        out.extend(masquerade_mismatch(rs, owners, cluster, pod));
+    }
+    out.extend(leftover_chains(rs, owners));
+    out.extend(services_without_endpoints(rs, owners));
+    out
+}
+
+/// Node-wide findings that are not about one ruleset.
+pub fn node_findings(facts: &NodeFacts) -> Vec<Finding> {
+    let setting = |id, severity| Finding {
+        id,
+        severity,
+        flows: Vec::new(),
+        subject: Subject::NodeSetting,
+    };
+    let mut out = Vec::new();
+    if facts.ip_forward == Some(false) {
+        out.push(setting(FindingId::SysctlIpForward, Severity::Critical));
+    }
+    let on_bridge = facts
+        .interfaces
+        .as_ref()
+        .is_some_and(|i| i.iter().any(|n| n == "cni0"));
+    if on_bridge && facts.bridge_nf_call_iptables == Some(false) {
+        out.push(setting(
+            FindingId::SysctlBridgeNfCallIptables,
+            Severity::Warning,
+        ));
+    }
+    if facts.split_backends {
+        out.push(setting(
+            FindingId::IptablesLegacyNftSplit,
+            Severity::Warning,
+        ));
+    }
+    out
+}
+
+/// S4: pod egress leaves un-NATed because the MASQUERADE rules cover
+/// another CIDR than the pod CIDR.
+fn masquerade_mismatch(
+    rs: &Ruleset,
+    owners: &OwnerContext,
+    cluster: &Cluster,
+    pod: &IpNet,
+) -> Option<Finding> {
+    let probe = probes(pod, cluster.vxlan_port)
+        .into_iter()
+        .nth(EGRESS_PROBE)?;
+    let mut pkt = probe.pkt;
+    pkt.hook = Hook::Postrouting;
+    pkt.in_iface = None;
+    let outcomes = simulate(rs, &pkt);
+    if outcomes.iter().any(|o| o.snat.is_some()) {
+        return None;
+    }
+    // Which MASQUERADE rules exist, and for which sources?
+    let nat = rs.tables.get("nat")?;
+    let masq: Vec<(&str, &Rule)> = nat
+        .chains
+        .iter()
+        .flat_map(|c| c.rules.iter().map(move |r| (c.name.as_str(), r)))
+        .filter(|(c, r)| r.target == Target::Masquerade && owners.rule_owner(c, r) != Owner::Docker)
+        .collect();
+    let other: Vec<IpNet> = masq
+        .iter()
+        .flat_map(|(_, r)| r.matches.iter())
+        .filter_map(|m| match m {
+            Match::Src { neg: false, net }
+                if !net.contains(&pod.addr())
+                    && net.addr().is_ipv4() == pod.addr().is_ipv4()
+                    && net.prefix_len() < 24 =>
+            {
+                Some(*net)
+            }
+            _ => None,
+        })
+        .collect();
+    let (chain, rule) = masq.iter().find(|(_, r)| {
+        r.matches
+            .iter()
+            .any(|m| matches!(m, Match::Src { neg: false, net } if other.contains(net)))
+    })?;
+    Some(Finding {
+        id: FindingId::MasqueradeCidrMismatch,
+        severity: Severity::Critical,
+        flows: vec![pkt],
+        subject: Subject::Masquerade {
+            at: RuleAt {
+                table: "nat".into(),
+                chain: (*chain).to_owned(),
+                rule_no: None,
+                rule: rule.text.clone(),
+                owner: owners.rule_owner(chain, rule),
+            },
+            covered: *other.first()?,
+            pod: *pod,
+            unmodelled: outcomes.iter().any(|o| o.unmodelled),
+        },
+    })
+}
+
+/// Chains of an agent that does not run here, still hooked into a built-in chain.
+fn leftover_chains(rs: &Ruleset, owners: &OwnerContext) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in rs.tables.values() {
+        for c in t.chains.iter().filter(|c| c.is_builtin()) {
+            for (i, r) in c.rules.iter().enumerate() {
+                let (Target::Jump(to) | Target::Goto(to)) = &r.target else {
+                    continue;
+                };
+                let Some(owner) = chain_owner(to).filter(|o| owners.is_leftover(*o)) else {
+                    continue;
+                };
+                let chains = rs
+                    .tables
+                    .values()
+                    .flat_map(|t| &t.chains)
+                    .filter(|c| chain_owner(&c.name) == Some(owner))
+                    .count();
+                out.push(Finding {
+                    id: FindingId::LeftoverCniChains,
+                    severity: Severity::Warning,
+                    flows: Vec::new(),
+                    subject: Subject::LeftoverChains {
+                        at: RuleAt {
+                            table: t.name.clone(),
+                            chain: c.name.clone(),
+                            rule_no: Some(i + 1),
+                            rule: r.text.clone(),
+                            owner,
+                        },
+                        target: to.clone(),
+                        chains,
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// kube-proxy's "has no endpoints" rejects: not a broken node, but worth knowing.
+fn services_without_endpoints(rs: &Ruleset, owners: &OwnerContext) -> Vec<Finding> {
+    let Some(t) = rs.tables.get("filter") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in &t.chains {
+        for (i, r) in c.rules.iter().enumerate() {
+            let Some(comment) = r.comment() else { continue };
+            if !comment.contains("has no endpoints") || !matches!(r.target, Target::Reject { .. }) {
+                continue;
+            }
+            out.push(Finding {
+                id: FindingId::ServiceWithoutEndpoints,
+                severity: Severity::Info,
+                flows: Vec::new(),
+                subject: Subject::ServiceWithoutEndpoints {
+                    at: RuleAt {
+                        table: t.name.clone(),
+                        chain: c.name.clone(),
+                        rule_no: Some(i + 1),
+                        rule: r.text.clone(),
+                        owner: owners.rule_owner(&c.name, r),
+                    },
+                    service: service_of(&comment),
+                },
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_ruleset;
+
+    #[test]
+    fn the_vxlan_probe_uses_the_clusters_port() {
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -m udp --dport 4789 -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let pods = vec!["10.224.0.0/16".parse().unwrap()];
+        let owners = OwnerContext::new(&rs, None);
+        let flannel = check(&rs, &owners, &Cluster::new(pods.clone()));
+        assert!(flannel.is_empty(), "{flannel:?}");
+        let other = check(&rs, &owners, &Cluster::new(pods).with_vxlan_port(4789));
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].id, FindingId::InputBlocksVxlan);
+        assert_eq!(other[0].flows[0].dport, Some(4789));
+    }
+}

@@ -1,0 +1,183 @@
+//! Where a walk ended, resolved against the ruleset: the hook, table, chain
+//! and rule (or policy) that decided, whose it is, the Service it names, and
+//! what the model had to assume. Typed data only; `netdrop`'s `explain`
+//! turns it into sentences and a fix.
+
+use serde::{Serialize, Serializer};
+
+use crate::{
+    owner::{OwnerContext, chain_owner},
+    rules::{Policy, Rule, Ruleset, Target},
+    simulate::{Outcome, Packet, Step, simulate_without},
+    words::{Hook, Verdict},
+};
+
+/// The rule or policy that decided a packet's fate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub hook: Hook,
+    pub table: String,
+    pub chain: String,
+    /// Rule text as iptables-save prints it; `None` when the policy decided.
+    pub rule: Option<String>,
+    /// 1-based rule number in its chain (`iptables -L --line-numbers`).
+    pub rule_no: Option<usize>,
+    pub policy: bool,
+    pub verdict: Verdict,
+    pub reject_with: Option<String>,
+    pub owner: crate::Owner,
+    /// The owner is a CNI that does not run on this node.
+    pub leftover: bool,
+    /// kube-proxy `namespace/name:port` when the rule names one.
+    pub service: Option<String>,
+    /// The rules walked to get there.
+    #[serde(serialize_with = "path_notation")]
+    pub path: Vec<Step>,
+    /// What the model had to assume (random branches, ipsets, unmodelled matches).
+    pub assumptions: Vec<String>,
+    pub unmodelled: bool,
+}
+
+/// `table/chain #n: text`, or `table/chain policy DROP`.
+pub fn step_notation(s: &Step) -> String {
+    match s.rule_no {
+        Some(n) => format!("{}/{} #{n}: {}", s.table, s.chain, s.text),
+        None => format!("{}/{} policy DROP", s.table, s.chain),
+    }
+}
+
+fn path_notation<S: Serializer>(path: &[Step], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(path.iter().map(step_notation))
+}
+
+impl Decision {
+    /// Resolves a (dropping) outcome of `pkt`'s walk through `rs`.
+    pub fn of(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet, o: &Outcome) -> Self {
+        let fallback = Step {
+            table: "filter".into(),
+            chain: pkt.hook.as_str().into(),
+            rule_no: None,
+            text: String::new(),
+            line: 0,
+        };
+        let d = o.decider().cloned().unwrap_or(fallback);
+        let rule = rule_at(rs, &d);
+        let owner = match rule {
+            Some(r) => owners.rule_owner(&d.chain, r),
+            None => owners.policy_owner(&d.chain, Policy::Drop),
+        };
+        // A drop inside a leftover agent's chain, or reached through one.
+        let leftover_owner = o
+            .path
+            .iter()
+            .filter_map(|s| chain_owner(&s.chain))
+            .find(|ow| owners.is_leftover(*ow));
+        Self {
+            hook: pkt.hook,
+            table: d.table.clone(),
+            chain: d.chain.clone(),
+            rule: d.rule_no.map(|_| d.text.clone()),
+            rule_no: d.rule_no,
+            policy: d.rule_no.is_none(),
+            verdict: o.verdict,
+            reject_with: o.reject_with.clone(),
+            owner: leftover_owner.unwrap_or(owner),
+            leftover: leftover_owner.is_some(),
+            service: rule.and_then(Rule::comment).and_then(|c| service_of(&c)),
+            path: o.path.clone(),
+            assumptions: o.assumptions.clone(),
+            unmodelled: o.unmodelled,
+        }
+    }
+
+    /// The step that decided.
+    pub fn decider(&self) -> Option<&Step> {
+        self.path.last()
+    }
+
+    /// The deciding rule's target (`None` for a policy).
+    pub fn target<'a>(&self, rs: &'a Ruleset) -> Option<&'a Target> {
+        rule_at(rs, self.decider()?).map(|r| &r.target)
+    }
+}
+
+fn rule_at<'a>(rs: &'a Ruleset, step: &Step) -> Option<&'a Rule> {
+    step.rule_no.and_then(|n| {
+        rs.tables
+            .get(&step.table)?
+            .chain(&step.chain)?
+            .rules
+            .get(n - 1)
+    })
+}
+
+/// `ns/name:port` from a kube-proxy comment like `ns6/svc6:p80 has no endpoints`.
+pub fn service_of(comment: &str) -> Option<String> {
+    let first = comment.split_whitespace().next()?;
+    (first.contains('/') && !first.contains("//")).then(|| first.trim_end_matches(',').to_owned())
+}
+
+/// If removing the deciding rule lets the packet through on every branch,
+/// the accepting rule it shadows (the first one after it, in the same chain,
+/// on the accepted path).
+pub fn shadowed_accept(rs: &Ruleset, p: &Packet, d: &Step) -> Option<Step> {
+    let n = d.rule_no?;
+    let outcomes = simulate_without(rs, p, &d.table, &d.chain, n - 1);
+    let accept = outcomes
+        .iter()
+        .find(|o| o.verdict == Verdict::Accept && o.assumptions.is_empty())?;
+    if !outcomes.iter().all(|o| o.verdict == Verdict::Accept) {
+        return None;
+    }
+    // Numbers are the real ones: nothing was removed, only skipped.
+    accept
+        .path
+        .iter()
+        .find(|s| s.table == d.table && s.chain == d.chain && s.rule_no.is_some_and(|m| m > n))
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_ruleset;
+
+    #[test]
+    fn a_decision_names_rule_owner_service_and_leftover() {
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:cali-FORWARD - [0:0]\n\
+             -A FORWARD -j cali-FORWARD\n-A FORWARD -j KUBE-SERVICES\n\
+             -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"kube-system/dns:dns-tcp has no endpoints\" -m tcp --dport 53 -j REJECT --reject-with icmp-port-unreachable\n\
+             -A cali-FORWARD -d 10.224.2.0/24 -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let owners = OwnerContext::new(&rs, Some(vec!["eth0".into()]));
+        let mut p = Packet::new(
+            Hook::Forward,
+            6,
+            "10.224.1.2".parse().unwrap(),
+            "10.96.0.10".parse().unwrap(),
+        );
+        p.dport = Some(53);
+        let o = crate::simulate(&rs, &p).remove(0);
+        let d = Decision::of(&rs, &owners, &p, &o);
+        assert_eq!(d.verdict, Verdict::Reject);
+        assert_eq!(
+            (d.table.as_str(), d.chain.as_str(), d.rule_no),
+            ("filter", "KUBE-SERVICES", Some(1))
+        );
+        assert_eq!(d.owner, crate::Owner::KubeProxy);
+        assert_eq!(d.service.as_deref(), Some("kube-system/dns:dns-tcp"));
+        assert!(!d.leftover);
+        assert_eq!(
+            serde_json::to_value(&d).unwrap()["path"][1],
+            "filter/KUBE-SERVICES #1: -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"kube-system/dns:dns-tcp has no endpoints\" -m tcp --dport 53 -j REJECT --reject-with icmp-port-unreachable"
+        );
+
+        p.dst = "10.224.2.5".parse().unwrap();
+        let o = crate::simulate(&rs, &p).remove(0);
+        let d = Decision::of(&rs, &owners, &p, &o);
+        assert_eq!((d.owner, d.leftover), (crate::Owner::Calico, true));
+        assert_eq!(d.path.len(), 2);
+    }
+}

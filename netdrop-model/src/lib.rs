@@ -1,0 +1,34 @@
+//! netdrop's netfilter model: what a node's rules are, where a packet goes
+//! through them and whose rule decides it — as typed data. No kernel, no
+//! command line, no async runtime and no prose: the explanations are the
+//! `netdrop` crate's.
+//!
+//! - [`words`]: hook, family, verdict, evidence, severity, finding id;
+//! - [`rules`]: tables that know their family, chains (base chains know
+//!   their hook and priority), rules with typed matches and targets;
+//! - [`parse`]: the iptables-save frontend;
+//! - [`simulate`]: the walk of one packet through one hook;
+//! - [`owner`]: whose rule it is, and leftovers of CNIs that are gone;
+//! - [`decision`]: where a walk ended, resolved against the ruleset;
+//! - [`attribution`]: a kernel drop joined with the rules and their counters;
+//! - [`check`]: the pod flows a node must carry, and the findings.
+
+pub mod attribution;
+pub mod check;
+pub mod decision;
+#[cfg(feature = "lab")]
+pub mod generate;
+pub mod owner;
+pub mod packet;
+pub mod parse;
+pub mod rules;
+pub mod simulate;
+pub mod words;
+
+pub use attribution::{Attribution, attribute};
+pub use decision::Decision;
+pub use owner::{Owner, OwnerContext};
+pub use parse::{ParseError, parse_ruleset};
+pub use rules::Ruleset;
+pub use simulate::{BridgePorts, Outcome, Packet, Step, simulate};
+pub use words::{Evidence, Family, FindingId, Hook, Severity, Verdict};
