@@ -19,6 +19,11 @@ pub struct Explanation {
     pub decision: Decision,
     pub explanation: String,
     pub fix: String,
+    /// The explanation of the drop site rather than of this packet: its
+    /// flow (pod addresses and ports) said as `udp traffic`, so that
+    /// metric labels stay bounded.
+    #[serde(skip)]
+    pub site_explanation: String,
 }
 
 /// How an operator names an owner in a sentence.
@@ -64,7 +69,9 @@ pub fn explain(
         _ => format!("the DROP policy of {}/{}", decision.table, decision.chain),
     };
     let (explanation, fix) = sentences(rs, owners, cluster, pkt, &decision, &flow, &place);
+    let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
+        site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
         decision,
         explanation,
         fix,

@@ -3,9 +3,12 @@
 //! or ports of pods. The one exception is the VXLAN peer, a node address,
 //! bounded by the cluster's size.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use prometheus_client::{
@@ -14,7 +17,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::record::Record;
+use netdrop_model::Verdict;
+
+use super::record::{Record, SiteKey};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -129,7 +134,7 @@ pub struct Shared {
     pub registry: Registry,
     pub metrics: Metrics,
     /// The latest explained record of every drop site, for `/explanations`.
-    pub explanations: Mutex<Vec<Record>>,
+    pub explanations: Mutex<HashMap<SiteKey, Record>>,
     /// Set once the kernel programs are attached (`/readyz`).
     pub ready: AtomicBool,
 }
@@ -250,9 +255,129 @@ pub fn new_shared() -> Arc<Shared> {
     Arc::new(Shared {
         registry,
         metrics: m,
-        explanations: Mutex::new(Vec::new()),
+        explanations: Mutex::new(HashMap::new()),
         ready: AtomicBool::new(false),
     })
+}
+
+impl DropLabels {
+    /// The labels of a drop record: where it died and whose rule killed it
+    /// (`unknown` for a netfilter drop no rule was found for, `kernel` for
+    /// a drop no rule was involved in).
+    pub fn of(r: &Record) -> Self {
+        Self {
+            node: r.node.clone(),
+            reason: r.reason.clone().unwrap_or_default(),
+            hook: r.hook.map(|h| h.as_str()).unwrap_or_default().to_owned(),
+            table: r.table.clone().unwrap_or_default(),
+            chain: r.chain.clone().unwrap_or_default(),
+            verdict: r.verdict.unwrap_or(Verdict::Drop).as_str().to_owned(),
+            owner: match r.owner {
+                Some(o) => o.as_str(),
+                None if r.netfilter => "unknown",
+                None => "kernel",
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// A drop site's series, made once per site and rule (label sets are long:
+/// building and hashing them on every poll is what a busy site must not pay).
+#[derive(Clone)]
+pub struct SiteSeries {
+    labels: DropLabels,
+    drops: Counter,
+    bytes: Counter,
+    vxlan: Option<(String, Counter)>,
+}
+
+impl SiteSeries {
+    /// Counts `packets` and `bytes` more drops at the site.
+    pub fn count(&self, packets: u64, bytes: u64) {
+        self.drops.inc_by(packets);
+        self.bytes.inc_by(bytes);
+        if let Some((_, c)) = &self.vxlan {
+            c.inc_by(packets);
+        }
+    }
+}
+
+impl Shared {
+    /// The series a drop record counts in: `old` (the site's, from before)
+    /// while its labels hold, else made anew.
+    pub fn site_series(&self, r: &Record, old: Option<SiteSeries>) -> SiteSeries {
+        let m = &self.metrics;
+        let labels = DropLabels::of(r);
+        let mut series = match old {
+            Some(s) if s.labels == labels => s,
+            _ => SiteSeries {
+                drops: m.drops.get_or_create(&labels).clone(),
+                bytes: m.drop_bytes.get_or_create(&labels).clone(),
+                labels,
+                vxlan: None,
+            },
+        };
+        // VXLAN drops by sending node (the outer source).
+        let peer = r
+            .vxlan
+            .then(|| r.src.map(|a| a.to_string()).unwrap_or_default());
+        if series.vxlan.as_ref().map(|(p, _)| p) != peer.as_ref() {
+            series.vxlan = peer.map(|peer| {
+                let c = m
+                    .vxlan_drops
+                    .get_or_create(&VxlanDropLabels {
+                        node: r.node.clone(),
+                        peer: peer.clone(),
+                        reason: series.labels.reason.clone(),
+                        hook: series.labels.hook.clone(),
+                    })
+                    .clone();
+                (peer, c)
+            });
+        }
+        series
+    }
+
+    /// The info series of the rule behind a drop record: what it is,
+    /// whose, the explanation of the site (`explanation` must not name the
+    /// packet's addresses or ports: labels stay bounded) and the fix. Set
+    /// when a site's words are new.
+    pub fn site_info(&self, r: &Record, series: &SiteSeries, explanation: &str, fix: &str) {
+        let l = &series.labels;
+        self.metrics
+            .drop_site_info
+            .get_or_create(&SiteInfoLabels {
+                node: r.node.clone(),
+                hook: l.hook.clone(),
+                table: l.table.clone(),
+                chain: l.chain.clone(),
+                rule: r.rule.clone().unwrap_or_else(|| "policy".into()),
+                verdict: l.verdict.clone(),
+                owner: l.owner.clone(),
+                leftover: r.leftover.to_string(),
+                explanation: explanation.to_owned(),
+                fix: fix.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Makes `r` its site's entry in `/explanations`.
+    pub fn explain_site(&self, r: &Record) {
+        if let Ok(mut sites) = self.explanations.lock() {
+            sites.insert(r.site_key(), r.clone());
+        }
+    }
+
+    /// A netfilter drop site no rule could be matched to.
+    pub fn attribution_failure(&self, node: &str) {
+        self.metrics
+            .attribution_failures
+            .get_or_create(&NodeLabels {
+                node: node.to_owned(),
+            })
+            .inc();
+    }
 }
 
 /// Serves `/metrics` (OpenMetrics), `/explanations` (JSON), `/healthz`
@@ -284,10 +409,10 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
         move || {
             let shared = shared.clone();
             async move {
-                let list = shared
+                let list: Vec<Record> = shared
                     .explanations
                     .lock()
-                    .map(|l| l.clone())
+                    .map(|l| l.values().cloned().collect())
                     .unwrap_or_default();
                 axum::Json(list)
             }

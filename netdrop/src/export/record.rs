@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use netdrop_model::{Evidence, FindingId, Hook, Owner, Severity, Verdict, packet::flow_notation};
+use netdrop_model::{
+    Decision, Evidence, FindingId, Hook, Owner, Severity, Verdict, packet::flow_notation,
+};
 use serde::Serialize;
 
 use crate::decode::flow::Flow;
@@ -20,6 +22,19 @@ pub enum Kind {
     Finding,
     /// Pod traffic leaving the node un-NATed.
     Egress,
+}
+
+/// A drop site as `/explanations` tells them apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    node: String,
+    hook: Option<Hook>,
+    table: Option<String>,
+    chain: Option<String>,
+    rule: Option<String>,
+    reason: Option<String>,
+    in_iface: Option<String>,
+    out_iface: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -74,9 +89,44 @@ pub struct Record {
     pub fix: Option<String>,
     pub assumptions: Vec<String>,
     pub unmodelled: bool,
+    /// Netfilter dropped it (a rule or policy did, found or not).
+    #[serde(skip)]
+    pub netfilter: bool,
 }
 
 impl Record {
+    /// What makes two records the same drop site (`/explanations` keeps
+    /// one entry per site): node, hook, rule and reason, devices.
+    pub fn site_key(&self) -> SiteKey {
+        SiteKey {
+            node: self.node.clone(),
+            hook: self.hook,
+            table: self.table.clone(),
+            chain: self.chain.clone(),
+            rule: self.rule.clone(),
+            reason: self.reason.clone(),
+            in_iface: self.in_iface.clone(),
+            out_iface: self.out_iface.clone(),
+        }
+    }
+
+    /// Where the rule that dropped it is and whose it is, from the model's
+    /// decision.
+    pub fn set_decision(&mut self, d: &Decision) {
+        self.hook = Some(d.hook);
+        self.table = Some(d.table.clone());
+        self.chain = Some(d.chain.clone());
+        self.rule = d.rule.clone();
+        self.rule_no = d.rule_no;
+        self.policy = d.policy;
+        self.verdict = Some(d.verdict);
+        self.reject_with = d.reject_with.clone();
+        self.owner = Some(d.owner);
+        self.leftover = d.leftover;
+        self.service = d.service.clone();
+        self.assumptions = d.assumptions.clone();
+        self.unmodelled = d.unmodelled;
+    }
     pub fn set_flow(&mut self, f: &Flow) {
         self.src = Some(f.src);
         self.dst = Some(f.dst);

@@ -4,6 +4,7 @@
 //! records, Prometheus metrics, `/explanations`.
 
 mod node;
+pub mod pipeline;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,26 +14,23 @@ use std::{
 };
 
 use anyhow::Context as _;
-use netdrop_common::{DropCounters, DropKey, DropSample, ObsCounters, direction, drop_stat, role};
+use netdrop_common::{ObsCounters, direction, drop_stat, role};
 
-use netdrop_model::{
-    BridgePorts, Evidence, Family, FindingId, Hook, Packet, Severity, Verdict, attribute,
-    check::Cluster, rules::CtState,
-};
+use netdrop_model::{Evidence, FindingId, Hook, Severity};
 
-use self::node::Node;
+use self::{node::Node, pipeline::DropPipeline};
 use crate::{
     capture::{
         CaptureOptions, Datapath, DropProbe,
         observe::{ObserverOptions, role_name},
     },
     config::WatchArgs,
-    decode::{Decoder, DropSite, flow::Flow, hook_from_kernel},
-    explain::{self, Explanation, check::check_node},
+    decode::{Decoder, flow::Flow},
+    explain::{self, check::check_node},
     export::{
         metrics::{
-            self, DropLabels, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
-            PeerLabels, ProgramLabels, Shared, SiteInfoLabels, VxlanDropLabels,
+            self, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels, PeerLabels,
+            ProgramLabels, Shared,
         },
         record::{Kind, Record},
         stdout::Printer,
@@ -102,7 +100,7 @@ pub async fn run_until(
     // The first rules snapshot is taken before the drop probe attaches, so
     // rule counters grow by at least every drop the kernel then counts.
     for n in &mut nodes {
-        n.refresh_rules(Duration::ZERO);
+        n.refresh_rules();
     }
     let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
         btf_path: args.btf.clone(),
@@ -116,16 +114,16 @@ pub async fn run_until(
 
     let printer = Printer::new(args.output);
     let mut w = Watcher {
-        decoder: Decoder::new(kernel, netns),
+        pipeline: DropPipeline::new(
+            Decoder::new(kernel, netns),
+            cluster,
+            shared.clone(),
+            args.summary_interval,
+        ),
         printer,
         shared,
         nodes,
-        cluster,
         summary_every: args.summary_interval,
-        sites: HashMap::new(),
-        latest: HashMap::new(),
-        awaiting_sample: HashMap::new(),
-        closing: false,
         stats_prev: [0; drop_stat::COUNT as usize],
         programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
@@ -134,14 +132,12 @@ pub async fn run_until(
         egress_printed: HashMap::new(),
         findings: HashMap::new(),
         last_recheck: Instant::now(),
-        last_poll: None,
-        drops_since: Instant::now(),
     };
     for i in 0..w.nodes.len() {
         w.node_series(i, datapath.probe());
         w.findings(i);
     }
-    w.drops_since = Instant::now();
+    w.pipeline.start();
     w.shared
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -167,7 +163,10 @@ pub async fn run_until(
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tick.tick() => w.poll(&mut datapath)?,
+            // A poll may run iptables-save (a new drop site, changed
+            // rules): blocking work, moved off the runtime's worker so that
+            // /metrics keeps answering.
+            _ = tick.tick() => tokio::task::block_in_place(|| w.poll(&mut datapath))?,
             () = &mut deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -176,54 +175,22 @@ pub async fn run_until(
     }
     // Report what arrived since the last tick before detaching, and the
     // final counts of sites whose last summary is behind.
-    w.closing = true;
+    w.pipeline.closing();
     w.poll(&mut datapath)?;
-    w.flush();
+    for r in w.pipeline.flush() {
+        w.printer.record(&r.record, r.detail);
+    }
     Ok(())
 }
 
-/// An attribution (or the knowledge that none was found).
-type Attributed = Option<(Explanation, Evidence)>;
-
-/// How long a new drop site waits for its first sample before it is
-/// reported without one.
-const SAMPLE_GRACE: Duration = Duration::from_secs(1);
-
-/// What the watcher remembers about one drop site.
-#[derive(Default)]
-struct Site {
-    /// The kernel's counters of this key, as of the last poll.
-    counters: DropCounters,
-    /// What this site's records report: the drops credited to it. The
-    /// kernel's counts, except for a key with an ambiguous hook (bridged,
-    /// loopback, hairpin), whose drops are split between its two hooks'
-    /// sites by the samples' hook.
-    total: DropCounters,
-    printed: Option<Instant>,
-    /// Packets as of the last printed record (summaries report the growth).
-    printed_packets: u64,
-    /// The latest record of the site.
-    last: Option<Record>,
-    /// (rules generation, flow) → attribution, so a flow seen before costs
-    /// a lookup, not a simulation.
-    attribution: Option<(u64, Flow, Attributed)>,
-    labels: Option<DropLabels>,
-}
-
+/// The live loop's state: the drop pipeline, and per node what the
+/// observers and findings reported last.
 struct Watcher {
-    decoder: Decoder,
+    pipeline: DropPipeline,
     printer: Printer,
     shared: Arc<Shared>,
     nodes: Vec<Node>,
-    cluster: Cluster,
     summary_every: Duration,
-    sites: HashMap<DropKey, Site>,
-    latest: HashMap<DropKey, DropSample>,
-    /// New sites counted before their first sample was read (the kernel
-    /// counts, then samples), since when: reported once it arrives.
-    awaiting_sample: HashMap<DropKey, Instant>,
-    /// The last poll before exit: report every site, sample or not.
-    closing: bool,
     stats_prev: [u64; drop_stat::COUNT as usize],
     /// Program name → (run time ns, runs) as of the last poll.
     programs_prev: HashMap<String, (u64, u64)>,
@@ -234,59 +201,12 @@ struct Watcher {
     /// Active findings per node (their metric labels).
     findings: HashMap<usize, Vec<FindingLabels>>,
     last_recheck: Instant,
-    /// Start of the previous poll, and the earliest time the drops of the
-    /// current poll can have happened.
-    last_poll: Option<Instant>,
-    drops_since: Instant,
-}
-
-fn icmp_name(t: u8) -> String {
-    match t {
-        0 => "echo-reply".into(),
-        8 => "echo-request".into(),
-        3 => "destination-unreachable".into(),
-        11 => "time-exceeded".into(),
-        n => n.to_string(),
-    }
 }
 
 impl Watcher {
-    fn node_index(&self, netns: u32) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.netns.inode == u64::from(netns))
-    }
-
     fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
-        // Drops counted in this poll happened after the previous one began.
-        self.drops_since = self
-            .last_poll
-            .replace(Instant::now())
-            .unwrap_or(self.drops_since);
-        for s in datapath.samples() {
-            self.latest.insert(s.key, s);
-        }
-        for (key, now) in datapath.drops()? {
-            let Some(ni) = self.node_index(key.netns) else {
-                continue;
-            };
-            let before = self.sites.get(&key).map(|s| s.counters).unwrap_or_default();
-            if now.packets == before.packets {
-                continue;
-            }
-            // The first drop of a site is always sampled, right after it is
-            // counted: a read between the two sees the count alone. Wait for
-            // the sample (its flow, and the hook of ambiguous keys) rather
-            // than report a site without it; not forever (a full ring buffer
-            // loses samples).
-            if !self.closing && !self.sites.contains_key(&key) && !self.latest.contains_key(&key) {
-                let since = *self.awaiting_sample.entry(key).or_insert_with(Instant::now);
-                if since.elapsed() < SAMPLE_GRACE {
-                    continue;
-                }
-            }
-            self.awaiting_sample.remove(&key);
-            self.drop_site(ni, key, now, before);
+        for r in self.pipeline.poll(datapath, &mut self.nodes)? {
+            self.printer.record(&r.record, r.detail);
         }
         self.kernel_stats(datapath);
         for ni in 0..self.nodes.len() {
@@ -295,7 +215,7 @@ impl Watcher {
         if self.last_recheck.elapsed() >= RULES_RECHECK {
             self.last_recheck = Instant::now();
             for ni in 0..self.nodes.len() {
-                if self.nodes[ni].refresh_rules(Duration::ZERO) {
+                if self.nodes[ni].refresh_rules() {
                     self.shared
                         .metrics
                         .ruleset_reloads
@@ -308,267 +228,6 @@ impl Watcher {
             }
         }
         Ok(())
-    }
-
-    fn packet_for(
-        &self,
-        ni: usize,
-        site: &DropSite,
-        flow: &Flow,
-        sample: &DropSample,
-        bridged: Option<BridgePorts>,
-    ) -> Option<Packet> {
-        let hook = site.hook?;
-        let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
-        p.sport = flow.sport;
-        p.dport = flow.dport;
-        p.in_iface = site.in_iface.clone();
-        p.out_iface = site.out_iface.clone();
-        p.mark = sample.mark;
-        // The kernel sample carries no conntrack state: a drop is most often
-        // the first packet of a flow that never got through.
-        p.ct = CtState::New;
-        p.icmp_type = flow.icmp_type.map(icmp_name);
-        p.local_addrs = Some(self.nodes[ni].local_addrs.clone());
-        p.bridged = bridged;
-        Some(p)
-    }
-
-    fn attribute(
-        &mut self,
-        ni: usize,
-        key: DropKey,
-        flow: &Flow,
-        pkt: Packet,
-        delta: u64,
-    ) -> Attributed {
-        let generation = self.nodes[ni].rules.as_ref().map_or(0, |r| r.generation);
-        if let Some(Some((g, f, cached))) = self.sites.get(&key).map(|s| s.attribution.as_ref())
-            && *g == generation
-            && f == flow
-        {
-            return cached.clone();
-        }
-        // The rules in force now, read after these drops (so their counters
-        // include them), unless a read since the last poll already is.
-        self.nodes[ni].refresh_rules_since(self.drops_since);
-        let node = &self.nodes[ni];
-        let mut found = None;
-        for (after, before, owners) in node.rulesets(Family::of(flow.src)) {
-            if let Some(a) = attribute(before, after, owners, &pkt, delta) {
-                let better = matches!(
-                    (&found, a.evidence),
-                    (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
-                );
-                if better {
-                    let x = explain::explain(after, owners, &self.cluster, &pkt, a.decision);
-                    found = Some((x, a.evidence));
-                }
-            }
-        }
-        let generation = node.rules.as_ref().map_or(0, |r| r.generation);
-        self.sites.entry(key).or_default().attribution =
-            Some((generation, flow.clone(), found.clone()));
-        found
-    }
-
-    fn drop_site(&mut self, ni: usize, key: DropKey, now: DropCounters, before: DropCounters) {
-        let delta = now.packets - before.packets;
-        let delta_bytes = now.bytes.saturating_sub(before.bytes);
-        let mut site = self.decoder.decode(&key);
-        let sample = self.latest.get(&key).copied();
-        // A key whose routing state was ambiguous (bridged, loopback,
-        // hairpin) counts two hooks' drops together; the latest sample's
-        // stack walk says which these are, and they are reported as that
-        // hook's site.
-        let skey = if netdrop_common::hook::from_stack(key.hook) {
-            let h = sample.map_or(key.hook, |s| s.hook);
-            site.hook = hook_from_kernel(h);
-            DropKey { hook: h, ..key }
-        } else {
-            key
-        };
-        self.sites.entry(key).or_default().counters = now;
-        let total = {
-            let s = self.sites.entry(skey).or_default();
-            s.total.packets += delta;
-            s.total.bytes += delta_bytes;
-            s.total
-        };
-        let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
-        let inner = sample.and_then(|s| Flow::from_hdr(&s.inner));
-        let bridged = match &sample {
-            Some(s) if site.bridged => {
-                let (physdev_in, physdev_out) = self.decoder.bridge_ports(key.netns, s);
-                Some(BridgePorts {
-                    physdev_in,
-                    physdev_out,
-                })
-            }
-            _ => None,
-        };
-        let attribution = match (&flow, &sample) {
-            (Some(f), Some(s)) if site.netfilter => self
-                .packet_for(ni, &site, f, s, bridged.clone())
-                .and_then(|pkt| self.attribute(ni, skey, f, pkt, delta)),
-            _ => None,
-        };
-        let node = self.nodes[ni].label.clone();
-        let mut r = Record {
-            kind: Kind::Drop,
-            node: node.clone(),
-            hook: site.hook,
-            reason: Some(site.reason.clone()),
-            location: Some(site.location.clone()),
-            in_iface: site.in_iface.clone(),
-            out_iface: site.out_iface.clone(),
-            bridged: site.bridged,
-            physdev_in: bridged.as_ref().and_then(|b| b.physdev_in.clone()),
-            physdev_out: bridged.as_ref().and_then(|b| b.physdev_out.clone()),
-            proto: site.proto.clone(),
-            inner,
-            vxlan: site.vxlan,
-            vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
-            packets: total.packets,
-            bytes: total.bytes,
-            new_packets: delta,
-            evidence: Some(Evidence::Kernel),
-            ..Record::default()
-        };
-        if let Some(f) = &flow {
-            r.set_flow(f);
-        }
-        match &attribution {
-            Some((x, ev)) => {
-                let e = &x.decision;
-                r.table = Some(e.table.clone());
-                r.chain = Some(e.chain.clone());
-                r.rule = e.rule.clone();
-                r.rule_no = e.rule_no;
-                r.policy = e.policy;
-                r.verdict = Some(e.verdict);
-                r.reject_with = e.reject_with.clone();
-                r.owner = Some(e.owner);
-                r.leftover = e.leftover;
-                r.service = e.service.clone();
-                r.explanation = Some(match &bridged {
-                    Some(b) => explain::bridged(&x.explanation, site.in_iface.as_deref(), b),
-                    None => x.explanation.clone(),
-                });
-                r.fix = Some(x.fix.clone());
-                r.assumptions = e.assumptions.clone();
-                r.unmodelled = e.unmodelled;
-                r.evidence = Some(*ev);
-            }
-            None if site.netfilter => {
-                r.explanation = Some(explain::unattributed(
-                    &node,
-                    site.hook,
-                    &site.location,
-                    flow.is_some(),
-                ));
-                if self.sites.get(&skey).is_none_or(|s| s.printed.is_none()) {
-                    self.shared
-                        .metrics
-                        .attribution_failures
-                        .get_or_create(&NodeLabels { node: node.clone() })
-                        .inc();
-                }
-            }
-            None => {
-                let facts = explain::kernel::KernelFacts {
-                    ip_forward: explain::kernel::needs_ip_forward(&site.reason)
-                        .then(|| self.nodes[ni].ip_forward())
-                        .flatten(),
-                };
-                let (why, fix) =
-                    explain::kernel::explain(&site.reason, &site, flow.as_ref(), facts);
-                r.explanation = Some(why);
-                r.fix = fix;
-            }
-        }
-        // Metrics: the labels of the rule that owns the drop.
-        let labels = DropLabels {
-            node: node.clone(),
-            reason: site.reason.clone(),
-            hook: r.hook.map(|h| h.as_str().to_owned()).unwrap_or_default(),
-            table: r.table.clone().unwrap_or_default(),
-            chain: r.chain.clone().unwrap_or_default(),
-            verdict: r.verdict.unwrap_or(Verdict::Drop).as_str().to_owned(),
-            owner: match r.owner {
-                Some(o) => o.as_str(),
-                None if site.netfilter => "unknown",
-                None => "kernel",
-            }
-            .to_owned(),
-        };
-        let m = &self.shared.metrics;
-        m.drops.get_or_create(&labels).inc_by(delta);
-        m.drop_bytes.get_or_create(&labels).inc_by(delta_bytes);
-        if site.vxlan {
-            m.vxlan_drops
-                .get_or_create(&VxlanDropLabels {
-                    node: node.clone(),
-                    peer: flow.as_ref().map(|f| f.src.to_string()).unwrap_or_default(),
-                    reason: site.reason.clone(),
-                    hook: labels.hook.clone(),
-                })
-                .inc_by(delta);
-        }
-        if let (Some(explanation), Some(fix)) = (&r.explanation, &r.fix) {
-            m.drop_site_info
-                .get_or_create(&SiteInfoLabels {
-                    node: node.clone(),
-                    hook: labels.hook.clone(),
-                    table: labels.table.clone(),
-                    chain: labels.chain.clone(),
-                    rule: r.rule.clone().unwrap_or_else(|| "policy".into()),
-                    verdict: labels.verdict.clone(),
-                    owner: labels.owner.clone(),
-                    leftover: r.leftover.to_string(),
-                    explanation: explanation.clone(),
-                    fix: fix.clone(),
-                })
-                .set(1);
-        }
-        if let Ok(mut list) = self.shared.explanations.lock() {
-            list.retain(|x| {
-                !(x.node == r.node
-                    && x.hook == r.hook
-                    && x.table == r.table
-                    && x.chain == r.chain
-                    && x.rule == r.rule
-                    && x.reason == r.reason
-                    && x.in_iface == r.in_iface
-                    && x.out_iface == r.out_iface)
-            });
-            list.push(r.clone());
-        }
-        // Print the first drop of a site in full; then summaries, rate-limited.
-        let s = self.sites.entry(skey).or_default();
-        let first = s.printed.is_none();
-        if s.printed.is_none_or(|t| t.elapsed() >= self.summary_every) {
-            r.new_packets = total.packets - s.printed_packets;
-            self.printer.record(&r, first);
-            s.printed = Some(Instant::now());
-            s.printed_packets = total.packets;
-        }
-        s.labels = Some(labels);
-        s.last = Some(r);
-    }
-
-    /// Prints a last summary of every site that grew since it was printed.
-    fn flush(&mut self) {
-        for s in self.sites.values_mut() {
-            let (Some(r), true) = (&mut s.last, s.total.packets > s.printed_packets) else {
-                continue;
-            };
-            r.packets = s.total.packets;
-            r.bytes = s.total.bytes;
-            r.new_packets = s.total.packets - s.printed_packets;
-            self.printer.record(r, false);
-            s.printed_packets = s.total.packets;
-        }
     }
 
     /// Series every node has from the start, so dashboards and alerts see
@@ -742,7 +401,7 @@ impl Watcher {
         flow: &Flow,
         total: u64,
     ) -> Record {
-        let pod = self.cluster.pod_cidr_of(flow.src);
+        let pod = self.pipeline.cluster().pod_cidr_of(flow.src);
         // The MASQUERADE finding of this node says why, when there is one.
         let finding = self
             .findings
@@ -776,11 +435,15 @@ impl Watcher {
     fn findings(&mut self, ni: usize) {
         let node = &self.nodes[ni];
         let Some(rules) = &node.rules else { return };
-        if self.cluster.pod_cidrs.is_empty() {
+        if self.pipeline.cluster().pod_cidrs.is_empty() {
             return;
         }
         let facts = node.facts();
-        let all = check_node(rules.current.all().map(|(_, rs)| rs), &self.cluster, &facts);
+        let all = check_node(
+            rules.current.all().map(|(_, rs)| rs),
+            self.pipeline.cluster(),
+            &facts,
+        );
         let labels: Vec<FindingLabels> = all
             .iter()
             .map(|f| FindingLabels {

@@ -2,14 +2,11 @@
 //! force (re-read when they change, the previous snapshot kept so rule
 //! counters can confirm an attribution).
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use netdrop_model::{Family, OwnerContext, Ruleset, check::NodeFacts};
 
+use super::pipeline::{NodeView, RulesView};
 use crate::{
     attribute::reader::{self, NodeRules},
     capture::observe::{NodeObservers, ObserverOptions},
@@ -45,6 +42,58 @@ pub struct Rules {
     pub read_at: Instant,
     /// Bumped on every change, so caches keyed by it expire.
     pub generation: u64,
+}
+
+impl RulesView for Rules {
+    /// Rulesets for a family, with their index into `owners`, and the
+    /// previous snapshot of the same ruleset.
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
+        let r = self;
+        let v4n = r.current.v4.len();
+        let (list, prev, base) = match family {
+            Family::Ipv4 => (&r.current.v4, r.previous.as_ref().map(|p| &p.v4), 0),
+            Family::Ipv6 => (&r.current.v6, r.previous.as_ref().map(|p| &p.v6), v4n),
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, (backend, rs))| {
+                let before =
+                    prev.and_then(|p| p.iter().find(|(b, _)| b == backend).map(|(_, r)| r));
+                Some((rs, before, r.owners.get(&(base + i))?))
+            })
+            .collect()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl NodeView for Node {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn inode(&self) -> u64 {
+        self.netns.inode
+    }
+
+    fn rules_since(&mut self, since: Instant) -> Option<&dyn RulesView> {
+        self.refresh_rules_since(since);
+        self.rules.as_ref().map(|r| r as &dyn RulesView)
+    }
+
+    fn rules_generation(&self) -> Option<u64> {
+        self.rules.as_ref().map(|r| r.generation)
+    }
+
+    fn local_addrs(&self) -> &[IpAddr] {
+        &self.local_addrs
+    }
+
+    fn ip_forward(&self) -> Option<bool> {
+        self.netns.ip_forward()
+    }
 }
 
 pub struct Node {
@@ -113,19 +162,11 @@ impl Node {
         if self.rules.as_ref().is_some_and(|r| r.read_at >= since) {
             return false;
         }
-        self.refresh_rules(Duration::ZERO)
+        self.refresh_rules()
     }
 
-    /// Re-reads the ruleset if the last read is older than `max_age`.
-    /// Returns true when the rules changed (a reload).
-    pub fn refresh_rules(&mut self, max_age: Duration) -> bool {
-        if self
-            .rules
-            .as_ref()
-            .is_some_and(|r| r.read_at.elapsed() < max_age)
-        {
-            return false;
-        }
+    /// Re-reads the ruleset. Returns true when the rules changed (a reload).
+    pub fn refresh_rules(&mut self) -> bool {
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,
             Err(e) => {
@@ -162,32 +203,6 @@ impl Node {
             generation,
         });
         changed
-    }
-
-    /// Rulesets for a family, with their index into `owners`, and the
-    /// previous snapshot of the same ruleset.
-    pub fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
-        let Some(r) = &self.rules else {
-            return Vec::new();
-        };
-        let v4n = r.current.v4.len();
-        let (list, prev, base) = match family {
-            Family::Ipv4 => (&r.current.v4, r.previous.as_ref().map(|p| &p.v4), 0),
-            Family::Ipv6 => (&r.current.v6, r.previous.as_ref().map(|p| &p.v6), v4n),
-        };
-        list.iter()
-            .enumerate()
-            .filter_map(|(i, (backend, rs))| {
-                let before =
-                    prev.and_then(|p| p.iter().find(|(b, _)| b == backend).map(|(_, r)| r));
-                Some((rs, before, r.owners.get(&(base + i))?))
-            })
-            .collect()
-    }
-
-    /// `net.ipv4.ip_forward` of the node.
-    pub fn ip_forward(&self) -> Option<bool> {
-        self.netns.ip_forward()
     }
 
     pub fn facts(&self) -> NodeFacts {

@@ -1,0 +1,880 @@
+//! The drop pipeline: the kernel's exact counts and rate-limited samples →
+//! decoded drop sites → attribution to a rule → explanation → records and
+//! metric updates. It does no I/O of its own: kernel events come through
+//! [`DropEvents`] (the live datapath, or a recording), a node's rules and
+//! facts through [`NodeView`]; so `watch`, the unit tests (fed with
+//! recorded events) and the benchmark run this same code.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use netdrop_common::{DropCounters, DropKey, DropSample};
+use netdrop_model::{BridgePorts, Evidence, Family, OwnerContext, Packet, Ruleset, attribute};
+use netdrop_model::{check::Cluster, rules::CtState};
+
+use crate::{
+    capture::Datapath,
+    decode::{Decoder, DropSite, flow::Flow, hook_from_kernel},
+    explain::{self, Explanation},
+    export::{
+        metrics::{Shared, SiteSeries},
+        record::{Kind, Record},
+    },
+};
+
+/// Every drop site's counters at one moment.
+pub type Counts = Vec<(DropKey, DropCounters)>;
+
+/// Where kernel drop events come from.
+pub trait DropEvents {
+    /// The samples taken since the last call.
+    fn samples(&mut self) -> Vec<DropSample>;
+    /// Every drop site's counters, as of now (exact).
+    fn counts(&mut self) -> anyhow::Result<Counts>;
+}
+
+impl DropEvents for Datapath {
+    fn samples(&mut self) -> Vec<DropSample> {
+        Datapath::samples(self)
+    }
+
+    fn counts(&mut self) -> anyhow::Result<Counts> {
+        Ok(self.drops()?)
+    }
+}
+
+/// The rules in force on a node as the pipeline uses them: every ruleset
+/// (per family and backend), the snapshot before it (whose counters make
+/// evidence), their owners, and a generation that changes with them.
+pub trait RulesView {
+    /// Rulesets of a family: (now, before, owners).
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)>;
+    /// Changes whenever the rules do (attribution caches are keyed by it).
+    fn generation(&self) -> u64;
+}
+
+/// What the pipeline asks of an observed node.
+pub trait NodeView {
+    fn label(&self) -> &str;
+    /// Inode of its network namespace (the kernel's key for it).
+    fn inode(&self) -> u64;
+    /// The rules in force, read after `since` (re-read if they are older:
+    /// their counters must include the drops being attributed).
+    fn rules_since(&mut self, since: Instant) -> Option<&dyn RulesView>;
+    /// The generation of the rules last read, without reading them.
+    fn rules_generation(&self) -> Option<u64>;
+    /// The node's addresses (`addrtype LOCAL`).
+    fn local_addrs(&self) -> &[IpAddr];
+    /// `net.ipv4.ip_forward`, for kernel drop reasons that hinge on it.
+    fn ip_forward(&self) -> Option<bool>;
+}
+
+/// An attribution (or the knowledge that none was found).
+type Attributed = Option<(Explanation, Evidence)>;
+
+/// How long a new drop site waits for its first sample before it is
+/// reported without one.
+const SAMPLE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the pipeline remembers about one drop site.
+#[derive(Default)]
+struct Site {
+    /// The kernel's counters of this key, as of the last poll.
+    counters: DropCounters,
+    /// What this site's records report: the drops credited to it. The
+    /// kernel's counts, except for a key with an ambiguous hook (bridged,
+    /// loopback, hairpin), whose drops are split between its two hooks'
+    /// sites by the samples' hook.
+    total: DropCounters,
+    printed: Option<Instant>,
+    /// Packets as of the last printed record (summaries report the growth).
+    printed_packets: u64,
+    /// The latest record of the site.
+    last: Option<Record>,
+    /// (rules generation, flow) → attribution, so a flow seen before costs
+    /// a lookup, not a walk.
+    attribution: Option<(u64, Flow, Attributed)>,
+    /// What `last` was built from: the sample (its arrival number) and the
+    /// rules generation. While both hold, a poll only counts.
+    built: Option<(Option<u64>, Option<u64>)>,
+    series: Option<SiteSeries>,
+}
+
+/// A record to print: `detail` for the first of a site (rule, why, fix).
+pub struct Report {
+    pub record: Record,
+    pub detail: bool,
+}
+
+pub struct DropPipeline {
+    decoder: Decoder,
+    cluster: Cluster,
+    shared: Arc<Shared>,
+    summary_every: Duration,
+    sites: HashMap<DropKey, Site>,
+    /// The latest sample of each kernel key, numbered in arrival order.
+    latest: HashMap<DropKey, (DropSample, u64)>,
+    samples_read: u64,
+    /// New sites counted before their first sample was read (the kernel
+    /// counts, then samples), since when: reported once it arrives.
+    awaiting_sample: HashMap<DropKey, Instant>,
+    /// The last poll before exit: report every site, sample or not.
+    closing: bool,
+    /// Start of the previous poll, and the earliest time the drops of the
+    /// current poll can have happened.
+    last_poll: Option<Instant>,
+    drops_since: Instant,
+}
+
+fn icmp_name(t: u8) -> String {
+    match t {
+        0 => "echo-reply".into(),
+        8 => "echo-request".into(),
+        3 => "destination-unreachable".into(),
+        11 => "time-exceeded".into(),
+        n => n.to_string(),
+    }
+}
+
+impl DropPipeline {
+    pub fn new(
+        decoder: Decoder,
+        cluster: Cluster,
+        shared: Arc<Shared>,
+        summary_every: Duration,
+    ) -> Self {
+        Self {
+            decoder,
+            cluster,
+            shared,
+            summary_every,
+            sites: HashMap::new(),
+            latest: HashMap::new(),
+            samples_read: 0,
+            awaiting_sample: HashMap::new(),
+            closing: false,
+            last_poll: None,
+            drops_since: Instant::now(),
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Drops before now are not this watch's: its first poll starts here.
+    pub fn start(&mut self) {
+        self.drops_since = Instant::now();
+    }
+
+    /// The last poll: every site is reported, sampled or not.
+    pub fn closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// Reads what the kernel counted and sampled since the last poll and
+    /// returns the records to print; metrics and `/explanations` follow.
+    pub fn poll<N: NodeView>(
+        &mut self,
+        events: &mut impl DropEvents,
+        nodes: &mut [N],
+    ) -> anyhow::Result<Vec<Report>> {
+        // Drops counted in this poll happened after the previous one began.
+        self.drops_since = self
+            .last_poll
+            .replace(Instant::now())
+            .unwrap_or(self.drops_since);
+        for s in events.samples() {
+            self.samples_read += 1;
+            self.latest.insert(s.key, (s, self.samples_read));
+        }
+        let mut out = Vec::new();
+        for (key, now) in events.counts()? {
+            let Some(node) = nodes.iter_mut().find(|n| n.inode() == u64::from(key.netns)) else {
+                continue;
+            };
+            let before = self.sites.get(&key).map(|s| s.counters).unwrap_or_default();
+            if now.packets == before.packets {
+                continue;
+            }
+            // The first drop of a site is always sampled, right after it is
+            // counted: a read between the two sees the count alone. Wait for
+            // the sample (its flow, and the hook of ambiguous keys) rather
+            // than report a site without it; not forever (a full ring buffer
+            // loses samples).
+            if !self.closing && !self.sites.contains_key(&key) && !self.latest.contains_key(&key) {
+                let since = *self.awaiting_sample.entry(key).or_insert_with(Instant::now);
+                if since.elapsed() < SAMPLE_GRACE {
+                    continue;
+                }
+            }
+            self.awaiting_sample.remove(&key);
+            out.extend(self.drop_site(node, key, now, before));
+        }
+        Ok(out)
+    }
+
+    /// A last summary of every site that grew since it was printed.
+    pub fn flush(&mut self) -> Vec<Report> {
+        let mut out = Vec::new();
+        for s in self.sites.values_mut() {
+            let (Some(r), true) = (&mut s.last, s.total.packets > s.printed_packets) else {
+                continue;
+            };
+            r.packets = s.total.packets;
+            r.bytes = s.total.bytes;
+            r.new_packets = s.total.packets - s.printed_packets;
+            out.push(Report {
+                record: r.clone(),
+                detail: false,
+            });
+            s.printed_packets = s.total.packets;
+        }
+        out
+    }
+
+    fn packet_for(
+        node: &impl NodeView,
+        site: &DropSite,
+        flow: &Flow,
+        sample: &DropSample,
+        bridged: Option<BridgePorts>,
+    ) -> Option<Packet> {
+        let hook = site.hook?;
+        let mut p = Packet::new(hook, flow.proto_number(), flow.src, flow.dst);
+        p.sport = flow.sport;
+        p.dport = flow.dport;
+        p.in_iface = site.in_iface.clone();
+        p.out_iface = site.out_iface.clone();
+        p.mark = sample.mark;
+        // The kernel sample carries no conntrack state: a drop is most often
+        // the first packet of a flow that never got through.
+        p.ct = CtState::New;
+        p.icmp_type = flow.icmp_type.map(icmp_name);
+        p.local_addrs = Some(node.local_addrs().to_vec());
+        p.bridged = bridged;
+        Some(p)
+    }
+
+    /// The site's attribution for `flow`: cached per (rules generation,
+    /// flow), else walked through every ruleset of the flow's family, a
+    /// counter-confirmed answer preferred.
+    fn attribute(
+        &mut self,
+        node: &mut impl NodeView,
+        key: DropKey,
+        flow: &Flow,
+        pkt: Packet,
+        delta: u64,
+    ) -> (Attributed, bool) {
+        if let Some(Some((g, f, cached))) = self.sites.get(&key).map(|s| s.attribution.as_ref())
+            && Some(*g) == node.rules_generation()
+            && f == flow
+        {
+            return (cached.clone(), false);
+        }
+        // The rules in force now, read after these drops (so their counters
+        // include them), unless a read since the last poll already is.
+        let Some(rules) = node.rules_since(self.drops_since) else {
+            return (None, false);
+        };
+        let generation = rules.generation();
+        let mut found = None;
+        for (after, before, owners) in rules.rulesets(Family::of(flow.src)) {
+            if let Some(a) = attribute(before, after, owners, &pkt, delta) {
+                let better = matches!(
+                    (&found, a.evidence),
+                    (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
+                );
+                if better {
+                    let x = explain::explain(after, owners, &self.cluster, &pkt, a.decision);
+                    found = Some((x, a.evidence));
+                }
+            }
+        }
+        self.sites.entry(key).or_default().attribution =
+            Some((generation, flow.clone(), found.clone()));
+        (found, true)
+    }
+
+    fn drop_site(
+        &mut self,
+        node: &mut impl NodeView,
+        key: DropKey,
+        now: DropCounters,
+        before: DropCounters,
+    ) -> Option<Report> {
+        let delta = now.packets - before.packets;
+        let delta_bytes = now.bytes.saturating_sub(before.bytes);
+        let (sample, sample_no) = match self.latest.get(&key) {
+            Some((s, n)) => (Some(*s), Some(*n)),
+            None => (None, None),
+        };
+        // A key whose routing state was ambiguous (bridged, loopback,
+        // hairpin) counts two hooks' drops together; the latest sample's
+        // stack walk says which these are, and they are reported as that
+        // hook's site.
+        let skey = if netdrop_common::hook::from_stack(key.hook) {
+            DropKey {
+                hook: sample.map_or(key.hook, |s| s.hook),
+                ..key
+            }
+        } else {
+            key
+        };
+        self.sites.entry(key).or_default().counters = now;
+        let total = {
+            let s = self.sites.entry(skey).or_default();
+            s.total.packets += delta;
+            s.total.bytes += delta_bytes;
+            s.total
+        };
+        // A site that keeps dropping with no new sample and unchanged rules:
+        // the record stands, only its counts move.
+        let built = Some((sample_no, node.rules_generation()));
+        let summary_every = self.summary_every;
+        let s = self.sites.entry(skey).or_default();
+        if s.built == built
+            && let (Some(r), Some(series)) = (&mut s.last, &s.series)
+        {
+            series.count(delta, delta_bytes);
+            r.packets = total.packets;
+            r.bytes = total.bytes;
+            let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
+            if !due {
+                return None;
+            }
+            r.new_packets = total.packets - s.printed_packets;
+            s.printed = Some(Instant::now());
+            s.printed_packets = total.packets;
+            self.shared.explain_site(r);
+            return Some(Report {
+                record: r.clone(),
+                detail: false,
+            });
+        }
+        let mut site = self.decoder.decode(&key);
+        if skey.hook != key.hook {
+            site.hook = hook_from_kernel(skey.hook);
+        }
+        let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
+        let bridged = match &sample {
+            Some(s) if site.bridged => {
+                let (physdev_in, physdev_out) = self.decoder.bridge_ports(key.netns, s);
+                Some(BridgePorts {
+                    physdev_in,
+                    physdev_out,
+                })
+            }
+            _ => None,
+        };
+        let (attribution, fresh) = match (&flow, &sample) {
+            (Some(f), Some(s)) if site.netfilter => {
+                match Self::packet_for(node, &site, f, s, bridged.clone()) {
+                    Some(pkt) => self.attribute(node, skey, f, pkt, delta),
+                    None => (None, false),
+                }
+            }
+            _ => (None, false),
+        };
+        let mut r = Record {
+            kind: Kind::Drop,
+            node: node.label().to_owned(),
+            hook: site.hook,
+            reason: Some(site.reason.clone()),
+            location: Some(site.location.clone()),
+            in_iface: site.in_iface.clone(),
+            out_iface: site.out_iface.clone(),
+            bridged: site.bridged,
+            physdev_in: bridged.as_ref().and_then(|b| b.physdev_in.clone()),
+            physdev_out: bridged.as_ref().and_then(|b| b.physdev_out.clone()),
+            proto: site.proto.clone(),
+            inner: sample.and_then(|s| Flow::from_hdr(&s.inner)),
+            vxlan: site.vxlan,
+            vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
+            packets: total.packets,
+            bytes: total.bytes,
+            new_packets: delta,
+            evidence: Some(Evidence::Kernel),
+            netfilter: site.netfilter,
+            ..Record::default()
+        };
+        if let Some(f) = &flow {
+            r.set_flow(f);
+        }
+        let first = self.sites.get(&skey).is_none_or(|s| s.printed.is_none());
+        // The words of the site for its info series: no addresses or ports.
+        let mut site_words = None;
+        match &attribution {
+            Some((x, evidence)) => {
+                site_words = Some((x.site_explanation.clone(), x.fix.clone()));
+                r.set_decision(&x.decision);
+                r.explanation = Some(match &bridged {
+                    Some(b) => explain::bridged(&x.explanation, site.in_iface.as_deref(), b),
+                    None => x.explanation.clone(),
+                });
+                r.fix = Some(x.fix.clone());
+                r.evidence = Some(*evidence);
+            }
+            None if site.netfilter => {
+                r.explanation = Some(explain::unattributed(
+                    &r.node,
+                    site.hook,
+                    &site.location,
+                    flow.is_some(),
+                ));
+                if first {
+                    self.shared.attribution_failure(&r.node);
+                }
+            }
+            None => {
+                let facts = explain::kernel::KernelFacts {
+                    ip_forward: explain::kernel::needs_ip_forward(&site.reason)
+                        .then(|| node.ip_forward())
+                        .flatten(),
+                };
+                let (why, fix) =
+                    explain::kernel::explain(&site.reason, &site, flow.as_ref(), facts);
+                if first
+                    && let (why, Some(fix)) =
+                        explain::kernel::explain(&site.reason, &site, None, facts)
+                {
+                    site_words = Some((why, fix));
+                }
+                r.explanation = Some(why);
+                r.fix = fix;
+            }
+        }
+        let s = self.sites.entry(skey).or_default();
+        let series = self.shared.site_series(&r, s.series.take());
+        series.count(delta, delta_bytes);
+        if (fresh || first)
+            && let Some((why, fix)) = &site_words
+        {
+            self.shared.site_info(&r, &series, why, fix);
+        }
+        self.shared.explain_site(&r);
+        s.series = Some(series);
+        // The attribution's generation: rules read for it count.
+        s.built = Some((sample_no, node.rules_generation()));
+        // The first drop of a site is printed in full; then summaries,
+        // rate-limited.
+        let report = s
+            .printed
+            .is_none_or(|t| t.elapsed() >= self.summary_every)
+            .then(|| {
+                r.new_packets = total.packets - s.printed_packets;
+                s.printed = Some(Instant::now());
+                s.printed_packets = total.packets;
+                Report {
+                    record: r.clone(),
+                    detail: first,
+                }
+            });
+        s.last = Some(r);
+        report
+    }
+}
+
+/// A recording of kernel events, replayed one poll at a time (tests and the
+/// benchmark feed the pipeline with it).
+#[cfg(feature = "lab")]
+#[derive(Default)]
+pub struct Recorded {
+    polls: std::collections::VecDeque<(Vec<DropSample>, Counts)>,
+}
+
+#[cfg(feature = "lab")]
+impl Recorded {
+    /// Adds a poll: the samples taken since the previous one, and the
+    /// counters of the sites as of it.
+    pub fn push(&mut self, samples: Vec<DropSample>, counts: Counts) {
+        self.polls.push_back((samples, counts));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.polls.is_empty()
+    }
+}
+
+#[cfg(feature = "lab")]
+impl DropEvents for Recorded {
+    fn samples(&mut self) -> Vec<DropSample> {
+        self.polls
+            .front_mut()
+            .map(|p| std::mem::take(&mut p.0))
+            .unwrap_or_default()
+    }
+
+    fn counts(&mut self) -> anyhow::Result<Counts> {
+        Ok(self.polls.pop_front().map(|p| p.1).unwrap_or_default())
+    }
+}
+
+/// A node whose rules are given, not read (tests and the benchmark).
+#[cfg(feature = "lab")]
+pub struct FixedNode {
+    pub label: String,
+    pub inode: u64,
+    pub rules: FixedRules,
+    pub local_addrs: Vec<IpAddr>,
+}
+
+/// Rulesets given as text, with the snapshot before them.
+#[cfg(feature = "lab")]
+pub struct FixedRules {
+    sets: Vec<(Ruleset, Option<Ruleset>, OwnerContext)>,
+    pub generation: u64,
+}
+
+#[cfg(feature = "lab")]
+impl FixedRules {
+    /// `(before, now)` pairs of iptables-save dumps (`before` may be empty:
+    /// no counter evidence then).
+    pub fn parse(pairs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut sets = Vec::new();
+        for (before, now) in pairs {
+            let now = netdrop_model::parse_ruleset(now)?;
+            let before = (!before.is_empty())
+                .then(|| netdrop_model::parse_ruleset(before))
+                .transpose()?;
+            let owners = OwnerContext::new(&now, None);
+            sets.push((now, before, owners));
+        }
+        Ok(Self {
+            sets,
+            generation: 0,
+        })
+    }
+}
+
+#[cfg(feature = "lab")]
+impl RulesView for FixedRules {
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
+        self.sets
+            .iter()
+            .filter(|(rs, ..)| rs.family == family)
+            .map(|(rs, before, owners)| (rs, before.as_ref(), owners))
+            .collect()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+#[cfg(feature = "lab")]
+impl NodeView for FixedNode {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    fn rules_since(&mut self, _since: Instant) -> Option<&dyn RulesView> {
+        Some(&self.rules)
+    }
+
+    fn rules_generation(&self) -> Option<u64> {
+        Some(self.rules.generation)
+    }
+
+    fn local_addrs(&self) -> &[IpAddr] {
+        &self.local_addrs
+    }
+
+    fn ip_forward(&self) -> Option<bool> {
+        Some(true)
+    }
+}
+
+#[cfg(all(test, feature = "lab"))]
+mod tests {
+    use netdrop_common::{FlowHdr, flags, hook};
+    use netdrop_model::{Owner, Verdict};
+
+    use super::*;
+    use crate::{
+        capture::{KernelInfo, kallsyms::Kallsyms},
+        export::metrics::{DropLabels, NodeLabels, new_shared},
+        netns::Netns,
+    };
+
+    const NODE: u64 = 4242;
+    const NETFILTER_DROP: u32 = 77;
+    const NO_SOCKET: u32 = 3;
+
+    fn pipeline(shared: Arc<Shared>) -> DropPipeline {
+        let kernel = KernelInfo {
+            drop_reasons: [
+                (NETFILTER_DROP, "NETFILTER_DROP".to_owned()),
+                (NO_SOCKET, "NO_SOCKET".to_owned()),
+            ]
+            .into(),
+            kallsyms: Kallsyms::parse("ffffffff81000000 T nf_hook_slow\n").unwrap(),
+        };
+        // A namespace that does not exist: devices have no names.
+        let ns = Netns {
+            name: Some("n1".into()),
+            node_name: None,
+            inode: NODE,
+            path: "/nonexistent/netns".into(),
+        };
+        DropPipeline::new(
+            Decoder::new(kernel, vec![ns]),
+            Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]),
+            shared,
+            Duration::ZERO,
+        )
+    }
+
+    fn node(before: &str, now: &str) -> FixedNode {
+        FixedNode {
+            label: "n1".into(),
+            inode: NODE,
+            rules: FixedRules::parse(&[(before, now)]).unwrap(),
+            local_addrs: vec!["10.224.7.1".parse().unwrap()],
+        }
+    }
+
+    fn key(reason: u32, h: u8) -> DropKey {
+        DropKey {
+            location: 0xffff_ffff_8100_0010,
+            netns: NODE as u32,
+            reason,
+            hook: h,
+            l4proto: 17,
+            family: 4,
+            flags: flags::SRC_POD | flags::DST_POD,
+            ..DropKey::default()
+        }
+    }
+
+    fn sample(key: DropKey, h: u8, dport: u16) -> DropSample {
+        let mut outer = FlowHdr {
+            sport: 5000,
+            dport,
+            family: 4,
+            proto: 17,
+            ..FlowHdr::default()
+        };
+        outer.src[..4].copy_from_slice(&[10, 224, 7, 2]);
+        outer.dst[..4].copy_from_slice(&[10, 224, 7, 1]);
+        DropSample {
+            key,
+            outer,
+            hook: h,
+            ..DropSample::default()
+        }
+    }
+
+    fn counters(packets: u64) -> DropCounters {
+        DropCounters {
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    fn drops_metric(shared: &Shared, reason: &str, owner: &str) -> u64 {
+        let labels = DropLabels {
+            node: "n1".into(),
+            reason: reason.into(),
+            hook: if owner == "kernel" { "" } else { "INPUT" }.into(),
+            table: if owner == "kernel" { "" } else { "filter" }.into(),
+            chain: if owner == "kernel" { "" } else { "INPUT" }.into(),
+            verdict: "DROP".into(),
+            owner: owner.into(),
+        };
+        shared.metrics.drops.get_or_create(&labels).get()
+    }
+
+    const BEFORE: &str =
+        "*filter\n:INPUT ACCEPT [0:0]\n[0:0] -A INPUT -p udp -m udp --dport 9999 -j DROP\nCOMMIT\n";
+    const AFTER: &str = "*filter\n:INPUT ACCEPT [0:0]\n[3:300] -A INPUT -p udp -m udp --dport 9999 -j DROP\nCOMMIT\n";
+
+    #[test]
+    fn a_recorded_drop_is_attributed_by_counters_then_summarised() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::INPUT, 9999)], vec![(k, counters(3))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+
+        let first = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(first.len(), 1);
+        let r = &first[0].record;
+        assert!(first[0].detail, "the first record of a site is in full");
+        assert_eq!(
+            r.rule.as_deref(),
+            Some("-A INPUT -p udp -m udp --dport 9999 -j DROP")
+        );
+        assert_eq!(r.evidence, Some(Evidence::Counters));
+        assert_eq!(
+            (r.owner, r.verdict),
+            (Some(Owner::Custom), Some(Verdict::Drop))
+        );
+        assert_eq!((r.packets, r.bytes, r.new_packets), (3, 300, 3));
+        assert_eq!(r.dport, Some(9999));
+        assert!(
+            r.fix
+                .as_deref()
+                .unwrap()
+                .contains("iptables -t filter -D INPUT 1")
+        );
+        assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 3);
+
+        let second = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(!second[0].detail);
+        assert_eq!(
+            (second[0].record.packets, second[0].record.new_packets),
+            (5, 2)
+        );
+        assert_eq!(second[0].record.rule, r.rule, "same site, same rule");
+        assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 5);
+        let explanations: Vec<Record> = shared
+            .explanations
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        assert_eq!(explanations.len(), 1, "one /explanations entry per site");
+        assert_eq!(explanations[0].packets, 5);
+
+        assert!(
+            p.poll(&mut ev, &mut nodes).unwrap().is_empty(),
+            "no growth, no record"
+        );
+        assert!(p.flush().is_empty(), "everything printed");
+
+        // Another flow at the same site: a new record, the same info series,
+        // and no pod address or port in any label.
+        let mut other = sample(k, hook::INPUT, 9999);
+        other.outer.sport = 6000;
+        other.outer.src[3] = 9;
+        ev.push(vec![other], vec![(k, counters(6))]);
+        let third = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(third[0].record.src, Some("10.224.7.9".parse().unwrap()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        let info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("netdrop_drop_site_info{"))
+            .collect();
+        assert_eq!(info.len(), 1, "one info series per rule: {info:#?}");
+        assert!(info[0].contains("udp traffic"), "{}", info[0]);
+        for addr in ["10.224.7.2", "10.224.7.9", "10.224.7.1", ":5000", ":6000"] {
+            assert!(!text.contains(addr), "{addr} in the metrics:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_site_without_a_sample_waits_then_is_reported_unattributed_at_the_end() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        ev.push(vec![], vec![(k, counters(2))]);
+        ev.push(vec![], vec![(k, counters(2))]);
+        assert!(
+            p.poll(&mut ev, &mut nodes).unwrap().is_empty(),
+            "a new site waits for its sample"
+        );
+        p.closing();
+        let last = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(last.len(), 1);
+        let r = &last[0].record;
+        assert_eq!(r.evidence, Some(Evidence::Kernel));
+        assert!(
+            r.explanation
+                .as_deref()
+                .unwrap()
+                .contains("(no packet sample yet)"),
+            "{r:?}"
+        );
+        assert_eq!(
+            shared
+                .metrics
+                .attribution_failures
+                .get_or_create(&NodeLabels { node: "n1".into() })
+                .get(),
+            1
+        );
+        let labels = DropLabels {
+            node: "n1".into(),
+            reason: "NETFILTER_DROP".into(),
+            hook: "INPUT".into(),
+            table: String::new(),
+            chain: String::new(),
+            verdict: "DROP".into(),
+            owner: "unknown".into(),
+        };
+        assert_eq!(shared.metrics.drops.get_or_create(&labels).get(), 2);
+    }
+
+    #[test]
+    fn a_kernel_reason_drop_is_explained_without_rules() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NO_SOCKET, hook::UNKNOWN);
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::UNKNOWN, 7777)], vec![(k, counters(4))]);
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        let r = &out[0].record;
+        assert_eq!(r.reason.as_deref(), Some("NO_SOCKET"));
+        assert_eq!(
+            (r.evidence, r.owner, r.rule.as_deref()),
+            (Some(Evidence::Kernel), None, None)
+        );
+        assert!(r.explanation.is_some() && r.fix.is_some(), "{r:?}");
+        assert_eq!(drops_metric(&shared, "NO_SOCKET", "kernel"), 4);
+    }
+
+    /// A bridged key counts FORWARD and POSTROUTING drops together; each
+    /// sample's hook credits the growth to its own site.
+    #[test]
+    fn an_ambiguous_keys_drops_are_split_by_the_samples_hook() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let rules = "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n*mangle\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -p udp -m udp --dport 9999 -j DROP\nCOMMIT\n";
+        let mut nodes = [node("", rules)];
+        let mut k = key(NETFILTER_DROP, hook::BRIDGED);
+        k.flags |= flags::BRIDGED;
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::FORWARD, 9999)], vec![(k, counters(2))]);
+        ev.push(
+            vec![sample(k, hook::POSTROUTING, 9999)],
+            vec![(k, counters(5))],
+        );
+        let a = p.poll(&mut ev, &mut nodes).unwrap();
+        let b = p.poll(&mut ev, &mut nodes).unwrap();
+        assert!(a[0].detail && b[0].detail, "each hook is a site of its own");
+        let (a, b) = (&a[0].record, &b[0].record);
+        assert_eq!(
+            (a.hook, a.chain.as_deref(), a.packets),
+            (Some(netdrop_model::Hook::Forward), Some("FORWARD"), 2)
+        );
+        assert!(a.policy);
+        assert_eq!(
+            (b.hook, b.table.as_deref(), b.packets),
+            (Some(netdrop_model::Hook::Postrouting), Some("mangle"), 3)
+        );
+        assert_eq!(
+            a.evidence,
+            Some(Evidence::Simulated),
+            "no snapshot before: the model's word"
+        );
+    }
+}
