@@ -137,17 +137,30 @@ pub struct DropSample {
 
 /// Counters of the drop program itself (indices of its `DROP_STATS` array).
 pub mod drop_stat {
-    /// Drops seen by the program.
-    pub const SEEN: u32 = 0;
     /// Drops not counted: no pod address and not node-to-node VXLAN.
-    pub const FILTERED: u32 = 1;
-    /// Samples not sent because the token bucket was empty.
-    pub const SUPPRESSED: u32 = 2;
+    pub const FILTERED: u32 = 0;
+    /// Samples not sent because the token bucket was empty (by design:
+    /// counts stay exact).
+    pub const SUPPRESSED: u32 = 1;
     /// Samples lost because the ring buffer was full.
-    pub const LOST: u32 = 3;
-    /// Drop sites not counted because the counter map was full.
-    pub const MAP_FULL: u32 = 4;
+    pub const LOST: u32 = 2;
+    /// Drops not counted because the site map was full.
+    pub const MAP_FULL: u32 = 3;
+    /// Drops the program could not handle (a failed read of its own
+    /// scratch space or of the kernel's context).
+    pub const ERRORS: u32 = 4;
     pub const COUNT: u32 = 5;
+}
+
+/// Counters of the TC observers themselves (indices of `OBS_STATS`).
+pub mod obs_stat {
+    /// Un-NATed egress samples lost because the ring buffer was full.
+    pub const SAMPLES_LOST: u32 = 0;
+    /// Un-NATed egress samples not sent because the token bucket was empty.
+    pub const SAMPLES_SUPPRESSED: u32 = 1;
+    /// VXLAN packets not counted per peer because the peer map was full.
+    pub const PEERS_MAP_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Token bucket state for rate-limited samples (one per CPU).
@@ -247,14 +260,10 @@ pub struct KernelLayout {
     pub skb_len: u32,
     /// `sk_buff.mark`
     pub skb_mark: u32,
-    /// `sk_buff.protocol` (big-endian ethertype)
-    pub skb_protocol: u32,
     /// `sk_buff.head`
     pub skb_head: u32,
     /// `sk_buff.network_header` (u16 offset from head)
     pub skb_network_header: u32,
-    /// `sk_buff.transport_header` (u16 offset from head)
-    pub skb_transport_header: u32,
     /// `net_device.ifindex`
     pub dev_ifindex: u32,
     /// `net_device.nd_net` (a `possible_net_t`, whose first member is the pointer)
@@ -526,7 +535,7 @@ mod tests {
         );
         assert_eq!(size_of::<DropCounters>(), 16);
         assert_eq!(size_of::<CodeRange>(), 24);
-        assert_eq!(size_of::<KernelLayout>(), 20 * 4 + 5 * 8 + HOOK_RANGES * 24);
+        assert_eq!(size_of::<KernelLayout>(), 18 * 4 + 5 * 8 + HOOK_RANGES * 24);
         assert_eq!(size_of::<DropConfig>(), 4 + 4 + 8 + size_of::<PodCidrs>());
         assert_eq!(size_of::<TracepointLayout>(), 16);
         assert_eq!(

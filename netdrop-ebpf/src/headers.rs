@@ -41,6 +41,7 @@ fn l4_from(buf: [u8; 4], proto: u8, f: &mut FlowHdr) {
 #[inline(always)]
 pub fn parse_ip<U: KernelRead>(at: u64, f: &mut FlowHdr) -> Parsed {
     // 44 bytes: a full IPv6 header, or an option-less IPv4 header + L4 ports.
+    // SAFETY: `at` is the packet's headers in the skb's head buffer; faults read as None.
     let Some(w) = (unsafe { U::window::<44>(at) }) else {
         return Parsed::None;
     };
@@ -61,6 +62,7 @@ pub fn parse_ip<U: KernelRead>(at: u64, f: &mut FlowHdr) -> Parsed {
             if frag_off == 0 {
                 if ihl == 20 {
                     l4_from(w.b4(20), f.proto, f);
+                // SAFETY: `at` is the packet's headers in the skb's head buffer; faults read as None.
                 } else if let Some(l4) = unsafe { U::window::<4>(at + ihl) } {
                     l4_from(l4.b4(0), f.proto, f);
                 }
@@ -87,6 +89,7 @@ pub fn parse_ip<U: KernelRead>(at: u64, f: &mut FlowHdr) -> Parsed {
 #[inline(always)]
 pub fn parse_vxlan<U: KernelRead>(at: u64, inner: &mut FlowHdr) -> u32 {
     // VXLAN (8) + Ethernet (14).
+    // SAFETY: `at` is the packet's headers in the skb's head buffer; faults read as None.
     let Some(w) = (unsafe { U::window::<22>(at) }) else {
         return 0;
     };

@@ -103,6 +103,8 @@ impl KernelRead for Direct {
     const CALLS: bool = false;
     type Window<const N: usize> = InPlace;
 
+    /// # Safety
+    /// As [`KernelRead::read`].
     #[inline(always)]
     unsafe fn read<T: Copy>(base: *const u8, off: u32) -> Option<T> {
         // SAFETY: the verifier checks the access against the kernel's BTF and
@@ -110,6 +112,8 @@ impl KernelRead for Direct {
         Some(unsafe { core::ptr::read(base.add(off as usize).cast::<T>()) })
     }
 
+    /// # Safety
+    /// As [`KernelRead::window`].
     #[inline(always)]
     unsafe fn window<const N: usize>(at: u64) -> Option<InPlace> {
         Some(InPlace(at as *const u8))
@@ -123,13 +127,19 @@ impl KernelRead for Probe {
     const CALLS: bool = true;
     type Window<const N: usize> = Copied<N>;
 
+    /// # Safety
+    /// As [`KernelRead::read`].
     #[inline(always)]
     unsafe fn read<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+        // SAFETY: bpf_probe_read_kernel copies from any kernel address and fails, not faults, on a bad one.
         unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()).ok() }
     }
 
+    /// # Safety
+    /// As [`KernelRead::window`].
     #[inline(always)]
     unsafe fn window<const N: usize>(at: u64) -> Option<Copied<N>> {
+        // SAFETY: bpf_probe_read_kernel copies from any kernel address and fails, not faults, on a bad one.
         unsafe { bpf_probe_read_kernel(at as *const [u8; N]).ok() }.map(Copied)
     }
 }
@@ -175,6 +185,8 @@ impl KernelRead for Cast {
     const CALLS: bool = false;
     type Window<const N: usize> = InPlace;
 
+    /// # Safety
+    /// As [`KernelRead::read`].
     #[inline(always)]
     unsafe fn read<T: Copy>(base: *const u8, off: u32) -> Option<T> {
         let p = rdonly_cast(base as u64);
@@ -182,6 +194,8 @@ impl KernelRead for Cast {
         Some(unsafe { core::ptr::read(p.add(off as usize).cast::<T>()) })
     }
 
+    /// # Safety
+    /// As [`KernelRead::window`].
     #[inline(always)]
     unsafe fn window<const N: usize>(at: u64) -> Option<InPlace> {
         Some(InPlace(rdonly_cast(at)))

@@ -187,3 +187,42 @@ fn the_checker_sees_what_it_must() {
         ["lab imports crate::watch"]
     );
 }
+
+/// Every `unsafe` in the kernel programs says why it is sound: a
+/// `SAFETY:` comment within the four lines above it (or on it), or a
+/// `# Safety` section for an `unsafe fn`.
+#[test]
+fn every_unsafe_in_the_kernel_programs_says_why() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../netdrop-ebpf/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(
+        files.len() >= 10,
+        "eBPF sources not found under {}",
+        src.display()
+    );
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let code = l.split("//").next().unwrap_or("");
+            let words: Vec<&str> = code
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
+            if !words.contains(&"unsafe") || code.contains("#[unsafe(") {
+                continue;
+            }
+            let above = lines[i.saturating_sub(4)..=i].join("\n");
+            let documented = above.contains("# Safety") && code.contains("unsafe fn");
+            if !(above.contains("SAFETY") || documented) {
+                bad.push(format!("{}:{}: {}", f.display(), i + 1, l.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "unsafe without a SAFETY line:\n{}",
+        bad.join("\n")
+    );
+}

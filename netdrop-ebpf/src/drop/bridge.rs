@@ -21,16 +21,19 @@ pub fn bridged_in<R: KernelRead, U: KernelRead>(skb: *const u8, dev: u64) -> Opt
     if bit >= 8 {
         return None;
     }
+    // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
     let active: u8 = unsafe { R::read(skb, global(&LAYOUT.skb_active_extensions)) }?;
     if active & (1u8 << bit) == 0 {
         return None;
     }
+    // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
     let ext: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_extensions)) }?;
     if ext == 0 {
         return None;
     }
     // `skb_ext_get_ptr`: the extension sits `offset[id]` 8-byte chunks in.
     // `ext` came from the skb: typed, like the skb itself in `tp_btf`.
+    // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
     let chunk: u8 = unsafe { R::read(ext as *const u8, global(&LAYOUT.skb_ext_offset) + bit) }?;
     let info = (ext + (u64::from(chunk) << 3)) as *const u8;
     let (physin_off, physout_off) = (
@@ -40,10 +43,13 @@ pub fn bridged_in<R: KernelRead, U: KernelRead>(skb: *const u8, dev: u64) -> Opt
     // With probe reads, one read when the int and the pointer sit side by
     // side (they do: 4 and 8).
     let (physin, physout) = if U::CALLS && physout_off == physin_off + 4 {
+        // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
         let w: [u32; 3] = unsafe { U::read(info, physin_off) }?;
         (w[0], u64::from(w[1]) | (u64::from(w[2]) << 32))
     } else {
+        // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
         let physout: u64 = unsafe { U::read(info, physout_off) }?;
+        // SAFETY: offsets in the skb, its skb_ext and nf_bridge_info, from BTF; a fault reads as None.
         (unsafe { U::read(info, physin_off) }?, physout)
     };
     (physout != 0 && physout == dev).then_some(physin)

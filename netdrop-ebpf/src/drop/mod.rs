@@ -53,9 +53,11 @@ static DROP_SCRATCH: PerCpuArray<DropSample> = PerCpuArray::with_max_entries(1, 
 
 /// Kernel struct offsets and symbol addresses, from BTF and kallsyms.
 #[unsafe(no_mangle)]
+// SAFETY: all-zero is valid for this plain-integer struct (the loader writes it).
 static LAYOUT: KernelLayout = unsafe { core::mem::zeroed() };
 
 #[unsafe(no_mangle)]
+// SAFETY: all-zero is valid for this plain-integer struct (the loader writes it).
 static DROP_CONFIG: DropConfig = unsafe { core::mem::zeroed() };
 
 const SKB_DST_PTRMASK: u64 = !1;
@@ -92,8 +94,10 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
     // when a sample without them is sent.
 
     // Headers: the L3 header and the L4 ports right after it.
+    // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
     let head: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_head)) }.unwrap_or(0);
     let nh: u16 =
+        // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
         unsafe { R::read(skb, global(&LAYOUT.skb_network_header)) }.unwrap_or(HEADER_UNSET);
     let mut fl = 0u8;
     if head != 0 && nh != HEADER_UNSET {
@@ -126,7 +130,9 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
     }
 
     // Only drops that are kept get their route read and their hook told.
+    // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
     let dev: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_dev)) }.unwrap_or(0);
+    // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
     let refdst: u64 = unsafe { R::read(skb, global(&LAYOUT.skb_refdst)) }.unwrap_or(0);
     let dst = refdst & SKB_DST_PTRMASK;
     let netfilter = reason == global(&DROP_CONFIG.reason_netfilter_drop);
@@ -173,6 +179,7 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
         hook::OUTPUT | hook::POSTROUTING => (0, ifindex_of::<U>(dst_dev)),
         _ => (ifindex_of::<R>(dev), 0),
     };
+    // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
     let len: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_len)) }.unwrap_or(0);
     let key = DropKey {
         location,
@@ -197,8 +204,10 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
             sample.vni = 0;
         }
         sample.key = key;
+        // SAFETY: a helper with no arguments and no preconditions.
         sample.ts_ns = unsafe { bpf_ktime_get_ns() };
         sample.len = len;
+        // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
         sample.mark = unsafe { R::read(skb, global(&LAYOUT.skb_mark)) }.unwrap_or(0);
         (sample.phys_in, sample.phys_out) = ports.unwrap_or((0, 0));
         sample.hook = if hook::from_stack(hook) {
@@ -213,6 +222,14 @@ pub fn count_drop<R: KernelRead, U: KernelRead>(
         bump(drop_stat::SUPPRESSED);
     }
     Ok(())
+}
+
+/// A drop the program could not handle: counted, so a loss is never silent.
+/// Returns the program's return value.
+#[inline(always)]
+pub fn count_error<T: Default>() -> T {
+    bump(drop_stat::ERRORS);
+    T::default()
 }
 
 /// Counts the drop in its site cache slot: `Some(new site?)`, or `None`
@@ -359,6 +376,7 @@ fn is_local_delivery(input: u64) -> bool {
 /// `skb_iif`; forwarded ones leave by another device).
 #[inline(always)]
 fn received_on<R: KernelRead>(skb: *const u8, dev: u64) -> bool {
+    // SAFETY: `skb` is the kernel's sk_buff; the offset, one of its fields, from BTF.
     let iif: u32 = unsafe { R::read(skb, global(&LAYOUT.skb_iif)) }.unwrap_or(0);
     iif != 0 && iif == ifindex_of::<R>(dev)
 }
@@ -373,6 +391,7 @@ fn read_dst<U: KernelRead>(dst: u64) -> (u64, u64) {
     let gap = input_off.wrapping_sub(dev_off);
     if U::CALLS && gap.is_multiple_of(8) && gap / 8 < WINDOW {
         // No zeroed fallback array: it would cost a `memset` per drop.
+        // SAFETY: `dst` is the skb's dst_entry (refdst less its flag); offsets from BTF.
         let Some(w) = (unsafe { U::read::<[u64; WINDOW as usize]>(dst as *const u8, dev_off) })
         else {
             return (0, 0);
@@ -380,7 +399,9 @@ fn read_dst<U: KernelRead>(dst: u64) -> (u64, u64) {
         let i = (gap / 8) as usize;
         return (w[0], if i < w.len() { w[i] } else { 0 });
     }
+    // SAFETY: `dst` is the skb's dst_entry (refdst less its flag); offsets from BTF.
     let dev = unsafe { U::read(dst as *const u8, dev_off) }.unwrap_or(0);
+    // SAFETY: `dst` is the skb's dst_entry (refdst less its flag); offsets from BTF.
     let input = unsafe { U::read(dst as *const u8, input_off) }.unwrap_or(0);
     (dev, input)
 }
@@ -390,6 +411,7 @@ fn ifindex_of<R: KernelRead>(dev: u64) -> u32 {
     if dev == 0 {
         return 0;
     }
+    // SAFETY: `dev` is the skb's net_device; the offset one of its fields, from BTF.
     unsafe { R::read(dev as *const u8, global(&LAYOUT.dev_ifindex)) }.unwrap_or(0)
 }
 
@@ -397,9 +419,11 @@ fn ifindex_of<R: KernelRead>(dev: u64) -> u32 {
 /// (loaded from the skb): the verifier follows the types through both loads.
 #[inline(always)]
 fn netns_of<R: KernelRead>(dev: *const u8) -> u32 {
+    // SAFETY: `dev` is the skb's net_device; the offset one of its fields, from BTF.
     let net: u64 = unsafe { R::read(dev, global(&LAYOUT.dev_nd_net)) }.unwrap_or(0);
     if net == 0 {
         return 0;
     }
+    // SAFETY: `net` is the device's struct net; the offset one of its fields, from BTF.
     unsafe { R::read(net as *const u8, global(&LAYOUT.net_ns_inum)) }.unwrap_or(0)
 }

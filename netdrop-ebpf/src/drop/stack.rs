@@ -24,6 +24,7 @@ const STACK_FRAMES: usize = 12;
 #[inline(always)]
 pub fn hook_from_stack(ctx: *mut c_void) -> u8 {
     let mut frames = [0u64; STACK_FRAMES];
+    // SAFETY: `frames` is a local array of the size passed; `ctx` is this program's context.
     let got = unsafe {
         bpf_get_stack(
             ctx,

@@ -10,14 +10,16 @@ use netdrop_ebpf::read::{Cast, Direct, KernelRead, Probe};
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn netdrop_kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     match try_kfree_skb_btf::<Cast>(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(_) => super::count_error(),
     }
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn netdrop_kfree_skb_btf_probe_read(ctx: BtfTracePointContext) -> i32 {
     match try_kfree_skb_btf::<Probe>(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(_) => super::count_error(),
     }
 }
 

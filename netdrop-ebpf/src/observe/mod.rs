@@ -9,9 +9,12 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use netdrop_common::{DropCounters, ObsConfig, ObsCounters, PeerCache, PeerKey, TokenBucket, role};
+use netdrop_common::{
+    DropCounters, ObsConfig, ObsCounters, PeerCache, PeerKey, TokenBucket, obs_stat, role,
+};
 
 #[unsafe(no_mangle)]
+// SAFETY: all-zero is valid for this plain-integer struct (the loader writes it).
 static OBS_CONFIG: ObsConfig = unsafe { core::mem::zeroed() };
 
 /// Index: role * 2 + direction.
@@ -27,9 +30,9 @@ static EGRESS_SAMPLES: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[map]
 static OBS_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
 
-/// Samples lost (ring full) and suppressed (rate limit).
+/// The observers' own losses (`obs_stat`).
 #[map]
-static OBS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static OBS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(obs_stat::COUNT, 0);
 
 /// Per-CPU cache of VXLAN peers in front of `VXLAN_PEERS` (see
 /// `PeerCache`): a flood between two nodes costs no hash lookup.

@@ -5,7 +5,9 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
-use netdrop_common::{DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, role};
+use netdrop_common::{
+    DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, obs_stat, role,
+};
 use netdrop_ebpf::{
     global,
     pods::{is_pod_v4, is_pod_v6},
@@ -118,7 +120,7 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
             }
             send_egress(flow, ifindex, len);
         } else {
-            bump(1);
+            bump(obs_stat::SAMPLES_SUPPRESSED);
         }
     }
     Ok(())
@@ -147,7 +149,7 @@ fn send_egress(flow: FlowHdr, ifindex: u32, len: u64) {
         len: len as u32,
     };
     if EGRESS_SAMPLES.output::<EgressSample>(&sample, 0).is_err() {
-        bump(0);
+        bump(obs_stat::SAMPLES_LOST);
     }
 }
 
@@ -165,14 +167,13 @@ fn count_peer(key: &PeerKey, len: u64) {
             (*v).bytes += len;
         },
         None => {
-            let _ = VXLAN_PEERS.insert(
-                key,
-                DropCounters {
-                    packets: 1,
-                    bytes: len,
-                },
-                0,
-            );
+            let c = DropCounters {
+                packets: 1,
+                bytes: len,
+            };
+            if VXLAN_PEERS.insert(key, c, 0).is_err() {
+                bump(obs_stat::PEERS_MAP_FULL);
+            }
         }
     }
 }
@@ -190,12 +191,13 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     }
     let p = data as *const u8;
     // The addresses (8..24 and 24..40 of the IPv6 header) as 8-byte halves,
-    // in four loads: a byte-wise copy is ~100 instructions. SAFETY: bounds
-    // checked above; unaligned packet loads are allowed where the kernel
-    // has efficient unaligned access (x86-64, arm64), as the kernel's own
-    // IPv6 code does.
-    let half =
-        |off: usize| -> u64 { unsafe { core::ptr::read(p.add(ETH_HLEN + off).cast::<u64>()) } };
+    // in four loads: a byte-wise copy is ~100 instructions.
+    let half = |off: usize| -> u64 {
+        // SAFETY: bounds checked above; unaligned packet loads are allowed
+        // where the kernel has efficient unaligned access (x86-64, arm64),
+        // as the kernel's own IPv6 code does.
+        unsafe { core::ptr::read(p.add(ETH_HLEN + off).cast::<u64>()) }
+    };
     let cidrs = &OBS_CONFIG.pod_cidrs;
     let (s0, s1, d0, d1) = (half(8), half(16), half(24), half(32));
     let src_pod = is_pod_v6(cidrs, s0, s1);
@@ -254,7 +256,7 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
             // SAFETY: the skb context pointer is valid for this program run.
             send_egress(flow, unsafe { (*ctx.skb.skb).ifindex }, len);
         } else {
-            bump(1);
+            bump(obs_stat::SAMPLES_SUPPRESSED);
         }
     }
     Ok(())

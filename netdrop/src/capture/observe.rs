@@ -18,7 +18,7 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netdrop_common::{
-    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, direction, role,
+    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, direction, obs_stat, role,
 };
 
 use super::CaptureError;
@@ -307,7 +307,8 @@ impl NodeObservers {
     }
 
     /// Runs a program on a crafted frame as if it passed device `ifindex`;
-    /// returns the program's verdict.
+    /// returns the program's verdict (tests).
+    #[cfg(feature = "lab")]
     pub fn test_run(&self, egress: bool, ifindex: u32, frame: &[u8]) -> Result<i32, CaptureError> {
         use aya::programs::{TestRun, TestRunOptions};
         let name = if egress {
@@ -413,6 +414,26 @@ impl NodeObservers {
                     slot.unnat_packets += c.unnat_packets;
                     slot.unnat_bytes += c.unnat_bytes;
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The observers' own losses (`obs_stat::*`), summed over CPUs.
+    pub fn stats(&self) -> Result<[u64; obs_stat::COUNT as usize], CaptureError> {
+        let map = self
+            .ebpf
+            .map("OBS_STATS")
+            .ok_or_else(|| CaptureError::Observer("no OBS_STATS".into()))?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
+                map: "OBS_STATS",
+                source,
+            })?;
+        let mut out = [0u64; obs_stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = arr.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
             }
         }
         Ok(out)

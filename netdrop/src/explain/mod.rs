@@ -24,6 +24,10 @@ pub struct Explanation {
     /// metric labels stay bounded.
     #[serde(skip)]
     pub site_explanation: String,
+    /// The fix likewise: a fix that names the packet's addresses (an
+    /// ACCEPT for a protocol without ports) names them as placeholders.
+    #[serde(skip)]
+    pub site_fix: String,
 }
 
 /// How an operator names an owner in a sentence.
@@ -72,6 +76,10 @@ pub fn explain(
     let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
         site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
+        site_fix: fix.replace(
+            &format!("-s {} -d {}", pkt.src, pkt.dst),
+            "-s <source> -d <destination>",
+        ),
         decision,
         explanation,
         fix,
@@ -400,4 +408,33 @@ pub fn egress(
         )
     };
     (why, fix)
+}
+
+/// A status line of what the kernel side lost so far: `[drops uncounted
+/// (site map full), samples lost, samples held back, program errors,
+/// egress samples lost, egress samples held back, VXLAN packets uncounted
+/// per peer]`.
+pub fn losses(n: [u64; 7]) -> String {
+    let said: Vec<String> = [
+        "drops not counted at any site (the site map is full: counts are no longer exact)",
+        "drop samples lost (ring buffer full: some drops are reported without their flow)",
+        "drop samples held back by --sample-rate (counts stay exact)",
+        "drops the kernel program could not handle",
+        "un-NATed egress samples lost (ring buffer full)",
+        "un-NATed egress samples held back (rate limit; counts stay exact)",
+        "VXLAN packets not counted per peer (peer map full)",
+    ]
+    .iter()
+    .zip(n)
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} {what}"))
+    .collect();
+    format!(
+        "netdrop: kernel-side losses since start: {}",
+        if said.is_empty() {
+            "none".to_owned()
+        } else {
+            said.join("; ")
+        }
+    )
 }

@@ -101,6 +101,15 @@ pub struct NodeInfoLabels {
     pub probe: String,
 }
 
+/// What an observer could not record on a node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObserverLossLabels {
+    pub node: String,
+    /// `egress_samples_lost`, `egress_samples_suppressed`,
+    /// `vxlan_peers_uncounted`.
+    pub loss: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
     pub program: String,
@@ -121,6 +130,10 @@ pub struct Metrics {
     pub samples_lost: Counter,
     pub samples_suppressed: Counter,
     pub drops_filtered: Counter,
+    /// Drops the kernel saw but could count at no site (site map full).
+    pub drops_uncounted: Counter,
+    pub program_errors: Counter,
+    pub observer_losses: Family<ObserverLossLabels, Counter>,
     pub ruleset_reloads: Family<NodeLabels, Counter>,
     pub attribution_failures: Family<NodeLabels, Counter>,
     /// From kernel.bpf_stats_enabled: nanoseconds and runs of each program.
@@ -156,6 +169,9 @@ pub fn new_shared() -> Arc<Shared> {
         samples_lost: Counter::default(),
         samples_suppressed: Counter::default(),
         drops_filtered: Counter::default(),
+        drops_uncounted: Counter::default(),
+        program_errors: Counter::default(),
+        observer_losses: Family::default(),
         ruleset_reloads: Family::default(),
         attribution_failures: Family::default(),
         program_run_seconds: Family::default(),
@@ -231,6 +247,21 @@ pub fn new_shared() -> Arc<Shared> {
         "netdrop_drops_filtered",
         "Drops ignored because no pod address was involved",
         m.drops_filtered.clone(),
+    );
+    r.register(
+        "netdrop_drops_uncounted",
+        "Pod packet drops the kernel saw but could count at no drop site (its site map was full)",
+        m.drops_uncounted.clone(),
+    );
+    r.register(
+        "netdrop_program_errors",
+        "Drops netdrop's kernel program could not handle (counted, never silent)",
+        m.program_errors.clone(),
+    );
+    r.register(
+        "netdrop_observer_losses",
+        "What the interface observers could not record: un-NATed egress samples lost or held back, VXLAN packets not counted per peer",
+        m.observer_losses.clone(),
     );
     r.register(
         "netdrop_ruleset_reloads",

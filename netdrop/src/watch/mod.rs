@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use netdrop_common::{ObsCounters, direction, drop_stat, role};
+use netdrop_common::{ObsCounters, direction, drop_stat, obs_stat, role};
 
 use netdrop_model::{Evidence, FindingId, Hook, Severity};
 
@@ -29,8 +29,8 @@ use crate::{
     explain::{self, check::check_node},
     export::{
         metrics::{
-            self, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels, PeerLabels,
-            ProgramLabels, Shared,
+            self, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
+            ObserverLossLabels, PeerLabels, ProgramLabels, Shared,
         },
         record::{Kind, Record},
         stdout::Printer,
@@ -42,6 +42,9 @@ use crate::{
 /// Rules are re-read at least this often to notice changes (kube-proxy
 /// rewrites them), and whenever a new flow needs attribution.
 const RULES_RECHECK: Duration = Duration::from_secs(10);
+
+/// How often at most a status line says what the kernel lost.
+const LOSS_STATUS_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     run_until(args, std::future::pending()).await
@@ -125,6 +128,8 @@ pub async fn run_until(
         nodes,
         summary_every: args.summary_interval,
         stats_prev: [0; drop_stat::COUNT as usize],
+        obs_stats_prev: HashMap::new(),
+        losses_said: (None, [0; 7]),
         programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
         peers_prev: HashMap::new(),
@@ -180,6 +185,7 @@ pub async fn run_until(
     for r in w.pipeline.flush() {
         w.printer.record(&r.record, r.detail);
     }
+    w.losses_status(true);
     Ok(())
 }
 
@@ -192,6 +198,9 @@ struct Watcher {
     nodes: Vec<Node>,
     summary_every: Duration,
     stats_prev: [u64; drop_stat::COUNT as usize],
+    obs_stats_prev: HashMap<String, [u64; obs_stat::COUNT as usize]>,
+    /// When the last loss status line was printed, and the losses it said.
+    losses_said: (Option<Instant>, [u64; 7]),
     /// Program name → (run time ns, runs) as of the last poll.
     programs_prev: HashMap<String, (u64, u64)>,
     obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
@@ -209,6 +218,7 @@ impl Watcher {
             self.printer.record(&r.record, r.detail);
         }
         self.kernel_stats(datapath);
+        self.losses_status(false);
         for ni in 0..self.nodes.len() {
             self.observers(ni);
         }
@@ -248,17 +258,43 @@ impl Watcher {
     }
 
     fn kernel_stats(&mut self, datapath: &Datapath) {
-        let Ok(stats) = datapath.stats() else { return };
         let m = &self.shared.metrics;
-        for (i, c) in [
-            (drop_stat::LOST, &m.samples_lost),
-            (drop_stat::SUPPRESSED, &m.samples_suppressed),
-            (drop_stat::FILTERED, &m.drops_filtered),
-        ] {
-            let i = i as usize;
-            c.inc_by(stats[i].saturating_sub(self.stats_prev[i]));
+        match datapath.stats() {
+            Ok(stats) => {
+                for (i, c) in [
+                    (drop_stat::LOST, &m.samples_lost),
+                    (drop_stat::SUPPRESSED, &m.samples_suppressed),
+                    (drop_stat::FILTERED, &m.drops_filtered),
+                    (drop_stat::MAP_FULL, &m.drops_uncounted),
+                    (drop_stat::ERRORS, &m.program_errors),
+                ] {
+                    let i = i as usize;
+                    c.inc_by(stats[i].saturating_sub(self.stats_prev[i]));
+                }
+                self.stats_prev = stats;
+            }
+            Err(e) => log::warn!("cannot read the drop program's counters: {e}"),
         }
-        self.stats_prev = stats;
+        for n in &self.nodes {
+            let Some(Ok(stats)) = n.observers.as_ref().map(|o| o.stats()) else {
+                continue;
+            };
+            let prev = self.obs_stats_prev.entry(n.label.clone()).or_default();
+            for (i, loss) in [
+                (obs_stat::SAMPLES_LOST, "egress_samples_lost"),
+                (obs_stat::SAMPLES_SUPPRESSED, "egress_samples_suppressed"),
+                (obs_stat::PEERS_MAP_FULL, "vxlan_peers_uncounted"),
+            ] {
+                let i = i as usize;
+                m.observer_losses
+                    .get_or_create(&ObserverLossLabels {
+                        node: n.label.clone(),
+                        loss: loss.into(),
+                    })
+                    .inc_by(stats[i].saturating_sub(prev[i]));
+            }
+            *prev = stats;
+        }
 
         // Program cost, summed over the instances of each program (one
         // observer set per node). Zero unless kernel.bpf_stats_enabled=1.
@@ -287,6 +323,33 @@ impl Watcher {
                 .get_or_create(&labels)
                 .inc_by(runs.saturating_sub(runs0));
         }
+    }
+
+    /// A status line on stderr when anything was lost in the kernel since
+    /// the last one (at most every `LOSS_STATUS_EVERY`), and at the end if
+    /// anything was lost at all.
+    fn losses_status(&mut self, last: bool) {
+        let k = &self.stats_prev;
+        let obs = |i: u32| -> u64 { self.obs_stats_prev.values().map(|s| s[i as usize]).sum() };
+        let now = [
+            k[drop_stat::MAP_FULL as usize],
+            k[drop_stat::LOST as usize],
+            k[drop_stat::SUPPRESSED as usize],
+            k[drop_stat::ERRORS as usize],
+            obs(obs_stat::SAMPLES_LOST),
+            obs(obs_stat::SAMPLES_SUPPRESSED),
+            obs(obs_stat::PEERS_MAP_FULL),
+        ];
+        let grew = now != self.losses_said.1;
+        let due = self
+            .losses_said
+            .0
+            .is_none_or(|t| t.elapsed() >= LOSS_STATUS_EVERY);
+        if !(grew && due || last && now.iter().any(|&n| n > 0)) {
+            return;
+        }
+        self.printer.note(&explain::losses(now));
+        self.losses_said = (Some(Instant::now()), now);
     }
 
     fn observers(&mut self, ni: usize) {
