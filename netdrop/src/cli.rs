@@ -1,7 +1,7 @@
 //! The command line (clap). Values are validated here, so a bad flag is a
 //! clap error (exit code 2) before anything touches the kernel.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -27,6 +27,7 @@ pub enum Command {
     /// Walk one packet through a ruleset offline and explain its fate.
     Explain(ExplainArgs),
     /// Build a throw-away two-node cluster in network namespaces, break it, and watch.
+    #[cfg(feature = "lab")]
     Demo(DemoArgs),
 }
 
@@ -59,6 +60,7 @@ pub struct ExplainArgs {
     pub output: Output,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Scenarios to build (repeatable); default: S0, S1, S2, S3 and S4.
@@ -66,16 +68,18 @@ pub struct DemoArgs {
     pub scenario: Vec<crate::lab::cluster::Scenario>,
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub duration: Option<std::time::Duration>,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Prometheus metrics listen address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9595")]
-    pub metrics_addr: SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

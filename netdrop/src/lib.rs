@@ -16,9 +16,11 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod decode;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod explain;
 pub mod export;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod netns;
 pub mod preflight;
@@ -33,5 +35,6 @@ pub const OBSERVE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 /// Programs that do nothing on the drop and TC hooks: the benchmarks'
 /// measure of what bpf_stats charges any program there. Not used by
 /// netdrop itself (so not part of its binary).
+#[cfg(feature = "lab")]
 pub const BENCH_FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => netdrop::watch::run(args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "lab")]
             Command::Demo(args) => netdrop::demo::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Check(args) => netdrop::commands::run_check(args),
             Command::Explain(args) => netdrop::commands::run_explain(args),

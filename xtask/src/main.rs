@@ -98,6 +98,19 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // The node agent alone (no lab, no demo) must build too.
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--package",
+            "netdrop",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     let toolchain = format!("+{}", setup::nightly());
     sh(
         "cargo",

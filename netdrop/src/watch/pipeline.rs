@@ -102,6 +102,8 @@ struct Site {
     /// rules generation. While both hold, a poll only counts.
     built: Option<(Option<u64>, Option<u64>)>,
     series: Option<SiteSeries>,
+    /// The words its info series was last set with.
+    info: Option<(String, String)>,
 }
 
 /// A record to print: `detail` for the first of a site (rule, why, fix).
@@ -411,7 +413,7 @@ impl DropPipeline {
         let mut site_words = None;
         match &attribution {
             Some((x, evidence)) => {
-                site_words = Some((x.site_explanation.clone(), x.fix.clone()));
+                site_words = Some((x.site_explanation.clone(), x.site_fix.clone()));
                 r.set_decision(&x.decision);
                 r.explanation = Some(match &bridged {
                     Some(b) => explain::bridged(&x.explanation, site.in_iface.as_deref(), b),
@@ -453,9 +455,11 @@ impl DropPipeline {
         let series = self.shared.site_series(&r, s.series.take());
         series.count(delta, delta_bytes);
         if (fresh || first)
-            && let Some((why, fix)) = &site_words
+            && let Some(words) = site_words
+            && s.info.as_ref() != Some(&words)
         {
-            self.shared.site_info(&r, &series, why, fix);
+            self.shared.site_info(&r, &series, &words.0, &words.1);
+            s.info = Some(words);
         }
         self.shared.explain_site(&r);
         s.series = Some(series);
@@ -776,6 +780,35 @@ mod tests {
         for addr in ["10.224.7.2", "10.224.7.9", "10.224.7.1", ":5000", ":6000"] {
             assert!(!text.contains(addr), "{addr} in the metrics:\n{text}");
         }
+    }
+
+    /// A fix for a protocol without ports names addresses: the record
+    /// keeps them, the info series says `<source>`/`<destination>`.
+    #[test]
+    fn an_icmp_sites_info_series_names_no_address() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let rules = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p icmp -j DROP\nCOMMIT\n";
+        let mut nodes = [node("", rules)];
+        let mut k = key(NETFILTER_DROP, hook::INPUT);
+        k.l4proto = 1;
+        let mut s = sample(k, hook::INPUT, 0);
+        s.outer.proto = 1;
+        let mut ev = Recorded::default();
+        ev.push(vec![s], vec![(k, counters(1))]);
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        let fix = out[0].record.fix.clone().unwrap();
+        assert!(
+            fix.contains("-s 10.224.7.2 -d 10.224.7.1 -j ACCEPT"),
+            "{fix}"
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        assert!(
+            text.contains("-s <source> -d <destination> -j ACCEPT"),
+            "{text}"
+        );
+        assert!(!text.contains("10.224.7."), "{text}");
     }
 
     #[test]
