@@ -463,7 +463,8 @@ impl DropPipeline {
         }
         self.shared.explain_site(&r);
         s.series = Some(series);
-        // The attribution's generation: rules read for it count.
+        // What this record was built from (the generation after any read
+        // the attribution made).
         s.built = Some((sample_no, node.rules_generation()));
         // The first drop of a site is printed in full; then summaries,
         // rate-limited.
