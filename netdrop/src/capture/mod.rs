@@ -324,24 +324,7 @@ impl Datapath {
 
     /// The drop program's own counters (`drop_stat::*`), summed over CPUs.
     pub fn stats(&self) -> Result<[u64; drop_stat::COUNT as usize], CaptureError> {
-        let map = self.ebpf.map("DROP_STATS").ok_or(CaptureError::Map {
-            map: "DROP_STATS",
-            source: aya::maps::MapError::InvalidName {
-                name: "DROP_STATS".into(),
-            },
-        })?;
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
-                map: "DROP_STATS",
-                source,
-            })?;
-        let mut out = [0u64; drop_stat::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(v) = arr.get(&(i as u32), 0) {
-                *slot = v.iter().sum();
-            }
-        }
-        Ok(out)
+        summed_counters(&self.ebpf, "DROP_STATS")
     }
 
     /// Every drop site counted so far, summed over CPUs.
@@ -352,6 +335,27 @@ impl Datapath {
                 .collect(),
         )
     }
+}
+
+/// A per-CPU array of `u64` counters (a program's own `*_STATS`), each
+/// summed over CPUs.
+pub(crate) fn summed_counters<const N: usize>(
+    ebpf: &aya::Ebpf,
+    name: &'static str,
+) -> Result<[u64; N], CaptureError> {
+    let map = ebpf.map(name).ok_or(CaptureError::Map {
+        map: name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    let arr: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|source| CaptureError::Map { map: name, source })?;
+    let mut out = [0u64; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(v) = arr.get(&(i as u32), 0) {
+            *slot = v.iter().sum();
+        }
+    }
+    Ok(out)
 }
 
 /// A per-CPU slot cache in front of a per-CPU hash map (`SiteCache`,

@@ -421,22 +421,7 @@ impl NodeObservers {
 
     /// The observers' own losses (`obs_stat::*`), summed over CPUs.
     pub fn stats(&self) -> Result<[u64; obs_stat::COUNT as usize], CaptureError> {
-        let map = self
-            .ebpf
-            .map("OBS_STATS")
-            .ok_or_else(|| CaptureError::Observer("no OBS_STATS".into()))?;
-        let arr: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map {
-                map: "OBS_STATS",
-                source,
-            })?;
-        let mut out = [0u64; obs_stat::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(v) = arr.get(&(i as u32), 0) {
-                *slot = v.iter().sum();
-            }
-        }
-        Ok(out)
+        super::summed_counters(&self.ebpf, "OBS_STATS")
     }
 
     /// VXLAN packets per peer node and direction.
