@@ -112,11 +112,16 @@ pub fn routed() -> Routed {
     }
 }
 
-/// A running `netdrop watch --output json`; killed when dropped.
+/// A running `netdrop watch --output json`; killed when dropped. Every
+/// stdout line must be a JSON record: a line that is not is kept as an
+/// error and fails [`Watch::stop`] (and `records` of a test that reads on).
 pub struct Watch {
     child: Child,
     records: Arc<Mutex<Vec<Value>>>,
+    /// stdout lines that were not JSON records.
+    bad_lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Watch {
@@ -151,21 +156,23 @@ impl Watch {
             .spawn()
             .context("starting netdrop watch (built? cargo build -p netdrop)")?;
         let records = Arc::new(Mutex::new(Vec::new()));
+        let bad_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
-        {
-            let records = records.clone();
+        let stdout_reader = {
+            let (records, bad_lines) = (records.clone(), bad_lines.clone());
             std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    match serde_json::from_str(&line) {
-                        Ok(v) => records.lock().unwrap().push(v),
-                        Err(e) => panic!("netdrop printed a line that is not JSON ({e}): {line}"),
+                for line in BufReader::new(out).lines() {
+                    match line.map(|l| (serde_json::from_str::<Value>(&l), l)) {
+                        Ok((Ok(v), _)) if v.is_object() => records.lock().unwrap().push(v),
+                        Ok((_, l)) => bad_lines.lock().unwrap().push(l),
+                        Err(e) => bad_lines.lock().unwrap().push(format!("unreadable: {e}")),
                     }
                 }
-            });
-        }
-        {
+            })
+        };
+        let stderr_reader = {
             let stderr = stderr.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -173,12 +180,14 @@ impl Watch {
                     s.push_str(&line);
                     s.push('\n');
                 }
-            });
-        }
+            })
+        };
         let mut w = Self {
             child,
             records,
+            bad_lines,
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
         };
         w.wait_for(Duration::from_secs(30), |w| w.stderr().contains("watching"))
             .context("netdrop watch did not start")?;
@@ -217,7 +226,14 @@ impl Watch {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The records so far; panics (failing the test) if netdrop printed a
+    /// line that is not a JSON record.
     pub fn records(&self) -> Vec<Value> {
+        let bad = self.bad_lines.lock().unwrap();
+        assert!(
+            bad.is_empty(),
+            "netdrop printed lines that are not JSON records: {bad:#?}"
+        );
         self.records.lock().unwrap().clone()
     }
 
@@ -265,16 +281,25 @@ impl Watch {
         )
     }
 
-    /// Stops netdrop with SIGTERM (its final report is flushed) and waits.
+    /// Stops netdrop with SIGTERM (its final report is flushed), waits,
+    /// and reads its output to the end: every line, or an error.
     pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
-        std::thread::sleep(Duration::from_millis(200));
+        for r in self.readers.drain(..) {
+            if r.join().is_err() {
+                bail!("a reader of netdrop's output panicked");
+            }
+        }
         if !status.success() {
             bail!("netdrop exited with {status}: {}", self.stderr());
         }
-        Ok(self.records())
+        let bad = self.bad_lines.lock().unwrap().clone();
+        if !bad.is_empty() {
+            bail!("netdrop printed lines that are not JSON records: {bad:#?}");
+        }
+        Ok(self.records.lock().unwrap().clone())
     }
 
     pub fn pid(&self) -> u32 {
@@ -348,6 +373,17 @@ pub fn privileged() -> bool {
         root || std::env::var_os("NETDROP_PRIVILEGED").is_none(),
         "privileged test: run as root (sudo -E cargo xtask test)"
     );
+    if root {
+        // Once per test binary: what an earlier run killed mid-test left
+        // behind (its namespaces and the processes in them) goes first.
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            let gone = Lab::sweep_leftovers();
+            if !gone.is_empty() {
+                eprintln!("swept namespaces an earlier run left behind: {gone:?}");
+            }
+        });
+    }
     root
 }
 

@@ -204,14 +204,26 @@ fn crafted_frames_through_prog_test_run() {
     );
     assert_eq!((s[1].flow.proto, s[1].flow.dport), (17, 53));
 
-    // A frame on a device the observers were not told about is not counted.
+    // A frame on a device the observers were not told about (one that
+    // exists: the kernel refuses a test run on a missing one) passes and
+    // is counted nowhere.
+    let unobserved: u32 = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("ifindex")).ok())
+        .filter_map(|i| i.trim().parse().ok())
+        .find(|&i| i != LO)
+        .expect("a device besides lo in the test's namespace");
     let other = observers(role::UNDERLAY);
     assert_eq!(
-        other
-            .test_run(true, 4242, &pod_to_world)
-            .unwrap_or(PASS_THROUGH),
+        other.test_run(true, unobserved, &pod_to_world).unwrap(),
         PASS_THROUGH
     );
+    let counted = other.counters().unwrap();
+    assert!(
+        counted.iter().flatten().all(|c| *c == Default::default()),
+        "{counted:?}"
+    );
+    assert!(other.peers().unwrap().is_empty());
 
     // Bridge: pod counters only; no VXLAN or egress logic there.
     let obs = observers(role::BRIDGE);

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod traffic;
 
 use std::{
+    path::Path,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -24,13 +25,45 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// `tag` should be short: namespace names are `nd<tag><pid><n>-<name>`.
+    /// `tag` should be short: namespace names are
+    /// `nd<tag>.<pid>x<n>-<name>` (the pid of the process that owns them).
     pub fn new(tag: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Self {
-            prefix: format!("nd{tag}{}x{n}", std::process::id()),
+            prefix: format!("nd{tag}.{}x{n}", std::process::id()),
             namespaces: Vec::new(),
         }
+    }
+
+    /// Removes the namespaces of labs whose process is gone (a run killed
+    /// before its cleanup), with the processes still running in them.
+    /// Only this lab's own names are touched. Returns what it removed.
+    pub fn sweep_leftovers() -> Vec<String> {
+        let Ok(out) = run("ip", &["netns", "list"]) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for name in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            let Some(pid) = owner_pid(name) else { continue };
+            if Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            if let Ok(pids) = run("ip", &["netns", "pids", name]) {
+                for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    if let Ok(p) = p.parse::<i32>() {
+                        // SAFETY: kill(2) on a pid found in the leftover namespace.
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+            }
+            if run("ip", &["netns", "del", name]).is_ok() {
+                removed.push(name.to_owned());
+            }
+        }
+        removed
     }
 
     pub fn prefix(&self) -> &str {
@@ -156,6 +189,16 @@ impl Drop for Lab {
     }
 }
 
+/// The pid in a lab namespace's name (`nd<tag>.<pid>x<n>-<name>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("nd")?;
+    let (tag, rest) = rest.split_once('.')?;
+    let (pid, rest) = rest.split_once('x')?;
+    let (n, _) = rest.split_once('-')?;
+    let ok = tag.chars().all(|c| c.is_ascii_alphanumeric()) && n.parse::<u32>().is_ok();
+    ok.then(|| pid.parse().ok()).flatten()
+}
+
 /// Runs a command, failing with its stderr on a non-zero exit.
 pub fn run(prog: &str, args: &[&str]) -> anyhow::Result<Output> {
     let out = Command::new(prog)
@@ -170,4 +213,22 @@ pub fn run(prog: &str, args: &[&str]) -> anyhow::Result<Output> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_lab_names_have_an_owner() {
+        assert_eq!(super::owner_pid("ndv6.4242x3-node1"), Some(4242));
+        assert_eq!(super::owner_pid("ndchk.17x0-node"), Some(17));
+        for other in [
+            "nd4242x3-node",
+            "myns",
+            "ndv6.x3-a",
+            "ndv6.12x-a",
+            "nd.12x3",
+        ] {
+            assert_eq!(super::owner_pid(other), None, "{other}");
+        }
+    }
 }
