@@ -93,9 +93,17 @@ fn ctrl_c_during_build_or_watch_cleans_up() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Lab prefixes are "nd<tag><pid>x<n>".
-        let ours = format!("{}x", child.id());
+        // Lab prefixes are "nd<tag>.<pid>x<n>".
+        let ours = format!(".{}x", child.id());
         std::thread::sleep(after);
+        if after >= Duration::from_secs(8) {
+            // By then the clusters stand: the cleanup below has work to do.
+            assert!(
+                namespaces().contains(&ours),
+                "no demo namespace after {after:?}: {}",
+                namespaces()
+            );
+        }
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = exit_within(&mut child, Duration::from_secs(30))
