@@ -1,19 +1,29 @@
 //! Any text given as an iptables-save dump: the parser returns a ruleset or
-//! an error with a line number, and simulating a packet through whatever it
-//! parsed, then checking it, never panics.
+//! an error with a line number, and walking packets through whatever it
+//! parsed, resolving their drops and checking the ruleset never panics
+//! (nor runs away: the walk's budgets cut pathological rulesets short).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netdrop::explain::check::check_node;
-use netdrop_model::{Hook, Packet, check::{Cluster, NodeFacts}, parse_ruleset, simulate};
+use netdrop_model::{
+    Decision, Hook, OwnerContext, Packet,
+    check::{Cluster, check},
+    parse_ruleset, simulate,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(rs) = parse_ruleset(text) else { return };
-    for hook in [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output, Hook::Postrouting] {
-        let mut p = Packet::new(hook, 6, "10.224.1.2".parse().unwrap(), "10.224.2.2".parse().unwrap());
-        p.dport = Some(80);
-        let _ = simulate(&rs, &p);
+    let owners = OwnerContext::new(&rs, Some(vec!["eth0".into(), "cni0".into()]));
+    for hook in Hook::ALL {
+        for (proto, dport) in [(6, Some(80)), (17, Some(8472)), (1, None)] {
+            let mut p = Packet::new(hook, proto, "10.224.1.2".parse().unwrap(), "10.224.2.2".parse().unwrap());
+            p.dport = dport;
+            p.in_iface = Some("cni0".into());
+            for o in simulate(&rs, &p).iter().filter(|o| o.verdict.is_drop()) {
+                let _ = Decision::of(&rs, &owners, &p, o);
+            }
+        }
     }
-    let _ = check_node([&rs], &Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]), &NodeFacts::default());
+    let _ = check(&rs, &owners, &Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]));
 });

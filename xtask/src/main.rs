@@ -141,6 +141,7 @@ fn test() -> anyhow::Result<()> {
         &[],
         &mut tally,
     )?;
+    fuzz()?;
     // ...privileged tests share the kernel (programs, namespaces): serially,
     // and none may skip: they fail if not root.
     sh("cargo", &["build", "--package", "netdrop"])?;
@@ -153,6 +154,43 @@ fn test() -> anyhow::Result<()> {
     )?;
     // One closing line over every test binary.
     println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+/// The parser and the packet walk under libFuzzer for a bounded time
+/// (`NETDROP_FUZZ_SECONDS`, default 60), seeded with the public dumps and
+/// the regression cases; a crash fails the run and names its input.
+fn fuzz() -> anyhow::Result<()> {
+    let seconds = std::env::var("NETDROP_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    let corpus = workspace_root().join("target/fuzz-corpus");
+    std::fs::create_dir_all(&corpus).context("creating target/fuzz-corpus")?;
+    let corpus = corpus.to_str().context("target path is not UTF-8")?;
+    let toolchain = format!("+{}", setup::nightly());
+    let status = Command::new("cargo")
+        .current_dir(workspace_root().join("fuzz"))
+        .args([
+            toolchain.as_str(),
+            "fuzz",
+            "run",
+            "parse_and_simulate",
+            corpus,
+            "../netdrop-model/tests/fixtures/iptables",
+            "../netdrop-model/tests/fixtures/fuzz",
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-max_len=65536",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ])
+        .status()
+        .context("cannot run cargo fuzz")?;
+    if !status.success() {
+        bail!(
+            "fuzzing found a crash (its input is under fuzz/artifacts/): fix it and keep the input in netdrop-model/tests/fixtures/fuzz/ as a regression case"
+        );
+    }
+    eprintln!("xtask: fuzzed parse_and_simulate for {seconds} s without a crash");
     Ok(())
 }
 

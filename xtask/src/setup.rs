@@ -44,6 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_toolchain()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     grafana_schema()?;
     kubernetes_validate()?;
     tracefs()?;
@@ -192,6 +193,30 @@ fn bpf_linker() -> anyhow::Result<()> {
         bail!("installing bpf-linker failed ({status})");
     }
     Ok(())
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for the bounded fuzzing run of `cargo xtask test`.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+        .unwrap_or(false);
+    if have {
+        return Ok(());
+    }
+    sh(
+        "cargo",
+        &[
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ],
+    )
 }
 
 fn tools_dir() -> std::path::PathBuf {
