@@ -53,6 +53,42 @@ pub fn check_json(ns: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>, String)
     (out.status.code(), findings, text)
 }
 
+/// The kernel's own packet counter of a rule (its text as iptables-save
+/// prints it, `-A CHAIN ...`) or, for `None`, of the chain's policy, in
+/// `table` of namespace `ns`: read with `iptables-save -c`, the operator's
+/// tool, not through netdrop.
+pub fn rule_packets(ns: &str, table: &str, chain: &str, rule: Option<&str>) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables-save", "-c", "-t", table])
+        .output()
+        .expect("iptables-save runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let packets = |counter: &str| -> u64 {
+        counter
+            .trim_start_matches('[')
+            .split(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad counter {counter:?}"))
+    };
+    let found = text.lines().find_map(|l| match rule {
+        // `:FORWARD DROP [7:420]`
+        None => {
+            let rest = l
+                .strip_prefix(':')?
+                .strip_prefix(chain)?
+                .strip_prefix(' ')?;
+            Some(packets(rest.rsplit_once(' ')?.1))
+        }
+        // `[7:420] -A FORWARD -j REJECT ...`
+        Some(rule) => {
+            let (counter, text) = l.split_once("] ")?;
+            (text == rule).then(|| packets(counter))
+        }
+    });
+    found.unwrap_or_else(|| panic!("no {table}/{chain} {rule:?} in {ns}:\n{text}"))
+}
+
 /// Two namespaces joined by a veth (client 10.224.7.2, server 10.224.7.1,
 /// both on eth0); the server drops UDP to `port` in INPUT.
 pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {

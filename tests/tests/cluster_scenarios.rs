@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, process::Command, time::Duration};
 
 use netdrop::lab::cluster::{Cluster, INTERNET_HOST, POD_CIDR, SERVICE_IP, Scenario};
-use netdrop_tests::{Watch, field, require_root, total_packets, traffic};
+use netdrop_tests::{Watch, field, require_root, rule_packets, total_packets, traffic};
 use serde_json::Value;
 
 fn watch(c: &Cluster) -> Watch {
@@ -104,14 +104,16 @@ fn healthy_cluster_has_no_drops_and_no_findings() {
             }
             assert!(ping(&c.pod1, INTERNET_HOST), "pod egress is masqueraded");
         },
-        |_| true,
+        // netdrop saw the traffic: its observers counted pod packets on
+        // flannel.1 (so an empty answer below is not a watch that missed it).
+        |w| {
+            w.metric("netdrop_iface_pod_packets_total", &[("iface", "flannel.1")])
+                .is_some_and(|n| n > 0)
+        },
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let bad: Vec<_> = records
-        .iter()
-        .filter(|r| field(r, "kind") != "drop" || field(r, "reason") == "NETFILTER_DROP")
-        .collect();
-    assert!(bad.is_empty(), "healthy cluster: {bad:#?}");
+    // Nothing at all: no drop, kernel reasons included, no finding, no
+    // un-NATed egress.
+    assert!(records.is_empty(), "healthy cluster: {records:#?}");
 }
 
 #[test]
@@ -119,6 +121,8 @@ fn s1_forward_policy_drop_on_node2() {
     require_root!();
     let c = Cluster::build("s1", Scenario::S1).unwrap();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
+    let policy = || rule_packets(&c.node2, "filter", "FORWARD", None);
+    let before = policy();
     let records = observe(
         &c,
         || traffic::send_udp(&c.pod1, dst, 7, 64).unwrap(),
@@ -126,6 +130,7 @@ fn s1_forward_policy_drop_on_node2() {
     );
     let drops = drops_at(&records, &c.node2);
     assert_eq!(total_packets(&drops, |_| true), 7, "{drops:#?}");
+    assert_eq!(policy() - before, 7, "the policy's own counter agrees");
     let r = drops.last().unwrap();
     assert_eq!(field(r, "hook"), "FORWARD");
     assert_eq!(
@@ -166,10 +171,22 @@ fn s2_distro_reject_in_forward() {
     require_root!();
     let c = Cluster::build("s2", Scenario::S2).unwrap();
     c.serve_tcp(&c.pod2, 80).unwrap();
+    const REJECT: &str = "-A FORWARD -j REJECT --reject-with icmp-host-prohibited";
+    let counter = || rule_packets(&c.node2, "filter", "FORWARD", Some(REJECT));
+    let before = counter();
     let records = observe(
         &c,
         || assert!(!tcp(&c.pod1, "10.224.2.2:80")),
         |w| !drops_at(&w.records(), &c.node2).is_empty(),
+    );
+    // TCP retries make the number of packets unknowable in advance: the
+    // rule's own counter is the truth netdrop's count must equal.
+    let rejected = counter() - before;
+    assert!(rejected >= 1);
+    assert_eq!(
+        total_packets(&drops_at(&records, &c.node2), |_| true),
+        rejected,
+        "netdrop's count against the REJECT rule's counter"
     );
     let r = drops_at(&records, &c.node2).pop().unwrap();
     assert_eq!(
@@ -197,21 +214,29 @@ fn s3_input_rejects_vxlan_and_kubelet() {
     require_root!();
     let c = Cluster::build("s3", Scenario::S3).unwrap();
     c.serve_tcp(&c.node2, 10250).unwrap();
+    // Node-to-node TCP is rejected by the same rule, but it is no pod
+    // traffic: sent first, so the rule's counter below counts VXLAN only.
+    assert!(
+        !tcp(&c.node1, "192.0.2.2:10250"),
+        "kubelet port is rejected"
+    );
+    const REJECT: &str = "-A INPUT -j REJECT --reject-with icmp-host-prohibited";
+    let counter = || rule_packets(&c.node2, "filter", "INPUT", Some(REJECT));
+    let before = counter();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
     let records = observe(
         &c,
-        || {
-            traffic::send_udp(&c.pod1, dst, 5, 64).unwrap();
-            assert!(
-                !tcp(&c.node1, "192.0.2.2:10250"),
-                "kubelet port is rejected"
-            );
-        },
+        || traffic::send_udp(&c.pod1, dst, 5, 64).unwrap(),
         |w| total_packets(&drops_at(&w.records(), &c.node2), |r| r["vxlan"] == true) >= 5,
     );
     let drops = drops_at(&records, &c.node2);
     let vx = drops.iter().rev().find(|r| r["vxlan"] == true).unwrap();
     assert_eq!(total_packets(&drops, |r| r["vxlan"] == true), 5);
+    assert_eq!(
+        counter() - before,
+        5,
+        "the REJECT rule's own counter agrees"
+    );
     assert_eq!((field(vx, "hook"), field(vx, "chain")), ("INPUT", "INPUT"));
     assert_eq!(
         field(vx, "rule"),
@@ -270,6 +295,13 @@ fn s4_unnated_egress_and_masquerade_finding() {
         ("10.224.1.2", INTERNET_HOST)
     );
     assert!(field(e, "explanation").contains("un-masqueraded"), "{e}");
+    // One echo request left un-NATed (ping -c 1): the observers' count.
+    let leaving = records
+        .iter()
+        .filter(|r| field(r, "kind") == "egress")
+        .filter_map(|r| r["packets"].as_u64())
+        .max();
+    assert_eq!(leaving, Some(1), "{records:#?}");
     assert!(
         field(e, "fix").contains("\"Network\": \"10.224.0.0/16\""),
         "{e}"
@@ -290,13 +322,24 @@ fn s4_unnated_egress_and_masquerade_finding() {
 fn s0_leftover_calico_chain() {
     require_root!();
     let c = Cluster::build("s0", Scenario::S0).unwrap();
+    const LEFTOVER: &str = "-A cali-to-hep-forward -m comment --comment \"cali:Drop if no policies passed packet\" -j DROP";
+    let counter = || rule_packets(&c.node2, "filter", "cali-to-hep-forward", Some(LEFTOVER));
+    let before = counter();
     let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
     let records = observe(
         &c,
         || traffic::send_udp(&c.pod1, dst, 3, 64).unwrap(),
         |w| total_packets(&drops_at(&w.records(), &c.node2), |_| true) >= 3,
     );
-    let r = drops_at(&records, &c.node2).pop().unwrap();
+    let drops = drops_at(&records, &c.node2);
+    assert_eq!(total_packets(&drops, |_| true), 3, "{drops:#?}");
+    assert_eq!(
+        counter() - before,
+        3,
+        "the leftover rule's own counter agrees"
+    );
+    let r = drops.last().unwrap().clone();
+    assert_eq!(field(&r, "rule"), LEFTOVER);
     assert_eq!(
         (field(&r, "hook"), field(&r, "chain")),
         ("FORWARD", "cali-to-hep-forward")
