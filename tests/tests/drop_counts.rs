@@ -127,7 +127,19 @@ fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
 #[test]
 fn sigkill_leaves_no_program_behind() {
     require_root!();
-    let mut watch = Watch::start(&[]).unwrap();
+    // A node with an underlay device, so the TC observers attach too
+    // (tcx links on eth0) beside the drop probe.
+    let mut lab = Lab::new("kill");
+    let (_client, node) = drop_pair(&mut lab, 9997);
+    let mut watch = Watch::start(&[
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--underlay-iface",
+        "eth0",
+    ])
+    .unwrap();
     let listed = |name: &str| {
         let out = std::process::Command::new("bpftool")
             .args(["prog", "show", "name", name])
@@ -135,19 +147,44 @@ fn sigkill_leaves_no_program_behind() {
             .expect("bpftool (installed by cargo xtask setup)");
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     };
-    assert!(
-        listed("netdrop_kfree_skb_btf"),
-        "program is loaded while watching"
-    );
+    // Programs that a link holds (attached, not only loaded): `bpftool
+    // link` names the program of each link by id.
+    let linked = |name: &str| -> bool {
+        let json = |args: &[&str]| -> serde_json::Value {
+            let out = std::process::Command::new("bpftool")
+                .args(args)
+                .output()
+                .expect("bpftool");
+            serde_json::from_slice(&out.stdout).unwrap_or_default()
+        };
+        let progs = json(&["-j", "prog", "show", "name", name]);
+        let ids: Vec<u64> = match progs {
+            serde_json::Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
+            p => p["id"].as_u64().into_iter().collect(),
+        };
+        let links = json(&["-j", "link", "show"]);
+        links.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        })
+    };
+    const PROGRAMS: [&str; 3] = [
+        "netdrop_kfree_skb_btf",
+        "netdrop_tc_ingress",
+        "netdrop_tc_egress",
+    ];
+    for p in PROGRAMS {
+        assert!(linked(p), "{p} is attached through a link while watching");
+    }
     watch.kill(); // SIGKILL: no chance to detach by hand.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while listed("netdrop_kfree_skb_btf") && std::time::Instant::now() < deadline {
+    while PROGRAMS.iter().any(|p| listed(p)) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        !listed("netdrop_kfree_skb_btf"),
-        "program still loaded after SIGKILL"
-    );
+    // A link left behind would keep its program loaded.
+    for p in PROGRAMS {
+        assert!(!listed(p), "{p} still loaded (or linked) after SIGKILL");
+    }
 }
 
 /// Ctrl-C stops a watch whenever it comes, also in the middle of a poll
