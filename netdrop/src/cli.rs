@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use netdrop_model::{Packet, packet::parse_packet};
+
 pub use crate::config::{ClusterArgs, Output, WatchArgs, parse_duration};
+
+/// `--packet`: a bad one is a usage error (exit code 2), like any flag.
+fn packet_arg(s: &str) -> Result<Packet, String> {
+    parse_packet(s).map_err(|e| e.to_string())
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,8 +59,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     pub rules: PathBuf,
     /// "<hook> <proto> <src>[:port] -> <dst>[:port] [in IF] [out IF] [mark M] [ct STATE]"
-    #[arg(long)]
-    pub packet: String,
+    #[arg(long, value_parser = packet_arg)]
+    pub packet: Packet,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -120,10 +127,16 @@ mod tests {
             panic!("not check")
         };
         assert_eq!(c.cluster.cluster().vxlan_port, 4789);
-        let Command::Explain(e) =
-            Cli::try_parse_from(["netdrop", "explain", "--rules", "f", "--packet", "x"])
-                .unwrap()
-                .command
+        let Command::Explain(e) = Cli::try_parse_from([
+            "netdrop",
+            "explain",
+            "--rules",
+            "f",
+            "--packet",
+            "INPUT udp 10.224.1.2 -> 192.0.2.1:8472",
+        ])
+        .unwrap()
+        .command
         else {
             panic!("not explain")
         };

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use netdrop_model::{
-    Decision, Family, OwnerContext, Verdict, check::NodeFacts, decision::step_notation,
-    packet::parse_packet, simulate,
+    Decision, Family, OwnerContext, Verdict, check::NodeFacts, decision::step_notation, simulate,
 };
 
 use crate::{
@@ -119,7 +118,7 @@ fn print_findings(findings: &[ExplainedFinding], output: Output) -> anyhow::Resu
 
 pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let rs = reader::read_file(&args.rules)?;
-    let pkt = parse_packet(&args.packet)?;
+    let pkt = args.packet;
     let owners = OwnerContext::new(&rs, None);
     let cluster = args.cluster.cluster();
     let explain = |o| {

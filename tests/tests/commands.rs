@@ -1,0 +1,184 @@
+//! `netdrop check --rules` and `netdrop explain` as an operator runs them:
+//! exit codes, text and JSON, on public dumps (no privileges needed).
+
+use std::process::{Command, Output};
+
+use netdrop_tests::netdrop_bin;
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../netdrop-model/tests/fixtures/iptables")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn netdrop(args: &[&str]) -> Output {
+    Command::new(netdrop_bin()).args(args).output().unwrap()
+}
+
+const REJECTING: &str = "helowd-centos7-flannel-docker-reject-host-prohibited.rules";
+const HEALTHY: &str = "helowd-centos7-flannel-docker-after-flush.rules";
+
+#[test]
+fn check_exits_3_on_findings_and_0_without() {
+    let bad = netdrop(&[
+        "check",
+        "--rules",
+        &fixture(REJECTING),
+        "--pod-cidr",
+        "10.1.0.0/16",
+    ]);
+    assert_eq!(bad.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l == "CRITICAL forward-rule-drops-pod-traffic [distro-firewall]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  rule: filter/FORWARD -A FORWARD -j REJECT --reject-with icmp-host-prohibited"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("  fix: "), "{text}");
+
+    let json = netdrop(&[
+        "check",
+        "--rules",
+        &fixture(REJECTING),
+        "--pod-cidr",
+        "10.1.0.0/16",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(json.status.code(), Some(3));
+    let findings: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let vx = findings
+        .iter()
+        .find(|f| f["id"] == "input-blocks-vxlan")
+        .expect("VXLAN finding");
+    assert_eq!(vx["severity"], "critical");
+    assert_eq!(vx["hook"], "INPUT");
+    assert_eq!(vx["rule_no"], 13);
+    assert_eq!(vx["verdict"], "REJECT");
+    assert_eq!(vx["owner"], "distro-firewall");
+    assert_eq!(
+        vx["flows"][0],
+        "udp 192.0.2.2:51000 -> 192.0.2.1:8472 in eth0"
+    );
+
+    let ok = netdrop(&[
+        "check",
+        "--rules",
+        &fixture(HEALTHY),
+        "--pod-cidr",
+        "10.1.0.0/16",
+    ]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "no findings: nothing in these rules blocks pod traffic"
+    );
+}
+
+#[test]
+fn explain_walks_one_packet_in_text_and_json() {
+    let packet = "FORWARD tcp 10.1.1.2:40000 -> 10.1.2.2:80 in flannel.1 out cni0";
+    let text = netdrop(&[
+        "explain",
+        "--rules",
+        &fixture(REJECTING),
+        "--pod-cidr",
+        "10.1.0.0/16",
+        "--packet",
+        packet,
+    ]);
+    assert_eq!(text.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.starts_with("FORWARD tcp 10.1.1.2:40000 -> 10.1.2.2:80 in flannel.1 out cni0: REJECT"),
+        "{out}"
+    );
+    assert!(out.contains("  owner: distro-firewall"), "{out}");
+    assert!(out.contains("  fix: "), "{out}");
+
+    let json = netdrop(&[
+        "explain",
+        "--rules",
+        &fixture(REJECTING),
+        "--pod-cidr",
+        "10.1.0.0/16",
+        "--packet",
+        packet,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(json.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["verdict"], "REJECT");
+    assert_eq!(v["hook"], "FORWARD");
+    let d = &v["drops"][0];
+    assert_eq!(
+        d["rule"],
+        "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"
+    );
+    assert_eq!(
+        (d["rule_no"].as_u64(), d["reject_with"].as_str()),
+        (Some(16), Some("icmp-host-prohibited"))
+    );
+    assert_eq!(d["owner"], "distro-firewall");
+
+    // Accepted: said so, exit 0.
+    let accepted = netdrop(&[
+        "explain",
+        "--rules",
+        &fixture(HEALTHY),
+        "--packet",
+        packet,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(accepted.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert_eq!(v["verdict"], "ACCEPT");
+    assert_eq!(v["drops"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn bad_input_to_check_and_explain() {
+    // A bad packet is a usage error (2), like any bad flag value.
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        &fixture(HEALTHY),
+        "--packet",
+        "FORWARD tcp 10.1.1.2 => nowhere",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value") && err.contains("--packet"),
+        "{err}"
+    );
+    // A missing file: one sentence naming it, exit 1.
+    let out = netdrop(&[
+        "check",
+        "--rules",
+        "/nonexistent/node.rules",
+        "--pod-cidr",
+        "10.1.0.0/16",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/node.rules"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // check without a pod CIDR: usage error.
+    let out = netdrop(&["check", "--rules", &fixture(HEALTHY)]);
+    assert_eq!(out.status.code(), Some(2));
+}
