@@ -501,6 +501,26 @@ fn every_dashboard_query_answers_on_real_demo_data() {
     // targets: 18. A panel added or removed changes this on purpose.
     assert_eq!(checked, 18, "panel targets checked");
 
+    // Labels never carry pod addresses (the README's promise), with every
+    // seed's drops, explanations and fixes in the series.
+    let metrics = netdrop_tests::prom::try_get(&metrics_addr, "/metrics").unwrap();
+    assert!(metrics.contains("netdrop_drop_site_info{"), "info series present");
+    // An address in the pod CIDR that is not the CIDR itself.
+    let names_a_pod = |l: &str| {
+        l.match_indices("10.224.").any(|(i, _)| {
+            let rest = &l[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            !(rest[..end] == *"10.224.0.0" && rest[end..].starts_with('/'))
+        })
+    };
+    let pod_addresses: Vec<&str> = metrics.lines().filter(|l| names_a_pod(l)).collect();
+    assert!(
+        pod_addresses.is_empty(),
+        "pod addresses in metric labels: {pod_addresses:#?}"
+    );
+
     // The owners the seeds blame are all on the owner panel.
     let owners: Vec<String> = prom
         .query("sum by (owner) (netdrop_drops_total)")
