@@ -504,7 +504,10 @@ fn every_dashboard_query_answers_on_real_demo_data() {
     // Labels never carry pod addresses (the README's promise), with every
     // seed's drops, explanations and fixes in the series.
     let metrics = netdrop_tests::prom::try_get(&metrics_addr, "/metrics").unwrap();
-    assert!(metrics.contains("netdrop_drop_site_info{"), "info series present");
+    assert!(
+        metrics.contains("netdrop_drop_site_info{"),
+        "info series present"
+    );
     // An address in the pod CIDR that is not the CIDR itself.
     let names_a_pod = |l: &str| {
         l.match_indices("10.224.").any(|(i, _)| {

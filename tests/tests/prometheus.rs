@@ -101,3 +101,59 @@ fn prometheus_sees_the_drop_with_labels_and_exact_count() {
     assert!(problems.is_empty(), "promtool: {problems:#?}");
     drop(w);
 }
+
+/// `/healthz` answers as soon as the process does; `/readyz` says
+/// "starting" (503) until the kernel programs are attached, then "ready".
+/// A node with a 10k-Service ruleset makes the start slow enough to see:
+/// its rules are read before the programs attach.
+#[test]
+fn readyz_is_503_until_attached_and_healthz_answers_throughout() {
+    require_root!();
+    let mut lab = netdrop_tests::Lab::new("rdy");
+    let node = lab.netns("node").unwrap();
+    let rules = netdrop_model::generate::kube_proxy_ruleset(10_000, 3);
+    let mut restore = Command::new("ip")
+        .args(["netns", "exec", &node, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    restore
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(restore.wait().unwrap().success());
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(netdrop_tests::netdrop_bin())
+        .args(["watch", "--netns", &node, "--pod-cidr", POD_CIDR])
+        .args(["--metrics-addr", &addr, "--duration", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |path: &str| netdrop_tests::prom::status(&addr, path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(ready) = status("/readyz") {
+            let healthy = status("/healthz");
+            if seen.last() != Some(&(ready, healthy)) {
+                seen.push((ready, healthy));
+            }
+            if ready == 200 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        [(503, Some(200)), (200, Some(200))],
+        "readyz/healthz as the watch started"
+    );
+}
