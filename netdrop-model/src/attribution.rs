@@ -6,7 +6,7 @@ use crate::{
     decision::Decision,
     owner::OwnerContext,
     rules::{Counters, Policy, Ruleset, Target},
-    simulate::{Outcome, Packet, Step, simulate, tables_for},
+    simulate::{Outcome, Packet, Step, could_match, simulate, tables_for},
     words::{Evidence, Verdict},
 };
 
@@ -93,6 +93,12 @@ fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> 
                     Target::Reject { .. } => Verdict::Reject,
                     _ => continue,
                 };
+                // A rule that cannot match this packet (another port, another
+                // address) is no evidence, whatever its counter did: it grew
+                // with other drops of the same interval.
+                if !could_match(r, pkt) {
+                    continue;
+                }
                 let step = Step {
                     table: table.name.clone(),
                     chain: chain.name.clone(),
@@ -202,5 +208,26 @@ mod tests {
             at.decision.rule.as_deref(),
             Some("-A INPUT -p udp -m udp --dport 8472 -j DROP")
         );
+    }
+
+    #[test]
+    fn a_counter_of_a_rule_that_cannot_match_is_no_evidence() {
+        // The 8472 rule's counter grew (by other drops of the interval); the
+        // dropped packet went to port 9000, which that rule cannot match.
+        let after = BEFORE.replace("[3:300] -A INPUT", "[7:700] -A INPUT");
+        let (b, a) = (
+            parse_ruleset(BEFORE).unwrap(),
+            parse_ruleset(&after).unwrap(),
+        );
+        let owners = OwnerContext::new(&a, None);
+        let mut p = Packet::new(
+            Hook::Input,
+            17,
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+        );
+        p.in_iface = Some("eth0".into());
+        p.dport = Some(9000);
+        assert_eq!(attribute(Some(&b), &a, &owners, &p, 4), None);
     }
 }

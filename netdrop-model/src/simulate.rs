@@ -458,6 +458,11 @@ fn apply_dnat(pkt: &mut Packet, to: &str) {
     }
 }
 
+/// Whether `rule`'s matches could match `pkt` (yes, or not known).
+pub(crate) fn could_match(rule: &Rule, pkt: &Packet) -> bool {
+    !matches!(eval_rule(rule, pkt), Tri::No)
+}
+
 fn eval_rule(rule: &Rule, pkt: &Packet) -> Tri {
     let mut maybe: Option<(String, bool)> = None;
     for m in &rule.matches {
