@@ -230,4 +230,24 @@ mod tests {
         p.dport = Some(9000);
         assert_eq!(attribute(Some(&b), &a, &owners, &p, 4), None);
     }
+
+    #[test]
+    fn a_counter_finds_a_conntrack_state_rule_the_walk_assumed_away() {
+        // The walk assumes a dropped packet is NEW; this one was INVALID,
+        // and only the rule's counter says so.
+        let rules = |n: u64| {
+            format!("*filter\n:FORWARD ACCEPT [0:0]\n[{n}:0] -A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n")
+        };
+        let (b, a) = (
+            parse_ruleset(&rules(0)).unwrap(),
+            parse_ruleset(&rules(3)).unwrap(),
+        );
+        let owners = OwnerContext::new(&a, None);
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 3).unwrap();
+        assert_eq!(at.evidence, Evidence::Counters);
+        assert_eq!(
+            at.decision.rule.as_deref(),
+            Some("-A FORWARD -m conntrack --ctstate INVALID -j DROP")
+        );
+    }
 }

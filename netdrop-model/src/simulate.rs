@@ -458,9 +458,14 @@ fn apply_dnat(pkt: &mut Packet, to: &str) {
     }
 }
 
-/// Whether `rule`'s matches could match `pkt` (yes, or not known).
+/// Whether `rule` could match `pkt` on what a kernel sample tells of it
+/// (addresses, ports, protocol, devices, mark): matches on conntrack
+/// state, which the walk only assumes (`NEW`), do not rule it out.
 pub(crate) fn could_match(rule: &Rule, pkt: &Packet) -> bool {
-    !matches!(eval_rule(rule, pkt), Tri::No)
+    rule.matches.iter().all(|m| {
+        matches!(m, Match::CtState { .. } | Match::TcpSyn { .. })
+            || !matches!(eval_match(m, pkt), Tri::No)
+    })
 }
 
 fn eval_rule(rule: &Rule, pkt: &Packet) -> Tri {

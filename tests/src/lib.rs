@@ -156,6 +156,8 @@ pub struct Watch {
     records: Arc<Mutex<Vec<Value>>>,
     /// stdout lines that were not JSON records.
     bad_lines: Arc<Mutex<Vec<String>>>,
+    /// Every stdout line, as printed (text output reads these).
+    lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -170,6 +172,16 @@ impl Watch {
     /// Like [`Watch::start`], run through a wrapper command (e.g. `ip netns
     /// exec NS setpriv ...`) that ends with the program to run.
     pub fn start_via(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(wrapper, args, true)
+    }
+
+    /// `netdrop watch ARGS...` with its readable text output: read it with
+    /// [`Watch::lines`] and [`Watch::stop_text`].
+    pub fn start_text(args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(&[], args, false)
+    }
+
+    fn spawn(wrapper: &[&str], args: &[&str], json: bool) -> anyhow::Result<Self> {
         let bin = netdrop_bin();
         let mut cmd = match wrapper.split_first() {
             Some((prog, rest)) => {
@@ -179,7 +191,10 @@ impl Watch {
             }
             None => Command::new(&bin),
         };
-        cmd.arg("watch").args(["--output", "json"]);
+        cmd.arg("watch");
+        if json {
+            cmd.args(["--output", "json"]);
+        }
         // Any free port unless the test picks one: tests run one at a time,
         // but a netdrop of the user's may hold the default.
         if !args.contains(&"--metrics-addr") {
@@ -193,13 +208,20 @@ impl Watch {
             .context("starting netdrop watch (built? cargo build -p netdrop)")?;
         let records = Arc::new(Mutex::new(Vec::new()));
         let bad_lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
         let stdout_reader = {
-            let (records, bad_lines) = (records.clone(), bad_lines.clone());
+            let (records, bad_lines, lines) = (records.clone(), bad_lines.clone(), lines.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
+                    if let Ok(l) = &line {
+                        lines.lock().unwrap().push(l.clone());
+                        if !json {
+                            continue;
+                        }
+                    }
                     match line.map(|l| (serde_json::from_str::<Value>(&l), l)) {
                         Ok((Ok(v), _)) if v.is_object() => records.lock().unwrap().push(v),
                         Ok((_, l)) => bad_lines.lock().unwrap().push(l),
@@ -222,6 +244,7 @@ impl Watch {
             child,
             records,
             bad_lines,
+            lines,
             stderr,
             readers: vec![stdout_reader, stderr_reader],
         };
@@ -260,6 +283,11 @@ impl Watch {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every stdout line so far, as printed.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// The records so far; panics (failing the test) if netdrop printed a
@@ -315,6 +343,14 @@ impl Watch {
             "netdrop still ran {within:?} after SIGINT: {}",
             self.stderr()
         )
+    }
+
+    /// Like [`Watch::stop`], for a watch started with
+    /// [`Watch::start_text`]: every stdout line, as printed.
+    pub fn stop_text(self) -> anyhow::Result<Vec<String>> {
+        let lines = self.lines.clone();
+        self.stop()?;
+        Ok(lines.lock().unwrap().clone())
     }
 
     /// Stops netdrop with SIGTERM (its final report is flushed), waits,

@@ -12,6 +12,7 @@ use crate::sh;
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iptables",
+    "nftables",
     "iproute2",
     "iputils-ping",
     "prometheus",

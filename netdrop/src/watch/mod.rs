@@ -142,7 +142,6 @@ pub async fn run_until(
         w.node_series(i, datapath.probe());
         w.findings(i);
     }
-    w.pipeline.start();
     w.shared
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);

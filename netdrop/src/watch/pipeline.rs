@@ -6,7 +6,7 @@
 //! recorded events) and the benchmark run this same code.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -80,30 +80,82 @@ type Attributed = Option<(Explanation, Evidence)>;
 /// reported without one.
 const SAMPLE_GRACE: Duration = Duration::from_secs(1);
 
+/// The rule a site's samples name: table, chain and rule text (`None` for
+/// the chain's policy).
+type RuleId = (String, String, Option<String>);
+
+/// A drop site as records report it: the drops of one kernel key (its hook
+/// told by the samples for an ambiguous key) that one rule dropped, or
+/// none. The kernel cannot tell rules apart (every rule of a hook frees the
+/// packet from the same code), so two rules dropping at one key are two
+/// sites, and the key's exact count is split between them by the samples.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SiteId {
+    key: DropKey,
+    rule: Option<RuleId>,
+}
+
 /// What the pipeline remembers about one drop site.
 #[derive(Default)]
 struct Site {
-    /// The kernel's counters of this key, as of the last poll.
-    counters: DropCounters,
-    /// What this site's records report: the drops credited to it. The
-    /// kernel's counts, except for a key with an ambiguous hook (bridged,
-    /// loopback, hairpin), whose drops are split between its two hooks'
-    /// sites by the samples' hook.
+    /// What this site's records report: the drops credited to it.
     total: DropCounters,
     printed: Option<Instant>,
     /// Packets as of the last printed record (summaries report the growth).
     printed_packets: u64,
     /// The latest record of the site.
     last: Option<Record>,
-    /// (rules generation, flow) → attribution, so a flow seen before costs
-    /// a lookup, not a walk.
-    attribution: Option<(u64, Flow, Attributed)>,
+    /// Its latest sample and that sample's arrival number.
+    sample: Option<(DropSample, u64)>,
     /// What `last` was built from: the sample (its arrival number) and the
     /// rules generation. While both hold, a poll only counts.
     built: Option<(Option<u64>, Option<u64>)>,
     series: Option<SiteSeries>,
     /// The words its info series was last set with.
     info: Option<(String, String)>,
+}
+
+impl Site {
+    /// A summary of the growth since the site was last printed, if any.
+    fn summary(&mut self) -> Option<Report> {
+        let (Some(r), true) = (&mut self.last, self.total.packets > self.printed_packets) else {
+            return None;
+        };
+        r.packets = self.total.packets;
+        r.bytes = self.total.bytes;
+        r.new_packets = self.total.packets - self.printed_packets;
+        self.printed = Some(Instant::now());
+        self.printed_packets = self.total.packets;
+        Some(Report {
+            record: r.clone(),
+            detail: false,
+        })
+    }
+}
+
+/// The attributions of one key's flows under one rules generation, so a
+/// flow seen before costs a lookup, not a walk.
+#[derive(Default)]
+struct FlowCache {
+    generation: Option<u64>,
+    flows: HashMap<Flow, Attributed>,
+}
+
+/// At most this many flows are remembered per key (a scan of many ports
+/// must not grow memory without bound).
+const MAX_CACHED_FLOWS: usize = 256;
+
+/// The samples of one poll that name the same site.
+struct Group {
+    id: SiteId,
+    /// Samples in it (the weight of its share of the key's drops).
+    samples: u64,
+    /// Their sizes (the weight of its share of the key's bytes).
+    bytes: u64,
+    /// The latest of them, with its arrival number.
+    sample: Option<(DropSample, u64)>,
+    attributed: Attributed,
+    fresh: bool,
 }
 
 /// A record to print: `detail` for the first of a site (rule, why, fix).
@@ -117,19 +169,28 @@ pub struct DropPipeline {
     cluster: Cluster,
     shared: Arc<Shared>,
     summary_every: Duration,
-    sites: HashMap<DropKey, Site>,
-    /// The latest sample of each kernel key, numbered in arrival order.
-    latest: HashMap<DropKey, (DropSample, u64)>,
+    /// The kernel's counters of each key, as of the last poll.
+    kernel: HashMap<DropKey, DropCounters>,
+    sites: HashMap<SiteId, Site>,
+    /// Sites whose growth is not printed yet (their summary was not due):
+    /// printed once it is, drops or not.
+    pending: HashSet<SiteId>,
+    /// The site of each key's latest sample: where its drops go in a poll
+    /// without samples.
+    current: HashMap<DropKey, SiteId>,
+    /// Attributions per key (with its hook told) and flow.
+    flows: HashMap<DropKey, FlowCache>,
+    /// The samples of this poll per key, numbered in arrival order.
+    polled: HashMap<DropKey, Vec<(DropSample, u64)>>,
     samples_read: u64,
     /// New sites counted before their first sample was read (the kernel
     /// counts, then samples), since when: reported once it arrives.
     awaiting_sample: HashMap<DropKey, Instant>,
     /// The last poll before exit: report every site, sample or not.
     closing: bool,
-    /// Start of the previous poll, and the earliest time the drops of the
-    /// current poll can have happened.
-    last_poll: Option<Instant>,
-    drops_since: Instant,
+    /// Start of the current poll, before its counts are read: rules read
+    /// after it have counters that include every drop it counts.
+    counted_at: Instant,
 }
 
 fn icmp_name(t: u8) -> String {
@@ -140,6 +201,40 @@ fn icmp_name(t: u8) -> String {
         11 => "time-exceeded".into(),
         n => n.to_string(),
     }
+}
+
+/// Splits `total` into shares proportional to `weights` (largest
+/// remainders first), so the shares add up to `total` exactly.
+fn split(total: u64, weights: &[u64]) -> Vec<u64> {
+    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    if sum == 0 {
+        // No weights to go by: equal shares.
+        return if weights.is_empty() {
+            Vec::new()
+        } else {
+            split(total, &vec![1; weights.len()])
+        };
+    }
+    let mut shares: Vec<(u64, u128, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let exact = u128::from(total) * u128::from(w);
+            ((exact / sum) as u64, exact % sum, i)
+        })
+        .collect();
+    let mut left = total - shares.iter().map(|s| s.0).sum::<u64>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|&a, &b| shares[b].1.cmp(&shares[a].1).then(a.cmp(&b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        shares[i].0 += 1;
+        left -= 1;
+    }
+    shares.sort_by_key(|s| s.2);
+    shares.into_iter().map(|s| s.0).collect()
 }
 
 impl DropPipeline {
@@ -154,23 +249,21 @@ impl DropPipeline {
             cluster,
             shared,
             summary_every,
+            kernel: HashMap::new(),
             sites: HashMap::new(),
-            latest: HashMap::new(),
+            pending: HashSet::new(),
+            current: HashMap::new(),
+            flows: HashMap::new(),
+            polled: HashMap::new(),
             samples_read: 0,
             awaiting_sample: HashMap::new(),
             closing: false,
-            last_poll: None,
-            drops_since: Instant::now(),
+            counted_at: Instant::now(),
         }
     }
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
-    }
-
-    /// Drops before now are not this watch's: its first poll starts here.
-    pub fn start(&mut self) {
-        self.drops_since = Instant::now();
     }
 
     /// The last poll: every site is reported, sampled or not.
@@ -185,58 +278,75 @@ impl DropPipeline {
         events: &mut impl DropEvents,
         nodes: &mut [N],
     ) -> anyhow::Result<Vec<Report>> {
-        // Drops counted in this poll happened after the previous one began.
-        self.drops_since = self
-            .last_poll
-            .replace(Instant::now())
-            .unwrap_or(self.drops_since);
+        // A rule's counter confirms drops only if read after they were
+        // counted (a read of the previous poll can predate some of them).
+        self.counted_at = Instant::now();
+        // The kernel counts a drop, then samples it: every sample read now
+        // is of a drop the counts read next include.
         for s in events.samples() {
             self.samples_read += 1;
-            self.latest.insert(s.key, (s, self.samples_read));
+            self.polled
+                .entry(s.key)
+                .or_default()
+                .push((s, self.samples_read));
         }
         let mut out = Vec::new();
         for (key, now) in events.counts()? {
             let Some(node) = nodes.iter_mut().find(|n| n.inode() == u64::from(key.netns)) else {
                 continue;
             };
-            let before = self.sites.get(&key).map(|s| s.counters).unwrap_or_default();
+            let before = self.kernel.get(&key).copied().unwrap_or_default();
             if now.packets == before.packets {
                 continue;
             }
-            // The first drop of a site is always sampled, right after it is
+            // The first drop of a key is always sampled, right after it is
             // counted: a read between the two sees the count alone. Wait for
             // the sample (its flow, and the hook of ambiguous keys) rather
             // than report a site without it; not forever (a full ring buffer
             // loses samples).
-            if !self.closing && !self.sites.contains_key(&key) && !self.latest.contains_key(&key) {
+            if !self.closing && !self.current.contains_key(&key) && !self.polled.contains_key(&key)
+            {
                 let since = *self.awaiting_sample.entry(key).or_insert_with(Instant::now);
                 if since.elapsed() < SAMPLE_GRACE {
                     continue;
                 }
             }
             self.awaiting_sample.remove(&key);
-            out.extend(self.drop_site(node, key, now, before));
+            self.kernel.insert(key, now);
+            let samples = self.polled.remove(&key).unwrap_or_default();
+            let delta = DropCounters {
+                packets: now.packets - before.packets,
+                bytes: now.bytes.saturating_sub(before.bytes),
+            };
+            out.extend(self.count_key(node, key, delta, samples));
+        }
+        // Samples of keys that did not grow are of drops counted before.
+        self.polled.clear();
+        // Growth held back by the summary interval, now due.
+        let summary_every = self.summary_every;
+        let due: Vec<SiteId> = self
+            .pending
+            .iter()
+            .filter(|id| {
+                self.sites
+                    .get(*id)
+                    .is_some_and(|s| s.printed.is_none_or(|t| t.elapsed() >= summary_every))
+            })
+            .cloned()
+            .collect();
+        for id in due {
+            self.pending.remove(&id);
+            if let Some(r) = self.sites.get_mut(&id).and_then(Site::summary) {
+                out.push(r);
+            }
         }
         Ok(out)
     }
 
     /// A last summary of every site that grew since it was printed.
     pub fn flush(&mut self) -> Vec<Report> {
-        let mut out = Vec::new();
-        for s in self.sites.values_mut() {
-            let (Some(r), true) = (&mut s.last, s.total.packets > s.printed_packets) else {
-                continue;
-            };
-            r.packets = s.total.packets;
-            r.bytes = s.total.bytes;
-            r.new_packets = s.total.packets - s.printed_packets;
-            out.push(Report {
-                record: r.clone(),
-                detail: false,
-            });
-            s.printed_packets = s.total.packets;
-        }
-        out
+        self.pending.clear();
+        self.sites.values_mut().filter_map(Site::summary).collect()
     }
 
     fn packet_for(
@@ -262,32 +372,74 @@ impl DropPipeline {
         Some(p)
     }
 
-    /// The site's attribution for `flow`: cached per (rules generation,
-    /// flow), else walked through every ruleset of the flow's family, a
-    /// counter-confirmed answer preferred.
+    /// The key with the hook a sample tells: a key whose routing state was
+    /// ambiguous (bridged, loopback, hairpin) counts two hooks' drops
+    /// together, and each sample's stack walk says which it is.
+    fn told(key: DropKey, sample: Option<&DropSample>) -> DropKey {
+        match sample {
+            Some(s) if netdrop_common::hook::from_stack(key.hook) => DropKey { hook: s.hook, ..key },
+            _ => key,
+        }
+    }
+
+    fn decode(&mut self, key: &DropKey, skey: &DropKey) -> DropSite {
+        let mut site = self.decoder.decode(key);
+        if skey.hook != key.hook {
+            site.hook = hook_from_kernel(skey.hook);
+        }
+        site
+    }
+
+    fn bridge_ports(&mut self, site: &DropSite, sample: &DropSample) -> Option<BridgePorts> {
+        if !site.bridged {
+            return None;
+        }
+        let (physdev_in, physdev_out) = self.decoder.bridge_ports(sample.key.netns, sample);
+        Some(BridgePorts {
+            physdev_in,
+            physdev_out,
+        })
+    }
+
+    /// A sample's attribution: cached per (key, rules generation, flow),
+    /// else walked through every ruleset of the flow's family, a
+    /// counter-confirmed answer preferred. `drops`: how many drops of this
+    /// flow the kernel counted at least (its counter must have grown so).
     fn attribute(
         &mut self,
         node: &mut impl NodeView,
         key: DropKey,
-        flow: &Flow,
-        pkt: Packet,
-        delta: u64,
+        skey: DropKey,
+        sample: &DropSample,
+        drops: u64,
     ) -> (Attributed, bool) {
-        if let Some(Some((g, f, cached))) = self.sites.get(&key).map(|s| s.attribution.as_ref())
-            && Some(*g) == node.rules_generation()
-            && f == flow
+        let Some(flow) = Flow::from_hdr(&sample.outer) else {
+            return (None, false);
+        };
+        if let Some(c) = self.flows.get(&skey)
+            && c.generation.is_some()
+            && c.generation == node.rules_generation()
+            && let Some(a) = c.flows.get(&flow)
         {
-            return (cached.clone(), false);
+            return (a.clone(), false);
         }
-        // The rules in force now, read after these drops (so their counters
-        // include them), unless a read since the last poll already is.
-        let Some(rules) = node.rules_since(self.drops_since) else {
+        let site = self.decode(&key, &skey);
+        if !site.netfilter {
+            return (None, false);
+        }
+        let bridged = self.bridge_ports(&site, sample);
+        let Some(pkt) = Self::packet_for(node, &site, &flow, sample, bridged) else {
+            return (None, false);
+        };
+        // The rules in force now, read after these drops were counted (so
+        // their counters include them), unless a read of this poll already is.
+        let Some(rules) = node.rules_since(self.counted_at) else {
             return (None, false);
         };
         let generation = rules.generation();
         let mut found = None;
         for (after, before, owners) in rules.rulesets(Family::of(flow.src)) {
-            if let Some(a) = attribute(before, after, owners, &pkt, delta) {
+            if let Some(a) = attribute(before, after, owners, &pkt, drops) {
                 let better = matches!(
                     (&found, a.evidence),
                     (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
@@ -298,58 +450,157 @@ impl DropPipeline {
                 }
             }
         }
-        self.sites.entry(key).or_default().attribution =
-            Some((generation, flow.clone(), found.clone()));
+        let cache = self.flows.entry(skey).or_default();
+        if cache.generation != Some(generation) || cache.flows.len() >= MAX_CACHED_FLOWS {
+            cache.flows.clear();
+            cache.generation = Some(generation);
+        }
+        cache.flows.insert(flow, found.clone());
         (found, true)
     }
 
-    fn drop_site(
+    /// The drops a key counted in this poll, credited to the sites its
+    /// samples name (in proportion to their samples: exact while every
+    /// drop is sampled, i.e. below `--sample-rate`); without samples, to
+    /// the site of its latest one.
+    fn count_key(
         &mut self,
         node: &mut impl NodeView,
         key: DropKey,
-        now: DropCounters,
-        before: DropCounters,
-    ) -> Option<Report> {
-        let delta = now.packets - before.packets;
-        let delta_bytes = now.bytes.saturating_sub(before.bytes);
-        let (sample, sample_no) = match self.latest.get(&key) {
-            Some((s, n)) => (Some(*s), Some(*n)),
-            None => (None, None),
-        };
-        // A key whose routing state was ambiguous (bridged, loopback,
-        // hairpin) counts two hooks' drops together; the latest sample's
-        // stack walk says which these are, and they are reported as that
-        // hook's site.
-        let skey = if netdrop_common::hook::from_stack(key.hook) {
-            DropKey {
-                hook: sample.map_or(key.hook, |s| s.hook),
-                ..key
+        delta: DropCounters,
+        samples: Vec<(DropSample, u64)>,
+    ) -> Vec<Report> {
+        let generation = node.rules_generation();
+        if samples.is_empty() {
+            // Unchanged sample and rules: the site's record stands.
+            if let Some(id) = self.current.get(&key).cloned()
+                && let Some(s) = self.sites.get(&id)
+                && s.built == Some((s.sample.map(|x| x.1), generation))
+                && s.last.is_some()
+            {
+                return self.report(node, id, delta, None).into_iter().collect();
             }
+        }
+        let samples = if samples.is_empty() {
+            let latest = self.current.get(&key).and_then(|id| self.sites.get(id)?.sample);
+            latest.into_iter().collect()
         } else {
-            key
+            samples
         };
-        self.sites.entry(key).or_default().counters = now;
-        let total = {
-            let s = self.sites.entry(skey).or_default();
-            s.total.packets += delta;
-            s.total.bytes += delta_bytes;
-            s.total
+        // Samples per flow: one flow in the poll takes every drop of the
+        // key (the rule's counter must show them all); else each flow at
+        // least its samples.
+        let mut per_flow: HashMap<Option<Flow>, u64> = HashMap::new();
+        for (s, _) in &samples {
+            *per_flow.entry(Flow::from_hdr(&s.outer)).or_default() += 1;
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        for (s, no) in &samples {
+            let skey = Self::told(key, Some(s));
+            let drops = match per_flow.len() {
+                1 => delta.packets,
+                _ => per_flow
+                    .get(&Flow::from_hdr(&s.outer))
+                    .copied()
+                    .unwrap_or(1),
+            };
+            let (attributed, fresh) = self.attribute(node, key, skey, s, drops);
+            let id = SiteId {
+                key: skey,
+                rule: attributed.as_ref().map(|(x, _)| {
+                    (
+                        x.decision.table.clone(),
+                        x.decision.chain.clone(),
+                        x.decision.rule.clone(),
+                    )
+                }),
+            };
+            match groups.iter_mut().find(|g| g.id == id) {
+                Some(g) => {
+                    g.samples += 1;
+                    g.bytes += u64::from(s.len);
+                    g.sample = Some((*s, *no));
+                    g.attributed = attributed;
+                    g.fresh |= fresh;
+                }
+                None => groups.push(Group {
+                    id,
+                    samples: 1,
+                    bytes: u64::from(s.len),
+                    sample: Some((*s, *no)),
+                    attributed,
+                    fresh,
+                }),
+            }
+        }
+        if groups.is_empty() {
+            // Never sampled (the ring buffer lost it): the key alone.
+            groups.push(Group {
+                id: SiteId { key, rule: None },
+                samples: 1,
+                bytes: 1,
+                sample: None,
+                attributed: None,
+                fresh: false,
+            });
+        }
+        let weights: Vec<u64> = groups.iter().map(|g| g.samples).collect();
+        let packets = split(delta.packets, &weights);
+        // Bytes by the sampled packets' sizes (by count if none has one).
+        let byte_weights: Vec<u64> = if groups.iter().all(|g| g.bytes > 0) {
+            groups.iter().map(|g| g.bytes).collect()
+        } else {
+            weights
         };
+        let bytes = split(delta.bytes, &byte_weights);
+        let mut out = Vec::new();
+        let last = groups.len() - 1;
+        for (i, (g, (p, b))) in groups.into_iter().zip(packets.into_iter().zip(bytes)).enumerate() {
+            if i == last {
+                self.current.insert(key, g.id.clone());
+            }
+            let share = DropCounters {
+                packets: p,
+                bytes: b,
+            };
+            out.extend(self.report(node, g.id.clone(), share, Some(g)));
+        }
+        out
+    }
+
+    /// Credits `delta` to site `id` and builds its record (from `group`'s
+    /// sample and attribution when given, else the site's own); returns it
+    /// when it is due for printing.
+    fn report(
+        &mut self,
+        node: &mut impl NodeView,
+        id: SiteId,
+        delta: DropCounters,
+        group: Option<Group>,
+    ) -> Option<Report> {
+        let summary_every = self.summary_every;
+        let s = self.sites.entry(id.clone()).or_default();
+        s.total.packets += delta.packets;
+        s.total.bytes += delta.bytes;
+        let total = s.total;
+        if let Some((smp, no)) = group.as_ref().and_then(|g| g.sample) {
+            s.sample = Some((smp, no));
+        }
         // A site that keeps dropping with no new sample and unchanged rules:
         // the record stands, only its counts move.
-        let built = Some((sample_no, node.rules_generation()));
-        let summary_every = self.summary_every;
-        let s = self.sites.entry(skey).or_default();
+        let built = Some((s.sample.map(|x| x.1), node.rules_generation()));
         if s.built == built
             && let (Some(r), Some(series)) = (&mut s.last, &s.series)
         {
-            series.count(delta, delta_bytes);
+            series.count(delta.packets, delta.bytes);
             r.packets = total.packets;
             r.bytes = total.bytes;
             let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
             if !due {
+                self.pending.insert(id);
                 return None;
             }
+            self.pending.remove(&id);
             r.new_packets = total.packets - s.printed_packets;
             s.printed = Some(Instant::now());
             s.printed_packets = total.packets;
@@ -359,30 +610,18 @@ impl DropPipeline {
                 detail: false,
             });
         }
-        let mut site = self.decoder.decode(&key);
-        if skey.hook != key.hook {
-            site.hook = hook_from_kernel(skey.hook);
-        }
+        let sample = s.sample.map(|x| x.0);
+        let (attribution, fresh) = match group {
+            Some(g) => (g.attributed, g.fresh),
+            None => match &sample {
+                Some(smp) => self.attribute(node, smp.key, id.key, smp, delta.packets),
+                None => (None, false),
+            },
+        };
+        let key = sample.map_or(id.key, |x| x.key);
+        let site = self.decode(&key, &id.key);
         let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
-        let bridged = match &sample {
-            Some(s) if site.bridged => {
-                let (physdev_in, physdev_out) = self.decoder.bridge_ports(key.netns, s);
-                Some(BridgePorts {
-                    physdev_in,
-                    physdev_out,
-                })
-            }
-            _ => None,
-        };
-        let (attribution, fresh) = match (&flow, &sample) {
-            (Some(f), Some(s)) if site.netfilter => {
-                match Self::packet_for(node, &site, f, s, bridged.clone()) {
-                    Some(pkt) => self.attribute(node, skey, f, pkt, delta),
-                    None => (None, false),
-                }
-            }
-            _ => (None, false),
-        };
+        let bridged = sample.and_then(|smp| self.bridge_ports(&site, &smp));
         let mut r = Record {
             kind: Kind::Drop,
             node: node.label().to_owned(),
@@ -400,7 +639,7 @@ impl DropPipeline {
             vni: sample.filter(|s| s.inner.family != 0).map(|s| s.vni),
             packets: total.packets,
             bytes: total.bytes,
-            new_packets: delta,
+            new_packets: delta.packets,
             evidence: Some(Evidence::Kernel),
             netfilter: site.netfilter,
             ..Record::default()
@@ -408,7 +647,7 @@ impl DropPipeline {
         if let Some(f) = &flow {
             r.set_flow(f);
         }
-        let first = self.sites.get(&skey).is_none_or(|s| s.printed.is_none());
+        let first = self.sites.get(&id).is_none_or(|s| s.printed.is_none());
         // The words of the site for its info series: no addresses or ports.
         let mut site_words = None;
         match &attribution {
@@ -451,9 +690,9 @@ impl DropPipeline {
                 r.fix = fix;
             }
         }
-        let s = self.sites.entry(skey).or_default();
+        let s = self.sites.entry(id.clone()).or_default();
         let series = self.shared.site_series(&r, s.series.take());
-        series.count(delta, delta_bytes);
+        series.count(delta.packets, delta.bytes);
         if (fresh || first)
             && let Some(words) = site_words
             && s.info.as_ref() != Some(&words)
@@ -465,12 +704,12 @@ impl DropPipeline {
         s.series = Some(series);
         // What this record was built from (the generation after any read
         // the attribution made).
-        s.built = Some((sample_no, node.rules_generation()));
+        s.built = Some((s.sample.map(|x| x.1), node.rules_generation()));
         // The first drop of a site is printed in full; then summaries,
         // rate-limited.
         let report = s
             .printed
-            .is_none_or(|t| t.elapsed() >= self.summary_every)
+            .is_none_or(|t| t.elapsed() >= summary_every)
             .then(|| {
                 r.new_packets = total.packets - s.printed_packets;
                 s.printed = Some(Instant::now());
@@ -481,6 +720,11 @@ impl DropPipeline {
                 }
             });
         s.last = Some(r);
+        if report.is_some() {
+            self.pending.remove(&id);
+        } else {
+            self.pending.insert(id);
+        }
         report
     }
 }
@@ -616,6 +860,10 @@ mod tests {
     const NO_SOCKET: u32 = 3;
 
     fn pipeline(shared: Arc<Shared>) -> DropPipeline {
+        pipeline_every(shared, Duration::ZERO)
+    }
+
+    fn pipeline_every(shared: Arc<Shared>, summary_every: Duration) -> DropPipeline {
         let kernel = KernelInfo {
             drop_reasons: [
                 (NETFILTER_DROP, "NETFILTER_DROP".to_owned()),
@@ -635,7 +883,7 @@ mod tests {
             Decoder::new(kernel, vec![ns]),
             Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]),
             shared,
-            Duration::ZERO,
+            summary_every,
         )
     }
 
@@ -910,5 +1158,78 @@ mod tests {
             Some(Evidence::Simulated),
             "no snapshot before: the model's word"
         );
+    }
+
+    /// Two rules dropping at one kernel key (same hook, reason and
+    /// devices): two sites, each with its own drops, as their counters say.
+    #[test]
+    fn two_rules_at_one_key_are_two_sites_with_their_own_counts() {
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let rules = |a: u64, b: u64| {
+            format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n[{a}:0] -A INPUT -p udp -m udp --dport 9001 -j DROP\n[{b}:0] -A INPUT -p udp -m udp --dport 9002 -j DROP\nCOMMIT\n"
+            )
+        };
+        let mut nodes = [node(&rules(0, 0), &rules(3, 2))];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        let mut samples = vec![sample(k, hook::INPUT, 9001); 3];
+        samples.extend(vec![sample(k, hook::INPUT, 9002); 2]);
+        ev.push(samples, vec![(k, counters(5))]);
+        ev.push(vec![], vec![(k, counters(6))]);
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        let got: Vec<(Option<usize>, u64, u64, Option<Evidence>)> = out
+            .iter()
+            .map(|r| (r.record.rule_no, r.record.packets, r.record.bytes, r.record.evidence))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1), 3, 300, Some(Evidence::Counters)),
+                (Some(2), 2, 200, Some(Evidence::Counters))
+            ]
+        );
+        assert!(out.iter().all(|r| r.detail));
+        // A poll without samples: the key's drops go to its latest sample's site.
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(
+            (out[0].record.rule_no, out[0].record.packets, out[0].record.new_packets),
+            (Some(2), 3, 1)
+        );
+        assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 6);
+    }
+
+    #[test]
+    fn split_shares_add_up_and_follow_the_weights() {
+        assert_eq!(split(10, &[3, 2]), [6, 4]);
+        assert_eq!(split(5, &[1, 1, 1]), [2, 2, 1]);
+        assert_eq!(split(0, &[4, 1]), [0, 0]);
+        assert_eq!(split(7, &[0]), [7]);
+        assert_eq!(split(7, &[0, 0]), [4, 3]);
+        assert_eq!(split(u64::MAX, &[u64::MAX, 1]).iter().sum::<u64>(), u64::MAX);
+    }
+
+    /// Growth inside the summary interval is printed once the interval is
+    /// over, whether or not the site drops again.
+    #[test]
+    fn held_back_growth_is_summarised_when_due_without_new_drops() {
+        let mut p = pipeline_every(new_shared(), Duration::from_millis(200));
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::INPUT, 9999)], vec![(k, counters(3))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+        assert_eq!(p.poll(&mut ev, &mut nodes).unwrap().len(), 1);
+        assert!(p.poll(&mut ev, &mut nodes).unwrap().is_empty(), "not due yet");
+        std::thread::sleep(Duration::from_millis(250));
+        let due = p.poll(&mut ev, &mut nodes).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].record.packets, due[0].record.new_packets), (5, 2));
+        assert!(!due[0].detail);
+        assert!(p.poll(&mut ev, &mut nodes).unwrap().is_empty());
+        assert!(p.flush().is_empty(), "nothing left to print");
     }
 }

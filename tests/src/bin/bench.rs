@@ -626,7 +626,6 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
             // watch's default --summary-interval
             Duration::from_secs(5),
         );
-        pipe.start();
         // Cold: every site has a new flow in every poll.
         let mut ev = Recorded::default();
         for p in 0..POLLS {
