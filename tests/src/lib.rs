@@ -172,16 +172,26 @@ impl Watch {
     /// Like [`Watch::start`], run through a wrapper command (e.g. `ip netns
     /// exec NS setpriv ...`) that ends with the program to run.
     pub fn start_via(wrapper: &[&str], args: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn(wrapper, args, true)
+        Self::spawn(wrapper, &[], args, true)
+    }
+
+    /// Like [`Watch::start`], with environment variables set.
+    pub fn start_env(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(&[], env, args, true)
     }
 
     /// `netdrop watch ARGS...` with its readable text output: read it with
     /// [`Watch::lines`] and [`Watch::stop_text`].
     pub fn start_text(args: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn(&[], args, false)
+        Self::spawn(&[], &[], args, false)
     }
 
-    fn spawn(wrapper: &[&str], args: &[&str], json: bool) -> anyhow::Result<Self> {
+    fn spawn(
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+        json: bool,
+    ) -> anyhow::Result<Self> {
         let bin = netdrop_bin();
         let mut cmd = match wrapper.split_first() {
             Some((prog, rest)) => {
@@ -201,6 +211,7 @@ impl Watch {
             cmd.args(["--metrics-addr", "127.0.0.1:0"]);
         }
         let mut child = cmd
+            .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -124,6 +124,37 @@ fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
     );
 }
 
+/// A kernel where `tp_btf` cannot attach (no BTF type for the kfree_skb
+/// tracepoint, shown to netdrop as this kernel's BTF with that type
+/// renamed): `auto` tries both tp_btf builds, says why each failed, and
+/// counts right through the plain tracepoint.
+#[test]
+fn a_kernel_without_tp_btf_falls_back_to_the_tracepoint() {
+    require_root!();
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
+    let name = b"btf_trace_kfree_skb\0";
+    let at = btf
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("this kernel's BTF names btf_trace_kfree_skb");
+    btf[at] = b'x';
+    let path = std::env::temp_dir().join(format!("netdrop-vmlinux-no-tp-{}", std::process::id()));
+    std::fs::write(&path, &btf).unwrap();
+    let _remove = Remove(path.clone());
+    let said = counts_exactly_n(&["--btf", path.to_str().unwrap()]);
+    assert!(said.contains("(drop probe tracepoint)"), "{said}");
+    for (tried, next) in [
+        ("tp_btf", "tp_btf_probe_read"),
+        ("tp_btf_probe_read", "tracepoint"),
+    ] {
+        assert!(
+            said.contains(&format!("drop probe {tried} unavailable ("))
+                && said.contains(&format!("; trying {next}")),
+            "{said}"
+        );
+    }
+}
+
 #[test]
 fn sigkill_leaves_no_program_behind() {
     require_root!();

@@ -2,6 +2,8 @@
 //! traffic, VXLAN, IPv6, truncated, non-IP), and on real packets in
 //! namespaces: pod counters, VXLAN per peer, and un-NATed pod egress (S4).
 
+use std::time::Duration;
+
 use netdrop::capture::observe::{NodeObservers, ObservedIfaces, ObserverOptions};
 use netdrop_common::{direction, role};
 use netdrop_tests::require_root;
@@ -337,5 +339,139 @@ fn missing_interfaces_are_warnings_and_drops_still_count() {
         assert!(err.contains(missing), "{missing}: {err}");
     }
     assert_eq!(dropped(&w), 3);
+    w.stop().unwrap();
+}
+
+/// `pod_packets` metric of `iface` in `direction`, from a watch's metrics.
+fn iface_pod_packets(w: &netdrop_tests::Watch, iface: &str, role: &str) -> Option<u64> {
+    w.metric(
+        "netdrop_iface_pod_packets_total",
+        &[("iface", iface), ("role", role), ("direction", "ingress")],
+    )
+}
+
+/// Programs of netdrop's observers held by a link (tcx), by `bpftool`.
+fn tc_programs_linked() -> usize {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let ids: Vec<u64> = ["netdrop_tc_ingress", "netdrop_tc_egress"]
+        .iter()
+        .flat_map(|n| match json(&["-j", "prog", "show", "name", n]) {
+            serde_json::Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
+            p => p["id"].as_u64().into_iter().collect::<Vec<_>>(),
+        })
+        .collect();
+    json(&["-j", "link", "show"]).as_array().map_or(0, |l| {
+        l.iter()
+            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+            .count()
+    })
+}
+
+/// The observer flags as an operator uses them, on a node whose pod
+/// bridge is not called cni0: `--bridge-iface` names it; `--tc-attach
+/// tcx` attaches links only; the default falls back to netlink filters
+/// when tcx is refused (as on kernels before 6.6, forced here); a forced
+/// `tcx` that is refused says so and drops still count; `--no-observers`
+/// attaches nothing and counts no device.
+#[test]
+fn observer_flags_choose_the_devices_and_how_they_attach() {
+    require_root!();
+    let mut lab = netdrop_tests::Lab::new("obsf");
+    let node = lab.netns("n").unwrap();
+    let pod = lab.netns("p").unwrap();
+    lab.bridge(&node, "br-pods", Some("10.224.9.1/24")).unwrap();
+    lab.bridge_port((&node, "br-pods", "veth-p"), (&pod, "10.224.9.2/24"))
+        .unwrap();
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "7000", "-j", "DROP"],
+    )
+    .unwrap();
+    let base = [
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--bridge-iface",
+        "br-pods",
+    ];
+    let send = |n: u64| {
+        netdrop_tests::traffic::send_udp(&pod, "10.224.9.1:7000".parse().unwrap(), n, 32).unwrap()
+    };
+    let counted = |w: &mut netdrop_tests::Watch, n: u64| {
+        w.wait_for(Duration::from_secs(10), |w| {
+            iface_pod_packets(w, "br-pods", "bridge") >= Some(n)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(iface_pod_packets(w, "br-pods", "bridge"), Some(n));
+    };
+    let ours = "netdrop_tc_";
+
+    // tcx, asked for: two links, no netlink filter, the renamed bridge counted.
+    let mut w =
+        netdrop_tests::Watch::start(&[&base[..], &["--tc-attach", "tcx"]].concat()).unwrap();
+    assert_eq!(tc_programs_linked(), 2, "ingress + egress links");
+    assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
+    send(4);
+    counted(&mut w, 4);
+    assert!(!w.stderr().contains("no bridge device"), "{}", w.stderr());
+    w.stop().unwrap();
+    assert_eq!(tc_programs_linked(), 0);
+
+    // The default (auto) where tcx is refused: netlink filters instead.
+    let refuse = [("NETDROP_LAB_REFUSE_TCX", "1")];
+    let mut w = netdrop_tests::Watch::start_env(&refuse, &base).unwrap();
+    assert_eq!(tc_programs_linked(), 0);
+    assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 2);
+    send(3);
+    counted(&mut w, 3);
+    w.stop().unwrap();
+    assert_eq!(
+        tc_filters(&lab, &node, "br-pods", ours),
+        0,
+        "removed on exit"
+    );
+
+    // tcx forced where it is refused: said, and drops still count.
+    let mut w =
+        netdrop_tests::Watch::start_env(&refuse, &[&base[..], &["--tc-attach", "tcx"]].concat())
+            .unwrap();
+    let err = w.stderr();
+    assert!(
+        err.contains("cannot observe br-pods (Ingress): tcx refused")
+            && err.contains("cannot observe br-pods (Egress): tcx refused"),
+        "{err}"
+    );
+    assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
+    send(2);
+    w.wait_for(Duration::from_secs(10), |w| {
+        netdrop_tests::total_packets(&w.records(), |r| r["reason"] == "NETFILTER_DROP") >= 2
+    })
+    .unwrap();
+    assert_eq!(iface_pod_packets(&w, "br-pods", "bridge"), None);
+    w.stop().unwrap();
+
+    // No observers: nothing attached, no device counted, none missed.
+    let mut w = netdrop_tests::Watch::start(&[&base[..], &["--no-observers"]].concat()).unwrap();
+    assert_eq!(tc_programs_linked(), 0);
+    assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
+    send(2);
+    w.wait_for(Duration::from_secs(10), |w| {
+        netdrop_tests::total_packets(&w.records(), |r| r["reason"] == "NETFILTER_DROP") >= 2
+    })
+    .unwrap();
+    let metrics = netdrop_tests::prom::try_get(&w.metrics_addr().unwrap(), "/metrics").unwrap();
+    assert!(
+        !metrics.contains("netdrop_iface_pod_packets_total{"),
+        "{metrics}"
+    );
+    assert!(!w.stderr().contains("to observe"), "{}", w.stderr());
     w.stop().unwrap();
 }

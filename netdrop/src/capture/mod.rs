@@ -7,7 +7,10 @@ pub mod kfunc;
 pub mod observe;
 pub mod tracefs;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -275,7 +278,7 @@ impl Datapath {
             ],
             one => vec![one],
         };
-        let probe = attach_first(&mut ebpf, &order)?;
+        let probe = attach_first(&mut ebpf, &order, &opts.btf_path)?;
         let samples = ebpf.take_map("DROP_SAMPLES").ok_or(CaptureError::Map {
             map: "DROP_SAMPLES",
             source: aya::maps::MapError::InvalidName {
@@ -433,10 +436,14 @@ pub(crate) fn cached_counts<C: SlotCache>(
 }
 
 /// The first of `order` that loads and attaches, warning about the others.
-fn attach_first(ebpf: &mut Ebpf, order: &[DropProbe]) -> Result<DropProbe, CaptureError> {
+fn attach_first(
+    ebpf: &mut Ebpf,
+    order: &[DropProbe],
+    btf: &Path,
+) -> Result<DropProbe, CaptureError> {
     let mut last = None;
     for (i, probe) in order.iter().enumerate() {
-        match attach(ebpf, *probe) {
+        match attach(ebpf, *probe, btf) {
             Ok(p) => return Ok(p),
             Err(e) => {
                 if let Some(next) = order.get(i + 1) {
@@ -453,19 +460,30 @@ fn attach_first(ebpf: &mut Ebpf, order: &[DropProbe]) -> Result<DropProbe, Captu
     Err(last.unwrap_or(CaptureError::NoCast))
 }
 
-fn attach(ebpf: &mut Ebpf, probe: DropProbe) -> Result<DropProbe, CaptureError> {
+fn attach(ebpf: &mut Ebpf, probe: DropProbe, btf: &Path) -> Result<DropProbe, CaptureError> {
     match probe {
-        DropProbe::TpBtf => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf", probe),
-        DropProbe::TpBtfProbeRead => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf_probe_read", probe),
+        DropProbe::TpBtf => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf", probe, btf),
+        DropProbe::TpBtfProbeRead => {
+            attach_tp_btf(ebpf, "netdrop_kfree_skb_btf_probe_read", probe, btf)
+        }
         // `Auto` is expanded into an order by the caller.
         DropProbe::Tracepoint | DropProbe::Auto => attach_tracepoint(ebpf),
     }
 }
 
-fn attach_tp_btf(ebpf: &mut Ebpf, name: &str, probe: DropProbe) -> Result<DropProbe, CaptureError> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Program {
-        what: "reading kernel BTF for tp_btf".into(),
-        source: aya::programs::ProgramError::Btf(e),
+/// Loads and attaches a `tp_btf/kfree_skb` build. `btf` (`--btf`, the
+/// running kernel's by default) names the tracepoint's type.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    name: &str,
+    probe: DropProbe,
+    btf: &Path,
+) -> Result<DropProbe, CaptureError> {
+    let btf = aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
+        CaptureError::Program {
+            what: "reading kernel BTF for tp_btf".into(),
+            source: aya::programs::ProgramError::Btf(e),
+        }
     })?;
     let prog: &mut BtfTracePoint = program(ebpf, name)?;
     let wrap = |what: &str| {

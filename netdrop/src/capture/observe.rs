@@ -88,6 +88,9 @@ pub struct NodeObservers {
     samples: RingBuf<MapData>,
     pub ifaces: ObservedIfaces,
     tc_attach: TcAttach,
+    /// The (device, ingress?) hooks the observers attached to: a device
+    /// they could not attach to is not counted (not even as zero).
+    attached: Vec<(String, bool)>,
 }
 
 /// `ip [-n NS] -j ARGS...` parsed as JSON (None on any failure).
@@ -174,6 +177,13 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
     })
 }
 
+/// Kernels before 6.6 have no tcx, and this one cannot be made to refuse
+/// it: with the `lab` feature, `NETDROP_LAB_REFUSE_TCX` makes every tcx
+/// attach fail as theirs do, so the netlink fallback is tested here.
+fn refuse_tcx() -> bool {
+    cfg!(feature = "lab") && std::env::var_os("NETDROP_LAB_REFUSE_TCX").is_some()
+}
+
 /// Attaches one observer program: a tcx link (left with the program, which
 /// detaches it), or a netlink filter (returned, to be detached in its own
 /// namespace: netlink names devices by ifindex in the caller's).
@@ -185,11 +195,15 @@ fn attach_one(
     mode: TcAttach,
 ) -> Result<Option<SchedClassifierLink>, String> {
     if mode != TcAttach::Netlink {
-        let tcx =
-            prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()));
+        let tcx = if refuse_tcx() {
+            Err("tcx refused (NETDROP_LAB_REFUSE_TCX: as on a kernel before 6.6)".to_owned())
+        } else {
+            prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .map_err(|e| e.to_string())
+        };
         match (tcx, mode) {
             (Ok(_), _) => return Ok(None),
-            (Err(e), TcAttach::Tcx) => return Err(e.to_string()),
+            (Err(e), TcAttach::Tcx) => return Err(e),
             (Err(e), _) => log::info!("{iface}: no tcx ({e}); attaching through netlink"),
         }
     }
@@ -244,6 +258,13 @@ impl NodeObservers {
     /// Loads the programs for these devices without attaching them
     /// (`BPF_PROG_TEST_RUN` tests use this).
     /// Kernel time and runs of the observer programs.
+    /// Whether the observer of `iface`'s ingress (or egress) is attached.
+    pub fn attached(&self, iface: &str, ingress: bool) -> bool {
+        self.attached
+            .iter()
+            .any(|(i, d)| i == iface && *d == ingress)
+    }
+
     pub fn program_stats(&self) -> Vec<super::ProgramStats> {
         super::program_stats(&self.ebpf)
     }
@@ -303,6 +324,7 @@ impl NodeObservers {
             ifaces,
             tc_attach: opts.tc_attach,
             netlink: NetlinkLinks::default(),
+            attached: Vec::new(),
         })
     }
 
@@ -354,8 +376,10 @@ impl NodeObservers {
             .map(|(n, _)| n.clone())
             .collect();
         let mode = self.tc_attach;
-        let attach_all = || -> Result<Vec<SchedClassifierLink>, CaptureError> {
+        type Attached = (Vec<SchedClassifierLink>, Vec<(String, bool)>);
+        let attach_all = || -> Result<Attached, CaptureError> {
             let mut netlink = Vec::new();
+            let mut attached = Vec::new();
             for iface in &targets {
                 for (name, kind) in [
                     ("netdrop_tc_ingress", TcAttachType::Ingress),
@@ -363,7 +387,10 @@ impl NodeObservers {
                 ] {
                     let prog: &mut SchedClassifier = super::program(ebpf, name)?;
                     match attach_one(prog, name, iface, kind, mode) {
-                        Ok(link) => netlink.extend(link),
+                        Ok(link) => {
+                            netlink.extend(link);
+                            attached.push((iface.clone(), kind == TcAttachType::Ingress));
+                        }
                         // A device that vanished is a warning, not a failure.
                         Err(e) => {
                             log::warn!("{}: cannot observe {iface} ({kind:?}): {e}", node.label())
@@ -371,13 +398,14 @@ impl NodeObservers {
                     }
                 }
             }
-            Ok(netlink)
+            Ok((netlink, attached))
         };
         // Devices are named in the caller's namespace: attach from a thread
         // that entered the node's.
-        let links = node
+        let (links, attached) = node
             .run_in(attach_all)
             .map_err(|e| CaptureError::Observer(e.to_string()))??;
+        self.attached = attached;
         self.netlink = NetlinkLinks {
             links,
             netns: Some(node.clone()),

@@ -363,6 +363,9 @@ impl Watcher {
                     continue;
                 };
                 for d in [direction::INGRESS, direction::EGRESS] {
+                    if !obs.attached(&iface, d == direction::INGRESS) {
+                        continue;
+                    }
                     let now = c[r as usize][d as usize];
                     let prev = self.obs_prev.insert((ni, r, d), now).unwrap_or_default();
                     let labels = IfaceLabels {
