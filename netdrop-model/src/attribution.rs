@@ -236,7 +236,9 @@ mod tests {
         // The walk assumes a dropped packet is NEW; this one was INVALID,
         // and only the rule's counter says so.
         let rules = |n: u64| {
-            format!("*filter\n:FORWARD ACCEPT [0:0]\n[{n}:0] -A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n")
+            format!(
+                "*filter\n:FORWARD ACCEPT [0:0]\n[{n}:0] -A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n"
+            )
         };
         let (b, a) = (
             parse_ruleset(&rules(0)).unwrap(),

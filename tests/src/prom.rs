@@ -71,6 +71,12 @@ pub fn urlencode(s: &str) -> String {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` as job `netdrop` every second.
     pub fn start(targets: &[&str]) -> Self {
+        Self::start_with_rules(targets, &[])
+    }
+
+    /// Like [`Prometheus::start`], evaluating the rule files `rules` every
+    /// second (their alerts: [`Prometheus::alerts`]).
+    pub fn start_with_rules(targets: &[&str], rules: &[&std::path::Path]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "netdrop-prom-{}-{}",
             std::process::id(),
@@ -78,8 +84,10 @@ impl Prometheus {
         ));
         std::fs::create_dir_all(&dir).expect("creating Prometheus' directory");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rule_files: Vec<String> = rules.iter().map(|r| format!("'{}'", r.display())).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netdrop\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{}]\nscrape_configs:\n  - job_name: netdrop\n    static_configs:\n      - targets: [{}]\n",
+            rule_files.join(", "),
             targets.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("writing prometheus.yml");
@@ -120,6 +128,13 @@ impl Prometheus {
             return Err(format!("{}: {}", v["errorType"], v["error"]));
         }
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The alerts pending or firing now (`/api/v1/alerts`).
+    pub fn alerts(&self) -> Vec<Value> {
+        self.api("/api/v1/alerts")
+            .and_then(|d| d["alerts"].as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// The value of an instant query with one series, if any.

@@ -83,8 +83,14 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
     let pod_src: SocketAddr = "10.224.7.2:40001".parse().unwrap();
     // Two batches to the plain rule, so that the site has a second record
     // with new packets.
-    traffic::send_udp_from(&client, pod_src, "10.224.7.1:9001".parse().unwrap(), 20, PAYLOAD)
-        .unwrap();
+    traffic::send_udp_from(
+        &client,
+        pod_src,
+        "10.224.7.1:9001".parse().unwrap(),
+        20,
+        PAYLOAD,
+    )
+    .unwrap();
     w.wait_for(Duration::from_secs(10), |w| {
         total_packets(&w.records(), |r| field(r, "rule") == PLAIN) >= 20
     })
@@ -118,8 +124,14 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
     let last = *plain.last().unwrap();
     assert_eq!(last["packets"], N, "{last}");
     assert_eq!(last["bytes"], N * IP_LEN, "{last}");
-    let new: u64 = plain.iter().map(|r| r["new_packets"].as_u64().unwrap()).sum();
-    assert_eq!(new, N, "new_packets of the site's records add up to its count");
+    let new: u64 = plain
+        .iter()
+        .map(|r| r["new_packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        new, N,
+        "new_packets of the site's records add up to its count"
+    );
     assert_eq!(plain[0]["new_packets"], plain[0]["packets"]);
     for (k, v) in [
         ("node", server.as_str()),
@@ -137,12 +149,21 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
     ] {
         assert_eq!(field(last, k), v, "{k} of {last}");
     }
-    assert_eq!((last["sport"].as_u64(), last["dport"].as_u64()), (Some(40001), Some(9001)));
+    assert_eq!(
+        (last["sport"].as_u64(), last["dport"].as_u64()),
+        (Some(40001), Some(9001))
+    );
     // The kernel function that freed the packet: nf_tables' rule
     // evaluation, as `iptables` here is its nft backend.
-    let version = std::process::Command::new("iptables").arg("-V").output().unwrap();
+    let version = std::process::Command::new("iptables")
+        .arg("-V")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains("nf_tables"));
-    assert!(field(last, "location").starts_with("nft_do_chain+0x"), "{last}");
+    assert!(
+        field(last, "location").starts_with("nft_do_chain+0x"),
+        "{last}"
+    );
     assert_eq!(last["rule_no"], 1);
     assert_eq!(last["policy"], false);
     assert_eq!(last["assumptions"], serde_json::json!([]), "{last}");
@@ -166,7 +187,9 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        assumed.iter().any(|a| a.contains("INPUT #2") && a.contains("--length 100:200")),
+        assumed
+            .iter()
+            .any(|a| a.contains("INPUT #2") && a.contains("--length 100:200")),
         "{assumed:?}"
     );
     assert_eq!(rule_packets(&server, "filter", "INPUT", Some(LENGTH)), M);
@@ -177,7 +200,10 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
         records.iter().all(|r| field(r, "src") != "192.0.2.2"),
         "{records:#?}"
     );
-    assert!(filtered >= K, "drops_filtered_total grew by {filtered} < {K}");
+    assert!(
+        filtered >= K,
+        "drops_filtered_total grew by {filtered} < {K}"
+    );
 
     // Both rules share one metric series (labels carry no rule).
     assert_eq!(drops_metric, Some(N + M));
@@ -246,12 +272,16 @@ fn text_output_names_the_rule_then_summarises_with_its_evidence() {
     let lines = w.stop_text().unwrap();
 
     // The first line of the site: its count then, with the detail lines.
-    let first = lines
-        .iter()
-        .position(|l| l.starts_with(&head))
-        .unwrap();
-    assert_eq!(lines[first], format!("{head}5 packets [counters]"), "{lines:#?}");
-    assert_eq!(lines[first + 1], "    rule: -A INPUT -p udp -m udp --dport 9003 -j DROP");
+    let first = lines.iter().position(|l| l.starts_with(&head)).unwrap();
+    assert_eq!(
+        lines[first],
+        format!("{head}5 packets [counters]"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[first + 1],
+        "    rule: -A INPUT -p udp -m udp --dport 9003 -j DROP"
+    );
     assert!(lines[first + 2].starts_with("    why:  "), "{lines:#?}");
     assert!(
         lines[first + 3].starts_with("    fix:  ") && lines[first + 3].contains("9003"),
@@ -263,11 +293,21 @@ fn text_output_names_the_rule_then_summarises_with_its_evidence() {
     // The kernel's counters: the first rule counted its drops, the second
     // none (nftables' table dropped them first).
     assert_eq!(
-        rule_packets(&server, "filter", "INPUT", Some("-A INPUT -p udp -m udp --dport 9003 -j DROP")),
+        rule_packets(
+            &server,
+            "filter",
+            "INPUT",
+            Some("-A INPUT -p udp -m udp --dport 9003 -j DROP")
+        ),
         9
     );
     assert_eq!(
-        rule_packets(&server, "filter", "INPUT", Some("-A INPUT -p udp -m udp --dport 9004 -j DROP")),
+        rule_packets(
+            &server,
+            "filter",
+            "INPUT",
+            Some("-A INPUT -p udp -m udp --dport 9004 -j DROP")
+        ),
         0
     );
 }

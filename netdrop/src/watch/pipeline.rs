@@ -377,7 +377,10 @@ impl DropPipeline {
     /// together, and each sample's stack walk says which it is.
     fn told(key: DropKey, sample: Option<&DropSample>) -> DropKey {
         match sample {
-            Some(s) if netdrop_common::hook::from_stack(key.hook) => DropKey { hook: s.hook, ..key },
+            Some(s) if netdrop_common::hook::from_stack(key.hook) => DropKey {
+                hook: s.hook,
+                ..key
+            },
             _ => key,
         }
     }
@@ -482,7 +485,10 @@ impl DropPipeline {
             }
         }
         let samples = if samples.is_empty() {
-            let latest = self.current.get(&key).and_then(|id| self.sites.get(id)?.sample);
+            let latest = self
+                .current
+                .get(&key)
+                .and_then(|id| self.sites.get(id)?.sample);
             latest.into_iter().collect()
         } else {
             samples
@@ -555,7 +561,11 @@ impl DropPipeline {
         let bytes = split(delta.bytes, &byte_weights);
         let mut out = Vec::new();
         let last = groups.len() - 1;
-        for (i, (g, (p, b))) in groups.into_iter().zip(packets.into_iter().zip(bytes)).enumerate() {
+        for (i, (g, (p, b))) in groups
+            .into_iter()
+            .zip(packets.into_iter().zip(bytes))
+            .enumerate()
+        {
             if i == last {
                 self.current.insert(key, g.id.clone());
             }
@@ -1181,7 +1191,14 @@ mod tests {
         let out = p.poll(&mut ev, &mut nodes).unwrap();
         let got: Vec<(Option<usize>, u64, u64, Option<Evidence>)> = out
             .iter()
-            .map(|r| (r.record.rule_no, r.record.packets, r.record.bytes, r.record.evidence))
+            .map(|r| {
+                (
+                    r.record.rule_no,
+                    r.record.packets,
+                    r.record.bytes,
+                    r.record.evidence,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -1194,7 +1211,11 @@ mod tests {
         // A poll without samples: the key's drops go to its latest sample's site.
         let out = p.poll(&mut ev, &mut nodes).unwrap();
         assert_eq!(
-            (out[0].record.rule_no, out[0].record.packets, out[0].record.new_packets),
+            (
+                out[0].record.rule_no,
+                out[0].record.packets,
+                out[0].record.new_packets
+            ),
             (Some(2), 3, 1)
         );
         assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 6);
@@ -1207,7 +1228,10 @@ mod tests {
         assert_eq!(split(0, &[4, 1]), [0, 0]);
         assert_eq!(split(7, &[0]), [7]);
         assert_eq!(split(7, &[0, 0]), [4, 3]);
-        assert_eq!(split(u64::MAX, &[u64::MAX, 1]).iter().sum::<u64>(), u64::MAX);
+        assert_eq!(
+            split(u64::MAX, &[u64::MAX, 1]).iter().sum::<u64>(),
+            u64::MAX
+        );
     }
 
     /// Growth inside the summary interval is printed once the interval is
@@ -1223,7 +1247,10 @@ mod tests {
         ev.push(vec![], vec![(k, counters(5))]);
         ev.push(vec![], vec![(k, counters(5))]);
         assert_eq!(p.poll(&mut ev, &mut nodes).unwrap().len(), 1);
-        assert!(p.poll(&mut ev, &mut nodes).unwrap().is_empty(), "not due yet");
+        assert!(
+            p.poll(&mut ev, &mut nodes).unwrap().is_empty(),
+            "not due yet"
+        );
         std::thread::sleep(Duration::from_millis(250));
         let due = p.poll(&mut ev, &mut nodes).unwrap();
         assert_eq!(due.len(), 1);
