@@ -205,7 +205,12 @@ impl OwnerContext {
         if let Target::Reject { with: Some(w) } = &rule.target
             && w == "icmp-host-prohibited"
         {
-            return Owner::DistroFirewall;
+            // firewalld's iptables backend ends INPUT and FORWARD so too.
+            return if self.has_firewalld_chains {
+                Owner::Firewalld
+            } else {
+                Owner::DistroFirewall
+            };
         }
         let on_flannel_net = rule.matches.iter().any(|m| match m {
             Match::Src { net, .. } | Match::Dst { net, .. } => self.flannel_networks.contains(net),
@@ -314,5 +319,26 @@ mod tests {
         assert!(!ctx.is_leftover(Owner::KubeProxy));
         let ctx = OwnerContext::new(&rs, Some(vec!["cali1234abcd".into()]));
         assert!(!ctx.is_leftover(Owner::Calico));
+    }
+
+    #[test]
+    fn a_host_prohibited_reject_beside_firewallds_chains_is_firewallds() {
+        let rules = |extra: &str| {
+            format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n{extra}-A INPUT -j REJECT --reject-with icmp-host-prohibited\nCOMMIT\n"
+            )
+        };
+        for (extra, owner) in [
+            ("", Owner::DistroFirewall),
+            (
+                ":INPUT_ZONES - [0:0]\n-A INPUT -j INPUT_ZONES\n",
+                Owner::Firewalld,
+            ),
+        ] {
+            let rs = crate::parse_ruleset(&rules(extra)).unwrap();
+            let ctx = OwnerContext::new(&rs, None);
+            let chain = rs.tables["filter"].chain("INPUT").unwrap();
+            assert_eq!(ctx.rule_owner("INPUT", chain.rules.last().unwrap()), owner);
+        }
     }
 }

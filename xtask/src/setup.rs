@@ -13,6 +13,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iptables",
     "nftables",
+    "firewalld",
+    "containernetworking-plugins",
     "iproute2",
     "iputils-ping",
     "prometheus",

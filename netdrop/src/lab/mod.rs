@@ -183,9 +183,44 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.namespaces.drain(..).rev() {
+            // Daemons started in it (firewalld, dockerd) outlive `ip netns
+            // del`: stopped first, politely, then not.
+            stop_processes_in(&ns);
             // Deleting the namespace destroys its veths, bridges and rules.
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
+    }
+}
+
+/// SIGTERM to every process in namespace `ns`, SIGKILL to those left after 5 s.
+fn stop_processes_in(ns: &str) {
+    let pids = || -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = pids();
+    if first.is_empty() {
+        return;
+    }
+    for p in &first {
+        // SAFETY: kill(2) on a pid found in the lab's own namespace.
+        unsafe { libc::kill(*p, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pids().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for p in pids() {
+        // SAFETY: as above.
+        unsafe { libc::kill(p, libc::SIGKILL) };
     }
 }
 
