@@ -41,7 +41,7 @@ pub fn owner_name(o: Owner) -> &'static str {
         Owner::Cilium => "Cilium",
         Owner::KubeRouter => "kube-router",
         Owner::Kindnet => "kindnet",
-        Owner::CniPlugin => "a CNI plugin (portmap/bridge)",
+        Owner::CniPlugin => "a CNI plugin (bridge, portmap or firewall)",
         Owner::Firewalld => "firewalld",
         Owner::DistroFirewall => "the distribution's iptables service",
         Owner::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
@@ -262,6 +262,13 @@ fn sentences(
             format!("{flow}: Docker's network isolation {verb} ({place}): traffic between two Docker networks is blocked."),
             "Connect both containers to one Docker network (`docker network connect`), or add an ACCEPT in DOCKER-USER for this flow.".into(),
         ),
+        (Owner::CniPlugin, Some(Target::Drop)) if d.chain.starts_with("CNI-ISOLATION") => {
+            let (from, to) = (p.in_iface.as_deref().unwrap_or("?"), p.out_iface.as_deref().unwrap_or("?"));
+            (
+                format!("{flow}: the CNI firewall plugin's bridge isolation {verb} ({place}): its network config has `\"ingressPolicy\": \"same-bridge\"`, so pods on {from} cannot reach pods on {to}."),
+                format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change)."),
+            )
+        }
         (Owner::Calico | Owner::Cilium | Owner::KubeRouter, _) => (
             format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner_name(owner)),
             "List the policies that select the source and destination pods (`kubectl get networkpolicy -A`) and add one that allows this flow.".into(),
