@@ -81,3 +81,24 @@ fn ciliums_chains_and_feeders_are_ciliums() {
         assert_eq!(owners, [Owner::Cilium], "{table}");
     }
 }
+
+#[test]
+fn kube_routers_pod_firewalls_and_the_cni_hostport_chains_on_a_k3s_node() {
+    let rs = dump("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.rules");
+    for prefix in ["KUBE-POD-FW-", "KUBE-NWPLCY-", "KUBE-ROUTER-"] {
+        let (owners, n) = owners_of(&rs, "filter", prefix);
+        assert!(n > 0, "{prefix}");
+        assert_eq!(owners, [Owner::KubeRouter], "{prefix}");
+    }
+    let (owners, n) = owners_of(&rs, "nat", "CNI-");
+    assert!(n > 0);
+    assert_eq!(owners, [Owner::CniPlugin]);
+}
+
+#[test]
+fn calicos_chains_are_calicos() {
+    let rs = dump("indexdoc-calico-ipvs-nat-leftover-kube-sep-chains.rules");
+    let (owners, n) = owners_of(&rs, "nat", "cali-");
+    assert!(n > 0);
+    assert_eq!(owners, [Owner::Calico]);
+}
