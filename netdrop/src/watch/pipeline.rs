@@ -98,6 +98,8 @@ struct SiteId {
 /// What the pipeline remembers about one drop site.
 #[derive(Default)]
 struct Site {
+    /// Its kernel key, with the hook told.
+    key: DropKey,
     /// What this site's records report: the drops credited to it.
     total: DropCounters,
     printed: Option<Instant>,
@@ -138,16 +140,26 @@ impl Site {
 #[derive(Default)]
 struct FlowCache {
     generation: Option<u64>,
-    flows: HashMap<Flow, Attributed>,
+    /// Each flow's attribution and the site it names.
+    flows: HashMap<Flow, (Attributed, usize)>,
 }
 
 /// At most this many flows are remembered per key (a scan of many ports
 /// must not grow memory without bound).
 const MAX_CACHED_FLOWS: usize = 256;
 
+/// A sample's attribution: its site, and what building its record needs.
+struct Attributing {
+    attributed: Attributed,
+    fresh: bool,
+    /// The key decoded with its hook told, if the attribution did it.
+    decoded: Option<DropSite>,
+    site: usize,
+}
+
 /// The samples of one poll that name the same site.
 struct Group {
-    id: SiteId,
+    site: usize,
     /// Samples in it (the weight of its share of the key's drops).
     samples: u64,
     /// Their sizes (the weight of its share of the key's bytes).
@@ -156,6 +168,8 @@ struct Group {
     sample: Option<(DropSample, u64)>,
     attributed: Attributed,
     fresh: bool,
+    /// The key decoded with its hook told, if the attribution did it.
+    decoded: Option<DropSite>,
 }
 
 /// A record to print: `detail` for the first of a site (rule, why, fix).
@@ -171,13 +185,16 @@ pub struct DropPipeline {
     summary_every: Duration,
     /// The kernel's counters of each key, as of the last poll.
     kernel: HashMap<DropKey, DropCounters>,
-    sites: HashMap<SiteId, Site>,
+    /// Every site, by index (`site_ids` finds them): the hot paths carry
+    /// an index, not a key of strings.
+    sites: Vec<Site>,
+    site_ids: HashMap<SiteId, usize>,
     /// Sites whose growth is not printed yet (their summary was not due):
     /// printed once it is, drops or not.
-    pending: HashSet<SiteId>,
+    pending: HashSet<usize>,
     /// The site of each key's latest sample: where its drops go in a poll
     /// without samples.
-    current: HashMap<DropKey, SiteId>,
+    current: HashMap<DropKey, usize>,
     /// Attributions per key (with its hook told) and flow.
     flows: HashMap<DropKey, FlowCache>,
     /// The samples of this poll per key, numbered in arrival order.
@@ -250,7 +267,8 @@ impl DropPipeline {
             shared,
             summary_every,
             kernel: HashMap::new(),
-            sites: HashMap::new(),
+            sites: Vec::new(),
+            site_ids: HashMap::new(),
             pending: HashSet::new(),
             current: HashMap::new(),
             flows: HashMap::new(),
@@ -304,8 +322,8 @@ impl DropPipeline {
             // the sample (its flow, and the hook of ambiguous keys) rather
             // than report a site without it; not forever (a full ring buffer
             // loses samples).
-            if !self.closing && !self.current.contains_key(&key) && !self.polled.contains_key(&key)
-            {
+            let sampled = self.polled.get(&key).is_some_and(|v| !v.is_empty());
+            if !self.closing && !self.current.contains_key(&key) && !sampled {
                 let since = *self.awaiting_sample.entry(key).or_insert_with(Instant::now);
                 if since.elapsed() < SAMPLE_GRACE {
                     continue;
@@ -313,32 +331,41 @@ impl DropPipeline {
             }
             self.awaiting_sample.remove(&key);
             self.kernel.insert(key, now);
-            let samples = self.polled.remove(&key).unwrap_or_default();
+            // The key's sample buffer is lent and given back, to keep its
+            // allocation from poll to poll.
+            let samples = self
+                .polled
+                .get_mut(&key)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let delta = DropCounters {
                 packets: now.packets - before.packets,
                 bytes: now.bytes.saturating_sub(before.bytes),
             };
-            out.extend(self.count_key(node, key, delta, samples));
+            self.count_key(node, key, delta, &samples, &mut out);
+            if let Some(v) = self.polled.get_mut(&key) {
+                *v = samples;
+            }
         }
         // Samples of keys that did not grow are of drops counted before.
-        self.polled.clear();
+        for v in self.polled.values_mut() {
+            v.clear();
+        }
         // Growth held back by the summary interval, now due.
         let summary_every = self.summary_every;
-        let due: Vec<SiteId> = self
+        let due: Vec<usize> = self
             .pending
             .iter()
-            .filter(|id| {
-                self.sites
-                    .get(*id)
-                    .is_some_and(|s| s.printed.is_none_or(|t| t.elapsed() >= summary_every))
+            .copied()
+            .filter(|&i| {
+                self.sites[i]
+                    .printed
+                    .is_none_or(|t| t.elapsed() >= summary_every)
             })
-            .cloned()
             .collect();
-        for id in due {
-            self.pending.remove(&id);
-            if let Some(r) = self.sites.get_mut(&id).and_then(Site::summary) {
-                out.push(r);
-            }
+        for i in due {
+            self.pending.remove(&i);
+            out.extend(self.sites[i].summary());
         }
         Ok(out)
     }
@@ -346,7 +373,7 @@ impl DropPipeline {
     /// A last summary of every site that grew since it was printed.
     pub fn flush(&mut self) -> Vec<Report> {
         self.pending.clear();
-        self.sites.values_mut().filter_map(Site::summary).collect()
+        self.sites.iter_mut().filter_map(Site::summary).collect()
     }
 
     fn packet_for(
@@ -415,29 +442,43 @@ impl DropPipeline {
         skey: DropKey,
         sample: &DropSample,
         drops: u64,
-    ) -> (Attributed, bool) {
+    ) -> Attributing {
+        let unattributed = |me: &mut Self, decoded: Option<DropSite>| Attributing {
+            attributed: None,
+            fresh: false,
+            decoded,
+            site: me.site_index(SiteId {
+                key: skey,
+                rule: None,
+            }),
+        };
         let Some(flow) = Flow::from_hdr(&sample.outer) else {
-            return (None, false);
+            return unattributed(self, None);
         };
         if let Some(c) = self.flows.get(&skey)
             && c.generation.is_some()
             && c.generation == node.rules_generation()
-            && let Some(a) = c.flows.get(&flow)
+            && let Some((a, site)) = c.flows.get(&flow)
         {
-            return (a.clone(), false);
+            return Attributing {
+                attributed: a.clone(),
+                fresh: false,
+                decoded: None,
+                site: *site,
+            };
         }
         let site = self.decode(&key, &skey);
         if !site.netfilter {
-            return (None, false);
+            return unattributed(self, Some(site));
         }
         let bridged = self.bridge_ports(&site, sample);
         let Some(pkt) = Self::packet_for(node, &site, &flow, sample, bridged) else {
-            return (None, false);
+            return unattributed(self, Some(site));
         };
         // The rules in force now, read after these drops were counted (so
         // their counters include them), unless a read of this poll already is.
         let Some(rules) = node.rules_since(self.counted_at) else {
-            return (None, false);
+            return unattributed(self, Some(site));
         };
         let generation = rules.generation();
         let mut found = None;
@@ -453,13 +494,41 @@ impl DropPipeline {
                 }
             }
         }
+        let index = self.site_index(SiteId {
+            key: skey,
+            rule: found.as_ref().map(|(x, _)| {
+                (
+                    x.decision.table.clone(),
+                    x.decision.chain.clone(),
+                    x.decision.rule.clone(),
+                )
+            }),
+        });
         let cache = self.flows.entry(skey).or_default();
         if cache.generation != Some(generation) || cache.flows.len() >= MAX_CACHED_FLOWS {
             cache.flows.clear();
             cache.generation = Some(generation);
         }
-        cache.flows.insert(flow, found.clone());
-        (found, true)
+        cache.flows.insert(flow, (found.clone(), index));
+        Attributing {
+            attributed: found,
+            fresh: true,
+            decoded: Some(site),
+            site: index,
+        }
+    }
+
+    /// The index of site `id`, added if new.
+    fn site_index(&mut self, id: SiteId) -> usize {
+        if let Some(&i) = self.site_ids.get(&id) {
+            return i;
+        }
+        self.sites.push(Site {
+            key: id.key,
+            ..Site::default()
+        });
+        self.site_ids.insert(id, self.sites.len() - 1);
+        self.sites.len() - 1
     }
 
     /// The drops a key counted in this poll, credited to the sites its
@@ -471,111 +540,132 @@ impl DropPipeline {
         node: &mut impl NodeView,
         key: DropKey,
         delta: DropCounters,
-        samples: Vec<(DropSample, u64)>,
-    ) -> Vec<Report> {
+        samples: &[(DropSample, u64)],
+        out: &mut Vec<Report>,
+    ) {
         let generation = node.rules_generation();
+        let current = self.current.get(&key).copied();
         if samples.is_empty() {
             // Unchanged sample and rules: the site's record stands.
-            if let Some(id) = self.current.get(&key).cloned()
-                && let Some(s) = self.sites.get(&id)
-                && s.built == Some((s.sample.map(|x| x.1), generation))
-                && s.last.is_some()
+            if let Some(i) = current
+                && self.sites[i].built == Some((self.sites[i].sample.map(|x| x.1), generation))
+                && self.sites[i].last.is_some()
             {
-                return self.report(node, id, delta, None).into_iter().collect();
+                out.extend(self.report(node, i, delta, None));
+                return;
             }
         }
+        let latest: Vec<(DropSample, u64)>;
         let samples = if samples.is_empty() {
-            let latest = self
-                .current
-                .get(&key)
-                .and_then(|id| self.sites.get(id)?.sample);
-            latest.into_iter().collect()
+            latest = current
+                .and_then(|i| self.sites[i].sample)
+                .into_iter()
+                .collect();
+            &latest[..]
         } else {
             samples
         };
+        // One sample (the common case): its site takes every drop.
+        if let [(s, no)] = samples {
+            let a = self.attribute(node, key, Self::told(key, Some(s)), s, delta.packets);
+            self.current.insert(key, a.site);
+            let g = Group {
+                site: a.site,
+                samples: 1,
+                bytes: u64::from(s.len),
+                sample: Some((*s, *no)),
+                attributed: a.attributed,
+                fresh: a.fresh,
+                decoded: a.decoded,
+            };
+            out.extend(self.report(node, g.site, delta, Some(g)));
+            return;
+        }
         // Samples per flow: one flow in the poll takes every drop of the
         // key (the rule's counter must show them all); else each flow at
         // least its samples.
-        let mut per_flow: HashMap<Option<Flow>, u64> = HashMap::new();
-        for (s, _) in &samples {
-            *per_flow.entry(Flow::from_hdr(&s.outer)).or_default() += 1;
-        }
-        let mut groups: Vec<Group> = Vec::new();
-        for (s, no) in &samples {
+        let per_flow: HashMap<Option<Flow>, u64> = if samples.len() > 1 {
+            let mut m = HashMap::new();
+            for (s, _) in samples {
+                *m.entry(Flow::from_hdr(&s.outer)).or_default() += 1;
+            }
+            m
+        } else {
+            HashMap::new()
+        };
+        let mut groups: Vec<Group> = Vec::with_capacity(1);
+        for (s, no) in samples {
             let skey = Self::told(key, Some(s));
             let drops = match per_flow.len() {
-                1 => delta.packets,
+                0 | 1 => delta.packets,
                 _ => per_flow
                     .get(&Flow::from_hdr(&s.outer))
                     .copied()
                     .unwrap_or(1),
             };
-            let (attributed, fresh) = self.attribute(node, key, skey, s, drops);
-            let id = SiteId {
-                key: skey,
-                rule: attributed.as_ref().map(|(x, _)| {
-                    (
-                        x.decision.table.clone(),
-                        x.decision.chain.clone(),
-                        x.decision.rule.clone(),
-                    )
-                }),
-            };
-            match groups.iter_mut().find(|g| g.id == id) {
+            let Attributing {
+                attributed,
+                fresh,
+                decoded,
+                site,
+            } = self.attribute(node, key, skey, s, drops);
+            match groups.iter_mut().find(|g| g.site == site) {
                 Some(g) => {
                     g.samples += 1;
                     g.bytes += u64::from(s.len);
                     g.sample = Some((*s, *no));
                     g.attributed = attributed;
                     g.fresh |= fresh;
+                    g.decoded = decoded.or(g.decoded.take());
                 }
                 None => groups.push(Group {
-                    id,
+                    site,
                     samples: 1,
                     bytes: u64::from(s.len),
                     sample: Some((*s, *no)),
                     attributed,
                     fresh,
+                    decoded,
                 }),
             }
         }
         if groups.is_empty() {
             // Never sampled (the ring buffer lost it): the key alone.
+            let site = self.site_index(SiteId { key, rule: None });
             groups.push(Group {
-                id: SiteId { key, rule: None },
+                site,
                 samples: 1,
                 bytes: 1,
                 sample: None,
                 attributed: None,
                 fresh: false,
+                decoded: None,
             });
         }
-        let weights: Vec<u64> = groups.iter().map(|g| g.samples).collect();
-        let packets = split(delta.packets, &weights);
-        // Bytes by the sampled packets' sizes (by count if none has one).
-        let byte_weights: Vec<u64> = if groups.iter().all(|g| g.bytes > 0) {
-            groups.iter().map(|g| g.bytes).collect()
+        let shares: Vec<DropCounters> = if groups.len() == 1 {
+            vec![delta]
         } else {
-            weights
-        };
-        let bytes = split(delta.bytes, &byte_weights);
-        let mut out = Vec::new();
-        let last = groups.len() - 1;
-        for (i, (g, (p, b))) in groups
-            .into_iter()
-            .zip(packets.into_iter().zip(bytes))
-            .enumerate()
-        {
-            if i == last {
-                self.current.insert(key, g.id.clone());
-            }
-            let share = DropCounters {
-                packets: p,
-                bytes: b,
+            let weights: Vec<u64> = groups.iter().map(|g| g.samples).collect();
+            let packets = split(delta.packets, &weights);
+            // Bytes by the sampled packets' sizes (by count if none has one).
+            let byte_weights: Vec<u64> = if groups.iter().all(|g| g.bytes > 0) {
+                groups.iter().map(|g| g.bytes).collect()
+            } else {
+                weights
             };
-            out.extend(self.report(node, g.id.clone(), share, Some(g)));
+            let bytes = split(delta.bytes, &byte_weights);
+            packets
+                .into_iter()
+                .zip(bytes)
+                .map(|(packets, bytes)| DropCounters { packets, bytes })
+                .collect()
+        };
+        if let Some(g) = groups.last() {
+            self.current.insert(key, g.site);
         }
-        out
+        for (g, share) in groups.into_iter().zip(shares) {
+            out.extend(self.report(node, g.site, share, Some(g)));
+        }
     }
 
     /// Credits `delta` to site `id` and builds its record (from `group`'s
@@ -584,12 +674,12 @@ impl DropPipeline {
     fn report(
         &mut self,
         node: &mut impl NodeView,
-        id: SiteId,
+        i: usize,
         delta: DropCounters,
         group: Option<Group>,
     ) -> Option<Report> {
         let summary_every = self.summary_every;
-        let s = self.sites.entry(id.clone()).or_default();
+        let s = &mut self.sites[i];
         s.total.packets += delta.packets;
         s.total.bytes += delta.bytes;
         let total = s.total;
@@ -607,10 +697,10 @@ impl DropPipeline {
             r.bytes = total.bytes;
             let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
             if !due {
-                self.pending.insert(id);
+                self.pending.insert(i);
                 return None;
             }
-            self.pending.remove(&id);
+            self.pending.remove(&i);
             r.new_packets = total.packets - s.printed_packets;
             s.printed = Some(Instant::now());
             s.printed_packets = total.packets;
@@ -621,15 +711,25 @@ impl DropPipeline {
             });
         }
         let sample = s.sample.map(|x| x.0);
-        let (attribution, fresh) = match group {
-            Some(g) => (g.attributed, g.fresh),
+        let skey = s.key;
+        let (attribution, fresh, decoded) = match group {
+            Some(g) => (g.attributed, g.fresh, g.decoded),
+            // Rules changed since the record was built: the site's rule
+            // stands (a rule that changed starts a site of its own with the
+            // next sample), its words are re-derived.
             None => match &sample {
-                Some(smp) => self.attribute(node, smp.key, id.key, smp, delta.packets),
-                None => (None, false),
+                Some(smp) => {
+                    let a = self.attribute(node, smp.key, skey, smp, delta.packets);
+                    (a.attributed, a.fresh, a.decoded)
+                }
+                None => (None, false, None),
             },
         };
-        let key = sample.map_or(id.key, |x| x.key);
-        let site = self.decode(&key, &id.key);
+        let key = sample.map_or(skey, |x| x.key);
+        let site = match decoded {
+            Some(d) => d,
+            None => self.decode(&key, &skey),
+        };
         let flow = sample.and_then(|s| Flow::from_hdr(&s.outer));
         let bridged = sample.and_then(|smp| self.bridge_ports(&site, &smp));
         let mut r = Record {
@@ -657,7 +757,7 @@ impl DropPipeline {
         if let Some(f) = &flow {
             r.set_flow(f);
         }
-        let first = self.sites.get(&id).is_none_or(|s| s.printed.is_none());
+        let first = self.sites[i].printed.is_none();
         // The words of the site for its info series: no addresses or ports.
         let mut site_words = None;
         match &attribution {
@@ -700,7 +800,7 @@ impl DropPipeline {
                 r.fix = fix;
             }
         }
-        let s = self.sites.entry(id.clone()).or_default();
+        let s = &mut self.sites[i];
         let series = self.shared.site_series(&r, s.series.take());
         series.count(delta.packets, delta.bytes);
         if (fresh || first)
@@ -731,9 +831,9 @@ impl DropPipeline {
             });
         s.last = Some(r);
         if report.is_some() {
-            self.pending.remove(&id);
+            self.pending.remove(&i);
         } else {
-            self.pending.insert(id);
+            self.pending.insert(i);
         }
         report
     }

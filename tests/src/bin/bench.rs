@@ -612,6 +612,7 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
     let mut warm = Vec::new();
     let mut resampled = Vec::new();
     let mut attributed = 0;
+    let mut record_sites = 0;
     for _ in 0..rounds() {
         let mut pipe = DropPipeline::new(
             Decoder::new(
@@ -638,8 +639,9 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
         cold.push((POLLS * sites) as f64 / t.elapsed().as_secs_f64());
         // Sites whose latest record names a rule or policy (`flush` returns
         // every site's latest record).
-        attributed = pipe
-            .flush()
+        let flushed = pipe.flush();
+        record_sites = flushed.len();
+        attributed = flushed
             .iter()
             .filter(|r| r.record.rule.is_some() || r.record.policy)
             .count();
@@ -670,7 +672,7 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
     }
     writeln!(
         r.0,
-        "\n## 4. Userspace pipeline\n\nDrop sites per second on one core through the production pipeline (`watch::pipeline::DropPipeline`, the code `watch` runs: decode → attribution → explanation → record → metrics and `/explanations`), fed with recorded kernel events: {sites} drop sites per poll, {POLLS} polls, through a {rules}-rule kube-proxy model (10k services × 3 endpoints; {attributed} of the {sites} sites attributed to a rule or policy). Cold: every site's sample is a new flow to another service in every poll, so every site is walked through its hook's tables and explained anew. Warm: the sites keep counting with no new sample: the record stands and only its counts move (metric handles kept per site; summaries are due every 5 s, `watch`'s default, so none falls in the measured polls). Resampled: a new sample of the flow each site already has: the attribution from the cache, the record rebuilt.\n\n| | sites/s (median) | spread | µs/site |\n|---|---|---|---|\n| cold (new flow per site and poll) | {:.0} | {} | {:.1} |\n| resampled (new sample, known flow) | {:.0} | {} | {:.1} |\n| warm (known flows, no new sample) | {:.0} | {} | {:.1} |",
+        "\n## 4. Userspace pipeline\n\nDrop sites per second on one core through the production pipeline (`watch::pipeline::DropPipeline`, the code `watch` runs: decode → attribution → explanation → record → metrics and `/explanations`), fed with recorded kernel events: {sites} drop sites per poll, {POLLS} polls, through a {rules}-rule kube-proxy model (10k services × 3 endpoints; the {sites} kernel keys became {record_sites} record sites, one per rule their samples named, {attributed} of them attributed to a rule or policy). Cold: every site's sample is a new flow to another service in every poll, so every site is walked through its hook's tables and explained anew. Warm: the sites keep counting with no new sample: the record stands and only its counts move (metric handles kept per site; summaries are due every 5 s, `watch`'s default, so none falls in the measured polls). Resampled: a new sample of the flow each site already has: the attribution from the cache, the record rebuilt.\n\n| | sites/s (median) | spread | µs/site |\n|---|---|---|---|\n| cold (new flow per site and poll) | {:.0} | {} | {:.1} |\n| resampled (new sample, known flow) | {:.0} | {} | {:.1} |\n| warm (known flows, no new sample) | {:.0} | {} | {:.1} |",
         median(&mut cold.clone()),
         spread(&cold),
         1e6 / median(&mut cold.clone()),
