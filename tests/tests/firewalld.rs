@@ -17,14 +17,13 @@ struct SystemBus(Option<i32>);
 
 impl SystemBus {
     fn ensure() -> Self {
-        if std::path::Path::new("/run/dbus/system_bus_socket").exists()
-            && Command::new("pgrep")
-                .args(["-x", "dbus-daemon"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        {
+        const SOCKET: &str = "/run/dbus/system_bus_socket";
+        if std::os::unix::net::UnixStream::connect(SOCKET).is_ok() {
             return Self(None);
         }
+        // A socket file nobody listens on (a bus that died) is in the way.
+        let _ = std::fs::remove_file(SOCKET);
+        let _ = std::fs::remove_file("/run/dbus/pid");
         std::fs::create_dir_all("/run/dbus").unwrap();
         let out = Command::new("dbus-daemon")
             .args(["--system", "--fork", "--print-pid"])
