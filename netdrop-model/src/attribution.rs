@@ -6,7 +6,7 @@ use crate::{
     decision::Decision,
     owner::OwnerContext,
     rules::{Counters, Policy, Ruleset, Target},
-    simulate::{Outcome, Packet, Step, could_match, simulate, tables_for},
+    simulate::{Outcome, Packet, Step, could_match, simulate},
     words::{Evidence, Verdict},
 };
 
@@ -82,10 +82,14 @@ pub fn attribute(
 
 fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> Option<Outcome> {
     let mut hits = Vec::new();
-    for t in tables_for(pkt.hook) {
-        let Some(table) = after.tables.get(*t) else {
-            continue;
-        };
+    // Every chain of every table with a base chain on this hook.
+    let mut tables: Vec<&crate::rules::Table> = Vec::new();
+    for (t, _, _) in after.base_chains(pkt.hook) {
+        if !tables.iter().any(|x| x.name == t.name) {
+            tables.push(t);
+        }
+    }
+    for table in tables {
         for chain in &table.chains {
             for (i, r) in chain.rules.iter().enumerate() {
                 let verdict = match r.target {
@@ -117,7 +121,10 @@ fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> 
                     hits.push((step, verdict, with));
                 }
             }
-            if chain.name == pkt.hook.as_str() && chain.policy == Some(Policy::Drop) {
+            let base_here = table
+                .base_chain(&chain.name)
+                .is_some_and(|b| b.hook == pkt.hook);
+            if base_here && chain.policy == Some(Policy::Drop) {
                 let step = Step {
                     table: table.name.clone(),
                     chain: chain.name.clone(),

@@ -22,6 +22,8 @@ pub struct Decision {
     pub rule: Option<String>,
     /// 1-based rule number in its chain (`iptables -L --line-numbers`).
     pub rule_no: Option<usize>,
+    /// A native nftables rule's handle (`nft -a list`).
+    pub rule_handle: Option<u64>,
     pub policy: bool,
     pub verdict: Verdict,
     pub reject_with: Option<String>,
@@ -62,9 +64,11 @@ impl Decision {
         };
         let d = o.decider().cloned().unwrap_or(fallback);
         let rule = rule_at(rs, &d);
-        let owner = match rule {
-            Some(r) => owners.rule_owner(&d.chain, r),
-            None => owners.policy_owner(&d.chain, Policy::Drop),
+        let owner = match (crate::owner::table_owner(&d.table), rule) {
+            // A native table's rules and policies are its agent's.
+            (Some(o), _) => o,
+            (None, Some(r)) => owners.rule_owner(&d.chain, r),
+            (None, None) => owners.policy_owner(&d.chain, Policy::Drop),
         };
         // A drop inside a leftover agent's chain, or reached through one.
         let leftover_owner = o
@@ -78,6 +82,7 @@ impl Decision {
             chain: d.chain.clone(),
             rule: d.rule_no.map(|_| d.text.clone()),
             rule_no: d.rule_no,
+            rule_handle: rule.and_then(|r| r.handle),
             policy: d.rule_no.is_none(),
             verdict: o.verdict,
             reject_with: o.reject_with.clone(),

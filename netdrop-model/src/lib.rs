@@ -18,6 +18,7 @@ pub mod check;
 pub mod decision;
 #[cfg(feature = "lab")]
 pub mod generate;
+pub mod nft;
 pub mod owner;
 pub mod packet;
 pub mod parse;

@@ -127,6 +127,20 @@ pub fn chain_owner(name: &str) -> Option<Owner> {
     Some(o)
 }
 
+/// The owner of a native nftables table (`inet firewalld`), by its name.
+pub fn table_owner(table: &str) -> Option<Owner> {
+    let (_, name) = table.split_once(' ')?;
+    Some(match name {
+        "firewalld" | "firewalld_policy_drop" => Owner::Firewalld,
+        "kube-proxy" => Owner::KubeProxy,
+        n if n.starts_with("docker") => Owner::Docker,
+        n if n.starts_with("flannel") => Owner::Flannel,
+        n if n.starts_with("cilium") => Owner::Cilium,
+        n if n.starts_with("calico") => Owner::Calico,
+        _ => return None,
+    })
+}
+
 /// What the owner rules need to know about the whole ruleset and node.
 #[derive(Clone, Debug, Default)]
 pub struct OwnerContext {

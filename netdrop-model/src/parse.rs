@@ -123,6 +123,7 @@ impl Parser {
         let (matches, target) = parse_rule_body(body, line_no, &mut warnings)?;
         self.rs.warnings.extend(warnings);
         let rule = Rule {
+            handle: None,
             line: line_no,
             text: {
                 let body = rest_after_chain(rest);

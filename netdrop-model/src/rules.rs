@@ -28,9 +28,14 @@ pub struct Diagnostic {
 
 #[derive(Clone, Debug, Default)]
 pub struct Table {
+    /// iptables' table name (`filter`), or for a native nftables table its
+    /// family and name (`inet firewalld`).
     pub name: String,
     /// `ip` for iptables' tables, `ip6` for ip6tables'.
     pub family: Family,
+    /// A native nftables table: its nftables family (`inet`, `ip`, `ip6`).
+    /// Its base chains say their hook and priority themselves.
+    pub nft_family: Option<String>,
     /// Chains in declaration order (order matters for display only). Add
     /// chains with [`Table::push_chain`], which keeps the name index.
     pub chains: Vec<Chain>,
@@ -56,11 +61,27 @@ impl Table {
     }
 
     /// Where `chain` hangs in the kernel, if it is a base chain: iptables'
-    /// built-in chains sit at their table's fixed priority.
+    /// built-in chains sit at their table's fixed priority; a native
+    /// table's base chains say where.
     pub fn base_chain(&self, chain: &str) -> Option<BaseChain> {
+        if self.nft_family.is_some() {
+            return self.chain(chain)?.base;
+        }
         let hook = Hook::of_chain(chain)?;
         let priority = iptables_priority(&self.name, hook)?;
-        Some(BaseChain { hook, priority })
+        Some(BaseChain {
+            hook,
+            priority,
+            nat: self.name == "nat",
+        })
+    }
+
+    /// The base chains of this table on `hook` (iptables' tables have one).
+    pub fn base_chains(&self, hook: Hook) -> impl Iterator<Item = (&Chain, BaseChain)> {
+        self.chains.iter().filter_map(move |c| {
+            let b = self.base_chain(&c.name)?;
+            (b.hook == hook).then_some((c, b))
+        })
     }
 
     /// Appends a chain (its name must be new to the table).
@@ -139,6 +160,22 @@ impl Chain {
 pub struct BaseChain {
     pub hook: Hook,
     pub priority: i32,
+    /// A nat chain: it sees only a connection's first packet.
+    pub nat: bool,
+}
+
+impl Ruleset {
+    /// Every base chain on `hook`, of every table, in the order the kernel
+    /// runs them (priority; iptables' tables first at equal priority).
+    pub fn base_chains(&self, hook: Hook) -> Vec<(&Table, &Chain, BaseChain)> {
+        let mut out: Vec<(&Table, &Chain, BaseChain)> = self
+            .tables
+            .values()
+            .flat_map(|t| t.base_chains(hook).map(move |(c, b)| (t, c, b)))
+            .collect();
+        out.sort_by_key(|(t, _, b)| (b.priority, t.nft_family.is_some()));
+        out
+    }
 }
 
 /// The priority at which iptables registers `table` on `hook`
@@ -169,6 +206,8 @@ pub struct Chain {
     pub declared: bool,
     /// Index of a long chain's rules by required destination.
     pub dst_index: Option<DstIndex>,
+    /// A native nftables base chain: its hook, priority and type.
+    pub base: Option<BaseChain>,
 }
 
 impl Chain {
@@ -204,6 +243,8 @@ impl Policy {
 pub struct Rule {
     /// Line in the dump (1-based).
     pub line: usize,
+    /// A native nftables rule's handle (`nft -a list`).
+    pub handle: Option<u64>,
     /// The rule as iptables-save prints it, without counters: `-A CHAIN ...`.
     pub text: String,
     pub counters: Option<Counters>,
@@ -372,6 +413,17 @@ pub enum Match {
     /// `-m limit`: matches until the rate is exceeded; modelled as a match.
     Limit {
         rate: String,
+    },
+    /// Any of these (an nftables set of values: `{ 22, 80 }`, `{ "eth0",
+    /// "eth1" }`); `neg`: none of them.
+    OneOf {
+        neg: bool,
+        options: Vec<Match>,
+    },
+    /// nftables' `meta nfproto`: the packet's IP version.
+    NfProto {
+        neg: bool,
+        v6: bool,
     },
     /// A match kept verbatim (`-m recent ...`, an unparsable address, ...).
     Unmodelled {

@@ -109,19 +109,6 @@ impl Outcome {
     }
 }
 
-/// Tables in the order the kernel runs them at each hook (by their
-/// priority, [`iptables_priority`]: nat's INPUT chain is source NAT, after
-/// filter).
-pub fn tables_for(hook: Hook) -> &'static [&'static str] {
-    match hook {
-        Hook::Prerouting => &["raw", "mangle", "nat"],
-        Hook::Input => &["mangle", "filter", "security", "nat"],
-        Hook::Forward => &["mangle", "filter", "security"],
-        Hook::Output => &["raw", "mangle", "nat", "filter", "security"],
-        Hook::Postrouting => &["mangle", "nat"],
-    }
-}
-
 /// More branches than this and the walk stops forking (and says so).
 const MAX_BRANCHES: usize = 64;
 const MAX_DEPTH: usize = 48;
@@ -205,17 +192,13 @@ fn simulate_inner(rs: &Ruleset, pkt: &Packet, skip: Option<(&str, &str, usize)>)
         steps: MAX_STEPS,
         skip,
     };
-    for table_name in tables_for(pkt.hook) {
+    // Every base chain on the hook, iptables' and native nftables' alike,
+    // in priority order: an accept ends one base chain, not the hook.
+    for (table, chain, base) in rs.base_chains(pkt.hook) {
         // nat sees only the first packet of a connection.
-        if *table_name == "nat" && pkt.ct != CtState::New {
+        if base.nat && pkt.ct != CtState::New {
             continue;
         }
-        let Some(table) = rs.tables.get(*table_name) else {
-            continue;
-        };
-        let Some(chain) = table.chain(pkt.hook.as_str()) else {
-            continue;
-        };
         let mut next = Vec::new();
         for st in states {
             for (ending, st) in walk_chain(table, chain, st, 0, &mut budget) {
@@ -621,6 +604,25 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
             format!("{}in ipset {name}", if *neg { "not " } else { "" }),
             true,
         ),
+        Match::OneOf { neg, options } => {
+            let mut res = Tri::No;
+            for o in options {
+                match eval_match(o, pkt) {
+                    Tri::Yes => {
+                        res = Tri::Yes;
+                        break;
+                    }
+                    Tri::No => {}
+                    maybe => res = maybe,
+                }
+            }
+            match res {
+                Tri::Yes => tri(true, *neg),
+                Tri::No => tri(false, *neg),
+                maybe => maybe,
+            }
+        }
+        Match::NfProto { neg, v6 } => tri(pkt.src.is_ipv6() == *v6, *neg),
         Match::Unmodelled { text } => Tri::Maybe(format!("`{text}`"), true),
     }
 }
@@ -684,17 +686,34 @@ mod tests {
 
     #[test]
     fn tables_run_in_the_kernels_priority_order() {
-        for hook in Hook::ALL {
-            let prios: Vec<i32> = tables_for(hook)
-                .iter()
-                .map(|t| iptables_priority(t, hook).expect("table registered on its hook"))
-                .collect();
-            assert!(
-                prios.is_sorted(),
-                "{hook}: {:?} {prios:?}",
-                tables_for(hook)
-            );
+        // Every iptables table with every built-in chain: each hook's base
+        // chains come in `enum nf_ip_hook_priorities` order (nat's INPUT
+        // chain is source NAT, after filter).
+        let mut text = String::new();
+        for t in ["raw", "mangle", "nat", "filter", "security"] {
+            text.push_str(&format!("*{t}\n"));
+            for h in Hook::ALL {
+                if iptables_priority(t, h).is_some() {
+                    text.push_str(&format!(":{h} ACCEPT [0:0]\n"));
+                }
+            }
+            text.push_str("COMMIT\n");
         }
+        let all = parse_ruleset(&text).unwrap();
+        let order = |h: Hook| -> Vec<&str> {
+            all.base_chains(h)
+                .iter()
+                .map(|(t, _, _)| t.name.as_str())
+                .collect()
+        };
+        assert_eq!(order(Hook::Prerouting), ["raw", "mangle", "nat"]);
+        assert_eq!(order(Hook::Input), ["mangle", "filter", "security", "nat"]);
+        assert_eq!(order(Hook::Forward), ["mangle", "filter", "security"]);
+        assert_eq!(
+            order(Hook::Output),
+            ["raw", "mangle", "nat", "filter", "security"]
+        );
+        assert_eq!(order(Hook::Postrouting), ["mangle", "nat"]);
         let rs = parse_ruleset(
             "*nat\n:INPUT ACCEPT [0:0]\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\nCOMMIT\n",
         )
@@ -705,7 +724,8 @@ mod tests {
             nat.base_chain("INPUT"),
             Some(BaseChain {
                 hook: Hook::Input,
-                priority: 100
+                priority: 100,
+                nat: true,
             })
         );
         assert_eq!(

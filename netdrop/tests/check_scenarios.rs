@@ -291,3 +291,66 @@ fn sysctl_and_backend_findings() {
     };
     assert!(node_findings(&ok).is_empty());
 }
+
+/// firewalld on nftables (Debian's firewalld, its stock config, dumped
+/// from a real daemon): `check` finds what it blocks, as for iptables —
+/// VXLAN and the kubelet in INPUT, pod traffic in FORWARD — with owner
+/// firewalld and firewalld's own fixes. (It said "no findings" before
+/// native tables were read.)
+#[test]
+fn firewalld_on_nftables_blocks_vxlan_kubelet_and_pod_forwarding() {
+    let nft = |ext: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../netdrop-model/tests/fixtures/nft")
+                .join(format!("debian12-firewalld-1.3.3-default.{ext}")),
+        )
+        .unwrap()
+    };
+    let native = netdrop_model::nft::parse_nft_json(
+        &nft("json"),
+        &netdrop_model::nft::rule_texts(&nft("txt")),
+        |_, _| false,
+    )
+    .unwrap();
+    let mut rs =
+        parse_ruleset("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n").unwrap();
+    for t in native.v4 {
+        rs.tables.insert(t.name.clone(), t);
+    }
+    let f: Vec<ExplainedFinding> = check_node(
+        [&rs],
+        &Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]),
+        &NodeFacts::default(),
+    )
+    .into_iter()
+    .filter(|f| !f.id.is_node_setting())
+    .collect();
+    let mut found = ids(&f);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "forward-rule-drops-pod-traffic",
+            "input-blocks-kubelet",
+            "input-blocks-vxlan"
+        ],
+        "{f:#?}"
+    );
+    assert!(is_failing(&f));
+    for x in &f {
+        assert_eq!(x.owner, Some(Owner::Firewalld), "{x:#?}");
+        assert!(x.fix.contains("firewall-cmd"), "{x:#?}");
+    }
+    let vxlan = f
+        .iter()
+        .find(|x| x.id.as_str() == "input-blocks-vxlan")
+        .unwrap();
+    assert!(
+        vxlan
+            .fix
+            .contains("firewall-cmd --permanent --zone=public --add-port=8472/udp"),
+        "{}",
+        vxlan.fix
+    );
+}

@@ -182,3 +182,72 @@ fn bad_input_to_check_and_explain() {
     let out = netdrop(&["check", "--rules", &fixture(HEALTHY)]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A native nftables ruleset given as `nft -j list ruleset` JSON (real
+/// firewalld, stock config): `check` finds what it blocks, `explain` walks
+/// a VXLAN packet to firewalld's reject, in nft's words.
+#[test]
+fn check_and_explain_read_nft_json() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../netdrop-model/tests/fixtures/nft/debian12-firewalld-1.3.3-default.json")
+        .to_string_lossy()
+        .into_owned();
+    let out = netdrop(&[
+        "check",
+        "--rules",
+        &file,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let findings: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let vxlan = findings
+        .iter()
+        .find(|f| f["id"] == "input-blocks-vxlan")
+        .expect("input-blocks-vxlan");
+    assert_eq!(
+        (
+            &vxlan["table"],
+            &vxlan["chain"],
+            &vxlan["rule"],
+            &vxlan["owner"]
+        ),
+        (
+            &Value::from("inet firewalld"),
+            &Value::from("filter_IN_public"),
+            &Value::from("reject with icmpx admin-prohibited"),
+            &Value::from("firewalld")
+        ),
+        "{vxlan}"
+    );
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        &file,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--packet",
+        "INPUT udp 192.0.2.2:40000 -> 192.0.2.1:8472 in eth0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("INPUT udp 192.0.2.2:40000 -> 192.0.2.1:8472 in eth0: REJECT\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  inet firewalld/filter_IN_public #9: reject with icmpx admin-prohibited\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "`firewall-cmd --permanent --zone=public --add-port=8472/udp && firewall-cmd --reload`"
+        ),
+        "{text}"
+    );
+}

@@ -65,38 +65,41 @@ impl Drop for TempDir {
     }
 }
 
-#[test]
-fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
-    require_root!();
-    let _bus = SystemBus::ensure();
-    let mut firewalld = Reaped(None);
-    let mut lab = Lab::new("fwd");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
-
-    // firewalld's own configuration, iptables backend, in a temp dir (its
-    // --permanent changes land there, not in /etc/firewalld).
-    let conf =
-        TempDir(std::env::temp_dir().join(format!("netdrop-firewalld-{}", std::process::id())));
+/// Starts Debian's firewalld in namespace `node` with `backend`
+/// (`iptables` or `nftables`), its configuration in a temp dir (so its
+/// --permanent changes land there, not in /etc/firewalld); returns that dir
+/// and a runner of `firewall-cmd ARGS` in the namespace, once it answers.
+/// It is stopped (by pid, in the namespace) when the lab is dropped, and
+/// reaped by `reaped`.
+fn start_firewalld(
+    node: &str,
+    backend: &str,
+    reaped: &mut Reaped,
+) -> (TempDir, impl Fn(&str) -> std::process::Output + use<>) {
+    let conf = TempDir(std::env::temp_dir().join(format!(
+        "netdrop-firewalld-{}-{backend}",
+        std::process::id()
+    )));
     std::fs::create_dir_all(&conf.0).unwrap();
     let system = std::fs::read_to_string("/etc/firewalld/firewalld.conf").unwrap();
-    std::fs::write(
-        conf.0.join("firewalld.conf"),
-        system.replace("FirewallBackend=nftables", "FirewallBackend=iptables"),
-    )
-    .unwrap();
-    // Stopped (by pid, in the namespace) when the lab is dropped.
-    firewalld.0 = Some(
+    let config: String = system
+        .lines()
+        .map(|l| {
+            if l.starts_with("FirewallBackend=") {
+                format!("FirewallBackend={backend}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(conf.0.join("firewalld.conf"), config).unwrap();
+    reaped.0 = Some(
         Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &node,
+                node,
                 "firewalld",
                 "--nofork",
                 "--nopid",
@@ -108,7 +111,8 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
             .spawn()
             .expect("firewalld (installed by cargo xtask setup)"),
     );
-    let firewall_cmd = |args: &str| {
+    let node = node.to_owned();
+    let firewall_cmd = move |args: &str| {
         Command::new("ip")
             .args([
                 "netns",
@@ -129,6 +133,24 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (conf, firewall_cmd)
+}
+
+#[test]
+fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
+    require_root!();
+    let _bus = SystemBus::ensure();
+    let mut firewalld = Reaped(None);
+    let mut lab = Lab::new("fwd");
+    let peer = lab.netns("peer").unwrap();
+    let node = lab.netns("node").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.2/24")),
+        (&node, "eth0", Some("192.0.2.1/24")),
+    )
+    .unwrap();
+
+    let (_conf, firewall_cmd) = start_firewalld(&node, "iptables", &mut firewalld);
 
     const REJECT: &str = "-A IN_public -j REJECT --reject-with icmp-port-unreachable";
     let mut w = Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
@@ -157,7 +179,8 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
     assert_eq!(rec["vxlan"], true, "{rec}");
     assert_eq!(rule_packets(&node, "filter", "IN_public", Some(REJECT)), 4);
     let fix = field(&rec, "fix");
-    let command = "firewall-cmd --permanent --add-port=8472/udp && firewall-cmd --reload";
+    let command =
+        "firewall-cmd --permanent --zone=public --add-port=8472/udp && firewall-cmd --reload";
     assert!(fix.contains(&format!("`{command}`")), "{fix}");
 
     // The operator runs the fix: VXLAN gets through, nothing more dies.
@@ -184,4 +207,157 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
         4
     );
     assert_eq!(rule_packets(&node, "filter", "IN_public", Some(REJECT)), 0);
+}
+
+/// firewalld as RHEL-family nodes run it: its nftables backend (`table
+/// inet firewalld`, rules without counters). VXLAN from the peer node dies
+/// in the public zone's INPUT reject; once the fix opens 8472, pod traffic
+/// forwarded to a local pod dies in the zone's FORWARD reject; that fix
+/// too is run, and the pod gets its packets. netdrop names each rule as
+/// `nft -a list` prints it, its table and owner, and says the evidence is
+/// the model's (`simulated`): firewalld's rules count nothing.
+#[test]
+fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
+    require_root!();
+    let _bus = SystemBus::ensure();
+    let mut firewalld = Reaped(None);
+    let mut lab = Lab::new("fwn");
+    let peer = lab.netns("peer").unwrap();
+    let node = lab.netns("node").unwrap();
+    let pod = lab.netns("pod").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.2/24")),
+        (&node, "eth0", Some("192.0.2.1/24")),
+    )
+    .unwrap();
+    lab.veth(
+        (&node, "cni0", Some("10.224.2.1/24")),
+        (&pod, "eth0", Some("10.224.2.2/24")),
+    )
+    .unwrap();
+    // The peer node's pod network, and the routes between the two.
+    lab.ip(&peer, &["addr", "add", "10.224.1.1/24", "dev", "lo"])
+        .unwrap();
+    lab.ip(
+        &peer,
+        &["route", "add", "10.224.2.0/24", "via", "192.0.2.1"],
+    )
+    .unwrap();
+    lab.ip(
+        &node,
+        &["route", "add", "10.224.1.0/24", "via", "192.0.2.2"],
+    )
+    .unwrap();
+    lab.ip(&pod, &["route", "add", "default", "via", "10.224.2.1"])
+        .unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    let (_conf, firewall_cmd) = start_firewalld(&node, "nftables", &mut firewalld);
+
+    let mut w = Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    // Netfilter's drops only: once 8472 is open, the VXLAN packets reach a
+    // node without a VXLAN device here, and the kernel drops them for want
+    // of a socket (NO_SOCKET), as it should.
+    let netfilter =
+        |r: &serde_json::Value| field(r, "node") == node && field(r, "reason") == "NETFILTER_DROP";
+    let drops = |w: &Watch| total_packets(&w.records(), netfilter);
+    let last = |w: &Watch, chain: &str| {
+        w.records()
+            .into_iter()
+            .rfind(|r| field(r, "chain") == chain)
+            .unwrap_or_else(|| panic!("no drop in {chain}: {:#?}", w.records()))
+    };
+    let run_fix = |rec: &serde_json::Value, command: &str| {
+        let fix = field(rec, "fix");
+        assert!(fix.contains(&format!("`{command}`")), "{fix}");
+        let out = firewall_cmd(command.trim_start_matches("firewall-cmd "));
+        assert!(out.status.success(), "{out:?}");
+    };
+    const REJECT: &str = "reject with icmpx admin-prohibited";
+
+    // VXLAN from the peer: INPUT, the public zone's reject.
+    traffic::send_udp(&peer, "192.0.2.1:8472".parse().unwrap(), 3, 50).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| drops(w) >= 3)
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let rec = last(&w, "filter_IN_public");
+    for (k, v) in [
+        ("hook", "INPUT"),
+        ("table", "inet firewalld"),
+        ("rule", REJECT),
+        ("verdict", "REJECT"),
+        ("reject_with", "icmpx admin-prohibited"),
+        ("owner", "firewalld"),
+        ("evidence", "simulated"),
+    ] {
+        assert_eq!(field(&rec, k), v, "{k}: {rec}");
+    }
+    assert_eq!(
+        (rec["packets"].as_u64(), rec["vxlan"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert!(field(&rec, "explanation").contains("zone public"), "{rec}");
+    // The handle is the one `nft -a list` shows for that rule.
+    let listing = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "nft",
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "firewalld",
+            "filter_IN_public",
+        ])
+        .output()
+        .unwrap();
+    let handle: u64 = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("{REJECT} # handle "))?
+                .parse()
+                .ok()
+        })
+        .expect("the reject in nft's listing");
+    assert_eq!(rec["rule_handle"], handle, "{rec}");
+    run_fix(
+        &rec,
+        "firewall-cmd --permanent --zone=public --add-port=8472/udp && firewall-cmd --reload",
+    );
+    traffic::send_udp(&peer, "192.0.2.1:8472".parse().unwrap(), 3, 50).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(drops(&w), 3, "VXLAN after the fix: {:#?}", w.records());
+
+    // Pod traffic from the peer node's pod to a pod here: FORWARD.
+    let from_pod = "10.224.1.1:40000".parse().unwrap();
+    traffic::send_udp_from(&peer, from_pod, "10.224.2.2:5000".parse().unwrap(), 4, 20).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| drops(w) >= 7)
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let rec = last(&w, "filter_FWD_public");
+    for (k, v) in [
+        ("hook", "FORWARD"),
+        ("table", "inet firewalld"),
+        ("rule", REJECT),
+        ("owner", "firewalld"),
+        ("in_iface", "eth0"),
+        ("out_iface", "cni0"),
+        ("src", "10.224.1.1"),
+        ("dst", "10.224.2.2"),
+    ] {
+        assert_eq!(field(&rec, k), v, "{k}: {rec}");
+    }
+    assert_eq!(rec["packets"], 4);
+    run_fix(
+        &rec,
+        "firewall-cmd --permanent --zone=trusted --add-source=10.224.0.0/16 && firewall-cmd --reload",
+    );
+    traffic::send_udp_from(&peer, from_pod, "10.224.2.2:5000".parse().unwrap(), 4, 20).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let records = w.stop().unwrap();
+    assert_eq!(
+        total_packets(&records, netfilter),
+        7,
+        "pod traffic after the fix: {records:#?}"
+    );
 }

@@ -212,9 +212,10 @@ fn a_drop_record_carries_every_field_and_the_metrics_agree() {
 
 /// The readable output: the first drop at a site with its rule, why and
 /// fix; then summaries with the new packets; `[counters]` when the rule's
-/// counter grew, `[simulated]` when only the model says so — here because
-/// a native nftables table dropped the packet before the iptables rule the
-/// model names could (the rule's counter stays at zero).
+/// counter grew, `[simulated]` when only the model says so (a native
+/// nftables rule without a counter). The native table runs before
+/// iptables' filter (priority -10): its rule is named, not the iptables
+/// rule behind it, whose counter stays at zero.
 #[test]
 fn text_output_names_the_rule_then_summarises_with_its_evidence() {
     require_root!();
@@ -233,7 +234,7 @@ fn text_output_names_the_rule_then_summarises_with_its_evidence() {
             &server,
             &[
                 "nft",
-                "add table inet early; add chain inet early input { type filter hook input priority -10; }; add rule inet early input udp dport 9004 drop",
+                "add table inet early; add chain inet early input { type filter hook input priority -10; }; add rule inet early input udp dport 9004 drop; add rule inet early input udp dport 9005 counter drop",
             ],
         )
         .unwrap();
@@ -265,11 +266,26 @@ fn text_output_names_the_rule_then_summarises_with_its_evidence() {
         .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.lines()));
     traffic::send_udp_from(&client, src, to(9004), 3, PAYLOAD).unwrap();
     let simulated = format!(
-        "[{server}] DROP (NETFILTER_DROP) at INPUT filter/INPUT #2 [custom] in eth0: udp 10.224.7.2:40003 -> 10.224.7.1:9004 — 3 packets [simulated]"
+        "[{server}] DROP (NETFILTER_DROP) at INPUT inet early/input #1 [custom] in eth0: udp 10.224.7.2:40003 -> 10.224.7.1:9004 — 3 packets [simulated]"
     );
     w.wait_for(Duration::from_secs(10), |w| w.lines().contains(&simulated))
         .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.lines()));
+    traffic::send_udp_from(&client, src, to(9005), 2, PAYLOAD).unwrap();
+    let native_counted = format!(
+        "[{server}] DROP (NETFILTER_DROP) at INPUT inet early/input #2 [custom] in eth0: udp 10.224.7.2:40003 -> 10.224.7.1:9005 — 2 packets [counters]"
+    );
+    w.wait_for(Duration::from_secs(10), |w| {
+        w.lines().contains(&native_counted)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.lines()));
     let lines = w.stop_text().unwrap();
+    let at = lines.iter().position(|l| *l == native_counted).unwrap();
+    assert_eq!(lines[at + 1], "    rule: udp dport 9005 counter drop");
+    assert!(
+        lines[at + 3].contains("`nft delete rule inet early input handle ")
+            && lines[at + 3].contains("`nft insert rule inet early input position "),
+        "{lines:#?}"
+    );
 
     // The first line of the site: its count then, with the detail lines.
     let first = lines.iter().position(|l| l.starts_with(&head)).unwrap();

@@ -175,6 +175,7 @@ fn fuzz() -> anyhow::Result<()> {
             "parse_and_simulate",
             corpus,
             "../netdrop-model/tests/fixtures/iptables",
+            "../netdrop-model/tests/fixtures/nft",
             "../netdrop-model/tests/fixtures/fuzz",
             "--",
             &format!("-max_total_time={seconds}"),

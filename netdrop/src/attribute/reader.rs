@@ -65,7 +65,31 @@ impl NodeRules {
     }
 }
 
+/// Reads a ruleset file: an `iptables-save` dump, or `nft -j list
+/// ruleset` JSON (its native tables, for IPv4 packets).
 pub fn read_file(path: &Path) -> Result<Ruleset, ReadError> {
+    let file = std::fs::File::open(path).map_err(|source| ReadError::File {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut head = [0u8; 64];
+    let n = std::io::Read::read(&mut &file, &mut head).unwrap_or(0);
+    if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let json = std::fs::read_to_string(path).map_err(|source| ReadError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let native = netdrop_model::nft::parse_nft_json(&json, &Default::default(), |_, _| false)
+            .map_err(|e| ReadError::Failed {
+            cmd: path.display().to_string(),
+            stderr: e.to_string(),
+        })?;
+        let mut rs = Ruleset::default();
+        for t in native.v4 {
+            rs.tables.insert(t.name.clone(), t);
+        }
+        return Ok(rs);
+    }
     let file = std::fs::File::open(path).map_err(|source| ReadError::File {
         path: path.display().to_string(),
         source,
@@ -170,5 +194,125 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
             }
         }
     }
+    read_native(netns, &mut node);
     Ok(node)
+}
+
+/// iptables' table names: in families `ip`/`ip6` on an nft-backend
+/// iptables, such a table is iptables-nft's, read through iptables-save.
+const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
+
+fn nft(netns: Option<&str>, args: &[&str]) -> Result<String, ReadError> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| ReadError::Spawn("nft".into(), e))?;
+    if !out.status.success() {
+        return Err(ReadError::Failed {
+            cmd: format!("nft {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Adds the namespace's native nftables tables (firewalld, kube-proxy's
+/// nftables mode, ...) to its rulesets: `inet` tables to both families.
+/// Tables iptables-nft manages are left to iptables-save. Without `nft`
+/// installed there is nothing to add (and nothing native can be read: said
+/// once, as a problem, if native tables may exist).
+fn read_native(netns: Option<&str>, node: &mut NodeRules) {
+    if !exists("nft") {
+        return;
+    }
+    let nft_backend = |rules: &[(Backend, Ruleset)]| {
+        rules.iter().any(|(b, rs)| {
+            *b == Backend::Nft
+                || (*b == Backend::Default
+                    && rs
+                        .generator
+                        .as_deref()
+                        .is_some_and(|g| g.contains("nf_tables")))
+        })
+    };
+    let (v4_nft, v6_nft) = (nft_backend(&node.v4), nft_backend(&node.v6));
+    let iptables_nft = |fam: &str, name: &str| {
+        IPTABLES_TABLES.contains(&name) && ((fam == "ip" && v4_nft) || (fam == "ip6" && v6_nft))
+    };
+    let tables = match nft(netns, &["-j", "list", "tables"]) {
+        Ok(t) => t,
+        Err(e) => {
+            node.problems.push(format!(
+                "native nftables tables could not be listed, so drops by their rules cannot be attributed: {e}"
+            ));
+            return;
+        }
+    };
+    let listed: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&tables)
+        .ok()
+        .and_then(|v| {
+            v["nftables"].as_array().map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| {
+                        let t = i.get("table")?;
+                        Some((
+                            t["family"].as_str()?.to_owned(),
+                            t["name"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    for (fam, name) in listed {
+        if !matches!(fam.as_str(), "ip" | "ip6" | "inet") || iptables_nft(&fam, &name) {
+            continue;
+        }
+        let read = nft(netns, &["-j", "list", "table", &fam, &name]).and_then(|json| {
+            let texts = nft(netns, &["-a", "list", "table", &fam, &name])
+                .map(|t| netdrop_model::nft::rule_texts(&t))
+                .unwrap_or_default();
+            netdrop_model::nft::parse_nft_json(&json, &texts, |_, _| false).map_err(|e| {
+                ReadError::Failed {
+                    cmd: format!("nft -j list table {fam} {name}"),
+                    stderr: e.to_string(),
+                }
+            })
+        });
+        match read {
+            Ok(native) => {
+                for (tables, list) in [(native.v4, &mut node.v4), (native.v6, &mut node.v6)] {
+                    if tables.is_empty() {
+                        continue;
+                    }
+                    // Beside iptables-nft's tables (the kernel runs them
+                    // all, by priority), or the first ruleset.
+                    let at = list
+                        .iter()
+                        .position(|(b, _)| *b != Backend::Legacy)
+                        .unwrap_or(0);
+                    if list.is_empty() {
+                        let family = tables[0].family;
+                        list.push((Backend::Nft, Ruleset { family, ..Ruleset::default() }));
+                    }
+                    let rs = &mut list[at].1;
+                    for t in tables {
+                        rs.tables.insert(t.name.clone(), t);
+                    }
+                }
+            }
+            Err(e) => node.problems.push(format!(
+                "the nftables table {fam} {name} could not be read, so drops by its rules cannot be attributed: {e}"
+            )),
+        }
+    }
 }

@@ -192,6 +192,29 @@ fn sentences(
         );
     }
 
+    // A native nftables table nobody netdrop knows owns: nft's own commands.
+    if d.table.contains(' ') && matches!(owner, Owner::Custom) {
+        let (table, chain) = (&d.table, &d.chain);
+        let accept = format!("{} accept", nft_match_words(p));
+        let persist = "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).";
+        return match (d.rule_no, d.rule_handle) {
+            (Some(_), Some(h)) => (
+                format!(
+                    "{flow}: {place} {verb}; it belongs to a native nftables table no known agent owns.{shadow}"
+                ),
+                format!(
+                    "If the rule is not intended, delete it: `nft delete rule {table} {chain} handle {h}`; otherwise accept before it: `nft insert rule {table} {chain} position {h} {accept}`. {persist}"
+                ),
+            ),
+            _ => (
+                format!("{flow} reaches the end of {table}/{chain} and falls to its policy drop."),
+                format!(
+                    "Accept it before the policy: `nft add rule {table} {chain} {accept}`. {persist}"
+                ),
+            ),
+        };
+    }
+
     // Built-in chain policy.
     if d.rule_no.is_none() {
         let by = match owner {
@@ -285,11 +308,14 @@ fn sentences(
             )
         }
         (Owner::Firewalld, _) => {
+            let zone = firewalld_zone(&d.chain);
+            let zone_arg = zone.map(|z| format!(" --zone={z}")).unwrap_or_default();
             let fix = match (p.proto, p.dport) {
-                (6 | 17, Some(port)) if !ctx.is_pod(p.dst) => format!("`firewall-cmd --permanent --add-port={port}/{} && firewall-cmd --reload`", if p.proto == 6 { "tcp" } else { "udp" }),
-                _ => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload`"),
+                (6 | 17, Some(port)) if !ctx.is_pod(p.dst) => format!("`firewall-cmd --permanent{zone_arg} --add-port={port}/{} && firewall-cmd --reload`", if p.proto == 6 { "tcp" } else { "udp" }),
+                _ => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
             };
-            (format!("{flow}: firewalld {verb} ({place}).{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots)."))
+            let in_zone = zone.map(|z| format!(" of zone {z}")).unwrap_or_default();
+            (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots)."))
         }
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
@@ -336,6 +362,16 @@ fn match_words(p: &Packet) -> String {
     match p.dport {
         Some(port) if matches!(p.proto, 6 | 17) => format!("-p {proto} --dport {port}"),
         _ => format!("-s {} -d {}", p.src, p.dst),
+    }
+}
+
+/// The packet in nft's words, for an accept rule.
+fn nft_match_words(p: &Packet) -> String {
+    let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("all");
+    let ip = if p.src.is_ipv6() { "ip6" } else { "ip" };
+    match p.dport {
+        Some(port) if matches!(p.proto, 6 | 17) => format!("{proto} dport {port}"),
+        _ => format!("{ip} saddr {} {ip} daddr {}", p.src, p.dst),
     }
 }
 
@@ -444,4 +480,18 @@ pub fn losses(n: [u64; 7]) -> String {
             said.join("; ")
         }
     )
+}
+
+/// The firewalld zone whose chain this is: `filter_IN_public` (nftables
+/// backend) or `IN_public` (iptables backend) → `public`.
+fn firewalld_zone(chain: &str) -> Option<&str> {
+    let c = chain.strip_prefix("filter_").unwrap_or(chain);
+    let rest = ["IN_", "FWD_", "FWDI_", "FWDO_"]
+        .iter()
+        .find_map(|p| c.strip_prefix(p))?;
+    let zone = ["_allow", "_deny", "_pre", "_post", "_log"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    (!zone.is_empty() && !zone.starts_with("policy")).then_some(zone)
 }

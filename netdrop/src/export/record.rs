@@ -47,6 +47,8 @@ pub struct Record {
     /// Rule text as iptables-save prints it; null for a policy.
     pub rule: Option<String>,
     pub rule_no: Option<usize>,
+    /// A native nftables rule's handle (`nft -a list`); null for iptables'.
+    pub rule_handle: Option<u64>,
     pub policy: bool,
     /// DROP or REJECT (drops); ACCEPT for a finding about a rule that lets
     /// through what it should not.
@@ -118,6 +120,7 @@ impl Record {
         self.chain = Some(d.chain.clone());
         self.rule = d.rule.clone();
         self.rule_no = d.rule_no;
+        self.rule_handle = d.rule_handle;
         self.policy = d.policy;
         self.verdict = Some(d.verdict);
         self.reject_with = d.reject_with.clone();

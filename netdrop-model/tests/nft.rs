@@ -1,0 +1,146 @@
+//! Native nftables rulesets of real daemons (tests/fixtures/nft/INDEX.md)
+//! in the model: parsed, walked with iptables' tables by priority, the
+//! dropping rule named as `nft -a list` prints it, with its owner.
+
+use std::path::PathBuf;
+
+use netdrop_model::{
+    Evidence, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict, attribute,
+    nft::{NativeTables, parse_nft_json, rule_texts},
+    parse_ruleset,
+};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nft")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn firewalld() -> NativeTables {
+    parse_nft_json(
+        &fixture("debian12-firewalld-1.3.3-default.json"),
+        &rule_texts(&fixture("debian12-firewalld-1.3.3-default.txt")),
+        |_, _| false,
+    )
+    .unwrap()
+}
+
+/// An iptables ruleset (here: empty filter) with the native tables beside it.
+fn with_native(iptables: &str, native: Vec<netdrop_model::rules::Table>) -> Ruleset {
+    let mut rs = parse_ruleset(iptables).unwrap();
+    for t in native {
+        rs.tables.insert(t.name.clone(), t);
+    }
+    rs
+}
+
+fn packet(hook: Hook, src: &str, dst: &str, dport: u16) -> Packet {
+    let mut p = Packet::new(hook, 17, src.parse().unwrap(), dst.parse().unwrap());
+    p.sport = Some(40000);
+    p.dport = Some(dport);
+    p.in_iface = Some("eth0".into());
+    if hook == Hook::Forward {
+        p.out_iface = Some("cni0".into());
+    }
+    p
+}
+
+#[test]
+fn firewallds_tables_parse_with_their_base_chains_and_rules() {
+    let t = firewalld();
+    assert_eq!(t.v4.len(), 1, "inet firewalld, for IPv4 and IPv6");
+    assert_eq!(t.v6.len(), 1);
+    let fw = &t.v4[0];
+    assert_eq!(fw.name, "inet firewalld");
+    let text = fixture("debian12-firewalld-1.3.3-default.txt");
+    assert_eq!(fw.chains.len(), text.matches("\tchain ").count());
+    let rules: usize = fw.chains.iter().map(|c| c.rules.len()).sum();
+    assert_eq!(
+        rules,
+        text.matches("# handle").count() - 1 - fw.chains.len()
+    );
+    let input = fw.base_chain("filter_INPUT").unwrap();
+    assert_eq!(
+        (input.hook, input.priority, input.nat),
+        (Hook::Input, 10, false)
+    );
+    assert!(fw.base_chain("nat_POSTROUTING").unwrap().nat);
+    assert_eq!(fw.base_chain("filter_IN_public"), None);
+}
+
+#[test]
+fn vxlan_to_a_firewalld_node_dies_in_the_public_zones_reject() {
+    let t = firewalld();
+    let rs = with_native("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", t.v4);
+    let owners = OwnerContext::new(&rs, None);
+    let p = packet(Hook::Input, "192.0.2.2", "192.0.2.1", 8472);
+    let a = attribute(None, &rs, &owners, &p, 1).unwrap();
+    let d = a.decision;
+    assert_eq!(
+        a.evidence,
+        Evidence::Simulated,
+        "firewalld's rules have no counters"
+    );
+    assert_eq!(
+        (
+            d.table.as_str(),
+            d.chain.as_str(),
+            d.rule.as_deref(),
+            d.verdict,
+            d.owner
+        ),
+        (
+            "inet firewalld",
+            "filter_IN_public",
+            Some("reject with icmpx admin-prohibited"),
+            Verdict::Reject,
+            Owner::Firewalld
+        )
+    );
+    assert_eq!(d.reject_with.as_deref(), Some("icmpx admin-prohibited"));
+    assert!(!d.unmodelled, "{:?}", d.assumptions);
+    // ssh is let in by the zone's allow chain: accepted.
+    let ssh = Packet {
+        proto: 6,
+        dport: Some(22),
+        ..p.clone()
+    };
+    assert_eq!(attribute(None, &rs, &owners, &ssh, 1), None);
+}
+
+#[test]
+fn forwarded_pod_traffic_dies_in_firewallds_forward_zone() {
+    let t = firewalld();
+    let rs = with_native("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", t.v4);
+    let owners = OwnerContext::new(&rs, None);
+    let p = packet(Hook::Forward, "10.224.1.2", "10.224.2.2", 80);
+    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    assert_eq!(
+        (d.table.as_str(), d.chain.as_str(), d.verdict, d.owner),
+        (
+            "inet firewalld",
+            "filter_FWD_public",
+            Verdict::Reject,
+            Owner::Firewalld
+        )
+    );
+}
+
+#[test]
+fn an_iptables_accept_does_not_end_the_hook_for_a_later_native_chain() {
+    // iptables' filter (priority 0) accepts; firewalld's (10) still rejects.
+    let t = firewalld();
+    let rs = with_native(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -m udp --dport 8472 -j ACCEPT\nCOMMIT\n",
+        t.v4,
+    );
+    let owners = OwnerContext::new(&rs, None);
+    let p = packet(Hook::Input, "192.0.2.2", "192.0.2.1", 8472);
+    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    assert_eq!(d.table, "inet firewalld");
+    let path: Vec<&str> = d.path.iter().map(|s| s.table.as_str()).collect();
+    assert_eq!(path.first(), Some(&"filter"), "{path:?}");
+}
