@@ -88,7 +88,13 @@ impl Decision {
             reject_with: o.reject_with.clone(),
             owner: leftover_owner.unwrap_or(owner),
             leftover: leftover_owner.is_some(),
-            service: rule.and_then(Rule::comment).and_then(|c| service_of(&c)),
+            // The deciding rule's comment, or the nearest one on the way
+            // (kube-proxy's nftables mode names the Service on the map
+            // element that sent the packet to its reject chain).
+            service: std::iter::once(&d)
+                .chain(o.path.iter().rev())
+                .filter_map(|s| rule_at(rs, s))
+                .find_map(|r| r.comment().and_then(|c| service_of(&c))),
             path: o.path.clone(),
             assumptions: o.assumptions.clone(),
             unmodelled: o.unmodelled,

@@ -269,7 +269,12 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
             }
             "masquerade" => target = Target::Masquerade,
             "snat" | "dnat" => {
-                let to = body["addr"].to_string();
+                let to = match (body["addr"].as_str(), body["port"].as_u64()) {
+                    (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+                    (Some(a), Some(p)) => format!("{a}:{p}"),
+                    (Some(a), None) => a.to_owned(),
+                    _ => body.to_string(),
+                };
                 target = if kind == "snat" {
                     Target::Snat { to }
                 } else {
@@ -284,15 +289,26 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
             "limit" => matches.push(Match::Limit {
                 rate: body.to_string(),
             }),
-            "mangle" if body["key"]["meta"]["key"] == "mark" => match body["value"].as_u64() {
-                Some(v) => {
-                    target = Target::Mark(MarkOp::SetXmark {
-                        value: v as u32,
-                        mask: u32::MAX,
-                    })
+            "mangle" if body["key"]["meta"]["key"] == "mark" => {
+                let v = &body["value"];
+                let op = |k: &str| -> Option<u32> {
+                    let a = v.get(k)?.as_array()?;
+                    (a.first()?["meta"]["key"] == "mark").then_some(())?;
+                    Some(a.get(1)?.as_u64()? as u32)
+                };
+                match (v.as_u64(), op("|"), op("^"), op("&")) {
+                    (Some(x), ..) => {
+                        target = Target::Mark(MarkOp::SetXmark {
+                            value: x as u32,
+                            mask: u32::MAX,
+                        })
+                    }
+                    (_, Some(x), ..) => target = Target::Mark(MarkOp::Or(x)),
+                    (_, _, Some(x), _) => target = Target::Mark(MarkOp::Xor(x)),
+                    (_, _, _, Some(x)) => target = Target::Mark(MarkOp::And(x)),
+                    _ => matches.push(unmodelled(e)),
                 }
-                None => matches.push(unmodelled(e)),
-            },
+            }
             "vmap" => {
                 let elems: Vec<(Value, Value)> = match &body["data"] {
                     Value::String(s) => s
@@ -334,10 +350,21 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
             let comment = k["elem"]["comment"].as_str().map(str::to_owned);
             let val = element_value(&k);
             let mut m = matches.clone();
-            m.extend(match_of(
-                &serde_json::json!({"op": "==", "left": key, "right": val}),
-                set_of,
-            ));
+            match key.get("numgen") {
+                // `numgen random mod N vmap { 0 : …, 1 : … }`: one element
+                // in N, by chance (kube-proxy's endpoint choice).
+                Some(ng) if ng["mode"] == "random" => m.push(Match::Statistic {
+                    probability: ng["mod"]
+                        .as_u64()
+                        .filter(|n| *n > 0)
+                        .map(|n| 1.0 / n as f64),
+                    every: None,
+                }),
+                _ => m.extend(match_of(
+                    &serde_json::json!({"op": "==", "left": key, "right": val}),
+                    set_of,
+                )),
+            }
             if let Some(c) = comment {
                 m.push(Match::Comment(c));
             }
@@ -501,7 +528,83 @@ fn match_of<'s>(body: &Value, set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -
             Match::OneOf { neg, options }
         })
     };
-    let typed: Option<Vec<Match>> = if let Some(meta) = left.get("meta") {
+    let typed: Option<Vec<Match>> = if let Some(parts) =
+        left.get("concat").and_then(Value::as_array)
+    {
+        // `a . b . c` equal to one of the elements: each element is the
+        // conjunction of its parts' matches.
+        let options: Option<Vec<Match>> = values
+            .iter()
+            .map(|v| {
+                let vals = v.get("concat")?.as_array()?;
+                if vals.len() != parts.len() {
+                    return None;
+                }
+                let mut all = Vec::new();
+                for (l, r) in parts.iter().zip(vals) {
+                    let ms = match_of(
+                        &serde_json::json!({"op": "==", "left": l, "right": r}),
+                        set_of,
+                    );
+                    if ms.iter().any(|m| matches!(m, Match::Unmodelled { .. })) {
+                        return None;
+                    }
+                    all.extend(ms);
+                }
+                Some(Match::AllOf { options: all })
+            })
+            .collect();
+        options.map(|mut options| {
+            vec![if options.len() == 1 && !neg {
+                options.remove(0)
+            } else {
+                Match::OneOf { neg, options }
+            }]
+        })
+    } else if let Some(fib) = left.get("fib") {
+        // `fib saddr type local`: the source (or destination) is one of
+        // the node's addresses.
+        let flags: Vec<&str> = fib["flags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match (fib["result"].as_str(), flags.as_slice(), values.as_slice()) {
+            (Some("type"), [side @ ("saddr" | "daddr")], [Value::String(t)]) => {
+                let cond = Some(crate::rules::AddrTypeCond {
+                    neg,
+                    types: vec![t.to_ascii_uppercase()],
+                });
+                let (src, dst) = if *side == "saddr" {
+                    (cond, None)
+                } else {
+                    (None, cond)
+                };
+                Some(vec![Match::AddrType {
+                    src,
+                    dst,
+                    limit_iface_in: false,
+                    limit_iface_out: false,
+                }])
+            }
+            _ => None,
+        }
+    } else if let Some(and) = left.get("&").and_then(Value::as_array) {
+        // `mark and 0x4000 == 0`
+        match (
+            and.first(),
+            and.get(1).and_then(Value::as_u64),
+            values.as_slice(),
+        ) {
+            (Some(m), Some(mask), [Value::Number(v)]) if m["meta"]["key"] == "mark" => {
+                Some(vec![Match::Mark {
+                    neg,
+                    value: v.as_u64().unwrap_or(0) as u32,
+                    mask: mask as u32,
+                }])
+            }
+            _ => None,
+        }
+    } else if let Some(meta) = left.get("meta") {
         match meta["key"].as_str() {
             Some(k @ ("iifname" | "oifname" | "iif" | "oif")) => {
                 let inbound = k.starts_with('i');

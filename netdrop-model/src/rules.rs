@@ -420,6 +420,11 @@ pub enum Match {
         neg: bool,
         options: Vec<Match>,
     },
+    /// All of these (an nftables concatenation: `ip daddr . meta l4proto .
+    /// th dport` equal to one element).
+    AllOf {
+        options: Vec<Match>,
+    },
     /// nftables' `meta nfproto`: the packet's IP version.
     NfProto {
         neg: bool,

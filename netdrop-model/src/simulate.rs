@@ -622,6 +622,17 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                 maybe => maybe,
             }
         }
+        Match::AllOf { options } => {
+            let mut res = Tri::Yes;
+            for o in options {
+                match eval_match(o, pkt) {
+                    Tri::No => return Tri::No,
+                    Tri::Yes => {}
+                    maybe => res = maybe,
+                }
+            }
+            res
+        }
         Match::NfProto { neg, v6 } => tri(pkt.src.is_ipv6() == *v6, *neg),
         Match::Unmodelled { text } => Tri::Maybe(format!("`{text}`"), true),
     }

@@ -144,3 +144,106 @@ fn an_iptables_accept_does_not_end_the_hook_for_a_later_native_chain() {
     let path: Vec<&str> = d.path.iter().map(|s| s.table.as_str()).collect();
     assert_eq!(path.first(), Some(&"filter"), "{path:?}");
 }
+
+/// kube-proxy's nftables mode, as its own proxier test has it write six
+/// Services (fixtures/nft/k8s-nftables-proxier-test-overall.nft), loaded
+/// into a kernel and listed back with `nft -j` / `nft -a`.
+fn kube_proxy() -> Ruleset {
+    let t = parse_nft_json(
+        &fixture("k8s-nftables-proxier-test-overall.json"),
+        &rule_texts(&fixture("k8s-nftables-proxier-test-overall.txt")),
+        |_, _| false,
+    )
+    .unwrap();
+    assert!(t.v6.is_empty(), "ip kube-proxy is IPv4 only");
+    with_native("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", t.v4)
+}
+
+fn tcp(hook: Hook, src: &str, dst: &str, dport: u16) -> Packet {
+    let mut p = Packet::new(hook, 6, src.parse().unwrap(), dst.parse().unwrap());
+    p.sport = Some(40000);
+    p.dport = Some(dport);
+    p.in_iface = Some("cni0".into());
+    p.out_iface = (hook == Hook::Forward).then(|| "eth0".into());
+    p
+}
+
+#[test]
+fn a_service_without_endpoints_is_rejected_and_named_through_the_map_element() {
+    let rs = kube_proxy();
+    let owners = OwnerContext::new(&rs, None);
+    let d = attribute(
+        None,
+        &rs,
+        &owners,
+        &tcp(Hook::Forward, "10.0.0.2", "172.30.0.46", 80),
+        1,
+    )
+    .unwrap()
+    .decision;
+    assert_eq!(
+        (
+            d.table.as_str(),
+            d.chain.as_str(),
+            d.rule.as_deref(),
+            d.verdict,
+            d.owner
+        ),
+        (
+            "ip kube-proxy",
+            "reject-chain",
+            Some("reject with icmp port-unreachable"),
+            Verdict::Reject,
+            Owner::KubeProxy
+        )
+    );
+    assert_eq!(d.service.as_deref(), Some("ns6/svc6:p80"));
+    assert!(!d.unmodelled, "{:?}", d.assumptions);
+    // The element that sent it there is on the path.
+    assert!(
+        d.path.iter().any(|s| s.chain == "service-endpoints-check"
+            && s.text.contains("@no-endpoint-services")
+            && s.text.contains("172.30.0.46")),
+        "{:#?}",
+        d.path
+    );
+    // A Service with an endpoint is DNATed in PREROUTING, not dropped
+    // (at FORWARD its ClusterIP would already be the endpoint's address);
+    // its port 81 is no Service port: cluster-ips-check rejects it.
+    let mut p = tcp(Hook::Prerouting, "10.0.0.2", "172.30.0.41", 80);
+    p.out_iface = None;
+    assert_eq!(attribute(None, &rs, &owners, &p, 1), None);
+    let d = attribute(
+        None,
+        &rs,
+        &owners,
+        &tcp(Hook::Forward, "10.0.0.2", "172.30.0.41", 81),
+        1,
+    )
+    .unwrap()
+    .decision;
+    assert_eq!(
+        (d.chain.as_str(), d.verdict),
+        ("cluster-ips-check", Verdict::Reject)
+    );
+}
+
+#[test]
+fn a_load_balancer_source_outside_its_ranges_is_dropped_by_the_firewall_chain() {
+    let rs = kube_proxy();
+    let owners = OwnerContext::new(&rs, None);
+    let mut p = tcp(Hook::Prerouting, "203.0.113.200", "5.6.7.8", 80);
+    p.in_iface = Some("eth0".into());
+    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    assert_eq!(
+        (d.chain.as_str(), d.verdict, d.owner),
+        (
+            "firewall-HVFWP5L3-ns5/svc5/tcp/p80",
+            Verdict::Drop,
+            Owner::KubeProxy
+        )
+    );
+    // From inside the range: let through.
+    p.src = "203.0.113.7".parse().unwrap();
+    assert_eq!(attribute(None, &rs, &owners, &p, 1), None);
+}

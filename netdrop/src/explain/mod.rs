@@ -261,7 +261,8 @@ fn sentences(
 
     let rule_no = d.rule_no.unwrap_or(1);
     match (owner, target) {
-        (Owner::KubeProxy, Some(Target::Reject { .. })) if text.contains("has no endpoints") => (
+        (Owner::KubeProxy, Some(Target::Reject { .. } | Target::Drop))
+            if text.contains("has no endpoints") || via_no_endpoints(d) => (
             format!("{flow}: Service {} has no ready endpoints, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
             service_fix(service, "Check that the Service's pods exist, are Ready and match its selector"),
         ),
@@ -269,7 +270,8 @@ fn sentences(
             format!("{flow}: Service {} has externalTrafficPolicy: Local and no endpoint on this node, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
             service_fix(service, "Run an endpoint on every node that receives external traffic (e.g. a DaemonSet), or set externalTrafficPolicy: Cluster"),
         ),
-        (Owner::KubeProxy, Some(Target::Drop)) if d.chain == "KUBE-PROXY-FIREWALL" => (
+        (Owner::KubeProxy, Some(Target::Drop))
+            if d.chain == "KUBE-PROXY-FIREWALL" || d.chain.starts_with("firewall-") => (
             format!("{flow}: the source is outside the Service's loadBalancerSourceRanges, so kube-proxy {verb} ({place})."),
             service_fix(service, "Add the client's range to spec.loadBalancerSourceRanges of the Service"),
         ),
@@ -363,6 +365,12 @@ fn match_words(p: &Packet) -> String {
         Some(port) if matches!(p.proto, 6 | 17) => format!("-p {proto} --dport {port}"),
         _ => format!("-s {} -d {}", p.src, p.dst),
     }
+}
+
+/// kube-proxy's nftables mode sent the packet to its drop or reject
+/// through the no-endpoint maps.
+fn via_no_endpoints(d: &Decision) -> bool {
+    d.table.contains(' ') && d.path.iter().any(|s| s.text.contains("@no-endpoint-"))
 }
 
 /// The packet in nft's words, for an accept rule.
