@@ -147,3 +147,87 @@ mod tests {
         );
     }
 }
+
+/// A kube-proxy nftables-mode ruleset (`nft -f` script) of `services`
+/// ClusterIP Services with `endpoints` endpoints each, in the shape its
+/// nftables proxier writes (table `ip kube-proxy`: base chains, the
+/// `service-ips` verdict map, one service chain choosing an endpoint chain
+/// by `numgen`, one DNAT chain per endpoint). Roughly `services × (2 + 2 ×
+/// endpoints)` rules.
+pub fn kube_proxy_nft_ruleset(services: usize, endpoints: usize) -> String {
+    let mut s = String::from(
+        "add table ip kube-proxy { comment \"rules for kube-proxy\" ; }\n\
+         add set ip kube-proxy cluster-ips { type ipv4_addr ; comment \"Active ClusterIPs\" ; }\n\
+         add map ip kube-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }\n\
+         add map ip kube-proxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }\n\
+         add chain ip kube-proxy filter-forward { type filter hook forward priority 0 ; }\n\
+         add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }\n\
+         add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }\n\
+         add chain ip kube-proxy services\n\
+         add chain ip kube-proxy service-endpoints-check\n\
+         add chain ip kube-proxy cluster-ips-check\n\
+         add chain ip kube-proxy mark-for-masquerade\n\
+         add rule ip kube-proxy mark-for-masquerade mark set mark or 0x4000\n\
+         add rule ip kube-proxy filter-forward ct state new jump service-endpoints-check\n\
+         add rule ip kube-proxy filter-forward ct state new jump cluster-ips-check\n\
+         add rule ip kube-proxy cluster-ips-check ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"\n\
+         add rule ip kube-proxy nat-prerouting jump services\n\
+         add rule ip kube-proxy nat-output jump services\n\
+         add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips\n\
+         add rule ip kube-proxy service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services\n",
+    );
+    for i in 0..services {
+        let ip = service_ip(i);
+        let svc = format!(
+            "service-{}-ns{i}/svc{i}/tcp/p80",
+            &chain_hash("SVC", i, 0)[..8]
+        );
+        let eps: Vec<(String, std::net::Ipv4Addr)> = (0..endpoints)
+            .map(|j| {
+                let ep = endpoint_ip(i, j);
+                (
+                    format!(
+                        "endpoint-{}-ns{i}/svc{i}/tcp/p80__{ep}/80",
+                        &chain_hash("SEP", i, j)[..8]
+                    ),
+                    ep,
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "add chain ip kube-proxy {svc}");
+        for (chain, _) in &eps {
+            let _ = writeln!(s, "add chain ip kube-proxy {chain}");
+        }
+        let _ = writeln!(
+            s,
+            "add rule ip kube-proxy {svc} ip daddr {ip} ip saddr != 10.224.0.0/16 jump mark-for-masquerade"
+        );
+        let choices: Vec<String> = eps
+            .iter()
+            .enumerate()
+            .map(|(j, (chain, _))| format!("{j} : goto {chain}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "add rule ip kube-proxy {svc} numgen random mod {} vmap {{ {} }}",
+            eps.len().max(1),
+            choices.join(" , ")
+        );
+        for (chain, ep) in &eps {
+            let _ = writeln!(
+                s,
+                "add rule ip kube-proxy {chain} ip saddr {ep} jump mark-for-masquerade"
+            );
+            let _ = writeln!(
+                s,
+                "add rule ip kube-proxy {chain} meta l4proto tcp dnat to {ep}:80"
+            );
+        }
+        let _ = writeln!(s, "add element ip kube-proxy cluster-ips {{ {ip} }}");
+        let _ = writeln!(
+            s,
+            "add element ip kube-proxy service-ips {{ {ip} . tcp . 80 : goto {svc} }}"
+        );
+    }
+    s
+}

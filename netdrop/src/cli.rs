@@ -31,7 +31,7 @@ pub enum Command {
     Watch(WatchArgs),
     /// Check a ruleset for rules that break pod networking (static findings).
     Check(CheckArgs),
-    /// Walk one packet through a ruleset offline and explain its fate.
+    /// Walk one packet through a ruleset (a file, or a node's live rules) and explain its fate.
     Explain(ExplainArgs),
     /// Build a throw-away two-node cluster in network namespaces, break it, and watch.
     #[cfg(feature = "lab")]
@@ -55,9 +55,14 @@ pub struct CheckArgs {
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    /// iptables-save dump to walk the packet through.
-    #[arg(long, value_name = "FILE")]
-    pub rules: PathBuf,
+    /// Ruleset file to walk the packet through: an iptables-save dump or
+    /// `nft -j list ruleset` JSON. Without it: the live rules of `--netns`,
+    /// or of this host (root).
+    #[arg(long, value_name = "FILE", conflicts_with = "netns")]
+    pub rules: Option<PathBuf>,
+    /// Named network namespace (`ip netns`) whose live rules to use.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     /// "<hook> <proto> <src>[:port] -> <dst>[:port] [in IF] [out IF] [mark M] [ct STATE]"
     #[arg(long, value_parser = packet_arg)]
     pub packet: Packet,

@@ -117,8 +117,38 @@ fn print_findings(findings: &[ExplainedFinding], output: Output) -> anyhow::Resu
 }
 
 pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let rs = reader::read_file(&args.rules)?;
-    let pkt = args.packet;
+    let rulesets: Vec<(reader::Backend, netdrop_model::Ruleset)> = match &args.rules {
+        Some(path) => vec![(reader::Backend::File, reader::read_file(path)?)],
+        None => {
+            crate::preflight::require_capabilities("explain")?;
+            if let Some(n) = &args.netns {
+                Netns::named(n)?;
+            }
+            let live =
+                reader::read_live(args.netns.as_deref()).context("reading the live ruleset")?;
+            for p in &live.problems {
+                log::warn!("{p}");
+            }
+            if args.packet.src.is_ipv6() {
+                live.v6
+            } else {
+                live.v4
+            }
+        }
+    };
+    let several = rulesets.len() > 1;
+    for (backend, rs) in &rulesets {
+        if several {
+            println!("# the {backend:?} iptables backend's rules (and native nftables tables)");
+        }
+        explain_in(rs, &args)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `explain` of the packet through one ruleset.
+fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result<()> {
+    let pkt = args.packet.clone();
     let owners = OwnerContext::new(&rs, None);
     let cluster = args.cluster.cluster();
     let explain = |o| {
@@ -150,7 +180,7 @@ pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path, "assumptions": o.assumptions, "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
         });
         println!("{v}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     for (i, o) in outcomes.iter().enumerate() {
         if outcomes.len() > 1 {
@@ -186,5 +216,5 @@ pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             println!("  fix: {}", e.fix);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

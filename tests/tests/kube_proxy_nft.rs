@@ -83,4 +83,32 @@ fn a_service_without_endpoints_in_nftables_mode_is_named() {
             .contains("kubectl -n ns6 get endpointslices -l kubernetes.io/service-name=svc6"),
         "{rec}"
     );
+
+    // `explain` on the node's live rules says the same of that packet.
+    let out = std::process::Command::new(netdrop_tests::netdrop_bin())
+        .args([
+            "explain",
+            "--netns",
+            &node,
+            "--pod-cidr",
+            "10.0.0.0/8",
+            "--packet",
+            "FORWARD tcp 10.0.0.2:40000 -> 172.30.0.46:80 in cni0 out eth0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.starts_with("FORWARD tcp 10.0.0.2:40000 -> 172.30.0.46:80 in cni0 out eth0: REJECT\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ip kube-proxy/reject-chain #1: reject with icmp port-unreachable\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Service ns6/svc6:p80 has no ready endpoints"),
+        "{text}"
+    );
 }

@@ -28,7 +28,7 @@ use netdrop_model::{generate, parse::parse_reader};
 use netdrop_tests::{Watch, netdrop_bin};
 
 /// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
-/// profiling), `NETDROP_BENCH=drop,forward,model,pipeline,answer` picks
+/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer` picks
 /// sections.
 fn rounds() -> usize {
     std::env::var("NETDROP_BENCH_ROUNDS")
@@ -538,6 +538,71 @@ fn model_scale(r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Section 6: native nftables at kube-proxy scale: `netdrop check --netns`
+/// on a node holding a generated kube-proxy nftables-mode ruleset, against
+/// `nft -c -f` of the same file in the same run.
+fn nft_scale(r: &mut Report) -> anyhow::Result<()> {
+    writeln!(
+        r.0,
+        "\n## 6. Native nftables scale: kube-proxy's nftables mode\n\n`netdrop check --netns` on a node namespace holding a generated kube-proxy nftables-mode ruleset (`generate::kube_proxy_nft_ruleset`: the `service-ips` map, a service chain choosing an endpoint by `numgen`, a DNAT chain per endpoint), the whole process: `nft -j list table` and `nft -a list table`, parse, index, owners, every probe walk; its peak RSS; against `nft -c -f` of the same file (nft checking its own input) in the same run. {} rounds, medians with spread.\n\n| services × endpoints | rules | `netdrop check --netns` ms | its peak RSS MiB | `nft -c -f` ms | ratio |\n|---|---|---|---|---|---|",
+        rounds()
+    )?;
+    let mut lab = Lab::new("bn");
+    for services in [2000usize, 10_000] {
+        let ns = lab.netns(&format!("n{services}"))?;
+        let text = generate::kube_proxy_nft_ruleset(services, 3);
+        let rules = text.lines().filter(|l| l.starts_with("add rule")).count();
+        let path = std::env::temp_dir().join(format!("netdrop-bench-{services}.nft"));
+        std::fs::write(&path, &text)?;
+        let path_s = path.to_str().context("temp path")?;
+        let load = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f", path_s])
+            .output()?;
+        anyhow::ensure!(load.status.success(), "nft -f: {:?}", load);
+        let check = || {
+            let mut c = Command::new(netdrop_bin());
+            c.args([
+                "check",
+                "--netns",
+                &ns,
+                "--pod-cidr",
+                POD_CIDR,
+                "--output",
+                "json",
+            ]);
+            c
+        };
+        // Once for its answer: the table read, no error.
+        let out = check().output()?;
+        anyhow::ensure!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "netdrop check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (mut nd, mut rss, mut nft) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds() {
+            let (ms, mib) = measure(&mut check())?;
+            nd.push(ms);
+            rss.push(mib);
+            let (ms, _) = measure(
+                Command::new("ip").args(["netns", "exec", &ns, "nft", "-c", "-f", path_s]),
+            )?;
+            nft.push(ms);
+        }
+        let _ = std::fs::remove_file(&path);
+        let (nd_m, nft_m) = (median(&mut nd.clone()), median(&mut nft.clone()));
+        writeln!(
+            r.0,
+            "| {services} × 3 | {rules} | {nd_m:.0} ({}) | {:.0} | {nft_m:.0} ({}) | {:.2} |",
+            spread(&nd),
+            median(&mut rss.clone()),
+            spread(&nft),
+            nd_m / nft_m
+        )?;
+    }
+    Ok(())
+}
+
 /// Section 4: the userspace path a drop sample takes in `watch`, on one
 /// core: decode the kernel key, decode the flow, attribute it through the
 /// model (a walk for a new flow, the cache for a known one), count it in
@@ -703,7 +768,7 @@ fn time_to_answer(r: &mut Report) -> anyhow::Result<()> {
     }
     writeln!(
         r.0,
-        "\n## 6. Time to answer\n\nFrom the first dropped packet to its explained record on stdout (poll interval 250 ms).\n\n| ms (median) | spread |\n|---|---|\n| {:.0} | {} |",
+        "\n## 7. Time to answer\n\nFrom the first dropped packet to its explained record on stdout (poll interval 250 ms).\n\n| ms (median) | spread |\n|---|---|\n| {:.0} | {} |",
         median(&mut ms.clone()),
         spread(&ms)
     )?;
@@ -758,6 +823,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: model scale");
         if wanted("model") {
             model_scale(&mut r)?;
+        }
+        eprintln!("bench: native nftables scale");
+        if wanted("nft") {
+            nft_scale(&mut r)?;
         }
         eprintln!("bench: time to answer");
         if wanted("answer") {
