@@ -116,38 +116,6 @@ pub fn kube_proxy_ruleset(services: usize, endpoints: usize) -> String {
     filter + &nat
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Hook, Packet, parse_ruleset, simulate};
-
-    #[test]
-    fn generated_ruleset_parses_and_routes_a_service() {
-        let text = kube_proxy_ruleset(300, 3);
-        let rs = parse_ruleset(&text).unwrap();
-        let rules: usize = rs
-            .tables
-            .values()
-            .flat_map(|t| &t.chains)
-            .map(|c| c.rules.len())
-            .sum();
-        assert!(rules > 300 * 10, "{rules}");
-        let mut p = Packet::new(
-            Hook::Prerouting,
-            6,
-            "10.224.1.2".parse().unwrap(),
-            service_ip(42).into(),
-        );
-        p.dport = Some(80);
-        let out = simulate(&rs, &p);
-        assert_eq!(out.len(), 3, "one branch per endpoint");
-        assert!(
-            out.iter()
-                .all(|o| o.dnat.as_deref().is_some_and(|d| d.ends_with(":8080")))
-        );
-    }
-}
-
 /// A kube-proxy nftables-mode ruleset (`nft -f` script) of `services`
 /// ClusterIP Services with `endpoints` endpoints each, in the shape its
 /// nftables proxier writes (table `ip kube-proxy`: base chains, the
@@ -230,4 +198,36 @@ pub fn kube_proxy_nft_ruleset(services: usize, endpoints: usize) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Hook, Packet, parse_ruleset, simulate};
+
+    #[test]
+    fn generated_ruleset_parses_and_routes_a_service() {
+        let text = kube_proxy_ruleset(300, 3);
+        let rs = parse_ruleset(&text).unwrap();
+        let rules: usize = rs
+            .tables
+            .values()
+            .flat_map(|t| &t.chains)
+            .map(|c| c.rules.len())
+            .sum();
+        assert!(rules > 300 * 10, "{rules}");
+        let mut p = Packet::new(
+            Hook::Prerouting,
+            6,
+            "10.224.1.2".parse().unwrap(),
+            service_ip(42).into(),
+        );
+        p.dport = Some(80);
+        let out = simulate(&rs, &p);
+        assert_eq!(out.len(), 3, "one branch per endpoint");
+        assert!(
+            out.iter()
+                .all(|o| o.dnat.as_deref().is_some_and(|d| d.ends_with(":8080")))
+        );
+    }
 }

@@ -149,18 +149,18 @@ pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 /// `explain` of the packet through one ruleset.
 fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result<()> {
     let pkt = args.packet.clone();
-    let owners = OwnerContext::new(&rs, None);
+    let owners = OwnerContext::new(rs, None);
     let cluster = args.cluster.cluster();
     let explain = |o| {
         explain::explain(
-            &rs,
+            rs,
             &owners,
             &cluster,
             &pkt,
-            Decision::of(&rs, &owners, &pkt, o),
+            Decision::of(rs, &owners, &pkt, o),
         )
     };
-    let outcomes = simulate(&rs, &pkt);
+    let outcomes = simulate(rs, &pkt);
     let drops: Vec<Explanation> = outcomes
         .iter()
         .filter(|o| o.verdict.is_drop())
