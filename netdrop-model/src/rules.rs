@@ -42,6 +42,9 @@ pub struct Table {
     /// Chain name → position: kube-proxy nodes have tens of thousands of
     /// chains, and every rule line and every jump looks one up.
     by_name: HashMap<String, usize>,
+    /// Positions of a native table's base chains (a walk visits only
+    /// these, not the tens of thousands of regular chains).
+    native_bases: Vec<usize>,
 }
 
 impl Table {
@@ -76,18 +79,33 @@ impl Table {
         })
     }
 
-    /// The base chains of this table on `hook` (iptables' tables have one).
-    pub fn base_chains(&self, hook: Hook) -> impl Iterator<Item = (&Chain, BaseChain)> {
-        self.chains.iter().filter_map(move |c| {
-            let b = self.base_chain(&c.name)?;
-            (b.hook == hook).then_some((c, b))
-        })
+    /// The base chains of this table on `hook` (an iptables table has at
+    /// most one: the built-in chain of that name).
+    pub fn base_chains(&self, hook: Hook) -> Vec<(&Chain, BaseChain)> {
+        if self.nft_family.is_none() {
+            return self
+                .chain(hook.as_str())
+                .and_then(|c| Some((c, self.base_chain(&c.name)?)))
+                .into_iter()
+                .collect();
+        }
+        self.native_bases
+            .iter()
+            .filter_map(|&i| {
+                let c = self.chains.get(i)?;
+                let b = c.base?;
+                (b.hook == hook).then_some((c, b))
+            })
+            .collect()
     }
 
     /// Appends a chain (its name must be new to the table).
     pub fn push_chain(&mut self, chain: Chain) -> &mut Chain {
         let i = self.chains.len();
         self.by_name.insert(chain.name.clone(), i);
+        if chain.base.is_some() {
+            self.native_bases.push(i);
+        }
         self.chains.push(chain);
         &mut self.chains[i]
     }
@@ -171,7 +189,7 @@ impl Ruleset {
         let mut out: Vec<(&Table, &Chain, BaseChain)> = self
             .tables
             .values()
-            .flat_map(|t| t.base_chains(hook).map(move |(c, b)| (t, c, b)))
+            .flat_map(|t| t.base_chains(hook).into_iter().map(move |(c, b)| (t, c, b)))
             .collect();
         out.sort_by_key(|(t, _, b)| (b.priority, t.nft_family.is_some()));
         out
