@@ -44,22 +44,40 @@ pub type RuleTexts = HashMap<(String, String, u64), String>;
 /// Reads `nft -a list ruleset` output: each rule's text by its handle.
 pub fn rule_texts(listing: &str) -> RuleTexts {
     let mut out = HashMap::new();
-    let (mut table, mut chain) = (None::<String>, None::<String>);
+    // The open blocks: `table inet firewalld {`, `chain x {`, `set s {`...
+    let mut open: Vec<(&str, String)> = Vec::new();
     for line in listing.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("table ") {
-            // `table inet firewalld { # handle 1`
-            let name: Vec<&str> = rest.split_whitespace().take(2).collect();
-            table = (name.len() == 2).then(|| name.join(" "));
-            chain = None;
-        } else if let Some(rest) = t.strip_prefix("chain ") {
-            chain = rest.split_whitespace().next().map(str::to_owned);
-        } else if t == "}" {
-            if chain.take().is_none() {
-                table = None;
+        let body = t.split(" # handle ").next().unwrap_or(t).trim();
+        if let Some(head) = body.strip_suffix('{') {
+            let mut words = head.split_whitespace();
+            match words.next() {
+                Some("table") => {
+                    let name: Vec<&str> = words.take(2).collect();
+                    open.push(("table", name.join(" ")));
+                }
+                Some(kind) => open.push((
+                    if kind == "chain" { "chain" } else { "other" },
+                    words.next().unwrap_or("").trim_matches('"').to_owned(),
+                )),
+                None => open.push(("other", String::new())),
             }
-        } else if let (Some(tb), Some(ch), Some((text, handle))) =
-            (&table, &chain, t.rsplit_once(" # handle "))
+            continue;
+        }
+        if t == "}" {
+            open.pop();
+            continue;
+        }
+        let (Some(("table", tb)), Some(("chain", ch))) = (
+            open.first().map(|(k, n)| (*k, n)),
+            open.get(1).map(|(k, n)| (*k, n)),
+        ) else {
+            continue;
+        };
+        if open.len() != 2 {
+            continue;
+        }
+        if let Some((text, handle)) = t.rsplit_once(" # handle ")
             && let Ok(h) = handle.trim().parse::<u64>()
         {
             out.insert((tb.clone(), ch.clone(), h), without_counts(text.trim()));
@@ -96,24 +114,68 @@ pub fn parse_nft_json(
     texts: &RuleTexts,
     skip: impl Fn(&str, &str) -> bool,
 ) -> Result<NativeTables, NftError> {
-    let v: Value = serde_json::from_str(json)?;
-    let items = v["nftables"].as_array().ok_or(NftError::Shape)?;
-    let mut tables: Vec<Table> = Vec::new();
-    let mut sets: HashMap<(String, String), Vec<Value>> = HashMap::new();
-    let key = |o: &Value| -> Option<(String, String)> {
-        Some((
-            o["family"].as_str()?.to_owned(),
-            o["table"].as_str()?.to_owned(),
-        ))
+    let mut b = Builder {
+        texts,
+        skip: &skip,
+        tables: Vec::new(),
+        sets: HashMap::new(),
+        seen_list: false,
     };
-    // Tables, chains and sets first: rules refer to them.
-    for item in items {
+    // Item by item, never the whole document as a tree: a 10k-Service
+    // kube-proxy table is ~33 MB of JSON.
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::Deserializer::deserialize_map(&mut de, Top(&mut b))?;
+    de.end()?;
+    if !b.seen_list {
+        return Err(NftError::Shape);
+    }
+    let mut out = NativeTables::default();
+    for mut t in b.tables {
+        for c in &mut t.chains {
+            c.build_index();
+        }
+        match t.nft_family.as_deref() {
+            Some("ip") => out.v4.push(t),
+            Some("ip6") => {
+                out.v6.push(t);
+            }
+            _ => {
+                let mut v6 = t.clone();
+                v6.family = Family::Ipv6;
+                out.v4.push(t);
+                out.v6.push(v6);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The model being built from nft's items, in the order nft lists them
+/// (tables, sets and maps, chains, rules).
+struct Builder<'a> {
+    texts: &'a RuleTexts,
+    skip: &'a dyn Fn(&str, &str) -> bool,
+    tables: Vec<Table>,
+    sets: HashMap<(String, String), Vec<Value>>,
+    seen_list: bool,
+}
+
+fn table_key(o: &Value) -> Option<String> {
+    Some(format!(
+        "{} {}",
+        o["family"].as_str()?,
+        o["table"].as_str()?
+    ))
+}
+
+impl Builder<'_> {
+    fn item(&mut self, item: Value) {
         if let Some(t) = item.get("table") {
             let (Some(fam), Some(name)) = (t["family"].as_str(), t["name"].as_str()) else {
-                continue;
+                return;
             };
-            if skip(fam, name) || !matches!(fam, "ip" | "ip6" | "inet") {
-                continue;
+            if (self.skip)(fam, name) || !matches!(fam, "ip" | "ip6" | "inet") {
+                return;
             }
             let mut table = Table::new(&format!("{fam} {name}"));
             table.nft_family = Some(fam.to_owned());
@@ -122,17 +184,13 @@ pub fn parse_nft_json(
             } else {
                 Family::Ipv4
             };
-            tables.push(table);
+            self.tables.push(table);
         } else if let Some(c) = item.get("chain") {
-            let Some((fam, tname)) = key(c) else { continue };
-            let Some(table) = tables
-                .iter_mut()
-                .find(|t| t.name == format!("{fam} {tname}"))
-            else {
-                continue;
+            let (Some(tkey), Some(name)) = (table_key(c), c["name"].as_str()) else {
+                return;
             };
-            let Some(name) = c["name"].as_str() else {
-                continue;
+            let Some(table) = self.tables.iter_mut().find(|t| t.name == tkey) else {
+                return;
             };
             let base = c["hook"].as_str().and_then(hook_of).map(|hook| BaseChain {
                 hook,
@@ -153,31 +211,36 @@ pub fn parse_nft_json(
                 });
             }
         } else if let Some(s) = item.get("set").or_else(|| item.get("map")) {
-            let (Some((fam, tname)), Some(name)) = (key(s), s["name"].as_str()) else {
-                continue;
+            let (Some(tkey), Some(name)) = (table_key(s), s["name"].as_str()) else {
+                return;
             };
             let elems = s["elem"].as_array().cloned().unwrap_or_default();
-            sets.insert((format!("{fam} {tname}"), name.to_owned()), elems);
+            self.sets.insert((tkey, name.to_owned()), elems);
+        } else if let Some(r) = item.get("rule") {
+            self.rule(r);
         }
     }
-    for item in items {
-        let Some(r) = item.get("rule") else { continue };
-        let Some((fam, tname)) = key(r) else { continue };
-        let tkey = format!("{fam} {tname}");
+
+    fn rule(&mut self, r: &Value) {
+        let Some(tkey) = table_key(r) else { return };
         let (Some(chain_name), Some(exprs)) = (r["chain"].as_str(), r["expr"].as_array()) else {
-            continue;
+            return;
         };
-        let Some(table) = tables.iter_mut().find(|t| t.name == tkey) else {
-            continue;
+        let Some(table) = self.tables.iter_mut().find(|t| t.name == tkey) else {
+            return;
         };
         let handle = r["handle"].as_u64();
         let text = handle
             .and_then(|h| {
-                texts
+                self.texts
                     .get(&(tkey.clone(), chain_name.to_owned(), h))
                     .cloned()
             })
-            .unwrap_or_else(|| render(exprs));
+            .unwrap_or_else(|| match r["comment"].as_str() {
+                Some(c) => format!("{} comment \"{c}\"", render(exprs)),
+                None => render(exprs),
+            });
+        let sets = &self.sets;
         let set_of = |name: &str| sets.get(&(tkey.clone(), name.to_owned()));
         let mut rules = rules_of(exprs, &set_of);
         for rule in &mut rules {
@@ -201,25 +264,54 @@ pub fn parse_nft_json(
             chain.rules.extend(rules);
         }
     }
-    let mut out = NativeTables::default();
-    for mut t in tables {
-        for c in &mut t.chains {
-            c.build_index();
-        }
-        match t.nft_family.as_deref() {
-            Some("ip") => out.v4.push(t),
-            Some("ip6") => {
-                out.v6.push(t);
-            }
-            _ => {
-                let mut v6 = t.clone();
-                v6.family = Family::Ipv6;
-                out.v4.push(t);
-                out.v6.push(v6);
-            }
-        }
+}
+
+/// `{"nftables": [item, ...]}`, an item at a time.
+struct Top<'b, 'a>(&'b mut Builder<'a>);
+
+impl<'de> serde::de::Visitor<'de> for Top<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with an `nftables` array")
     }
-    Ok(out)
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "nftables" {
+                map.next_value_seed(Items(&mut *self.0))?;
+                self.0.seen_list = true;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Items<'b, 'a>(&'b mut Builder<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the `nftables` array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            self.0.item(item);
+        }
+        Ok(())
+    }
 }
 
 fn hook_of(h: &str) -> Option<Hook> {
@@ -394,7 +486,18 @@ pub fn render(exprs: &[Value]) -> String {
             Value::Object(o) if o.contains_key("range") => {
                 format!("{}-{}", show(&o["range"][0]), show(&o["range"][1]))
             }
+            Value::Object(o) if o.contains_key("concat") => o["concat"]
+                .as_array()
+                .map(|a| a.iter().map(show).collect::<Vec<_>>().join(" . "))
+                .unwrap_or_default(),
             other => other.to_string(),
+        }
+    };
+    let verdict = |v: &Value| -> String {
+        match v.as_object().and_then(|o| o.iter().next()) {
+            Some((k, b)) if k == "jump" || k == "goto" => format!("{k} {}", show(&b["target"])),
+            Some((k, _)) => k.clone(),
+            None => v.to_string(),
         }
     };
     let right = |v: &Value| -> String {
@@ -415,10 +518,30 @@ pub fn render(exprs: &[Value]) -> String {
             v => value(v),
         }
     };
-    let left = |v: &Value| -> String {
+    fn left(v: &Value) -> String {
+        if let Some(parts) = v.get("concat").and_then(Value::as_array) {
+            return parts.iter().map(left).collect::<Vec<_>>().join(" . ");
+        }
+        if let Some(n) = v.get("numgen") {
+            return format!("numgen {} mod {}", show(&n["mode"]), n["mod"]);
+        }
+        if let Some(f) = v.get("fib") {
+            let flags: Vec<String> = f["flags"]
+                .as_array()
+                .map(|a| a.iter().map(show).collect())
+                .unwrap_or_default();
+            return format!("fib {} {}", flags.join(" . "), show(&f["result"]));
+        }
+        if let Some(a) = v.get("&").and_then(Value::as_array) {
+            return format!(
+                "{} & {:#010x}",
+                left(&a[0]),
+                a.get(1).and_then(Value::as_u64).unwrap_or(0)
+            );
+        }
         if let Some(m) = v.get("meta") {
             let k = show(&m["key"]);
-            if matches!(k.as_str(), "iifname" | "oifname" | "iif" | "oif" | "mark") {
+            if matches!(k.as_str(), "iifname" | "oifname" | "iif" | "oif") {
                 k
             } else {
                 format!("meta {k}")
@@ -430,7 +553,7 @@ pub fn render(exprs: &[Value]) -> String {
         } else {
             v.to_string()
         }
-    };
+    }
     let mut words = Vec::new();
     for e in exprs {
         let Some((kind, body)) = e.as_object().and_then(|o| o.iter().next()) else {
@@ -442,7 +565,25 @@ pub fn render(exprs: &[Value]) -> String {
                     Some("!=") => "!= ",
                     _ => "",
                 };
-                let mut r = right(&body["right"]);
+                if body["left"].get("&").is_some() {
+                    let v = body["right"].as_u64().unwrap_or(0);
+                    let op = if op.is_empty() { "== " } else { op };
+                    words.push(format!("{} {op}{v:#010x}", left(&body["left"])));
+                    continue;
+                }
+                let mut r = match (&body["right"], body["left"].get("fib")) {
+                    (Value::Bool(false), Some(_)) => "missing".to_owned(),
+                    (Value::Bool(true), Some(_)) => "exists".to_owned(),
+                    // A one-element set reads as its element.
+                    (Value::Object(o), _)
+                        if o.get("set")
+                            .and_then(Value::as_array)
+                            .is_some_and(|a| a.len() == 1) =>
+                    {
+                        value(&element_value(&o["set"][0]))
+                    }
+                    (v, _) => right(v),
+                };
                 if body["left"]
                     .get("meta")
                     .is_some_and(|m| matches!(m["key"].as_str(), Some("iifname" | "oifname")))
@@ -452,14 +593,77 @@ pub fn render(exprs: &[Value]) -> String {
                 }
                 format!("{} {op}{r}", left(&body["left"]))
             }
-            "accept" | "drop" | "return" | "continue" | "masquerade" | "counter" | "log" => {
-                kind.clone()
-            }
+            "masquerade" => match &body["flags"] {
+                Value::String(f) => format!("masquerade {f}"),
+                Value::Array(a) => format!(
+                    "masquerade {}",
+                    a.iter().map(show).collect::<Vec<_>>().join(",")
+                ),
+                _ => "masquerade".into(),
+            },
+            "accept" | "drop" | "return" | "continue" | "counter" | "log" => kind.clone(),
             "jump" | "goto" => format!("{kind} {}", show(&body["target"])),
+            "vmap" => {
+                let data = match &body["data"] {
+                    Value::String(m) => m.clone(),
+                    d => {
+                        let items: Vec<String> = d["set"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|p| {
+                                        let p = p.as_array()?;
+                                        Some(format!(
+                                            "{} : {}",
+                                            value(&element_value(p.first()?)),
+                                            verdict(p.get(1)?)
+                                        ))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        format!("{{ {} }}", items.join(", "))
+                    }
+                };
+                format!("{} vmap {data}", left(&body["key"]))
+            }
+            "dnat" | "snat" => match (body["addr"].as_str(), body["port"].as_u64()) {
+                (Some(a), Some(p)) => format!("{kind} to {a}:{p}"),
+                (Some(a), None) => format!("{kind} to {a}"),
+                _ => e.to_string(),
+            },
+            "mangle" if body["key"]["meta"]["key"] == "mark" => {
+                let v = &body["value"];
+                match (v.as_u64(), v.get("|"), v.get("^")) {
+                    (Some(x), ..) => format!("meta mark set {x:#010x}"),
+                    (_, Some(a), _) => {
+                        format!(
+                            "meta mark set meta mark | {:#010x}",
+                            a[1].as_u64().unwrap_or(0)
+                        )
+                    }
+                    (_, _, Some(a)) => {
+                        format!(
+                            "meta mark set meta mark ^ {:#010x}",
+                            a[1].as_u64().unwrap_or(0)
+                        )
+                    }
+                    _ => e.to_string(),
+                }
+            }
             "reject" => match (body["type"].as_str(), body["expr"].as_str()) {
+                // nft leaves the default unsaid.
+                (Some("icmp" | "icmpx" | "icmpv6"), Some("port-unreachable")) => "reject".into(),
                 (Some(t), Some(x)) => format!("reject with {t} {x}"),
                 _ => "reject".into(),
             },
+            "set" if body["op"] == "update" => {
+                format!(
+                    "update {} {{ {} }}",
+                    show(&body["set"]),
+                    left(&body["elem"])
+                )
+            }
             _ => e.to_string(),
         });
     }

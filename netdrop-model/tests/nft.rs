@@ -192,7 +192,7 @@ fn a_service_without_endpoints_is_rejected_and_named_through_the_map_element() {
         (
             "ip kube-proxy",
             "reject-chain",
-            Some("reject with icmp port-unreachable"),
+            Some("reject"),
             Verdict::Reject,
             Owner::KubeProxy
         )
@@ -246,4 +246,40 @@ fn a_load_balancer_source_outside_its_ranges_is_dropped_by_the_firewall_chain() 
     // From inside the range: let through.
     p.src = "203.0.113.7".parse().unwrap();
     assert_eq!(attribute(None, &rs, &owners, &p, 1), None);
+}
+
+/// Rules read from JSON alone (as the live reader does: one listing, not
+/// two) read as `nft -a list` prints them, for both real rulesets here.
+#[test]
+fn rendered_rule_texts_are_nfts_own() {
+    for name in [
+        "debian12-firewalld-1.3.3-default",
+        "k8s-nftables-proxier-test-overall",
+    ] {
+        let texts = rule_texts(&fixture(&format!("{name}.txt")));
+        let t = parse_nft_json(
+            &fixture(&format!("{name}.json")),
+            &Default::default(),
+            |_, _| false,
+        )
+        .unwrap();
+        let (mut same, mut differ) = (0, Vec::new());
+        for table in &t.v4 {
+            for chain in &table.chains {
+                for r in &chain.rules {
+                    let own = &texts[&(table.name.clone(), chain.name.clone(), r.handle.unwrap())];
+                    // A verdict map's element rules add `(element …)`.
+                    if r.text == *own || r.text.starts_with(&format!("{own} (element ")) {
+                        same += 1;
+                    } else {
+                        differ.push((own.clone(), r.text.clone()));
+                    }
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{name}: {same} same, differing: {differ:#?}"
+        );
+    }
 }

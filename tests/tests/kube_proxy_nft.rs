@@ -63,7 +63,8 @@ fn a_service_without_endpoints_in_nftables_mode_is_named() {
     for (k, v) in [
         ("hook", "FORWARD"),
         ("table", "ip kube-proxy"),
-        ("rule", "reject with icmp port-unreachable"),
+        ("rule", "reject"),
+        ("reject_with", "icmp port-unreachable"),
         ("verdict", "REJECT"),
         ("owner", "kube-proxy"),
         ("service", "ns6/svc6:p80"),
@@ -104,7 +105,7 @@ fn a_service_without_endpoints_in_nftables_mode_is_named() {
         "{text}"
     );
     assert!(
-        text.contains("  ip kube-proxy/reject-chain #1: reject with icmp port-unreachable\n"),
+        text.contains("  ip kube-proxy/reject-chain #1: reject\n"),
         "{text}"
     );
     assert!(

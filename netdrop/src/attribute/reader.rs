@@ -247,72 +247,57 @@ fn read_native(netns: Option<&str>, node: &mut NodeRules) {
     let iptables_nft = |fam: &str, name: &str| {
         IPTABLES_TABLES.contains(&name) && ((fam == "ip" && v4_nft) || (fam == "ip6" && v6_nft))
     };
-    let tables = match nft(netns, &["-j", "list", "tables"]) {
-        Ok(t) => t,
+    // One listing of the whole ruleset, parsed item by item; iptables-nft's
+    // tables are skipped as they stream by. (nft builds its full cache for
+    // any listing, `list tables` included: one run costs what one table's
+    // does, so listing tables first and then each table doubled the cost.)
+    let json = match nft(netns, &["-j", "list", "ruleset"]) {
+        Ok(j) => j,
         Err(e) => {
             node.problems.push(format!(
-                "native nftables tables could not be listed, so drops by their rules cannot be attributed: {e}"
+                "native nftables tables could not be read, so drops by their rules cannot be attributed: {e}"
             ));
             return;
         }
     };
-    let listed: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&tables)
-        .ok()
-        .and_then(|v| {
-            v["nftables"].as_array().map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| {
-                        let t = i.get("table")?;
-                        Some((
-                            t["family"].as_str()?.to_owned(),
-                            t["name"].as_str()?.to_owned(),
-                        ))
-                    })
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    for (fam, name) in listed {
-        if !matches!(fam.as_str(), "ip" | "ip6" | "inet") || iptables_nft(&fam, &name) {
+    let skip =
+        |fam: &str, name: &str| !matches!(fam, "ip" | "ip6" | "inet") || iptables_nft(fam, name);
+    let native = match netdrop_model::nft::parse_nft_json(
+        &json,
+        &netdrop_model::nft::RuleTexts::new(),
+        skip,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            node.problems.push(format!(
+                "the output of nft -j list ruleset could not be read, so drops by native nftables rules cannot be attributed: {e}"
+            ));
+            return;
+        }
+    };
+    for (tables, list) in [(native.v4, &mut node.v4), (native.v6, &mut node.v6)] {
+        if tables.is_empty() {
             continue;
         }
-        let read = nft(netns, &["-j", "list", "table", &fam, &name]).and_then(|json| {
-            let texts = nft(netns, &["-a", "list", "table", &fam, &name])
-                .map(|t| netdrop_model::nft::rule_texts(&t))
-                .unwrap_or_default();
-            netdrop_model::nft::parse_nft_json(&json, &texts, |_, _| false).map_err(|e| {
-                ReadError::Failed {
-                    cmd: format!("nft -j list table {fam} {name}"),
-                    stderr: e.to_string(),
-                }
-            })
-        });
-        match read {
-            Ok(native) => {
-                for (tables, list) in [(native.v4, &mut node.v4), (native.v6, &mut node.v6)] {
-                    if tables.is_empty() {
-                        continue;
-                    }
-                    // Beside iptables-nft's tables (the kernel runs them
-                    // all, by priority), or the first ruleset.
-                    let at = list
-                        .iter()
-                        .position(|(b, _)| *b != Backend::Legacy)
-                        .unwrap_or(0);
-                    if list.is_empty() {
-                        let family = tables[0].family;
-                        list.push((Backend::Nft, Ruleset { family, ..Ruleset::default() }));
-                    }
-                    let rs = &mut list[at].1;
-                    for t in tables {
-                        rs.tables.insert(t.name.clone(), t);
-                    }
-                }
-            }
-            Err(e) => node.problems.push(format!(
-                "the nftables table {fam} {name} could not be read, so drops by its rules cannot be attributed: {e}"
-            )),
+        // Beside iptables-nft's tables (the kernel runs them all, by
+        // priority), or the first ruleset.
+        let at = list
+            .iter()
+            .position(|(b, _)| *b != Backend::Legacy)
+            .unwrap_or(0);
+        if list.is_empty() {
+            let family = tables[0].family;
+            list.push((
+                Backend::Nft,
+                Ruleset {
+                    family,
+                    ..Ruleset::default()
+                },
+            ));
+        }
+        let rs = &mut list[at].1;
+        for t in tables {
+            rs.tables.insert(t.name.clone(), t);
         }
     }
 }

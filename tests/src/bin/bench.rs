@@ -544,7 +544,7 @@ fn model_scale(r: &mut Report) -> anyhow::Result<()> {
 fn nft_scale(r: &mut Report) -> anyhow::Result<()> {
     writeln!(
         r.0,
-        "\n## 6. Native nftables scale: kube-proxy's nftables mode\n\n`netdrop check --netns` on a node namespace holding a generated kube-proxy nftables-mode ruleset (`generate::kube_proxy_nft_ruleset`: the `service-ips` map, a service chain choosing an endpoint by `numgen`, a DNAT chain per endpoint), the whole process: `nft -j list table` and `nft -a list table`, parse, index, owners, every probe walk; its peak RSS; against `nft -c -f` of the same file (nft checking its own input) in the same run. {} rounds, medians with spread.\n\n| services × endpoints | rules | `netdrop check --netns` ms | its peak RSS MiB | `nft -c -f` ms | ratio |\n|---|---|---|---|---|---|",
+        "\n## 6. Native nftables scale: kube-proxy's nftables mode\n\n`netdrop check --netns` on a node namespace holding a generated kube-proxy nftables-mode ruleset (`generate::kube_proxy_nft_ruleset`: the `service-ips` map, a service chain choosing an endpoint by `numgen`, a DNAT chain per endpoint), the whole process: `nft -j list ruleset` (which it runs), the streamed parse, index, owners, every probe walk; the peak RSS of it and its children (the `nft` it runs is the largest: a DaemonSet's memory limit sees both); `nft -j list ruleset` alone; and `nft -c -f` of the same file (nft checking its own input), in the same run. {} rounds, medians with spread.\n\n| services × endpoints | rules | `netdrop check --netns` ms | peak RSS MiB (with nft) | `nft -j list ruleset` ms | its RSS MiB | `nft -c -f` ms | check / `nft -c -f` |\n|---|---|---|---|---|---|---|---|",
         rounds()
     )?;
     let mut lab = Lab::new("bn");
@@ -580,10 +580,16 @@ fn nft_scale(r: &mut Report) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         let (mut nd, mut rss, mut nft) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut list, mut list_rss) = (Vec::new(), Vec::new());
         for _ in 0..rounds() {
             let (ms, mib) = measure(&mut check())?;
             nd.push(ms);
             rss.push(mib);
+            let (ms, mib) = measure(
+                Command::new("ip").args(["netns", "exec", &ns, "nft", "-j", "list", "ruleset"]),
+            )?;
+            list.push(ms);
+            list_rss.push(mib);
             let (ms, _) = measure(
                 Command::new("ip").args(["netns", "exec", &ns, "nft", "-c", "-f", path_s]),
             )?;
@@ -593,9 +599,12 @@ fn nft_scale(r: &mut Report) -> anyhow::Result<()> {
         let (nd_m, nft_m) = (median(&mut nd.clone()), median(&mut nft.clone()));
         writeln!(
             r.0,
-            "| {services} × 3 | {rules} | {nd_m:.0} ({}) | {:.0} | {nft_m:.0} ({}) | {:.2} |",
+            "| {services} × 3 | {rules} | {nd_m:.0} ({}) | {:.0} | {:.0} ({}) | {:.0} | {nft_m:.0} ({}) | {:.2} |",
             spread(&nd),
             median(&mut rss.clone()),
+            median(&mut list.clone()),
+            spread(&list),
+            median(&mut list_rss.clone()),
             spread(&nft),
             nd_m / nft_m
         )?;
