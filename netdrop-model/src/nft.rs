@@ -535,7 +535,7 @@ pub fn render(exprs: &[Value]) -> String {
         if let Some(a) = v.get("&").and_then(Value::as_array) {
             return format!(
                 "{} & {:#010x}",
-                left(&a[0]),
+                a.first().map(left).unwrap_or_default(),
                 a.get(1).and_then(Value::as_u64).unwrap_or(0)
             );
         }
@@ -1033,6 +1033,19 @@ mod tests {
             render(&exprs),
             "iifname \"lo\" tcp dport { 22, 80 } ct state invalid counter reject with icmpx admin-prohibited"
         );
+    }
+
+    #[test]
+    fn odd_shapes_render_and_parse_without_panicking() {
+        let exprs: Vec<Value> = serde_json::from_str(
+            r#"[{"match": {"op": "==", "left": {"&": []}, "right": 0}},
+                {"match": {"op": "==", "left": {"concat": []}, "right": {"set": []}}},
+                {"vmap": {"key": {"concat": []}, "data": {"set": [[], [1]]}}},
+                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": []}}}]"#,
+        )
+        .unwrap();
+        let _ = render(&exprs);
+        let _ = rules_of(&exprs, &|_| None);
     }
 
     #[test]
