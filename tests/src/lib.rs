@@ -414,11 +414,30 @@ pub fn total_packets(records: &[Value], pred: impl Fn(&Value) -> bool) -> u64 {
         .iter()
         .filter(|r| field(r, "kind") == "drop" && pred(r))
     {
-        let mut site = r.clone();
-        for volatile in ["packets", "bytes", "new_packets"] {
-            site.as_object_mut().map(|o| o.remove(volatile));
-        }
-        last.insert(site.to_string(), r["packets"].as_u64().unwrap_or(0));
+        // A site is where and by what its packets died; its records carry
+        // cumulative counts and the flow (and words) of its latest sample.
+        let site: Vec<String> = [
+            "node",
+            "kind",
+            "hook",
+            "reason",
+            "location",
+            "table",
+            "chain",
+            "rule",
+            "rule_no",
+            "policy",
+            "verdict",
+            "in_iface",
+            "out_iface",
+            "bridged",
+            "vxlan",
+            "proto",
+        ]
+        .iter()
+        .map(|k| r.get(*k).map(Value::to_string).unwrap_or_default())
+        .collect();
+        last.insert(site.join("|"), r["packets"].as_u64().unwrap_or(0));
     }
     last.values().sum()
 }
