@@ -2,4 +2,5 @@
 //! its namespace, every backend) or from a file, for the model crate
 //! (`netdrop-model`) to walk and attribute drops to.
 
+pub mod nf_tables;
 pub mod reader;

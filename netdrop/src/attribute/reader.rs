@@ -100,19 +100,21 @@ pub fn read_file(path: &Path) -> Result<Ruleset, ReadError> {
     })
 }
 
-fn save(netns: Option<&str>, prog: &str) -> Result<Ruleset, ReadError> {
-    let mut cmd = match netns {
+/// `prog` run in namespace `netns` (`ip netns exec`), or in netdrop's own.
+fn command_in(netns: Option<&str>, prog: &str) -> Command {
+    match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, prog, "-c"]);
+            c.args(["netns", "exec", ns, prog]);
             c
         }
-        None => {
-            let mut c = Command::new(prog);
-            c.arg("-c");
-            c
-        }
-    };
+        None => Command::new(prog),
+    }
+}
+
+fn save(netns: Option<&str>, prog: &str) -> Result<Ruleset, ReadError> {
+    let mut cmd = command_in(netns, prog);
+    cmd.arg("-c");
     let label = match netns {
         Some(ns) => format!("{prog} -c (netns {ns})"),
         None => format!("{prog} -c"),
@@ -203,15 +205,7 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
 
 fn nft(netns: Option<&str>, args: &[&str]) -> Result<String, ReadError> {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft"]);
-            c
-        }
-        None => Command::new("nft"),
-    };
-    let out = cmd
+    let out = command_in(netns, "nft")
         .args(args)
         .output()
         .map_err(|e| ReadError::Spawn("nft".into(), e))?;
@@ -230,9 +224,6 @@ fn nft(netns: Option<&str>, args: &[&str]) -> Result<String, ReadError> {
 /// installed there is nothing to add (and nothing native can be read: said
 /// once, as a problem, if native tables may exist).
 fn read_native(netns: Option<&str>, node: &mut NodeRules) {
-    if !exists("nft") {
-        return;
-    }
     let nft_backend = |rules: &[(Backend, Ruleset)]| {
         rules.iter().any(|(b, rs)| {
             *b == Backend::Nft
@@ -247,34 +238,57 @@ fn read_native(netns: Option<&str>, node: &mut NodeRules) {
     let iptables_nft = |fam: &str, name: &str| {
         IPTABLES_TABLES.contains(&name) && ((fam == "ip" && v4_nft) || (fam == "ip6" && v6_nft))
     };
-    // One listing of the whole ruleset, parsed item by item; iptables-nft's
-    // tables are skipped as they stream by. (nft builds its full cache for
-    // any listing, `list tables` included: one run costs what one table's
-    // does, so listing tables first and then each table doubled the cost.)
-    let json = match nft(netns, &["-j", "list", "ruleset"]) {
-        Ok(j) => j,
+    // The tables, straight from the kernel (cheap); nft only for native
+    // ones, if any: nft builds its whole cache for any listing, which on
+    // an iptables-nft node with a 10k-Service ruleset takes tens of seconds.
+    let listed = match super::nf_tables::tables(netns) {
+        Ok(t) => t,
         Err(e) => {
             node.problems.push(format!(
-                "native nftables tables could not be read, so drops by their rules cannot be attributed: {e}"
+                "the nf_tables tables could not be listed, so drops by native nftables rules cannot be attributed: {e}"
             ));
             return;
         }
     };
-    let skip =
-        |fam: &str, name: &str| !matches!(fam, "ip" | "ip6" | "inet") || iptables_nft(fam, name);
-    let native = match netdrop_model::nft::parse_nft_json(
-        &json,
-        &netdrop_model::nft::RuleTexts::new(),
-        skip,
-    ) {
-        Ok(n) => n,
-        Err(e) => {
-            node.problems.push(format!(
-                "the output of nft -j list ruleset could not be read, so drops by native nftables rules cannot be attributed: {e}"
-            ));
-            return;
+    let native_tables: Vec<(String, String)> = listed
+        .into_iter()
+        .filter(|(fam, name)| {
+            matches!(fam.as_str(), "ip" | "ip6" | "inet") && !iptables_nft(fam, name)
+        })
+        .collect();
+    if !native_tables.is_empty() && !exists("nft") {
+        node.problems.push(format!(
+            "native nftables tables exist ({}) but nft is not installed, so drops by their rules cannot be attributed",
+            native_tables
+                .iter()
+                .map(|(f, n)| format!("{f} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return;
+    }
+    let mut native = netdrop_model::nft::NativeTables::default();
+    for (fam, name) in native_tables {
+        // Parsed item by item; rule texts rendered from the JSON as nft
+        // prints them (no second listing).
+        let read = nft(netns, &["-j", "list", "table", &fam, &name]).and_then(|json| {
+            netdrop_model::nft::parse_nft_json(&json, &Default::default(), |_, _| false).map_err(
+                |e| ReadError::Failed {
+                    cmd: format!("nft -j list table {fam} {name}"),
+                    stderr: e.to_string(),
+                },
+            )
+        });
+        match read {
+            Ok(t) => {
+                native.v4.extend(t.v4);
+                native.v6.extend(t.v6);
+            }
+            Err(e) => node.problems.push(format!(
+                "the nftables table {fam} {name} could not be read, so drops by its rules cannot be attributed: {e}"
+            )),
         }
-    };
+    }
     for (tables, list) in [(native.v4, &mut node.v4), (native.v6, &mut node.v6)] {
         if tables.is_empty() {
             continue;
