@@ -732,6 +732,18 @@ fn match_of<'s>(body: &Value, set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -
             Match::OneOf { neg, options }
         })
     };
+    // The values as IP protocols (`meta l4proto`, `ip protocol`, `ip6 nexthdr`).
+    let protos = || -> Vec<Option<Match>> {
+        values
+            .iter()
+            .map(|v| {
+                Some(Match::Proto {
+                    neg: false,
+                    proto: proto_value(v)?,
+                })
+            })
+            .collect()
+    };
     let typed: Option<Vec<Match>> = if let Some(parts) =
         left.get("concat").and_then(Value::as_array)
     {
@@ -828,19 +840,7 @@ fn match_of<'s>(body: &Value, set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -
                 )
                 .map(|m| vec![m])
             }
-            Some("l4proto") => one_of(
-                neg,
-                values
-                    .iter()
-                    .map(|v| {
-                        Some(Match::Proto {
-                            neg: false,
-                            proto: proto_value(v)?,
-                        })
-                    })
-                    .collect(),
-            )
-            .map(|m| vec![m]),
+            Some("l4proto") => one_of(neg, protos()).map(|m| vec![m]),
             Some("nfproto") => match values.as_slice() {
                 [Value::String(p)] if p == "ipv4" || p == "ipv6" => Some(vec![Match::NfProto {
                     neg,
@@ -884,19 +884,9 @@ fn match_of<'s>(body: &Value, set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -
                 )
                 .map(|m| vec![family, m])
             }
-            (Some("ip"), Some("protocol")) | (Some("ip6"), Some("nexthdr")) => one_of(
-                neg,
-                values
-                    .iter()
-                    .map(|v| {
-                        Some(Match::Proto {
-                            neg: false,
-                            proto: proto_value(v)?,
-                        })
-                    })
-                    .collect(),
-            )
-            .map(|m| vec![m]),
+            (Some("ip"), Some("protocol")) | (Some("ip6"), Some("nexthdr")) => {
+                one_of(neg, protos()).map(|m| vec![m])
+            }
             (Some(l4 @ ("tcp" | "udp" | "sctp" | "th")), Some(f @ ("sport" | "dport"))) => {
                 let ranges: Option<Vec<(u16, u16)>> = values.iter().map(port_range).collect();
                 ranges.map(|ranges| {

@@ -463,6 +463,28 @@ pub fn last_drop(
     recs.into_iter().rev().find(|r| pred(r)).unwrap()
 }
 
+/// How many BPF links hold a program named `name` (attached, not only
+/// loaded), as `bpftool` sees them: `bpftool link` names each link's
+/// program by id.
+pub fn links_holding(name: &str) -> usize {
+    let json = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("bpftool (installed by cargo xtask setup)");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let ids: Vec<u64> = match json(&["-j", "prog", "show", "name", name]) {
+        Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
+        p => p["id"].as_u64().into_iter().collect(),
+    };
+    json(&["-j", "link", "show"]).as_array().map_or(0, |l| {
+        l.iter()
+            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+            .count()
+    })
+}
+
 /// Whether a privileged test may run. As root: yes. Otherwise the test
 /// is skipped (a plain `cargo test` as a normal user passes, and the build
 /// says once how to run these), unless `NETDROP_PRIVILEGED` is set, as

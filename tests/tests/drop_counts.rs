@@ -178,34 +178,16 @@ fn sigkill_leaves_no_program_behind() {
             .expect("bpftool (installed by cargo xtask setup)");
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     };
-    // Programs that a link holds (attached, not only loaded): `bpftool
-    // link` names the program of each link by id.
-    let linked = |name: &str| -> bool {
-        let json = |args: &[&str]| -> serde_json::Value {
-            let out = std::process::Command::new("bpftool")
-                .args(args)
-                .output()
-                .expect("bpftool");
-            serde_json::from_slice(&out.stdout).unwrap_or_default()
-        };
-        let progs = json(&["-j", "prog", "show", "name", name]);
-        let ids: Vec<u64> = match progs {
-            serde_json::Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
-            p => p["id"].as_u64().into_iter().collect(),
-        };
-        let links = json(&["-j", "link", "show"]);
-        links.as_array().is_some_and(|l| {
-            l.iter()
-                .any(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        })
-    };
     const PROGRAMS: [&str; 3] = [
         "netdrop_kfree_skb_btf",
         "netdrop_tc_ingress",
         "netdrop_tc_egress",
     ];
     for p in PROGRAMS {
-        assert!(linked(p), "{p} is attached through a link while watching");
+        assert!(
+            netdrop_tests::links_holding(p) > 0,
+            "{p} is attached through a link while watching"
+        );
     }
     watch.kill(); // SIGKILL: no chance to detach by hand.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

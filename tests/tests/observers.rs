@@ -350,27 +350,12 @@ fn iface_pod_packets(w: &netdrop_tests::Watch, iface: &str, role: &str) -> Optio
     )
 }
 
-/// Programs of netdrop's observers held by a link (tcx), by `bpftool`.
+/// Links holding netdrop's observer programs (tcx), by `bpftool`.
 fn tc_programs_linked() -> usize {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = std::process::Command::new("bpftool")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let ids: Vec<u64> = ["netdrop_tc_ingress", "netdrop_tc_egress"]
+    ["netdrop_tc_ingress", "netdrop_tc_egress"]
         .iter()
-        .flat_map(|n| match json(&["-j", "prog", "show", "name", n]) {
-            serde_json::Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
-            p => p["id"].as_u64().into_iter().collect::<Vec<_>>(),
-        })
-        .collect();
-    json(&["-j", "link", "show"]).as_array().map_or(0, |l| {
-        l.iter()
-            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
-            .count()
-    })
+        .map(|n| netdrop_tests::links_holding(n))
+        .sum()
 }
 
 /// The observer flags as an operator uses them, on a node whose pod
