@@ -5,8 +5,8 @@
 use crate::{
     decision::Decision,
     owner::OwnerContext,
-    rules::{Counters, Policy, Ruleset, Target},
-    simulate::{Outcome, Packet, Step, could_match, simulate},
+    rules::{Counters, Engine, Policy, Ruleset, Target},
+    simulate::{Outcome, Packet, Step, could_match, simulate_freed_by},
     words::{Evidence, Verdict},
 };
 
@@ -40,15 +40,26 @@ fn grew(before: &Ruleset, after: &Ruleset, step: &Step, drops: u64) -> bool {
 
 /// Attributes `drops` kernel drops of `pkt` to a rule of `after` (the rules
 /// in force when they happened); `before` is a snapshot from before them.
+/// `engine`: the engine the kernel says freed the packets (from the drop
+/// location); a rule of the other engine is never the answer.
 pub fn attribute(
     before: Option<&Ruleset>,
     after: &Ruleset,
     owners: &OwnerContext,
     pkt: &Packet,
     drops: u64,
+    engine: Option<Engine>,
 ) -> Option<Attribution> {
-    let outcomes = simulate(after, pkt);
-    let mut candidates: Vec<&Outcome> = outcomes.iter().filter(|o| o.verdict.is_drop()).collect();
+    let possible = |table: &str| match (engine, after.engine_of(table)) {
+        (Some(e), Some(t)) => e == t,
+        _ => true,
+    };
+    let outcomes = simulate_freed_by(after, pkt, engine);
+    let mut candidates: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.verdict.is_drop())
+        .filter(|o| o.decider().is_none_or(|d| possible(&d.table)))
+        .collect();
     candidates.sort_by_key(|o| (o.unmodelled, o.assumptions.len()));
     if let Some(before) = before {
         // A simulated drop whose counter confirms it wins.
@@ -63,7 +74,7 @@ pub fn attribute(
         }
         // The model missed it (an ipset, an unmodelled match...): a dropping
         // rule of this hook whose counter grew by the drops seen is the answer.
-        if let Some(o) = counter_only(before, after, pkt, drops) {
+        if let Some(o) = counter_only(before, after, pkt, drops, &possible) {
             let mut decision = Decision::of(after, owners, pkt, &o);
             decision
                 .assumptions
@@ -80,12 +91,19 @@ pub fn attribute(
     })
 }
 
-fn counter_only(before: &Ruleset, after: &Ruleset, pkt: &Packet, drops: u64) -> Option<Outcome> {
+fn counter_only(
+    before: &Ruleset,
+    after: &Ruleset,
+    pkt: &Packet,
+    drops: u64,
+    possible: &dyn Fn(&str) -> bool,
+) -> Option<Outcome> {
     let mut hits = Vec::new();
-    // Every chain of every table with a base chain on this hook.
+    // Every chain of every table with a base chain on this hook (and of
+    // the engine that dropped).
     let mut tables: Vec<&crate::rules::Table> = Vec::new();
     for (t, _, _) in after.base_chains(pkt.hook) {
-        if !tables.iter().any(|x| x.name == t.name) {
+        if possible(&t.name) && !tables.iter().any(|x| x.name == t.name) {
             tables.push(t);
         }
     }
@@ -181,13 +199,13 @@ mod tests {
             parse_ruleset(&after).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 5).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 5, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert!(at.decision.policy);
         // Counters that did not grow enough: simulated only.
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 6).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 6, None).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
-        let at = attribute(None, &a, &owners, &pkt(), 5).unwrap();
+        let at = attribute(None, &a, &owners, &pkt(), 5, None).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
     }
 
@@ -209,7 +227,7 @@ mod tests {
         );
         p.in_iface = Some("eth0".into());
         p.dport = None; // port unknown to the model: the rule is a "maybe"
-        let at = attribute(Some(&b), &a, &owners, &p, 4).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &p, 4, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert_eq!(
             at.decision.rule.as_deref(),
@@ -235,7 +253,7 @@ mod tests {
         );
         p.in_iface = Some("eth0".into());
         p.dport = Some(9000);
-        assert_eq!(attribute(Some(&b), &a, &owners, &p, 4), None);
+        assert_eq!(attribute(Some(&b), &a, &owners, &p, 4, None), None);
     }
 
     #[test]
@@ -252,11 +270,65 @@ mod tests {
             parse_ruleset(&rules(3)).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 3).unwrap();
+        let at = attribute(Some(&b), &a, &owners, &pkt(), 3, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert_eq!(
             at.decision.rule.as_deref(),
             Some("-A FORWARD -m conntrack --ctstate INVALID -j DROP")
         );
+    }
+
+    #[test]
+    fn the_engine_that_freed_the_packet_rules_out_the_other_ones_rules() {
+        // A node whose iptables-legacy drops VXLAN in INPUT while a native
+        // nftables table drops all of udp: where the kernel freed the
+        // packet says which of the two dropped it.
+        let mut rs = parse_ruleset(
+            "# Generated by iptables-save v1.8.9 on Thu Dec  3 11:16:44 2026\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p udp -m udp --dport 8472 -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let json = r#"{"nftables": [
+          {"table": {"family": "inet", "name": "fw", "handle": 1}},
+          {"chain": {"family": "inet", "table": "fw", "name": "fwd", "handle": 1, "type": "filter", "hook": "forward", "prio": 10, "policy": "accept"}},
+          {"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": 2, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}, {"drop": null}]}}
+        ]}"#;
+        let native = crate::nft::parse_nft_json(json, &Default::default(), |_, _| false).unwrap();
+        for t in native.v4 {
+            rs.tables.insert(t.name.clone(), t);
+        }
+        let mut p = pkt();
+        p.proto = 17;
+        p.dport = Some(8472);
+        let owners = OwnerContext::new(&rs, None);
+        let table =
+            |p: &Packet, e| attribute(None, &rs, &owners, p, 1, e).map(|a| a.decision.table);
+        assert_eq!(
+            table(&p, None).as_deref(),
+            Some("filter"),
+            "first by priority"
+        );
+        assert_eq!(table(&p, Some(Engine::XTables)).as_deref(), Some("filter"));
+        assert_eq!(
+            table(&p, Some(Engine::NfTables)).as_deref(),
+            Some("inet fw")
+        );
+        assert_eq!(rs.engine_of("filter"), Some(Engine::XTables));
+        // Only udp is dropped natively: a TCP packet freed by nf_tables
+        // has no rule here.
+        p.proto = 6;
+        assert_eq!(table(&p, Some(Engine::NfTables)), None);
+    }
+
+    #[test]
+    fn drop_locations_name_their_engine() {
+        use Engine::*;
+        let of = Engine::of_drop_location;
+        assert_eq!(of("nft_do_chain+0x3c4", false), Some(NfTables));
+        assert_eq!(of("nft_reject_inet_eval+0x90", true), Some(NfTables));
+        assert_eq!(of("nf_hook_slow+0x42", true), Some(XTables));
+        // Before 6.7 nf_tables left its drops to nf_hook_slow as well.
+        assert_eq!(of("nf_hook_slow+0x42", false), None);
+        assert_eq!(of("ip_forward+0x10", true), None);
     }
 }

@@ -182,7 +182,67 @@ pub struct BaseChain {
     pub nat: bool,
 }
 
+/// The packet filter engine that runs a table's rules. The kernel tells
+/// them apart by where it frees a dropped packet: since Linux 6.7 nf_tables
+/// frees its own drops (`nft_do_chain`, reject and nat expressions), while
+/// x_tables (iptables-legacy) leaves them to `nf_hook_slow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// iptables-legacy's `ip_tables`/`ip6_tables`.
+    XTables,
+    /// nf_tables: iptables-nft's tables and native nftables tables.
+    NfTables,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::XTables => "iptables-legacy (x_tables)",
+            Engine::NfTables => "nf_tables (iptables-nft or native nftables)",
+        }
+    }
+
+    /// The engine that freed a netfilter drop at kernel function
+    /// `location` (`function+0xoff`). `nf_tables_frees_own`: the running
+    /// kernel is 6.7 or newer, so a drop freed by `nf_hook_slow` is not
+    /// nf_tables'. `None`: the location does not tell.
+    pub fn of_drop_location(location: &str, nf_tables_frees_own: bool) -> Option<Engine> {
+        let function = location.split('+').next().unwrap_or(location);
+        if function.starts_with("nft_") || function.starts_with("nf_tables_") {
+            Some(Engine::NfTables)
+        } else if function.starts_with("ipt_")
+            || function.starts_with("ip6t_")
+            || (function == "nf_hook_slow" && nf_tables_frees_own)
+        {
+            Some(Engine::XTables)
+        } else {
+            None
+        }
+    }
+}
+
 impl Ruleset {
+    /// The engine that runs `table`: native tables are nf_tables'; iptables'
+    /// own tables are told by the `iptables-save` header (iptables-nft-save
+    /// says `(nf_tables)`, iptables-legacy-save and every iptables before
+    /// 1.8 say nothing); `None` without a header.
+    pub fn engine_of(&self, table: &str) -> Option<Engine> {
+        if self
+            .tables
+            .get(table)
+            .is_some_and(|t| t.nft_family.is_some())
+        {
+            return Some(Engine::NfTables);
+        }
+        let g = self.generator.as_deref()?;
+        Some(if g.contains("nf_tables") {
+            Engine::NfTables
+        } else {
+            Engine::XTables
+        })
+    }
+
     /// Every base chain on `hook`, of every table, in the order the kernel
     /// runs them (priority; iptables' tables first at equal priority).
     pub fn base_chains(&self, hook: Hook) -> Vec<(&Table, &Chain, BaseChain)> {

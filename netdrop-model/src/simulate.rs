@@ -162,7 +162,14 @@ enum Tri {
 /// Walks `pkt` through every table of its hook; returns every possible
 /// outcome (one, unless something could not be decided).
 pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
-    simulate_inner(rs, pkt, None)
+    simulate_inner(rs, pkt, None, None)
+}
+
+/// Like [`simulate`], for a packet the kernel says `engine` freed: a drop
+/// by the other engine's tables cannot have happened, so the walk goes on
+/// past it (with an assumption saying so) to the rule that did drop it.
+pub fn simulate_freed_by(rs: &Ruleset, pkt: &Packet, engine: Option<Engine>) -> Vec<Outcome> {
+    simulate_inner(rs, pkt, None, engine)
 }
 
 /// Like [`simulate`], with rule `index` (0-based) of `table`/`chain` left
@@ -174,10 +181,15 @@ pub fn simulate_without(
     chain: &str,
     index: usize,
 ) -> Vec<Outcome> {
-    simulate_inner(rs, pkt, Some((table, chain, index)))
+    simulate_inner(rs, pkt, Some((table, chain, index)), None)
 }
 
-fn simulate_inner(rs: &Ruleset, pkt: &Packet, skip: Option<(&str, &str, usize)>) -> Vec<Outcome> {
+fn simulate_inner(
+    rs: &Ruleset,
+    pkt: &Packet,
+    skip: Option<(&str, &str, usize)>,
+    freed_by: Option<Engine>,
+) -> Vec<Outcome> {
     let mut states = vec![State {
         pkt: pkt.clone(),
         path: Vec::new(),
@@ -200,16 +212,32 @@ fn simulate_inner(rs: &Ruleset, pkt: &Packet, skip: Option<(&str, &str, usize)>)
             continue;
         }
         let mut next = Vec::new();
+        let other_engine = match (freed_by, rs.engine_of(&table.name)) {
+            (Some(f), Some(t)) => f != t,
+            _ => false,
+        };
         for st in states {
-            for (ending, st) in walk_chain(table, chain, st, 0, &mut budget) {
+            let before = st.path.len();
+            for (ending, mut st) in walk_chain(table, chain, st, 0, &mut budget) {
                 match ending {
                     Ending::Verdict(Verdict::Accept, _) => next.push(st),
+                    Ending::Verdict(_, _) if other_engine => {
+                        let at = st.path.last().map(|s| s.text.clone()).unwrap_or_default();
+                        st.path.truncate(before);
+                        st.assumptions.push(format!(
+                            "not dropped by `{at}` ({}/{}): the kernel freed the packet in {}",
+                            table.name,
+                            chain.name,
+                            freed_by.map(Engine::as_str).unwrap_or("?")
+                        ));
+                        next.push(st);
+                    }
                     Ending::Verdict(v, with) => done.push(finish(st, v, with)),
                     Ending::Return => {
                         let policy = chain.policy.unwrap_or(Policy::Accept);
                         let mut st = st;
                         // Record the policy only where it decides something.
-                        if policy == Policy::Drop {
+                        if policy == Policy::Drop && !other_engine {
                             st.path.push(Step {
                                 table: table.name.clone(),
                                 chain: chain.name.clone(),

@@ -77,7 +77,7 @@ fn vxlan_to_a_firewalld_node_dies_in_the_public_zones_reject() {
     let rs = with_native("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", t.v4);
     let owners = OwnerContext::new(&rs, None);
     let p = packet(Hook::Input, "192.0.2.2", "192.0.2.1", 8472);
-    let a = attribute(None, &rs, &owners, &p, 1).unwrap();
+    let a = attribute(None, &rs, &owners, &p, 1, None).unwrap();
     let d = a.decision;
     assert_eq!(
         a.evidence,
@@ -108,7 +108,7 @@ fn vxlan_to_a_firewalld_node_dies_in_the_public_zones_reject() {
         dport: Some(22),
         ..p.clone()
     };
-    assert_eq!(attribute(None, &rs, &owners, &ssh, 1), None);
+    assert_eq!(attribute(None, &rs, &owners, &ssh, 1, None), None);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn forwarded_pod_traffic_dies_in_firewallds_forward_zone() {
     let rs = with_native("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", t.v4);
     let owners = OwnerContext::new(&rs, None);
     let p = packet(Hook::Forward, "10.224.1.2", "10.224.2.2", 80);
-    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    let d = attribute(None, &rs, &owners, &p, 1, None).unwrap().decision;
     assert_eq!(
         (d.table.as_str(), d.chain.as_str(), d.verdict, d.owner),
         (
@@ -139,7 +139,7 @@ fn an_iptables_accept_does_not_end_the_hook_for_a_later_native_chain() {
     );
     let owners = OwnerContext::new(&rs, None);
     let p = packet(Hook::Input, "192.0.2.2", "192.0.2.1", 8472);
-    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    let d = attribute(None, &rs, &owners, &p, 1, None).unwrap().decision;
     assert_eq!(d.table, "inet firewalld");
     let path: Vec<&str> = d.path.iter().map(|s| s.table.as_str()).collect();
     assert_eq!(path.first(), Some(&"filter"), "{path:?}");
@@ -178,6 +178,7 @@ fn a_service_without_endpoints_is_rejected_and_named_through_the_map_element() {
         &owners,
         &tcp(Hook::Forward, "10.0.0.2", "172.30.0.46", 80),
         1,
+        None,
     )
     .unwrap()
     .decision;
@@ -212,13 +213,14 @@ fn a_service_without_endpoints_is_rejected_and_named_through_the_map_element() {
     // its port 81 is no Service port: cluster-ips-check rejects it.
     let mut p = tcp(Hook::Prerouting, "10.0.0.2", "172.30.0.41", 80);
     p.out_iface = None;
-    assert_eq!(attribute(None, &rs, &owners, &p, 1), None);
+    assert_eq!(attribute(None, &rs, &owners, &p, 1, None), None);
     let d = attribute(
         None,
         &rs,
         &owners,
         &tcp(Hook::Forward, "10.0.0.2", "172.30.0.41", 81),
         1,
+        None,
     )
     .unwrap()
     .decision;
@@ -234,7 +236,7 @@ fn a_load_balancer_source_outside_its_ranges_is_dropped_by_the_firewall_chain() 
     let owners = OwnerContext::new(&rs, None);
     let mut p = tcp(Hook::Prerouting, "203.0.113.200", "5.6.7.8", 80);
     p.in_iface = Some("eth0".into());
-    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    let d = attribute(None, &rs, &owners, &p, 1, None).unwrap().decision;
     assert_eq!(
         (d.chain.as_str(), d.verdict, d.owner),
         (
@@ -245,7 +247,7 @@ fn a_load_balancer_source_outside_its_ranges_is_dropped_by_the_firewall_chain() 
     );
     // From inside the range: let through.
     p.src = "203.0.113.7".parse().unwrap();
-    assert_eq!(attribute(None, &rs, &owners, &p, 1), None);
+    assert_eq!(attribute(None, &rs, &owners, &p, 1, None), None);
 }
 
 /// Rules read from JSON alone (as the live reader does: one listing, not

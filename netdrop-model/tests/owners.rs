@@ -50,7 +50,7 @@ fn kubelets_firewall_drops_marked_packets_on_a_kind_node() {
     p.dport = Some(80);
     p.sport = Some(40000);
     p.in_iface = Some("eth0".into());
-    let d = attribute(None, &rs, &owners, &p, 1).unwrap().decision;
+    let d = attribute(None, &rs, &owners, &p, 1, None).unwrap().decision;
     assert_eq!(
         (d.chain.as_str(), d.rule.as_deref(), d.verdict, d.owner),
         (

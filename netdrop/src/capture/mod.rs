@@ -149,6 +149,28 @@ pub struct KernelInfo {
     /// `enum skb_drop_reason` value → name, from BTF.
     pub drop_reasons: BTreeMap<u32, String>,
     pub kallsyms: Kallsyms,
+    /// Linux 6.7 or newer: nf_tables frees the packets its rules drop
+    /// itself, so a drop freed by `nf_hook_slow` is not nf_tables'.
+    pub nf_tables_frees_own: bool,
+}
+
+/// Whether the running kernel is `major.minor` or newer (`uname -r`).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    release_at_least(&release, major, minor)
+}
+
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
 }
 
 /// Cumulative cost of one loaded program, as the kernel accounts it while
@@ -298,6 +320,7 @@ impl Datapath {
             KernelInfo {
                 drop_reasons,
                 kallsyms,
+                nf_tables_frees_own: kernel_at_least(6, 7),
             },
         ))
     }
@@ -527,4 +550,17 @@ where
         what: format!("program {name}"),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        use super::release_at_least as at;
+        assert!(at("6.18.0-1-amd64\n", 6, 7));
+        assert!(at("6.7.0", 6, 7));
+        assert!(!at("6.6.58-cloud", 6, 7));
+        assert!(!at("5.19.0", 6, 7));
+        assert!(!at("garbage", 6, 7));
+    }
 }

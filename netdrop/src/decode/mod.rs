@@ -6,7 +6,10 @@ pub mod flow;
 use std::collections::HashMap;
 
 use netdrop_common::{DropKey, DropSample, hook};
-use netdrop_model::{Hook, rules::proto_name};
+use netdrop_model::{
+    Hook,
+    rules::{Engine, proto_name},
+};
 use serde::Serialize;
 
 use crate::capture::KernelInfo;
@@ -36,6 +39,9 @@ pub struct DropSite {
     pub hook: Option<Hook>,
     /// Kernel function that dropped the packet, `function+0xoff`.
     pub location: String,
+    /// The packet filter engine that location belongs to (iptables-legacy
+    /// or nf_tables), for a netfilter drop where it tells.
+    pub engine: Option<Engine>,
     pub in_iface: Option<String>,
     pub out_iface: Option<String>,
     pub family: Option<&'static str>,
@@ -84,8 +90,17 @@ impl Decoder {
             .as_ref()
             .and_then(|n| self.iface_name(n, key.out_ifindex));
         let reason = self.reason_name(key.reason);
+        let netfilter = reason == "NETFILTER_DROP";
+        let location = self
+            .kernel
+            .kallsyms
+            .symbolize(key.location)
+            .unwrap_or_else(|| format!("0x{:x}", key.location));
         DropSite {
-            netfilter: reason == "NETFILTER_DROP",
+            netfilter,
+            engine: netfilter
+                .then(|| Engine::of_drop_location(&location, self.kernel.nf_tables_frees_own))
+                .flatten(),
             node: node
                 .as_ref()
                 .map(Netns::label)
@@ -93,11 +108,7 @@ impl Decoder {
             netns: u64::from(key.netns),
             reason,
             hook: hook_from_kernel(key.hook),
-            location: self
-                .kernel
-                .kallsyms
-                .symbolize(key.location)
-                .unwrap_or_else(|| format!("0x{:x}", key.location)),
+            location,
             in_iface,
             out_iface,
             family: match key.family {

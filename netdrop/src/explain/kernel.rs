@@ -116,6 +116,7 @@ mod tests {
             netfilter: false,
             hook: None,
             location: "ip_rcv_finish_core+0x25b".into(),
+            engine: None,
             in_iface: in_iface.map(str::to_owned),
             out_iface: None,
             family: Some("ipv4"),

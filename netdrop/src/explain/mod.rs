@@ -417,9 +417,20 @@ pub fn bridged(
 }
 
 /// A netfilter drop no rule of the model could be matched to.
-pub fn unattributed(node: &str, hook: Option<Hook>, location: &str, sampled: bool) -> String {
+/// `engine`: what the drop location says about the engine that dropped it.
+pub fn unattributed(
+    node: &str,
+    hook: Option<Hook>,
+    location: &str,
+    engine: Option<netdrop_model::rules::Engine>,
+    sampled: bool,
+) -> String {
+    let by = match engine {
+        Some(e) => format!(", freed by {}", e.as_str()),
+        None => String::new(),
+    };
     format!(
-        "Dropped by netfilter at {} ({location}), but no rule of {node}'s ruleset could be matched to it{}.",
+        "Dropped by netfilter at {} ({location}{by}), but no rule of {node}'s ruleset could be matched to it{}.",
         hook.map(Hook::as_str).unwrap_or("an unknown hook"),
         if sampled {
             ""

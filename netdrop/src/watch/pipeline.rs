@@ -483,7 +483,7 @@ impl DropPipeline {
         let generation = rules.generation();
         let mut found = None;
         for (after, before, owners) in rules.rulesets(Family::of(flow.src)) {
-            if let Some(a) = attribute(before, after, owners, &pkt, drops) {
+            if let Some(a) = attribute(before, after, owners, &pkt, drops, site.engine) {
                 let better = matches!(
                     (&found, a.evidence),
                     (None, _) | (Some((_, Evidence::Simulated)), Evidence::Counters)
@@ -776,6 +776,7 @@ impl DropPipeline {
                     &r.node,
                     site.hook,
                     &site.location,
+                    site.engine,
                     flow.is_some(),
                 ));
                 if first {
@@ -981,6 +982,7 @@ mod tests {
             ]
             .into(),
             kallsyms: Kallsyms::parse("ffffffff81000000 T nf_hook_slow\n").unwrap(),
+            nf_tables_frees_own: false,
         };
         // A namespace that does not exist: devices have no names.
         let ns = Netns {

@@ -693,6 +693,7 @@ fn pipeline(r: &mut Report) -> anyhow::Result<()> {
                 KernelInfo {
                     drop_reasons: reasons.clone(),
                     kallsyms: Kallsyms::load()?,
+                    nf_tables_frees_own: netdrop::capture::kernel_at_least(6, 7),
                 },
                 vec![own.clone()],
             ),
