@@ -243,6 +243,27 @@ impl Ruleset {
         })
     }
 
+    /// Which tool's rules `table` holds, as an operator would list them:
+    /// `nftables` for a native table, `iptables-nft`/`iptables-legacy`
+    /// (`ip6tables-…` for IPv6) for iptables' own; `None` when the engine
+    /// is unknown (a file without a header).
+    pub fn backend_of(&self, table: &str) -> Option<&'static str> {
+        if self
+            .tables
+            .get(table)
+            .is_some_and(|t| t.nft_family.is_some())
+        {
+            return Some("nftables");
+        }
+        let v6 = self.family == Family::Ipv6;
+        Some(match (self.engine_of(table)?, v6) {
+            (Engine::NfTables, false) => "iptables-nft",
+            (Engine::NfTables, true) => "ip6tables-nft",
+            (Engine::XTables, false) => "iptables-legacy",
+            (Engine::XTables, true) => "ip6tables-legacy",
+        })
+    }
+
     /// Every base chain on `hook`, of every table, in the order the kernel
     /// runs them (priority; iptables' tables first at equal priority).
     pub fn base_chains(&self, hook: Hook) -> Vec<(&Table, &Chain, BaseChain)> {

@@ -61,12 +61,45 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .reverse()
             .then(b.severity.cmp(&a.severity))
     });
+    if args.output != Output::Json {
+        println!("rules read: {}", rules_read(&rules));
+    }
     print_findings(&findings, args.output)?;
     Ok(if is_failing(&findings) {
         ExitCode::from(EXIT_FINDINGS)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `check` read, side by side: every backend's tables with their
+/// rule counts (`iptables-nft: filter (12), nat (40) · nftables: inet
+/// firewalld (212)`), so a finding's absence means something.
+fn rules_read(rules: &NodeRules) -> String {
+    let mut by: Vec<(&str, Vec<String>)> = Vec::new();
+    for (backend, rs) in rules.all() {
+        for t in rs.tables.values() {
+            let label = rs.backend_of(&t.name).unwrap_or(match backend {
+                reader::Backend::File => "file",
+                _ => "iptables",
+            });
+            let n: usize = t.chains.iter().map(|c| c.rules.len()).sum();
+            let entry = format!("{} ({n})", t.name);
+            match by.iter_mut().find(|(l, _)| *l == label) {
+                // An inet table is in both families' rulesets: once.
+                Some((_, v)) if v.contains(&entry) => {}
+                Some((_, v)) => v.push(entry),
+                None => by.push((label, vec![entry])),
+            }
+        }
+    }
+    if by.is_empty() {
+        return "no tables (nothing filters packets here)".into();
+    }
+    by.iter()
+        .map(|(l, v)| format!("{l}: {}", v.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 fn print_findings(findings: &[ExplainedFinding], output: Output) -> anyhow::Result<()> {
@@ -99,7 +132,10 @@ fn print_findings(findings: &[ExplainedFinding], output: Output) -> anyhow::Resu
         }
         writeln!(out, "  {}", f.explanation)?;
         if let (Some(r), Some(t), Some(c)) = (&f.rule, &f.table, &f.chain) {
-            writeln!(out, "  rule: {t}/{c} {r}")?;
+            match f.backend {
+                Some(b) => writeln!(out, "  rule: {t}/{c} {r} [{b}]")?,
+                None => writeln!(out, "  rule: {t}/{c} {r}")?,
+            }
         }
         for flow in &f.flows {
             writeln!(out, "  blocks: {flow}")?;

@@ -29,6 +29,15 @@ fn live_findings_across_both_backends() {
     .unwrap();
     lab.exec(&node, &["iptables-nft", "-w", "-P", "FORWARD", "DROP"])
         .unwrap();
+    // Native nftables: the kubelet's port dropped in INPUT.
+    lab.exec(
+        &node,
+        &[
+            "nft",
+            "add table ip edge; add chain ip edge screen { type filter hook input priority 10; }; add rule ip edge screen tcp dport 10250 drop",
+        ],
+    )
+    .unwrap();
     let before = (
         lab.exec(&node, &["iptables-legacy-save"]).unwrap().stdout,
         lab.exec(&node, &["iptables-nft-save"]).unwrap().stdout,
@@ -43,6 +52,7 @@ fn live_findings_across_both_backends() {
     let ids: Vec<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
     for want in [
         "input-blocks-vxlan",
+        "input-blocks-kubelet",
         "forward-policy-drop",
         "sysctl-ip-forward",
         "iptables-legacy-nft-split",
@@ -57,6 +67,23 @@ fn live_findings_across_both_backends() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.lines().any(|l| l == "CRITICAL sysctl-ip-forward"),
+        "{text}"
+    );
+    // What was read, every backend side by side, and each finding's.
+    assert_eq!(
+        text.lines().next().unwrap_or_default(),
+        "rules read: iptables-legacy: filter (1) · iptables-nft: filter (0) · nftables: ip edge (1)",
+        "{text}"
+    );
+    let backend = |id: &str| {
+        let f = findings.iter().find(|f| f["id"] == id).unwrap();
+        f["backend"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(backend("input-blocks-vxlan"), "iptables-legacy");
+    assert_eq!(backend("forward-policy-drop"), "iptables-nft");
+    assert_eq!(backend("input-blocks-kubelet"), "nftables");
+    assert!(
+        text.contains("rule: ip edge/screen tcp dport 10250 drop [nftables]"),
         "{text}"
     );
     assert!(

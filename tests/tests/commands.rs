@@ -83,7 +83,8 @@ fn check_exits_3_on_findings_and_0_without() {
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout).trim(),
-        "no findings: nothing in these rules blocks pod traffic"
+        "rules read: iptables-legacy: filter (18), mangle (1), nat (78)\nno findings: nothing in these rules blocks pod traffic",
+        "an iptables-save dump without (nf_tables) in its header is iptables-legacy's"
     );
 }
 

@@ -21,6 +21,9 @@ pub struct ExplainedFinding {
     /// The pod flows that die because of it.
     pub flows: Vec<String>,
     pub hook: Option<Hook>,
+    /// Whose rules the table is: `iptables-nft`, `iptables-legacy`
+    /// (`ip6tables-…`), or `nftables` for a native table.
+    pub backend: Option<&'static str>,
     pub table: Option<String>,
     pub chain: Option<String>,
     pub rule: Option<String>,
@@ -74,6 +77,7 @@ pub fn explain_finding(
         severity: f.severity,
         flows: f.flows.iter().map(flow_text).collect(),
         hook: None,
+        backend: None,
         table: None,
         chain: None,
         rule: None,
@@ -175,6 +179,9 @@ pub fn explain_finding(
     };
     e.explanation = explanation;
     e.fix = fix;
+    if let (Some((rs, _)), Some(t)) = (rules, &e.table) {
+        e.backend = rs.backend_of(t);
+    }
     e
 }
 
