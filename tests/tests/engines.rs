@@ -71,15 +71,29 @@ fn the_engine_that_freed_a_drop_names_its_rule() {
         total_packets(&w.records(), legacy) >= 2
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
-    std::thread::sleep(Duration::from_millis(600));
-    let records = w.stop().unwrap();
-    let rec = records.iter().rfind(|r| legacy(r)).unwrap();
-    assert!(field(rec, "location").starts_with("nf_hook_slow"), "{rec}");
+    let rec = w.records().into_iter().rfind(|r| legacy(r)).unwrap();
+    assert!(field(&rec, "location").starts_with("nf_hook_slow"), "{rec}");
     assert_eq!(
-        field(rec, "rule"),
+        field(&rec, "rule"),
         "-A FORWARD -m set --match-set blocked src -j DROP",
         "{rec}"
     );
-    assert_eq!(total_packets(&records, native), 3, "{records:#?}");
+    // The fix edits the legacy backend: plain `iptables` on this node is
+    // iptables-nft and would not find the rule. Run it as printed.
+    let fix = field(&rec, "fix");
+    let delete = "iptables-legacy -t filter -D FORWARD 1";
+    assert!(fix.contains(&format!("`{delete}`")), "{fix}");
+    ok(lab
+        .exec(router, &delete.split(' ').collect::<Vec<_>>())
+        .unwrap());
+    // Past the legacy rule now, the packets die in the native table.
+    netdrop::lab::traffic::send_udp(client, dst, 4, 64).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), native) >= 7
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    std::thread::sleep(Duration::from_millis(600));
+    let records = w.stop().unwrap();
+    assert_eq!(total_packets(&records, native), 7, "{records:#?}");
     assert_eq!(total_packets(&records, legacy), 2, "{records:#?}");
 }

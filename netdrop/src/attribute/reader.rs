@@ -165,8 +165,12 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
         ),
     ] {
         if exists(legacy) && exists(nft) {
-            let l = save(netns, legacy);
-            let n = save(netns, nft)?;
+            let with_suffix = |mut rs: Ruleset, suffix: &str| {
+                rs.backend_suffix = Some(suffix.to_owned());
+                rs
+            };
+            let l = save(netns, legacy).map(|rs| with_suffix(rs, "legacy"));
+            let n = with_suffix(save(netns, nft)?, "nft");
             if let Err(e) = &l {
                 node.problems.push(format!(
                     "the legacy iptables backend could not be read, so drops by its rules cannot be attributed: {e}"

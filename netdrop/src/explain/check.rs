@@ -179,8 +179,11 @@ pub fn explain_finding(
     };
     e.explanation = explanation;
     e.fix = fix;
-    if let (Some((rs, _)), Some(t)) = (rules, &e.table) {
-        e.backend = rs.backend_of(t);
+    if let Some((rs, _)) = rules {
+        e.fix = super::with_tool(&e.fix, &super::iptables_tool(rs));
+        if let Some(t) = &e.table {
+            e.backend = rs.backend_of(t);
+        }
     }
     e
 }

@@ -73,6 +73,7 @@ pub fn explain(
         _ => format!("the DROP policy of {}/{}", decision.table, decision.chain),
     };
     let (explanation, fix) = sentences(rs, owners, cluster, pkt, &decision, &flow, &place);
+    let fix = with_tool(&fix, &iptables_tool(rs));
     let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
         site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
@@ -84,6 +85,56 @@ pub fn explain(
         explanation,
         fix,
     }
+}
+
+/// The command that edits `rs`'s iptables tables: `ip6tables` for IPv6,
+/// `iptables-legacy`/`iptables-nft` where the node has both backends (plain
+/// `iptables` there edits only one of them).
+pub(crate) fn iptables_tool(rs: &Ruleset) -> String {
+    let base = if rs.family == netdrop_model::Family::Ipv6 {
+        "ip6tables"
+    } else {
+        "iptables"
+    };
+    match rs.backend_suffix.as_deref() {
+        Some(suffix) => format!("{base}-{suffix}"),
+        None => base.to_owned(),
+    }
+}
+
+/// `fix` with its iptables commands (inside backticks: `iptables`,
+/// `iptables-save`, `iptables-restore`) run as `tool` instead. Prose and
+/// `service iptables save` stay.
+pub(crate) fn with_tool(fix: &str, tool: &str) -> String {
+    if tool == "iptables" {
+        return fix.to_owned();
+    }
+    let mut out = String::with_capacity(fix.len() + 32);
+    for (i, part) in fix.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 0 || part.starts_with("service ") {
+            out.push_str(part);
+            continue;
+        }
+        let mut first = true;
+        for word in part.split(' ') {
+            if !first {
+                out.push(' ');
+            }
+            first = false;
+            match word {
+                "iptables" | "ip6tables" => out.push_str(tool),
+                "iptables-save" | "ip6tables-save" => out.push_str(&format!("{tool}-save")),
+                "iptables-restore" | "ip6tables-restore" => {
+                    out.push_str(&format!("{tool}-restore"))
+                }
+                w => out.push_str(w),
+            }
+        }
+    }
+    out
 }
 
 /// Explains the first drop of a packet's walk (see
@@ -513,4 +564,30 @@ fn firewalld_zone(chain: &str) -> Option<&str> {
         .find_map(|s| rest.strip_suffix(s))
         .unwrap_or(rest);
     (!zone.is_empty() && !zone.starts_with("policy")).then_some(zone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixes_name_the_command_that_edits_the_tables() {
+        let fix = "Delete it: `iptables -t filter -D INPUT 1`; then `iptables-save | grep -v -e 'CALI' | iptables-restore`. Make it permanent (`service iptables save`): iptables rules are lost at reboot.";
+        assert_eq!(with_tool(fix, "iptables"), fix);
+        assert_eq!(
+            with_tool(fix, "iptables-legacy"),
+            "Delete it: `iptables-legacy -t filter -D INPUT 1`; then `iptables-legacy-save | grep -v -e 'CALI' | iptables-legacy-restore`. Make it permanent (`service iptables save`): iptables rules are lost at reboot."
+        );
+        assert_eq!(
+            with_tool("`ip6tables -I FORWARD 1 -j ACCEPT`", "ip6tables-nft"),
+            "`ip6tables-nft -I FORWARD 1 -j ACCEPT`"
+        );
+        let mut rs = Ruleset {
+            family: netdrop_model::Family::Ipv6,
+            ..Ruleset::default()
+        };
+        assert_eq!(iptables_tool(&rs), "ip6tables");
+        rs.backend_suffix = Some("legacy".into());
+        assert_eq!(iptables_tool(&rs), "ip6tables-legacy");
+    }
 }
