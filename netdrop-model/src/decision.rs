@@ -6,7 +6,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::{
-    owner::{OwnerContext, chain_owner},
+    owner::{Owner, OwnerContext, chain_owner},
     rules::{Policy, Rule, Ruleset, Target},
     simulate::{Outcome, Packet, Step, simulate_without},
     words::{Hook, Verdict},
@@ -91,10 +91,18 @@ impl Decision {
             // The deciding rule's comment, or the nearest one on the way
             // (kube-proxy's nftables mode names the Service on the map
             // element that sent the packet to its reject chain).
+            // Else the chain it died in or came through: kube-proxy's
+            // nftables chains carry the Service in their names.
             service: std::iter::once(&d)
                 .chain(o.path.iter().rev())
                 .filter_map(|s| rule_at(rs, s))
-                .find_map(|r| r.comment().and_then(|c| service_of(&c))),
+                .find_map(|r| r.comment().and_then(|c| service_of(&c)))
+                .or_else(|| {
+                    std::iter::once(&d)
+                        .chain(o.path.iter().rev())
+                        .filter(|s| crate::owner::table_owner(&s.table) == Some(Owner::KubeProxy))
+                        .find_map(|s| service_of_nft_chain(&s.chain))
+                }),
             path: o.path.clone(),
             assumptions: o.assumptions.clone(),
             unmodelled: o.unmodelled,
@@ -128,6 +136,30 @@ pub fn service_of(comment: &str) -> Option<String> {
     (first.contains('/') && !first.contains("//")).then(|| first.trim_end_matches(',').to_owned())
 }
 
+/// `ns/name:port` from a chain of kube-proxy's nftables mode:
+/// `{service,external,endpoint,firewall}-HASH-ns/name/proto/port`
+/// (`__ip/port` after it for an endpoint).
+pub fn service_of_nft_chain(chain: &str) -> Option<String> {
+    let (kind, rest) = chain.split_once('-')?;
+    if !matches!(kind, "service" | "external" | "endpoint" | "firewall") {
+        return None;
+    }
+    let (hash, rest) = rest.split_once('-')?;
+    if hash.len() != 8 || !hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let svc = rest.split("__").next()?;
+    let mut parts = svc.split('/');
+    let (ns, name, _proto, port) = (parts.next()?, parts.next()?, parts.next()?, parts.next());
+    if ns.is_empty() || name.is_empty() || parts.next().is_some() {
+        return None;
+    }
+    Some(match port {
+        Some(p) if !p.is_empty() => format!("{ns}/{name}:{p}"),
+        _ => format!("{ns}/{name}"),
+    })
+}
+
 /// If removing the deciding rule lets the packet through on every branch,
 /// the accepting rule it shadows (the first one after it, in the same chain,
 /// on the accepted path).
@@ -152,6 +184,28 @@ pub fn shadowed_accept(rs: &Ruleset, p: &Packet, d: &Step) -> Option<Step> {
 mod tests {
     use super::*;
     use crate::parse::parse_ruleset;
+
+    #[test]
+    fn kube_proxy_nft_chains_name_their_service() {
+        for (chain, want) in [
+            ("firewall-HVFWP5L3-ns5/svc5/tcp/p80", Some("ns5/svc5:p80")),
+            (
+                "endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80",
+                Some("ns5/svc5:p80"),
+            ),
+            (
+                "external-42NFTM6N-kube-system/kube-dns/udp/dns",
+                Some("kube-system/kube-dns:dns"),
+            ),
+            ("service-ULMVA6XW-ns1/svc1/tcp/", Some("ns1/svc1")),
+            ("services", None),
+            ("service-endpoints-check", None),
+            ("filter-forward", None),
+            ("firewall-check", None),
+        ] {
+            assert_eq!(service_of_nft_chain(chain).as_deref(), want, "{chain}");
+        }
+    }
 
     #[test]
     fn a_decision_names_rule_owner_service_and_leftover() {

@@ -463,7 +463,7 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
             Some(Rule {
                 line: 0,
                 handle: None,
-                text: format!("element {}", show(&val)),
+                text: format!("element {}", value_text(&val)),
                 counters,
                 matches: m,
                 target,
@@ -472,27 +472,34 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
         .collect()
 }
 
+/// A value as nft prints it: `10.0.0.0/8`, `1-1024`, `tcp . 3001`.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Object(o) if o.contains_key("prefix") => {
+            format!("{}/{}", show(&o["prefix"]["addr"]), o["prefix"]["len"])
+        }
+        Value::Object(o) if o.contains_key("range") => {
+            format!(
+                "{}-{}",
+                value_text(&o["range"][0]),
+                value_text(&o["range"][1])
+            )
+        }
+        Value::Object(o) if o.contains_key("concat") => o["concat"]
+            .as_array()
+            .map(|a| a.iter().map(value_text).collect::<Vec<_>>().join(" . "))
+            .unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
 /// A rule in nft's own words, as near as `nft list` prints it, for
 /// rulesets read from JSON alone (a live read takes nft's own text).
 pub fn render(exprs: &[Value]) -> String {
-    let value = |v: &Value| -> String {
-        match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Object(o) if o.contains_key("prefix") => {
-                format!("{}/{}", show(&o["prefix"]["addr"]), o["prefix"]["len"])
-            }
-            Value::Object(o) if o.contains_key("range") => {
-                format!("{}-{}", show(&o["range"][0]), show(&o["range"][1]))
-            }
-            Value::Object(o) if o.contains_key("concat") => o["concat"]
-                .as_array()
-                .map(|a| a.iter().map(show).collect::<Vec<_>>().join(" . "))
-                .unwrap_or_default(),
-            other => other.to_string(),
-        }
-    };
+    let value = value_text;
     let verdict = |v: &Value| -> String {
         match v.as_object().and_then(|o| o.iter().next()) {
             Some((k, b)) if k == "jump" || k == "goto" => format!("{k} {}", show(&b["target"])),

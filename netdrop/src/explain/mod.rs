@@ -77,14 +77,39 @@ pub fn explain(
     let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
         site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
-        site_fix: fix.replace(
-            &format!("-s {} -d {}", pkt.src, pkt.dst),
-            "-s <source> -d <destination>",
+        site_fix: without_addr(
+            &without_addr(&fix, pkt.src, "<source>"),
+            pkt.dst,
+            "<destination>",
         ),
         decision,
         explanation,
         fix,
     }
+}
+
+/// `text` with address `addr` (not one that merely starts like it:
+/// 10.0.0.2 in 10.0.0.23) written as `with`: a site's words name no flow.
+fn without_addr(text: &str, addr: std::net::IpAddr, with: &str) -> String {
+    let a = addr.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(&a) {
+        let after = &rest[i + a.len()..];
+        let before_ok = !rest[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_hexdigit() || c == '.' || c == ':');
+        let after_ok = !after.chars().next().is_some_and(|c| {
+            c.is_ascii_hexdigit()
+                || c == '.' && after[1..].starts_with(|d: char| d.is_ascii_digit())
+        });
+        out.push_str(&rest[..i]);
+        out.push_str(if before_ok && after_ok { with } else { &a });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The command that edits `rs`'s iptables tables: `ip6tables` for IPv6,
@@ -323,8 +348,8 @@ fn sentences(
         ),
         (Owner::KubeProxy, Some(Target::Drop))
             if d.chain == "KUBE-PROXY-FIREWALL" || d.chain.starts_with("firewall-") => (
-            format!("{flow}: the source is outside the Service's loadBalancerSourceRanges, so kube-proxy {verb} ({place})."),
-            service_fix(service, "Add the client's range to spec.loadBalancerSourceRanges of the Service"),
+            format!("{flow}: the source is outside the loadBalancerSourceRanges of Service {}, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
+            source_range_fix(service, p.src),
         ),
         (Owner::KubeProxy, Some(Target::Drop)) if text.contains("INVALID") => (
             format!("{flow}: conntrack considers the packet INVALID (often out-of-window TCP or asymmetric routing), and kube-proxy {verb} ({place})."),
@@ -393,6 +418,22 @@ fn leftover_prefix(owner: Owner) -> &'static str {
         Owner::Flannel => "FLANNEL",
         Owner::Docker => "DOCKER",
         _ => "",
+    }
+}
+
+/// Lets `src` through a Service's loadBalancerSourceRanges.
+fn source_range_fix(service: Option<&str>, src: std::net::IpAddr) -> String {
+    let range = ipnet::IpNet::from(src);
+    match service.and_then(|s| s.split_once('/')) {
+        Some((ns, rest)) => {
+            let name = rest.split(':').next().unwrap_or(rest);
+            format!(
+                "If {src} should reach it, add its range to the Service's spec.loadBalancerSourceRanges: `kubectl -n {ns} patch service {name} --type=json -p '[{{\"op\":\"add\",\"path\":\"/spec/loadBalancerSourceRanges/-\",\"value\":\"{range}\"}}]'` (kube-proxy updates its rules by itself); otherwise the drop is the Service doing its job."
+            )
+        }
+        None => format!(
+            "If {src} should reach it, add {range} to the Service's spec.loadBalancerSourceRanges; otherwise the drop is the Service doing its job."
+        ),
     }
 }
 
@@ -569,6 +610,19 @@ fn firewalld_zone(chain: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_words_name_no_address_of_the_flow() {
+        let a = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            without_addr(
+                "`-s 10.0.0.2 -d 10.0.0.23`, 10.0.0.2/32 and 110.0.0.2.",
+                a,
+                "<source>"
+            ),
+            "`-s <source> -d 10.0.0.23`, <source>/32 and 110.0.0.2."
+        );
+    }
 
     #[test]
     fn fixes_name_the_command_that_edits_the_tables() {
