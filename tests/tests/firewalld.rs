@@ -354,10 +354,43 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
     );
     traffic::send_udp_from(&peer, from_pod, "10.224.2.2:5000".parse().unwrap(), 4, 20).unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        drops(&w),
+        7,
+        "pod traffic after the fix: {:#?}",
+        w.records()
+    );
+
+    // From outside the cluster to a pod (a NodePort's DNATed packets look
+    // so): not a trusted source, so zone public by eth0, whose forwarding
+    // does not reach cni0 (in no zone): the same reject.
+    lab.ip(&peer, &["addr", "add", "203.0.113.9/32", "dev", "lo"])
+        .unwrap();
+    lab.ip(
+        &node,
+        &["route", "add", "203.0.113.9/32", "via", "192.0.2.2"],
+    )
+    .unwrap();
+    let outside = "203.0.113.9:40000".parse().unwrap();
+    traffic::send_udp_from(&peer, outside, "10.224.2.2:5000".parse().unwrap(), 2, 20).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| drops(w) >= 9)
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let rec = w
+        .records()
+        .into_iter()
+        .rfind(|r| field(r, "src") == "203.0.113.9")
+        .unwrap();
+    assert_eq!(field(&rec, "chain"), "filter_FWD_public", "{rec}");
+    run_fix(
+        &rec,
+        "firewall-cmd --permanent --zone=public --add-interface=cni0 && firewall-cmd --permanent --zone=public --add-forward && firewall-cmd --reload",
+    );
+    traffic::send_udp_from(&peer, outside, "10.224.2.2:5000".parse().unwrap(), 2, 20).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     let records = w.stop().unwrap();
     assert_eq!(
         total_packets(&records, netfilter),
-        7,
-        "pod traffic after the fix: {records:#?}"
+        9,
+        "traffic from outside after the fix: {records:#?}"
     );
 }

@@ -390,7 +390,15 @@ fn sentences(
             let zone_arg = zone.map(|z| format!(" --zone={z}")).unwrap_or_default();
             let fix = match (p.proto, p.dport) {
                 (6 | 17, Some(port)) if !ctx.is_pod(p.dst) => format!("`firewall-cmd --permanent{zone_arg} --add-port={port}/{} && firewall-cmd --reload`", if p.proto == 6 { "tcp" } else { "udp" }),
-                _ => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
+                _ if ctx.is_pod(p.src) => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
+                // Into the pods from outside: forwarded within the zone once
+                // the pods' device is one of its interfaces (intra-zone
+                // forwarding accepts traffic out of the zone's own
+                // interfaces only, not the default zone's catch-all).
+                _ => match (zone, p.out_iface.as_deref(), p.hook) {
+                    (Some(z), Some(out), Hook::Forward) => format!("`firewall-cmd --permanent --zone={z} --add-interface={out} && firewall-cmd --permanent --zone={z} --add-forward && firewall-cmd --reload` (intra-zone forwarding: traffic entering zone {z} may then leave through {out})"),
+                    _ => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
+                },
             };
             let in_zone = zone.map(|z| format!(" of zone {z}")).unwrap_or_default();
             (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots)."))

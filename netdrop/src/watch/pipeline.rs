@@ -403,6 +403,15 @@ impl DropPipeline {
     /// ambiguous (bridged, loopback, hairpin) counts two hooks' drops
     /// together, and each sample's stack walk says which it is.
     fn told(key: DropKey, sample: Option<&DropSample>) -> DropKey {
+        use netdrop_common::flags;
+        // Which end is a pod only filters in the kernel; a site is where
+        // and why packets died, so pod→pod and outside→pod drops at one
+        // rule are one site (records could not tell them apart).
+        let pods = flags::SRC_POD | flags::DST_POD | flags::INNER_SRC_POD | flags::INNER_DST_POD;
+        let key = DropKey {
+            flags: key.flags & !pods,
+            ..key
+        };
         match sample {
             Some(s) if netdrop_common::hook::from_stack(key.hook) => DropKey {
                 hook: s.hook,
@@ -1321,6 +1330,38 @@ mod tests {
             (Some(2), 3, 1)
         );
         assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 6);
+    }
+
+    #[test]
+    fn pod_to_pod_and_outside_to_pod_drops_at_one_rule_are_one_site() {
+        // The kernel keeps them apart (which end is a pod); a record could
+        // not, so the site's count is theirs together.
+        let shared = new_shared();
+        let mut p = pipeline(shared.clone());
+        let rules = |a: u64| {
+            format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n[{a}:0] -A INPUT -p udp -m udp --dport 9001 -j DROP\nCOMMIT\n"
+            )
+        };
+        let mut nodes = [node(&rules(0), &rules(5))];
+        let both = key(NETFILTER_DROP, hook::INPUT);
+        let dst_only = DropKey {
+            flags: flags::DST_POD,
+            ..both
+        };
+        let mut ev = Recorded::default();
+        ev.push(
+            vec![
+                sample(both, hook::INPUT, 9001),
+                sample(both, hook::INPUT, 9001),
+                sample(dst_only, hook::INPUT, 9001),
+            ],
+            vec![(both, counters(2)), (dst_only, counters(3))],
+        );
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        let last = out.last().unwrap();
+        assert_eq!((last.record.rule_no, last.record.packets), (Some(1), 5));
+        assert_eq!(drops_metric(&shared, "NETFILTER_DROP", "custom"), 5);
     }
 
     #[test]
