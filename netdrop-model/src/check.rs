@@ -380,17 +380,26 @@ fn masquerade_mismatch(
     if outcomes.iter().any(|o| o.snat.is_some()) {
         return None;
     }
-    // Which MASQUERADE rules exist, and for which sources?
-    let nat = rs.tables.get("nat")?;
-    let masq: Vec<(&str, &Rule)> = nat
-        .chains
-        .iter()
-        .flat_map(|c| c.rules.iter().map(move |r| (c.name.as_str(), r)))
-        .filter(|(c, r)| r.target == Target::Masquerade && owners.rule_owner(c, r) != Owner::Docker)
+    // Which MASQUERADE rules exist, and for which sources? In iptables'
+    // nat table and in every native table with a nat POSTROUTING chain
+    // (flannel's `ip flannel-ipv4` in its nftables mode).
+    let owner_of = |t: &crate::rules::Table, c: &str, r: &Rule| {
+        crate::owner::table_owner(&t.name).unwrap_or_else(|| owners.rule_owner(c, r))
+    };
+    let masq: Vec<(&crate::rules::Table, &str, &Rule)> = rs
+        .tables
+        .values()
+        .filter(|t| t.name == "nat" || t.base_chains(Hook::Postrouting).iter().any(|(_, b)| b.nat))
+        .flat_map(|t| {
+            t.chains
+                .iter()
+                .flat_map(move |c| c.rules.iter().map(move |r| (t, c.name.as_str(), r)))
+        })
+        .filter(|(t, c, r)| r.target == Target::Masquerade && owner_of(t, c, r) != Owner::Docker)
         .collect();
     let other: Vec<IpNet> = masq
         .iter()
-        .flat_map(|(_, r)| r.matches.iter())
+        .flat_map(|(_, _, r)| r.matches.iter())
         .filter_map(|m| match m {
             Match::Src { neg: false, net }
                 if !net.contains(&pod.addr())
@@ -402,7 +411,7 @@ fn masquerade_mismatch(
             _ => None,
         })
         .collect();
-    let (chain, rule) = masq.iter().find(|(_, r)| {
+    let (table, chain, rule) = masq.iter().find(|(_, _, r)| {
         r.matches
             .iter()
             .any(|m| matches!(m, Match::Src { neg: false, net } if other.contains(net)))
@@ -413,11 +422,11 @@ fn masquerade_mismatch(
         flows: vec![pkt],
         subject: Subject::Masquerade {
             at: RuleAt {
-                table: "nat".into(),
+                table: table.name.clone(),
                 chain: (*chain).to_owned(),
                 rule_no: None,
                 rule: rule.text.clone(),
-                owner: owners.rule_owner(chain, rule),
+                owner: owner_of(table, chain, rule),
             },
             covered: *other.first()?,
             pod: *pod,

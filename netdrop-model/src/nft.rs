@@ -598,6 +598,13 @@ pub fn render(exprs: &[Value]) -> String {
                 {
                     r = format!("\"{r}\"");
                 }
+                // Marks print as 32-bit hex (`meta mark 0x00004000`).
+                let is_mark = |k: &str| body["left"].get(k).is_some_and(|m| m["key"] == "mark");
+                if (is_mark("meta") || is_mark("ct"))
+                    && let Some(n) = body["right"].as_u64()
+                {
+                    r = format!("{n:#010x}");
+                }
                 format!("{} {op}{r}", left(&body["left"]))
             }
             "masquerade" => match &body["flags"] {

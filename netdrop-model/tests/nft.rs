@@ -257,6 +257,7 @@ fn rendered_rule_texts_are_nfts_own() {
     for name in [
         "debian12-firewalld-1.3.3-default",
         "k8s-nftables-proxier-test-overall",
+        "flannel-nftables-mode",
     ] {
         let texts = rule_texts(&fixture(&format!("{name}.txt")));
         let t = parse_nft_json(
@@ -284,4 +285,48 @@ fn rendered_rule_texts_are_nfts_own() {
             "{name}: {same} same, differing: {differ:#?}"
         );
     }
+}
+
+/// flannel in its nftables mode masquerades its Network from `ip
+/// flannel-ipv4`: `check` finds a Network that is not the pod CIDR there as
+/// it does in iptables' nat table (S4), and names flannel.
+#[test]
+fn flannels_nftables_masquerade_of_another_network_is_found() {
+    let t = parse_nft_json(
+        &fixture("flannel-nftables-mode.json"),
+        &Default::default(),
+        |_, _| false,
+    )
+    .unwrap();
+    let rs = with_native("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", t.v4);
+    let owners = OwnerContext::new(&rs, None);
+    let findings = |pod: &str| {
+        netdrop_model::check::check(
+            &rs,
+            &owners,
+            &netdrop_model::check::Cluster::new(vec![pod.parse().unwrap()]),
+        )
+    };
+    let f = findings("10.224.0.0/16");
+    let masq = f
+        .iter()
+        .find(|f| f.id == netdrop_model::FindingId::MasqueradeCidrMismatch)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(masq.owner(), Some(Owner::Flannel));
+    match &masq.subject {
+        netdrop_model::check::Subject::Masquerade { at, covered, .. } => {
+            assert_eq!(
+                (at.table.as_str(), at.chain.as_str()),
+                ("ip flannel-ipv4", "postrtg")
+            );
+            assert_eq!(covered.to_string(), "10.244.0.0/16");
+        }
+        other => panic!("{other:?}"),
+    }
+    // flannel's own Network: its pods are masqueraded, nothing to find.
+    assert!(
+        findings("10.244.0.0/16").is_empty(),
+        "{:#?}",
+        findings("10.244.0.0/16")
+    );
 }
