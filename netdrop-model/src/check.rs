@@ -477,31 +477,48 @@ fn leftover_chains(rs: &Ruleset, owners: &OwnerContext) -> Vec<Finding> {
 
 /// kube-proxy's "has no endpoints" rejects: not a broken node, but worth knowing.
 fn services_without_endpoints(rs: &Ruleset, owners: &OwnerContext) -> Vec<Finding> {
-    let Some(t) = rs.tables.get("filter") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for c in &t.chains {
-        for (i, r) in c.rules.iter().enumerate() {
-            let Some(comment) = r.comment() else { continue };
-            if !comment.contains("has no endpoints") || !matches!(r.target, Target::Reject { .. }) {
-                continue;
-            }
-            out.push(Finding {
-                id: FindingId::ServiceWithoutEndpoints,
-                severity: Severity::Info,
-                flows: Vec::new(),
-                subject: Subject::ServiceWithoutEndpoints {
-                    at: RuleAt {
-                        table: t.name.clone(),
-                        chain: c.name.clone(),
-                        rule_no: Some(i + 1),
-                        rule: r.text.clone(),
-                        owner: owners.rule_owner(&c.name, r),
+    let mut out: Vec<Finding> = Vec::new();
+    // iptables mode: `-m comment --comment "ns/svc:port has no endpoints"
+    // -j REJECT` in filter; nftables mode: an element of the
+    // no-endpoint-services / no-endpoint-nodeports verdict maps, whose
+    // comment names the Service (one finding per Service).
+    let tables = rs.tables.values().filter(|t| {
+        t.name == "filter" || crate::owner::table_owner(&t.name) == Some(Owner::KubeProxy)
+    });
+    for t in tables {
+        let native = t.nft_family.is_some();
+        for c in &t.chains {
+            for (i, r) in c.rules.iter().enumerate() {
+                let Some(comment) = r.comment() else { continue };
+                let iptables_mode = !native
+                    && comment.contains("has no endpoints")
+                    && matches!(r.target, Target::Reject { .. });
+                let nft_mode = native && r.text.contains("@no-endpoint-");
+                if !(iptables_mode || nft_mode) {
+                    continue;
+                }
+                let service = service_of(&comment);
+                let known = |f: &Finding| matches!(&f.subject, Subject::ServiceWithoutEndpoints { service: s, .. } if *s == service);
+                if service.is_some() && out.iter().any(known) {
+                    continue;
+                }
+                out.push(Finding {
+                    id: FindingId::ServiceWithoutEndpoints,
+                    severity: Severity::Info,
+                    flows: Vec::new(),
+                    subject: Subject::ServiceWithoutEndpoints {
+                        at: RuleAt {
+                            table: t.name.clone(),
+                            chain: c.name.clone(),
+                            rule_no: Some(i + 1),
+                            rule: r.text.clone(),
+                            owner: crate::owner::table_owner(&t.name)
+                                .unwrap_or_else(|| owners.rule_owner(&c.name, r)),
+                        },
+                        service,
                     },
-                    service: service_of(&comment),
-                },
-            });
+                });
+            }
         }
     }
     out

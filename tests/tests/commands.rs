@@ -252,3 +252,55 @@ fn check_and_explain_read_nft_json() {
         "{text}"
     );
 }
+
+/// nft text (`nft list ruleset` output, or an `nft -f` script) is read by
+/// nft itself, in a private network namespace: the same findings as from
+/// the JSON, kube-proxy's Services without endpoints named from its maps.
+/// Without root, one sentence that says what to give instead.
+#[test]
+fn check_reads_nft_text_like_its_json() {
+    netdrop_tests::require_root!();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../netdrop-model/tests/fixtures/nft/k8s-nftables-proxier-test-overall");
+    let check = |ext: &str| {
+        let file = format!("{}.{ext}", dir.display());
+        let out = netdrop(&["check", "--rules", &file, "--pod-cidr", "10.0.0.0/8"]);
+        assert_eq!(out.status.code(), Some(0), "{ext}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = check("json");
+    assert!(
+        json.contains(
+            "Service ns6/svc6:p80 has no endpoints: kube-proxy rejects connections to it."
+        ),
+        "{json}"
+    );
+    assert!(
+        json.contains("Service ns2/svc2:p80 has no endpoints: kube-proxy drops connections to it."),
+        "{json}"
+    );
+    assert_eq!(check("txt"), json, "nft -a list output");
+    assert_eq!(
+        check("nft"),
+        json,
+        "the nft -f script kube-proxy's test writes"
+    );
+
+    let file = format!("{}.txt", dir.display());
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netdrop_tests::netdrop_bin())
+        .args(["check", "--rules", &file, "--pod-cidr", "10.0.0.0/8"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("reading nft text needs root"), "{err}");
+    assert!(err.contains("nft -j list ruleset"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

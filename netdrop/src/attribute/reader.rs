@@ -65,20 +65,26 @@ impl NodeRules {
     }
 }
 
-/// Reads a ruleset file: an `iptables-save` dump, or `nft -j list
-/// ruleset` JSON (its native tables, for IPv4 packets).
+/// Reads a ruleset file: an `iptables-save` dump, `nft -j list ruleset`
+/// JSON, or nft text (`nft list ruleset`, an `nft -f` script; read by nft
+/// itself): native tables, for IPv4 packets.
 pub fn read_file(path: &Path) -> Result<Ruleset, ReadError> {
     let file = std::fs::File::open(path).map_err(|source| ReadError::File {
         path: path.display().to_string(),
         source,
     })?;
-    let mut head = [0u8; 64];
+    let mut head = [0u8; 4096];
     let n = std::io::Read::read(&mut &file, &mut head).unwrap_or(0);
-    if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let json = std::fs::read_to_string(path).map_err(|source| ReadError::File {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let is_json = head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if is_json || is_nft_text(&String::from_utf8_lossy(&head[..n])) {
+        let json = if is_json {
+            std::fs::read_to_string(path).map_err(|source| ReadError::File {
+                path: path.display().to_string(),
+                source,
+            })?
+        } else {
+            nft_text_as_json(path)?
+        };
         let native = netdrop_model::nft::parse_nft_json(&json, &Default::default(), |_, _| false)
             .map_err(|e| ReadError::Failed {
             cmd: path.display().to_string(),
@@ -98,6 +104,52 @@ pub fn read_file(path: &Path) -> Result<Ruleset, ReadError> {
         cmd: path.display().to_string(),
         source,
     })
+}
+
+/// `nft list ruleset` text (or an `nft -f` script): its first statement is
+/// nft's, not iptables-save's (`*filter`, `:CHAIN`, `-A`).
+fn is_nft_text(head: &str) -> bool {
+    head.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| {
+            let word = l.split_whitespace().next().unwrap_or_default();
+            matches!(
+                word,
+                "table" | "add" | "flush" | "define" | "include" | "create" | "destroy"
+            )
+        })
+}
+
+/// nft text read by nft itself: loaded into a private, throwaway network
+/// namespace (never the node's) and listed back as JSON. Needs root, as
+/// any nft does.
+fn nft_text_as_json(path: &Path) -> Result<String, ReadError> {
+    let label = format!("nft -f {} (in a private network namespace)", path.display());
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "nft -f \"$1\" && nft -j list ruleset",
+            "sh",
+        ])
+        .arg(path)
+        .output()
+        .map_err(|e| ReadError::Spawn("unshare".into(), e))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stderr = if stderr.contains("Operation not permitted") {
+            format!(
+                "{stderr}: reading nft text needs root (nft itself parses it, in a private network namespace); without root, give `nft -j list ruleset` output"
+            )
+        } else {
+            stderr
+        };
+        return Err(ReadError::Failed { cmd: label, stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `prog` run in namespace `netns` (`ip netns exec`), or in netdrop's own.

@@ -162,12 +162,25 @@ pub fn explain_finding(
             e.chain = Some(at.chain.clone());
             e.rule = Some(at.rule.clone());
             e.rule_no = at.rule_no;
-            e.verdict = Some(Verdict::Reject);
+            // kube-proxy rejects (a reject, or its nftables mode's goto
+            // reject-chain) or, for external traffic to a Local Service
+            // without endpoints on the node, drops.
+            let drops = rules.is_some_and(|(rs, _)| {
+                at.rule_no
+                    .and_then(|n| rs.tables.get(&at.table)?.chain(&at.chain)?.rules.get(n - 1))
+                    .is_some_and(|r| r.target == netdrop_model::rules::Target::Drop)
+            });
+            e.verdict = Some(if drops {
+                Verdict::Drop
+            } else {
+                Verdict::Reject
+            });
             e.service = service.clone();
             (
                 format!(
-                    "Service {} has no endpoints: kube-proxy rejects connections to it.",
-                    service.as_deref().unwrap_or("?")
+                    "Service {} has no endpoints: kube-proxy {} connections to it.",
+                    service.as_deref().unwrap_or("?"),
+                    if drops { "drops" } else { "rejects" }
                 ),
                 service_fix(
                     service.as_deref(),
