@@ -129,25 +129,79 @@ pub fn parse_nft_json(
     if !b.seen_list {
         return Err(NftError::Shape);
     }
-    let mut out = NativeTables::default();
-    for mut t in b.tables {
-        for c in &mut t.chains {
-            c.build_index();
-        }
-        match t.nft_family.as_deref() {
-            Some("ip") => out.v4.push(t),
-            Some("ip6") => {
-                out.v6.push(t);
-            }
-            _ => {
-                let mut v6 = t.clone();
-                v6.family = Family::Ipv6;
-                out.v4.push(t);
-                out.v6.push(v6);
-            }
-        }
+    Ok(b.finish())
+}
+
+/// The tables of items as `nft -j` lists them (`{"table": …}`,
+/// `{"chain": …}`, `{"set"|"map": …}`, `{"rule": …}`), from wherever
+/// they were read (the kernel over netlink, here).
+pub fn parse_nft_items(items: impl IntoIterator<Item = Value>) -> NativeTables {
+    let mut b = NftItems::new();
+    for item in items {
+        b.push(item);
     }
-    Ok(out)
+    b.finish()
+}
+
+/// [`parse_nft_items`] an item at a time, as a reader produces them: no
+/// list of items is ever held.
+pub struct NftItems(Builder<'static>);
+
+fn never(_: &str, _: &str) -> bool {
+    false
+}
+
+static NO_TEXTS: std::sync::LazyLock<RuleTexts> = std::sync::LazyLock::new(RuleTexts::new);
+
+impl Default for NftItems {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NftItems {
+    pub fn new() -> Self {
+        Self(Builder {
+            texts: &NO_TEXTS,
+            skip: &never,
+            tables: Vec::new(),
+            sets: HashMap::new(),
+            seen_list: true,
+        })
+    }
+
+    pub fn push(&mut self, item: Value) {
+        self.0.item(item);
+    }
+
+    pub fn finish(self) -> NativeTables {
+        self.0.finish()
+    }
+}
+
+impl Builder<'_> {
+    fn finish(self) -> NativeTables {
+        let b = self;
+        let mut out = NativeTables::default();
+        for mut t in b.tables {
+            for c in &mut t.chains {
+                c.build_index();
+            }
+            match t.nft_family.as_deref() {
+                Some("ip") => out.v4.push(t),
+                Some("ip6") => {
+                    out.v6.push(t);
+                }
+                _ => {
+                    let mut v6 = t.clone();
+                    v6.family = Family::Ipv6;
+                    out.v4.push(t);
+                    out.v6.push(v6);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The model being built from nft's items, in the order nft lists them

@@ -101,7 +101,9 @@ fn live_findings_across_both_backends() {
         vx["fix"]
             .as_str()
             .unwrap()
-            .contains("iptables -I INPUT 1 -p udp --dport 8472 -j ACCEPT")
+            // The legacy backend's rule, on a node with both: plain
+            // `iptables` would edit the nft one.
+            .contains("`iptables-legacy -I INPUT 1 -p udp --dport 8472 -j ACCEPT`")
     );
 
     let strip = |b: &[u8]| {

@@ -260,20 +260,6 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
 /// iptables, such a table is iptables-nft's, read through iptables-save.
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
 
-fn nft(netns: Option<&str>, args: &[&str]) -> Result<String, ReadError> {
-    let out = command_in(netns, "nft")
-        .args(args)
-        .output()
-        .map_err(|e| ReadError::Spawn("nft".into(), e))?;
-    if !out.status.success() {
-        return Err(ReadError::Failed {
-            cmd: format!("nft {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Adds the namespace's native nftables tables (firewalld, kube-proxy's
 /// nftables mode, ...) to its rulesets: `inet` tables to both families.
 /// Tables iptables-nft manages are left to iptables-save. Without `nft`
@@ -312,39 +298,25 @@ fn read_native(netns: Option<&str>, node: &mut NodeRules) {
             matches!(fam.as_str(), "ip" | "ip6" | "inet") && !iptables_nft(fam, name)
         })
         .collect();
-    if !native_tables.is_empty() && !exists("nft") {
-        node.problems.push(format!(
-            "native nftables tables exist ({}) but nft is not installed, so drops by their rules cannot be attributed",
-            native_tables
-                .iter()
-                .map(|(f, n)| format!("{f} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if native_tables.is_empty() {
         return;
     }
-    let mut native = netdrop_model::nft::NativeTables::default();
-    for (fam, name) in native_tables {
-        // Parsed item by item; rule texts rendered from the JSON as nft
-        // prints them (no second listing).
-        let read = nft(netns, &["-j", "list", "table", &fam, &name]).and_then(|json| {
-            netdrop_model::nft::parse_nft_json(&json, &Default::default(), |_, _| false).map_err(
-                |e| ReadError::Failed {
-                    cmd: format!("nft -j list table {fam} {name}"),
-                    stderr: e.to_string(),
-                },
-            )
-        });
-        match read {
-            Ok(t) => {
-                native.v4.extend(t.v4);
-                native.v6.extend(t.v6);
-            }
-            Err(e) => node.problems.push(format!(
-                "the nftables table {fam} {name} could not be read, so drops by its rules cannot be attributed: {e}"
-            )),
+    // Read over netlink and decoded as nft lists them; nft itself is not
+    // run (its listing of a 10k-Service kube-proxy table peaks at 630 MiB).
+    let native = match super::nf_tables::read_tables(netns, &native_tables) {
+        Ok(tables) => tables,
+        Err(e) => {
+            node.problems.push(format!(
+                "the nftables tables {} could not be read, so drops by their rules cannot be attributed: {e}",
+                native_tables
+                    .iter()
+                    .map(|(f, n)| format!("{f} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return;
         }
-    }
+    };
     for (tables, list) in [(native.v4, &mut node.v4), (native.v6, &mut node.v6)] {
         if tables.is_empty() {
             continue;
