@@ -71,10 +71,12 @@ impl Decision {
             (None, None) => owners.policy_owner(&d.chain, Policy::Drop),
         };
         // A drop inside a leftover agent's chain, or reached through one.
+        // (A native table is its agent's as a whole: `ip calico-…` left by
+        // an uninstalled CNI.)
         let leftover_owner = o
             .path
             .iter()
-            .filter_map(|s| chain_owner(&s.chain))
+            .filter_map(|s| crate::owner::table_owner(&s.table).or_else(|| chain_owner(&s.chain)))
             .find(|ow| owners.is_leftover(*ow));
         Self {
             hook: pkt.hook,

@@ -330,3 +330,43 @@ fn flannels_nftables_masquerade_of_another_network_is_found() {
         findings("10.244.0.0/16")
     );
 }
+
+/// A native table of a CNI that is gone (none of its interfaces exist)
+/// still drops pod traffic: its drops and the finding say leftover.
+#[test]
+fn a_gone_cnis_native_table_is_a_leftover() {
+    let json = r#"{"nftables": [
+      {"table": {"family": "ip", "name": "calico-filter", "handle": 1}},
+      {"chain": {"family": "ip", "table": "calico-filter", "name": "fwd", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "calico-filter", "chain": "fwd", "handle": 2, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "10.224.0.0", "len": 16}}}},
+        {"drop": null}]}}
+    ]}"#;
+    let t = parse_nft_json(json, &Default::default(), |_, _| false).unwrap();
+    let rs = with_native("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", t.v4);
+    let mut p = packet(Hook::Forward, "10.224.1.2", "10.224.2.2", 80);
+    p.in_iface = Some("flannel.1".into());
+    p.out_iface = Some("cni0".into());
+    let decide = |ifaces: &[&str]| {
+        let owners = OwnerContext::new(&rs, Some(ifaces.iter().map(|s| s.to_string()).collect()));
+        attribute(None, &rs, &owners, &p, 1, None).unwrap().decision
+    };
+    let gone = decide(&["eth0", "cni0", "flannel.1"]);
+    assert_eq!((gone.owner, gone.leftover), (Owner::Calico, true));
+    let running = decide(&["eth0", "cali1234", "vxlan.calico"]);
+    assert_eq!((running.owner, running.leftover), (Owner::Calico, false));
+    let owners = OwnerContext::new(
+        &rs,
+        Some(vec!["eth0".into(), "cni0".into(), "flannel.1".into()]),
+    );
+    let f = netdrop_model::check::check(
+        &rs,
+        &owners,
+        &netdrop_model::check::Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]),
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.id == netdrop_model::FindingId::LeftoverCniDropsPodTraffic),
+        "{f:#?}"
+    );
+}

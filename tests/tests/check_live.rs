@@ -144,3 +144,47 @@ fn healthy_live_node_has_no_findings() {
     assert_eq!(code, Some(0), "{findings:#?}");
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+/// A native table of a CNI that is gone (here Calico's name, none of its
+/// interfaces) drops pod traffic: `check` says leftover, its fix removes
+/// the table, and the node is clean after it.
+#[test]
+fn a_leftover_native_cni_table_is_found_and_its_fix_works() {
+    require_root!();
+    let mut lab = Lab::new("chk");
+    let node = lab.netns("lo").unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    lab.exec(
+        &node,
+        &[
+            "nft",
+            "add table ip calico-filter; add chain ip calico-filter forwarding { type filter hook forward priority 0; }; add rule ip calico-filter forwarding ip daddr 10.224.0.0/16 drop",
+        ],
+    )
+    .unwrap();
+    let (code, findings, _) = check_json(&node, &[]);
+    assert_eq!(code, Some(3), "{findings:#?}");
+    let f = findings
+        .iter()
+        .find(|f| f["id"] == "leftover-cni-drops-pod-traffic")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(
+        (&f["owner"], &f["leftover"], &f["table"], &f["backend"]),
+        (
+            &serde_json::json!("calico"),
+            &serde_json::json!(true),
+            &serde_json::json!("ip calico-filter"),
+            &serde_json::json!("nftables")
+        ),
+        "{f}"
+    );
+    let fix = f["fix"].as_str().unwrap();
+    let command = "nft delete table ip calico-filter";
+    assert!(fix.contains(&format!("`{command}`")), "{fix}");
+    let ran = lab
+        .exec(&node, &command.split(' ').collect::<Vec<_>>())
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    let (code, findings, _) = check_json(&node, &[]);
+    assert_eq!(code, Some(0), "after the fix: {findings:#?}");
+}

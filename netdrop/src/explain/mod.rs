@@ -239,6 +239,23 @@ fn sentences(
         })
         .unwrap_or_default();
 
+    if leftover && d.table.contains(' ') {
+        // A native table of an agent that is gone: the table goes as a whole.
+        return (
+            format!(
+                "{flow}: {place} {verb}. Table {} belongs to {}, which is not running on this node (none of its interfaces {} exist): a leftover of an uninstalled {} still hooked into {}.{shadow}",
+                d.table,
+                owner_name(owner),
+                owner.signature_interfaces().join(", "),
+                owner_name(owner),
+                p.hook.as_str()
+            ),
+            format!(
+                "Remove the leftover table: `nft delete table {}` (check first with `nft list table {}`); if it was persisted (/etc/nftables.conf), remove it there too.",
+                d.table, d.table
+            ),
+        );
+    }
     if leftover {
         let hook_jump = d.path.first().filter(|s| s.rule_no.is_some());
         let removal = match hook_jump {
