@@ -394,3 +394,69 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
         "traffic from outside after the fix: {records:#?}"
     );
 }
+
+/// A firewalld policy (traffic from zone public to the host, target
+/// REJECT, ahead of the zones) rejects VXLAN: netdrop names the policy and
+/// fixes it in the policy's own terms; the test runs that fix.
+#[test]
+fn a_firewalld_policy_rejecting_vxlan_is_named_and_its_fix_works() {
+    require_root!();
+    let _bus = SystemBus::ensure();
+    let mut firewalld = Reaped(None);
+    let mut lab = Lab::new("fwp");
+    let peer = lab.netns("peer").unwrap();
+    let node = lab.netns("node").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.2/24")),
+        (&node, "eth0", Some("192.0.2.1/24")),
+    )
+    .unwrap();
+    let (_conf, firewall_cmd) = start_firewalld(&node, "nftables", &mut firewalld);
+    for args in [
+        "--permanent --zone=public --add-port=8472/udp",
+        // A policy applies once its ingress zone is active (has an interface).
+        "--permanent --zone=public --add-interface=eth0",
+        "--permanent --new-policy=public-to-host",
+        "--permanent --policy=public-to-host --add-ingress-zone=public",
+        "--permanent --policy=public-to-host --add-egress-zone=HOST",
+        "--permanent --policy=public-to-host --set-target=REJECT",
+        "--permanent --policy=public-to-host --set-priority=-100",
+        "--reload",
+    ] {
+        let out = firewall_cmd(args);
+        assert!(out.status.success(), "{args}: {out:?}");
+    }
+
+    let mut w = Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    let netfilter = |r: &serde_json::Value| field(r, "reason") == "NETFILTER_DROP";
+    let vxlan = "192.0.2.1:8472".parse().unwrap();
+    traffic::send_udp(&peer, vxlan, 3, 50).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| {
+        total_packets(&w.records(), netfilter) >= 3
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let rec = w.records().into_iter().rfind(|r| netfilter(r)).unwrap();
+    assert_eq!(field(&rec, "table"), "inet firewalld", "{rec}");
+    assert!(
+        field(&rec, "chain").contains("_policy_public-to-host"),
+        "{rec}"
+    );
+    assert_eq!(field(&rec, "owner"), "firewalld", "{rec}");
+    assert!(
+        field(&rec, "explanation").contains("firewalld's policy public-to-host"),
+        "{rec}"
+    );
+    let command = "firewall-cmd --permanent --policy=public-to-host --add-port=8472/udp && firewall-cmd --reload";
+    let fix = field(&rec, "fix");
+    assert!(fix.contains(&format!("`{command}`")), "{fix}");
+    let out = firewall_cmd(command.trim_start_matches("firewall-cmd "));
+    assert!(out.status.success(), "{out:?}");
+    traffic::send_udp(&peer, vxlan, 3, 50).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let records = w.stop().unwrap();
+    assert_eq!(
+        total_packets(&records, netfilter),
+        3,
+        "VXLAN after the fix: {records:#?}"
+    );
+}

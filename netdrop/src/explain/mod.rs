@@ -402,6 +402,18 @@ fn sentences(
                 format!("Insert an ACCEPT before it: {accept}. Make it permanent with `service iptables save` (or edit /etc/sysconfig/iptables), or stop the service if the node does not need it: `systemctl disable --now iptables`."),
             )
         }
+        (Owner::Firewalld, _) if firewalld_policy(&d.chain).is_some() => {
+            let policy = firewalld_policy(&d.chain).unwrap_or_default();
+            let proto = if p.proto == 6 { "tcp" } else { "udp" };
+            let fix = match (p.proto, p.dport) {
+                (6 | 17, Some(port)) if !ctx.is_pod(p.src) => format!("`firewall-cmd --permanent --policy={policy} --add-port={port}/{proto} && firewall-cmd --reload`"),
+                _ => format!("`firewall-cmd --permanent --policy={policy} --add-rich-rule='rule family=\"{}\" source address=\"{pod}\" accept' && firewall-cmd --reload` (pod traffic then passes the policy)", if p.src.is_ipv6() { "ipv6" } else { "ipv4" }),
+            };
+            (
+                format!("{flow}: firewalld's policy {policy} {verb} ({place}): nothing in the policy allows it.{shadow}"),
+                format!("{fix} (firewalld keeps --permanent rules across reboots)."),
+            )
+        }
         (Owner::Firewalld, _) => {
             let zone = firewalld_zone(&d.chain);
             let zone_arg = zone.map(|z| format!(" --zone={z}")).unwrap_or_default();
@@ -620,6 +632,16 @@ pub fn losses(n: [u64; 7]) -> String {
 
 /// The firewalld zone whose chain this is: `filter_IN_public` (nftables
 /// backend) or `IN_public` (iptables backend) → `public`.
+/// The firewalld policy a chain belongs to (`filter_FWD_policy_int-to-ext_allow`).
+fn firewalld_policy(chain: &str) -> Option<&str> {
+    let (_, rest) = chain.split_once("_policy_")?;
+    let name = ["_allow", "_deny", "_pre", "_post", "_log"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    (!name.is_empty()).then_some(name)
+}
+
 fn firewalld_zone(chain: &str) -> Option<&str> {
     let c = chain.strip_prefix("filter_").unwrap_or(chain);
     let rest = ["IN_", "FWD_", "FWDI_", "FWDO_"]
@@ -635,6 +657,22 @@ fn firewalld_zone(chain: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firewalld_chains_name_their_zone_or_policy() {
+        assert_eq!(firewalld_zone("filter_IN_public_allow"), Some("public"));
+        assert_eq!(firewalld_zone("filter_FWD_trusted"), Some("trusted"));
+        assert_eq!(firewalld_zone("filter_IN_policy_allow-host-ipv6"), None);
+        assert_eq!(
+            firewalld_policy("filter_FWD_policy_int-to-ext_deny"),
+            Some("int-to-ext")
+        );
+        assert_eq!(
+            firewalld_policy("filter_IN_policy_allow-host-ipv6"),
+            Some("allow-host-ipv6")
+        );
+        assert_eq!(firewalld_policy("filter_IN_public_allow"), None);
+    }
 
     #[test]
     fn site_words_name_no_address_of_the_flow() {
