@@ -217,12 +217,8 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
         ),
     ] {
         if exists(legacy) && exists(nft) {
-            let with_suffix = |mut rs: Ruleset, suffix: &str| {
-                rs.backend_suffix = Some(suffix.to_owned());
-                rs
-            };
-            let l = save(netns, legacy).map(|rs| with_suffix(rs, "legacy"));
-            let n = with_suffix(save(netns, nft)?, "nft");
+            let l = save(netns, legacy);
+            let n = save(netns, nft)?;
             if let Err(e) = &l {
                 node.problems.push(format!(
                     "the legacy iptables backend could not be read, so drops by its rules cannot be attributed: {e}"
@@ -252,8 +248,41 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
             }
         }
     }
+    name_commands(&mut node);
     read_native(netns, &mut node);
     Ok(node)
+}
+
+/// Which backend plain `iptables` edits on this machine (`iptables -V`:
+/// `(nf_tables)` or `(legacy)`), if it says.
+fn default_backend() -> Option<&'static str> {
+    let out = Command::new("iptables").arg("-V").output().ok()?;
+    let v = String::from_utf8_lossy(&out.stdout);
+    if v.contains("nf_tables") {
+        Some("nft")
+    } else if v.contains("legacy") {
+        Some("legacy")
+    } else {
+        None
+    }
+}
+
+/// Fixes say `iptables-legacy`/`iptables-nft` where plain `iptables` would
+/// edit the other backend: on a node whose rules are in both, or in the
+/// one that is not the default.
+fn name_commands(node: &mut NodeRules) {
+    let split = node.split_backends();
+    let default = default_backend();
+    for (backend, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
+        let suffix = match backend {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+            _ => continue,
+        };
+        if split || default != Some(suffix) {
+            rs.backend_suffix = Some(suffix.to_owned());
+        }
+    }
 }
 
 /// iptables' table names: in families `ip`/`ip6` on an nft-backend

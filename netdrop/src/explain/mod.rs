@@ -143,12 +143,22 @@ pub(crate) fn with_tool(fix: &str, tool: &str) -> String {
             out.push_str(part);
             continue;
         }
+        // Only a command is renamed (`systemctl … iptables` is a unit).
+        let mut command = true;
         let mut first = true;
         for word in part.split(' ') {
             if !first {
                 out.push(' ');
             }
             first = false;
+            let at_command = std::mem::replace(
+                &mut command,
+                matches!(word, "&&" | "||" | "|" | ";") || word.ends_with(';'),
+            );
+            if !at_command {
+                out.push_str(word);
+                continue;
+            }
             match word {
                 "iptables" | "ip6tables" => out.push_str(tool),
                 "iptables-save" | "ip6tables-save" => out.push_str(&format!("{tool}-save")),
@@ -698,6 +708,13 @@ mod tests {
         assert_eq!(
             with_tool("`ip6tables -I FORWARD 1 -j ACCEPT`", "ip6tables-nft"),
             "`ip6tables-nft -I FORWARD 1 -j ACCEPT`"
+        );
+        assert_eq!(
+            with_tool(
+                "`iptables -I FORWARD -s x -j ACCEPT; iptables -I FORWARD -d x -j ACCEPT`, or `systemctl disable --now iptables`",
+                "iptables-legacy"
+            ),
+            "`iptables-legacy -I FORWARD -s x -j ACCEPT; iptables-legacy -I FORWARD -d x -j ACCEPT`, or `systemctl disable --now iptables`"
         );
         let mut rs = Ruleset {
             family: netdrop_model::Family::Ipv6,
