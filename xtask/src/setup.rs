@@ -2,7 +2,7 @@
 //! prerequisites on a fresh Debian 12 machine. Each step checks first, so a
 //! second run takes seconds and changes nothing.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -14,6 +14,7 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "firewalld",
+    "docker.io",
     "containernetworking-plugins",
     "iproute2",
     "iputils-ping",
@@ -79,7 +80,23 @@ fn apt() -> anyhow::Result<()> {
     // Package scripts must not wait for a terminal.
     // SAFETY: single-threaded at this point.
     unsafe { std::env::set_var("DEBIAN_FRONTEND", "noninteractive") };
-    sh("apt-get", &args)
+    // Nor start their daemons (firewalld, dockerd) on this machine: tests
+    // start them in their own namespaces. Debian's policy-rc.d says no to
+    // every service start while the packages install.
+    const POLICY: &str = "/usr/sbin/policy-rc.d";
+    let ours = !Path::new(POLICY).exists();
+    if ours {
+        std::fs::write(
+            POLICY,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )?;
+        std::fs::set_permissions(POLICY, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = sh("apt-get", &args);
+    if ours {
+        let _ = std::fs::remove_file(POLICY);
+    }
+    installed
 }
 
 /// The pinned nightly under its own name. A machine whose `nightly` is that

@@ -342,7 +342,7 @@ fn sentences(
         let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
             (Hook::Forward, Some(i), Some(out)) if has_chain(rs, "filter", "DOCKER-USER") => {
                 format!(
-                    "`iptables -I DOCKER-USER -i {i} -o {out} -j ACCEPT` (or accept the pod CIDR: `iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`). {PERSIST}"
+                    "`iptables -I DOCKER-USER -i {i} -o {out} -j ACCEPT && iptables -I DOCKER-USER -i {out} -o {i} -j ACCEPT` (both ways: the replies cross the same policy; or accept the pod CIDR: `iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`). {PERSIST}"
                 )
             }
             (Hook::Forward, ..) => format!(
