@@ -135,6 +135,7 @@ pub struct Metrics {
     pub program_errors: Counter,
     pub observer_losses: Family<ObserverLossLabels, Counter>,
     pub ruleset_reloads: Family<NodeLabels, Counter>,
+    pub ruleset_reads: Family<NodeLabels, Counter>,
     pub attribution_failures: Family<NodeLabels, Counter>,
     /// From kernel.bpf_stats_enabled: nanoseconds and runs of each program.
     /// Seconds (the base unit), from the kernel's nanoseconds.
@@ -173,6 +174,7 @@ pub fn new_shared() -> Arc<Shared> {
         program_errors: Counter::default(),
         observer_losses: Family::default(),
         ruleset_reloads: Family::default(),
+        ruleset_reads: Family::default(),
         attribution_failures: Family::default(),
         program_run_seconds: Family::default(),
         program_runs: Family::default(),
@@ -267,6 +269,11 @@ pub fn new_shared() -> Arc<Shared> {
         "netdrop_ruleset_reloads",
         "Times a node's changed ruleset was re-read",
         m.ruleset_reloads.clone(),
+    );
+    r.register(
+        "netdrop_ruleset_reads",
+        "Times a node's ruleset was read: when the kernel says it changed, every 10 s with iptables-legacy tables, and for the rule counters of new drops",
+        m.ruleset_reads.clone(),
     );
     r.register(
         "netdrop_attribution_failures",

@@ -39,9 +39,14 @@ use crate::{
     preflight,
 };
 
-/// Rules are re-read at least this often to notice changes (kube-proxy
-/// rewrites them), and whenever a new flow needs attribution.
-const RULES_RECHECK: Duration = Duration::from_secs(10);
+/// How often the rules are checked for a change (one netlink request per
+/// node: the nf_tables generation); they are re-read only when it moved,
+/// and whenever a new drop needs their counters.
+const RULES_CHANGE_CHECK: Duration = Duration::from_secs(1);
+
+/// Nodes with iptables-legacy tables (which have no generation) have their
+/// rules re-read this often instead.
+const LEGACY_RULES_RECHECK: Duration = Duration::from_secs(10);
 
 /// How often at most a status line says what the kernel lost.
 const LOSS_STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -221,10 +226,15 @@ impl Watcher {
         for ni in 0..self.nodes.len() {
             self.observers(ni);
         }
-        if self.last_recheck.elapsed() >= RULES_RECHECK {
+        if self.last_recheck.elapsed() >= RULES_CHANGE_CHECK {
             self.last_recheck = Instant::now();
             for ni in 0..self.nodes.len() {
-                if self.nodes[ni].refresh_rules() {
+                if !self.nodes[ni].rules_may_have_changed(LEGACY_RULES_RECHECK) {
+                    continue;
+                }
+                let changed = self.nodes[ni].refresh_rules();
+                self.publish_reads();
+                if changed {
                     self.shared
                         .metrics
                         .ruleset_reloads
@@ -236,7 +246,25 @@ impl Watcher {
                 }
             }
         }
+        // Reads the pipeline made for counters.
+        self.publish_reads();
         Ok(())
+    }
+
+    /// Adds the nodes' new ruleset reads to their metric.
+    fn publish_reads(&mut self) {
+        for n in &mut self.nodes {
+            if n.reads > n.reads_published {
+                self.shared
+                    .metrics
+                    .ruleset_reads
+                    .get_or_create(&NodeLabels {
+                        node: n.label.clone(),
+                    })
+                    .inc_by(n.reads - n.reads_published);
+                n.reads_published = n.reads;
+            }
+        }
     }
 
     /// Series every node has from the start, so dashboards and alerts see
@@ -253,6 +281,7 @@ impl Watcher {
             .set(1);
         let labels = NodeLabels { node };
         m.ruleset_reloads.get_or_create(&labels).inc_by(0);
+        m.ruleset_reads.get_or_create(&labels).inc_by(0);
         m.attribution_failures.get_or_create(&labels).inc_by(0);
     }
 

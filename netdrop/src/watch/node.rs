@@ -8,7 +8,10 @@ use netdrop_model::{Family, OwnerContext, Ruleset, check::NodeFacts};
 
 use super::pipeline::{NodeView, RulesView};
 use crate::{
-    attribute::reader::{self, NodeRules},
+    attribute::{
+        nf_tables,
+        reader::{self, NodeRules},
+    },
     capture::observe::{NodeObservers, ObserverOptions},
     netns::Netns,
 };
@@ -42,6 +45,9 @@ pub struct Rules {
     pub read_at: Instant,
     /// Bumped on every change, so caches keyed by it expire.
     pub generation: u64,
+    /// The kernel's generation when these were read (taken before the
+    /// read: a change during it shows at the next check).
+    pub kernel_generation: Option<nf_tables::Generation>,
 }
 
 impl RulesView for Rules {
@@ -105,6 +111,9 @@ pub struct Node {
     pub local_addrs: Vec<IpAddr>,
     /// Ruleset problems already reported (each is logged once).
     warned: std::collections::HashSet<String>,
+    /// Reads of the ruleset so far (and how many the metrics have).
+    pub reads: u64,
+    pub reads_published: u64,
 }
 
 impl Node {
@@ -125,6 +134,8 @@ impl Node {
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
             warned: Default::default(),
+            reads: 0,
+            reads_published: 0,
         };
         node.refresh_addresses();
         node
@@ -165,8 +176,27 @@ impl Node {
         self.refresh_rules()
     }
 
+    /// Whether the rules may have changed since they were read, known
+    /// cheaply: the nf_tables generation moved, or (iptables-legacy has no
+    /// generation) `legacy_every` passed since the last read.
+    pub fn rules_may_have_changed(&self, legacy_every: std::time::Duration) -> bool {
+        let Some(rules) = &self.rules else {
+            return true;
+        };
+        match (
+            nf_tables::generation(self.netns.name.as_deref()),
+            rules.kernel_generation,
+        ) {
+            (Ok(now), Some(then)) if !now.legacy_tables => now != then,
+            (Ok(_), Some(_)) => rules.read_at.elapsed() >= legacy_every,
+            _ => rules.read_at.elapsed() >= legacy_every,
+        }
+    }
+
     /// Re-reads the ruleset. Returns true when the rules changed (a reload).
     pub fn refresh_rules(&mut self) -> bool {
+        let kernel_generation = nf_tables::generation(self.netns.name.as_deref()).ok();
+        self.reads += 1;
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,
             Err(e) => {
@@ -201,6 +231,7 @@ impl Node {
             fingerprint: fp,
             read_at: Instant::now(),
             generation,
+            kernel_generation,
         });
         changed
     }

@@ -63,6 +63,46 @@ fn dump_tables() -> io::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// What tells whether a namespace's rules changed, cheaply: the nf_tables
+/// generation (one `NFT_MSG_GETGEN` request: it moves with every change of
+/// an iptables-nft or native table, not with counters) and whether any
+/// iptables-legacy table exists (x_tables has no generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation {
+    pub nf_tables: u32,
+    pub legacy_tables: bool,
+}
+
+const NFT_MSG_GETGEN: u16 = 16;
+
+/// The [`Generation`] of namespace `netns` (`None`: netdrop's own).
+pub fn generation(netns: Option<&str>) -> io::Result<Generation> {
+    let read = || -> io::Result<Generation> {
+        let sock = Socket::open()?;
+        let nf_tables = sock
+            .request(0, NFT_MSG_GETGEN)?
+            .iter()
+            .find_map(|body| attr::be32(body.get(4..)?, 1))
+            .ok_or_else(|| io::Error::other("no NFTA_GEN_ID in the answer"))?;
+        // This thread's namespace's (not the process's: /proc/net is).
+        let legacy = |f: &str| {
+            std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                .is_ok_and(|s| !s.trim().is_empty())
+        };
+        Ok(Generation {
+            nf_tables,
+            legacy_tables: legacy("ip_tables_names") || legacy("ip6_tables_names"),
+        })
+    };
+    match netns {
+        Some(name) => Netns::named(name)
+            .map_err(io::Error::other)?
+            .run_in(read)
+            .map_err(io::Error::other)?,
+        None => read(),
+    }
+}
+
 /// `family`'s number (`ip` 2, `ip6` 10, `inet` 1).
 fn family_number(f: &str) -> Option<u8> {
     Some(match f {
@@ -308,6 +348,13 @@ impl Socket {
         Ok(Self(Fd(fd)))
     }
 
+    /// A plain (not dump) request of message `msg`: the answers' bodies.
+    fn request(&self, family: u8, msg: u16) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.exchange(family, msg, &[], false, &mut |b| out.push(b.to_vec()))?;
+        Ok(out)
+    }
+
     /// A dump request of message `msg` for `family` with `attrs`: every
     /// answer's body (the nfgenmsg header, then its attributes).
     fn dump(&self, family: u8, msg: u16, attrs: &[u8]) -> io::Result<Vec<Vec<u8>>> {
@@ -325,11 +372,30 @@ impl Socket {
         attrs: &[u8],
         each: &mut dyn FnMut(&[u8]),
     ) -> io::Result<()> {
+        self.exchange(family, msg, attrs, true, each)
+    }
+
+    /// Sends one request and hands each answer to `each` until the kernel
+    /// is done (a dump's `NLMSG_DONE`, or a plain request's acknowledgement).
+    fn exchange(
+        &self,
+        family: u8,
+        msg: u16,
+        attrs: &[u8],
+        dump: bool,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<()> {
         let len = NLMSG_HDRLEN + 4 + attrs.len();
         let mut req = Vec::with_capacity(len);
         req.extend((len as u32).to_ne_bytes());
         req.extend(((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-        req.extend(((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+        let flags = if dump {
+            libc::NLM_F_REQUEST | libc::NLM_F_DUMP
+        } else {
+            // Ask for an acknowledgement: it ends the exchange.
+            libc::NLM_F_REQUEST | libc::NLM_F_ACK
+        };
+        req.extend((flags as u16).to_ne_bytes());
         req.extend(1u32.to_ne_bytes()); // sequence
         req.extend(0u32.to_ne_bytes()); // port id: the kernel's
         req.extend([family, 0, 0, 0]); // nfgenmsg: family, version 0, res_id 0
@@ -365,6 +431,10 @@ impl Socket {
                             .unwrap_or(0);
                         if errno != 0 {
                             return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        // An acknowledgement: a plain request is answered.
+                        if !dump {
+                            return Ok(());
                         }
                     }
                     _ => each(&msgs[NLMSG_HDRLEN..len]),
