@@ -460,3 +460,54 @@ fn observer_flags_choose_the_devices_and_how_they_attach() {
     assert!(!w.stderr().contains("to observe"), "{}", w.stderr());
     w.stop().unwrap();
 }
+
+/// Devices that come and go under a running watch: `cni0` created after
+/// netdrop started (the bridge plugin makes it with the first pod), then
+/// deleted and created again (same name, new ifindex). Each time the
+/// observers follow, say so, and the pod traffic keeps counting.
+#[test]
+fn observers_follow_a_bridge_that_appears_and_is_recreated() {
+    require_root!();
+    let mut lab = netdrop_tests::Lab::new("dev");
+    let node = lab.netns("n").unwrap();
+    let mut w =
+        netdrop_tests::Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    assert!(
+        w.stderr().contains("no bridge device cni0"),
+        "{}",
+        w.stderr()
+    );
+    let counted = |w: &netdrop_tests::Watch| bridge_ingress_pod_packets(w).unwrap_or(0);
+
+    let mut total = 0;
+    for (round, pod_name) in ["p1", "p2"].iter().enumerate() {
+        if round == 1 {
+            lab.ip(&node, &["link", "del", "cni0"]).unwrap();
+        }
+        let pod = lab.netns(pod_name).unwrap();
+        lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
+        lab.bridge_port(
+            (&node, "cni0", &format!("veth-{pod_name}")),
+            (&pod, "10.224.9.2/24"),
+        )
+        .unwrap();
+        // The change is noticed within a second or so.
+        w.wait_for(Duration::from_secs(5), |w| {
+            w.stderr().matches("observers re-attached").count() > round
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let said = if round == 0 {
+            "cni0 appeared"
+        } else {
+            "cni0 recreated"
+        };
+        assert!(w.stderr().contains(said), "{}", w.stderr());
+        netdrop_tests::traffic::send_udp(&pod, "10.224.9.1:7000".parse().unwrap(), 5, 32).unwrap();
+        total += 5;
+        w.wait_for(Duration::from_secs(10), |w| counted(w) >= total)
+            .unwrap_or_else(|e| panic!("round {round}: {e:#}: {}", counted(&w)));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(counted(&w), total, "every packet once");
+    w.stop().unwrap();
+}

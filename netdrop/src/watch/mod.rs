@@ -229,6 +229,31 @@ impl Watcher {
         if self.last_recheck.elapsed() >= RULES_CHANGE_CHECK {
             self.last_recheck = Instant::now();
             for ni in 0..self.nodes.len() {
+                if let Some(what) = self.nodes[ni].refresh_observers() {
+                    // New programs count from zero.
+                    self.obs_prev.retain(|(n, _, _), _| *n != ni);
+                    self.peers_prev.retain(|(n, _, _), _| *n != ni);
+                    let attached: Vec<String> = self.nodes[ni]
+                        .observers
+                        .as_ref()
+                        .map(|o| {
+                            [&o.ifaces.overlay, &o.ifaces.bridge, &o.ifaces.underlay]
+                                .into_iter()
+                                .flatten()
+                                .map(|(n, _)| n.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    log::warn!(
+                        "{}: {what}: observers re-attached ({})",
+                        self.nodes[ni].label,
+                        if attached.is_empty() {
+                            "no device observed".to_owned()
+                        } else {
+                            format!("observing {}", attached.join(", "))
+                        }
+                    );
+                }
                 if !self.nodes[ni].rules_may_have_changed(LEGACY_RULES_RECHECK) {
                     continue;
                 }

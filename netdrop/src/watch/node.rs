@@ -106,6 +106,11 @@ pub struct Node {
     pub netns: Netns,
     pub label: String,
     pub observers: Option<NodeObservers>,
+    /// How the observers were asked for (`None`: no observers).
+    obs_opts: Option<ObserverOptions>,
+    /// The devices the observers are for, by name, with the ifindex each
+    /// had when they were attached (`None`: missing then).
+    devices: Vec<(String, Option<u32>)>,
     pub rules: Option<Rules>,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
@@ -127,6 +132,8 @@ impl Node {
             }
         });
         let mut node = Self {
+            devices: Vec::new(),
+            obs_opts: obs.cloned(),
             netns,
             label,
             observers,
@@ -138,7 +145,77 @@ impl Node {
             reads_published: 0,
         };
         node.refresh_addresses();
+        node.devices = node.device_indexes();
         node
+    }
+
+    /// The observed roles' device names (overlay, bridge, underlay) with
+    /// their ifindex now: a device recreated (flannel restarted: same name,
+    /// new ifindex), appeared (cni0 with the first pod) or gone shows here.
+    fn device_indexes(&self) -> Vec<(String, Option<u32>)> {
+        let Some(opts) = &self.obs_opts else {
+            return Vec::new();
+        };
+        let Ok(now) = self.netns.interfaces() else {
+            return Vec::new();
+        };
+        let underlay = self
+            .observers
+            .as_ref()
+            .and_then(|o| o.ifaces.underlay.as_ref().map(|u| u.0.clone()))
+            .or_else(|| opts.underlay.clone());
+        [
+            Some(opts.overlay.clone().unwrap_or_else(|| "flannel.1".into())),
+            Some(opts.bridge.clone().unwrap_or_else(|| "cni0".into())),
+            underlay,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|name| {
+            let index = now.iter().find(|(_, n)| **n == name).map(|(i, _)| *i);
+            (name, index)
+        })
+        .collect()
+    }
+
+    /// Re-attaches the observers when an observed device was recreated,
+    /// appeared or went away; says what changed when it did.
+    pub fn refresh_observers(&mut self) -> Option<String> {
+        let opts = self.obs_opts.clone()?;
+        let now = self.device_indexes();
+        if now.is_empty() || now == self.devices {
+            return None;
+        }
+        let what: Vec<String> = now
+            .iter()
+            .filter(|d| !self.devices.contains(d))
+            .map(|(name, index)| {
+                let before = self
+                    .devices
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, i)| *i);
+                match (before, index) {
+                    (Some(b), Some(i)) => format!("{name} recreated (ifindex {b} → {i})"),
+                    (None, Some(i)) => format!("{name} appeared (ifindex {i})"),
+                    (Some(b), None) => format!("{name} gone (was ifindex {b})"),
+                    (None, None) => format!("{name} still missing"),
+                }
+            })
+            .collect();
+        // The old programs go first: counters start again from zero.
+        self.observers = None;
+        self.observers = match NodeObservers::attach(&self.netns, &opts) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                log::warn!("{}: interface observers not attached: {e}", self.label);
+                None
+            }
+        };
+        // The underlay may have been found anew (a new VXLAN device's
+        // lower device).
+        self.devices = self.device_indexes();
+        Some(what.join(", "))
     }
 
     fn refresh_addresses(&mut self) {
