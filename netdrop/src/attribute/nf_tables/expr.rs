@@ -648,7 +648,8 @@ impl Rule<'_> {
             };
             parts.push(expr);
             kinds.push(kind);
-            let padded = l.div_ceil(4) * 4;
+            // At least one register: a zero-length load must not stall.
+            let padded = l.div_ceil(4).max(1) * 4;
             covered += padded;
             at += padded / 4;
         }
@@ -865,7 +866,7 @@ fn key_value(kinds: &[Kind], b: &[u8]) -> Value {
         let l = k.len();
         let part = b.get(at..(at + l).min(b.len())).unwrap_or(&[]);
         parts.push(k.value(part));
-        at += l.div_ceil(4) * 4;
+        at += l.div_ceil(4).max(1) * 4;
     }
     json!({ "concat": parts })
 }
@@ -1032,6 +1033,33 @@ mod tests {
         let s = statements("ip", &list, &HashMap::new());
         assert_eq!(s.len(), 3);
         assert!(s.iter().all(|v| v.get("unmodelled").is_some()), "{s:?}");
+    }
+
+    #[test]
+    fn a_lookup_keyed_by_a_zero_length_load_ends() {
+        let mut sets = HashMap::new();
+        sets.insert(
+            "s".to_owned(),
+            SetInfo {
+                name: "s".into(),
+                key_kinds: vec![Kind::Raw],
+                key_len: 8,
+                ..SetInfo::default()
+            },
+        );
+        let mut list = expr(
+            "payload",
+            [
+                nla(1, &be(1)),
+                nla(2, &be(1)),
+                nla(3, &be(0)),
+                nla(4, &be(0)),
+            ]
+            .concat(),
+        );
+        list.extend(expr("lookup", [nla(1, b"s\0"), nla(2, &be(1))].concat()));
+        let s = statements("ip", &list, &sets);
+        assert_eq!(s.len(), 1, "{s:?}");
     }
 
     #[test]
