@@ -45,6 +45,11 @@ pub struct WatchArgs {
     /// site is always sampled once; counts are exact regardless).
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub sample_rate: u32,
+    /// Drop-site series per node at most in the metrics; sites beyond are
+    /// counted in one series per hook and reason with table, chain and
+    /// owner `other` (records and /explanations still name every site).
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub max_site_series: usize,
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

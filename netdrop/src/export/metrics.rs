@@ -127,6 +127,8 @@ pub struct Metrics {
     pub findings: Family<FindingLabels, Gauge>,
     pub node_info: Family<NodeInfoLabels, Gauge>,
     pub drop_site_info: Family<SiteInfoLabels, Gauge>,
+    /// 1 for a node whose drop sites outnumber `--max-site-series`.
+    pub drop_sites_capped: Family<NodeLabels, Gauge>,
     pub samples_lost: Counter,
     pub samples_suppressed: Counter,
     pub drops_filtered: Counter,
@@ -151,6 +153,10 @@ pub struct Shared {
     pub explanations: Mutex<HashMap<SiteKey, Record>>,
     /// Set once the kernel programs are attached (`/readyz`).
     pub ready: AtomicBool,
+    /// Drop-site label sets per node at most (`--max-site-series`).
+    pub site_limit: std::sync::atomic::AtomicUsize,
+    /// The drop-site label sets made so far, per node.
+    site_labels: Mutex<HashMap<String, std::collections::HashSet<DropLabels>>>,
 }
 
 pub fn new_shared() -> Arc<Shared> {
@@ -167,6 +173,7 @@ pub fn new_shared() -> Arc<Shared> {
         findings: Family::default(),
         node_info: Family::default(),
         drop_site_info: Family::default(),
+        drop_sites_capped: Family::default(),
         samples_lost: Counter::default(),
         samples_suppressed: Counter::default(),
         drops_filtered: Counter::default(),
@@ -271,6 +278,11 @@ pub fn new_shared() -> Arc<Shared> {
         m.ruleset_reloads.clone(),
     );
     r.register(
+        "netdrop_drop_sites_capped",
+        "1 when a node has more drop sites than --max-site-series: the rest are counted with table, chain and owner \"other\"",
+        m.drop_sites_capped.clone(),
+    );
+    r.register(
         "netdrop_ruleset_reads",
         "Times a node's ruleset was read: when the kernel says it changed, every 10 s with iptables-legacy tables, and for the rule counters of new drops",
         m.ruleset_reads.clone(),
@@ -295,7 +307,20 @@ pub fn new_shared() -> Arc<Shared> {
         metrics: m,
         explanations: Mutex::new(HashMap::new()),
         ready: AtomicBool::new(false),
+        site_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        site_labels: Mutex::new(HashMap::new()),
     })
+}
+
+/// The series a site beyond `--max-site-series` counts in: its node, hook,
+/// reason and verdict, and nothing that grows with the ruleset.
+fn other_of(l: &DropLabels) -> DropLabels {
+    DropLabels {
+        table: "other".into(),
+        chain: "other".into(),
+        owner: "other".into(),
+        ..l.clone()
+    }
 }
 
 impl DropLabels {
@@ -325,6 +350,8 @@ impl DropLabels {
 #[derive(Clone)]
 pub struct SiteSeries {
     labels: DropLabels,
+    /// Counted in the node's `other` series (over `--max-site-series`).
+    other: bool,
     drops: Counter,
     bytes: Counter,
     vxlan: Option<(String, Counter)>,
@@ -348,13 +375,17 @@ impl Shared {
         let m = &self.metrics;
         let labels = DropLabels::of(r);
         let mut series = match old {
-            Some(s) if s.labels == labels => s,
-            _ => SiteSeries {
-                drops: m.drops.get_or_create(&labels).clone(),
-                bytes: m.drop_bytes.get_or_create(&labels).clone(),
-                labels,
-                vxlan: None,
-            },
+            Some(s) if s.labels == labels || (s.other && s.labels == other_of(&labels)) => s,
+            _ => {
+                let (labels, other) = self.bounded(labels);
+                SiteSeries {
+                    drops: m.drops.get_or_create(&labels).clone(),
+                    bytes: m.drop_bytes.get_or_create(&labels).clone(),
+                    labels,
+                    other,
+                    vxlan: None,
+                }
+            }
         };
         // VXLAN drops by sending node (the outer source).
         let peer = r
@@ -377,11 +408,40 @@ impl Shared {
         series
     }
 
+    /// `labels` if the node may have one more drop-site series, else its
+    /// `other` series (said once per node, in the log and the metrics).
+    fn bounded(&self, labels: DropLabels) -> (DropLabels, bool) {
+        let limit = self.site_limit.load(Ordering::Relaxed);
+        let Ok(mut all) = self.site_labels.lock() else {
+            return (labels, false);
+        };
+        let node = all.entry(labels.node.clone()).or_default();
+        if node.contains(&labels) || node.len() < limit {
+            node.insert(labels.clone());
+            return (labels, false);
+        }
+        let capped = self.metrics.drop_sites_capped.get_or_create(&NodeLabels {
+            node: labels.node.clone(),
+        });
+        if capped.get() == 0 {
+            capped.set(1);
+            log::warn!(
+                "{}: more than {limit} drop sites (--max-site-series): the rest are counted in series with table, chain and owner \"other\"; records and /explanations still name every site",
+                labels.node
+            );
+        }
+        (other_of(&labels), true)
+    }
+
     /// The info series of the rule behind a drop record: what it is,
     /// whose, the explanation of the site (`explanation` must not name the
     /// packet's addresses or ports: labels stay bounded) and the fix. Set
     /// when a site's words are new.
     pub fn site_info(&self, r: &Record, series: &SiteSeries, explanation: &str, fix: &str) {
+        // Over the limit: no series per rule either.
+        if series.other {
+            return;
+        }
         let l = &series.labels;
         self.metrics
             .drop_site_info
@@ -475,4 +535,71 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(shared: &Shared) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &shared.registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn drop_sites_beyond_the_limit_count_in_one_other_series() {
+        let shared = new_shared();
+        shared.site_limit.store(2, Ordering::Relaxed);
+        let record = |chain: &str| Record {
+            node: "n1".into(),
+            reason: Some("NETFILTER_DROP".into()),
+            netfilter: true,
+            table: Some("ip kube-proxy".into()),
+            chain: Some(chain.into()),
+            owner: Some(netdrop_model::Owner::KubeProxy),
+            rule: Some("drop".into()),
+            ..Record::default()
+        };
+        for (i, chain) in ["a", "b", "c", "d", "a"].iter().enumerate() {
+            let r = record(chain);
+            let s = shared.site_series(&r, None);
+            s.count(10 + i as u64, 100);
+            shared.site_info(&r, &s, "why", "fix");
+        }
+        let text = scrape(&shared);
+        let drops: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("netdrop_drops_total{"))
+            .collect();
+        assert_eq!(drops.len(), 3, "a, b and other: {drops:#?}");
+        let value = |chain: &str| {
+            drops
+                .iter()
+                .find(|l| l.contains(&format!("chain=\"{chain}\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(value("a"), Some(10 + 14));
+        assert_eq!(value("b"), Some(11));
+        assert_eq!(value("other"), Some(12 + 13), "c and d");
+        let other = drops
+            .iter()
+            .find(|l| l.contains("chain=\"other\""))
+            .unwrap();
+        assert!(
+            other.contains("owner=\"other\"") && other.contains("table=\"other\""),
+            "{other}"
+        );
+        // No info series per rule beyond the limit either; the cap is said.
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("netdrop_drop_site_info{"))
+                .count(),
+            2
+        );
+        assert!(
+            text.contains("netdrop_drop_sites_capped{node=\"n1\"} 1"),
+            "{text}"
+        );
+    }
 }

@@ -83,6 +83,9 @@ pub async fn run_until(
             .collect::<Result<Vec<_>, _>>()?
     };
     let shared = metrics::new_shared();
+    shared
+        .site_limit
+        .store(args.max_site_series, std::sync::atomic::Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
