@@ -236,6 +236,7 @@ impl Watcher {
                     // New programs count from zero.
                     self.obs_prev.retain(|(n, _, _), _| *n != ni);
                     self.peers_prev.retain(|(n, _, _), _| *n != ni);
+                    self.obs_stats_prev.remove(&self.nodes[ni].label);
                     let attached: Vec<String> = self.nodes[ni]
                         .observers
                         .as_ref()
