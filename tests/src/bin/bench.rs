@@ -28,7 +28,7 @@ use netdrop_model::{generate, parse::parse_reader};
 use netdrop_tests::{Watch, netdrop_bin};
 
 /// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
-/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer` picks
+/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer,idle` picks
 /// sections.
 fn rounds() -> usize {
     std::env::var("NETDROP_BENCH_ROUNDS")
@@ -785,6 +785,101 @@ fn time_to_answer(r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU seconds (user + system) of process `pid` so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command's closing parenthesis: utime is the 14th
+    // field of the line, stime the 15th.
+    let rest = stat.rsplit(')').next().context("stat format")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Section 8: what an idle `watch` costs on a node holding a large
+/// kube-proxy ruleset (iptables-nft), against one `iptables-save -c` of it.
+fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
+    const IDLE: Duration = Duration::from_secs(40);
+    writeln!(
+        r.0,
+        "\n## 8. Idle cost at scale\n\n`netdrop watch` on a node namespace holding a generated kube-proxy ruleset (`generate::kube_proxy_ruleset`, loaded with `iptables-nft-restore`), no traffic: its CPU time over {} idle seconds after a 5 s warm-up, and its resident memory then; against the CPU time of one `iptables-save -c` of the same ruleset (what netdrop ran every 10 s before it read rules only when the nf_tables generation moves), in the same run. {} rounds, medians with spread.\n\n| services × endpoints | rules | idle CPU s / 40 s | RSS MiB | one `iptables-save -c` CPU s | idle / one save |\n|---|---|---|---|---|---|",
+        IDLE.as_secs(),
+        rounds()
+    )?;
+    let mut lab = Lab::new("bi");
+    for services in [1000usize, 10_000] {
+        let ns = lab.netns(&format!("i{services}"))?;
+        let text = generate::kube_proxy_ruleset(services, 3);
+        let rules = text.lines().filter(|l| l.starts_with("-A")).count();
+        let mut restore = Command::new("ip")
+            .args(["netns", "exec", &ns, "iptables-nft-restore"])
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut stdin = restore.stdin.take().context("stdin")?;
+        std::io::Write::write_all(&mut stdin, text.as_bytes())?;
+        drop(stdin);
+        anyhow::ensure!(restore.wait()?.success(), "iptables-nft-restore failed");
+        let (mut idle, mut rss, mut save) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds() {
+            let out = Command::new("/usr/bin/time")
+                .args([
+                    "-f",
+                    "netdrop-bench %U %S",
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables-save",
+                    "-c",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            let cpu: f64 = err
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("netdrop-bench "))
+                .context("GNU time output")?
+                .split_whitespace()
+                .filter_map(|x| x.parse::<f64>().ok())
+                .sum();
+            save.push(cpu);
+            let w = Watch::start(&["--netns", &ns, "--pod-cidr", POD_CIDR])?;
+            std::thread::sleep(Duration::from_secs(5));
+            let before = cpu_seconds(w.pid())?;
+            std::thread::sleep(IDLE);
+            idle.push(cpu_seconds(w.pid())? - before);
+            let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid()))?;
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .context("VmRSS")?;
+            rss.push(kib / 1024.0);
+            w.stop()?;
+        }
+        let (i, sv) = (median(&mut idle.clone()), median(&mut save.clone()));
+        let spread2 = |v: &[f64]| {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{min:.2}–{max:.2}")
+        };
+        writeln!(
+            r.0,
+            "| {services} × 3 | {rules} | {i:.2} ({}) | {:.0} | {sv:.2} ({}) | {:.2} |",
+            spread2(&idle),
+            median(&mut rss.clone()),
+            spread2(&save),
+            i / sv
+        )?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let out = std::env::args()
         .nth(1)
@@ -841,6 +936,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: time to answer");
         if wanted("answer") {
             time_to_answer(&mut r)?;
+        }
+        eprintln!("bench: idle cost at scale");
+        if wanted("idle") {
+            idle_cost(&mut r)?;
         }
         Ok(())
     })();
