@@ -319,16 +319,4 @@ mod tests {
         p.proto = 6;
         assert_eq!(table(&p, Some(Engine::NfTables)), None);
     }
-
-    #[test]
-    fn drop_locations_name_their_engine() {
-        use Engine::*;
-        let of = Engine::of_drop_location;
-        assert_eq!(of("nft_do_chain+0x3c4", false), Some(NfTables));
-        assert_eq!(of("nft_reject_inet_eval+0x90", true), Some(NfTables));
-        assert_eq!(of("nf_hook_slow+0x42", true), Some(XTables));
-        // Before 6.7 nf_tables left its drops to nf_hook_slow as well.
-        assert_eq!(of("nf_hook_slow+0x42", false), None);
-        assert_eq!(of("ip_forward+0x10", true), None);
-    }
 }

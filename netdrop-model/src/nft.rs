@@ -112,7 +112,7 @@ fn without_counts(text: &str) -> String {
 pub fn parse_nft_json(
     json: &str,
     texts: &RuleTexts,
-    skip: impl Fn(&str, &str) -> bool,
+    skip: impl Fn(&str, &str) -> bool + Sync,
 ) -> Result<NativeTables, NftError> {
     let mut b = Builder {
         texts,
@@ -208,7 +208,7 @@ impl Builder<'_> {
 /// (tables, sets and maps, chains, rules).
 struct Builder<'a> {
     texts: &'a RuleTexts,
-    skip: &'a dyn Fn(&str, &str) -> bool,
+    skip: &'a (dyn Fn(&str, &str) -> bool + Sync),
     tables: Vec<Table>,
     sets: HashMap<(String, String), Vec<Value>>,
     seen_list: bool,

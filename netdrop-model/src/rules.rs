@@ -187,9 +187,8 @@ pub struct BaseChain {
 }
 
 /// The packet filter engine that runs a table's rules. The kernel tells
-/// them apart by where it frees a dropped packet: since Linux 6.7 nf_tables
-/// frees its own drops (`nft_do_chain`, reject and nat expressions), while
-/// x_tables (iptables-legacy) leaves them to `nf_hook_slow`.
+/// them apart by where it frees a dropped packet (read by the decode stage,
+/// `netdrop::decode::engine_of`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
@@ -204,24 +203,6 @@ impl Engine {
         match self {
             Engine::XTables => "iptables-legacy (x_tables)",
             Engine::NfTables => "nf_tables (iptables-nft or native nftables)",
-        }
-    }
-
-    /// The engine that freed a netfilter drop at kernel function
-    /// `location` (`function+0xoff`). `nf_tables_frees_own`: the running
-    /// kernel is 6.7 or newer, so a drop freed by `nf_hook_slow` is not
-    /// nf_tables'. `None`: the location does not tell.
-    pub fn of_drop_location(location: &str, nf_tables_frees_own: bool) -> Option<Engine> {
-        let function = location.split('+').next().unwrap_or(location);
-        if function.starts_with("nft_") || function.starts_with("nf_tables_") {
-            Some(Engine::NfTables)
-        } else if function.starts_with("ipt_")
-            || function.starts_with("ip6t_")
-            || (function == "nf_hook_slow" && nf_tables_frees_own)
-        {
-            Some(Engine::XTables)
-        } else {
-            None
         }
     }
 }

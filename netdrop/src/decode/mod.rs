@@ -27,6 +27,24 @@ pub fn hook_from_kernel(h: u8) -> Option<Hook> {
     }
 }
 
+/// The engine that freed a netfilter drop at kernel function `location`
+/// (`function+0xoff`). `nf_tables_frees_own`: the running kernel is 6.7 or
+/// newer, so a drop freed by `nf_hook_slow` is not nf_tables'. `None`: the
+/// location does not tell.
+pub fn engine_of(location: &str, nf_tables_frees_own: bool) -> Option<Engine> {
+    let function = location.split('+').next().unwrap_or(location);
+    if function.starts_with("nft_") || function.starts_with("nf_tables_") {
+        Some(Engine::NfTables)
+    } else if function.starts_with("ipt_")
+        || function.starts_with("ip6t_")
+        || (function == "nf_hook_slow" && nf_tables_frees_own)
+    {
+        Some(Engine::XTables)
+    } else {
+        None
+    }
+}
+
 /// A drop site with names instead of numbers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DropSite {
@@ -99,7 +117,7 @@ impl Decoder {
         DropSite {
             netfilter,
             engine: netfilter
-                .then(|| Engine::of_drop_location(&location, self.kernel.nf_tables_frees_own))
+                .then(|| engine_of(&location, self.kernel.nf_tables_frees_own))
                 .flatten(),
             node: node
                 .as_ref()
@@ -158,5 +176,21 @@ impl Decoder {
             *cached = lookup(node);
         }
         cached.get(&ifindex).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_locations_name_their_engine() {
+        use Engine::*;
+        assert_eq!(engine_of("nft_do_chain+0x3c4", false), Some(NfTables));
+        assert_eq!(engine_of("nft_reject_inet_eval+0x90", true), Some(NfTables));
+        assert_eq!(engine_of("nf_hook_slow+0x42", true), Some(XTables));
+        // Before 6.7 nf_tables left its drops to nf_hook_slow as well.
+        assert_eq!(engine_of("nf_hook_slow+0x42", false), None);
+        assert_eq!(engine_of("ip_forward+0x10", true), None);
     }
 }

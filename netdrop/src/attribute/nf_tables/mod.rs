@@ -40,13 +40,7 @@ fn family_name(f: u8) -> Option<&'static str> {
 /// (family, name) of every table in namespace `netns` (netdrop's own for
 /// `None`).
 pub fn tables(netns: Option<&str>) -> io::Result<Vec<(String, String)>> {
-    match netns {
-        Some(name) => Netns::named(name)
-            .map_err(io::Error::other)?
-            .run_in(dump_tables)
-            .map_err(io::Error::other)?,
-        None => dump_tables(),
-    }
+    in_netns(netns, dump_tables)
 }
 
 fn dump_tables() -> io::Result<Vec<(String, String)>> {
@@ -94,13 +88,7 @@ pub fn generation(netns: Option<&str>) -> io::Result<Generation> {
             legacy_tables: legacy("ip_tables_names") || legacy("ip6_tables_names"),
         })
     };
-    match netns {
-        Some(name) => Netns::named(name)
-            .map_err(io::Error::other)?
-            .run_in(read)
-            .map_err(io::Error::other)?,
-        None => read(),
-    }
+    in_netns(netns, read)
 }
 
 /// `family`'s number (`ip` 2, `ip6` 10, `inet` 1).
@@ -140,40 +128,45 @@ pub fn read_tables(
     netns: Option<&str>,
     wanted: &[(String, String)],
 ) -> io::Result<netdrop_model::nft::NativeTables> {
-    let read = || -> io::Result<netdrop_model::nft::NativeTables> {
-        let sock = Socket::open()?;
-        let mut items = netdrop_model::nft::NftItems::new();
-        for (fam, name) in wanted {
-            read_table(&sock, fam, name, &mut |v| items.push(v))?;
-        }
-        Ok(items.finish())
-    };
-    match netns {
-        Some(name) => Netns::named(name)
-            .map_err(io::Error::other)?
-            .run_in(read)
-            .map_err(io::Error::other)?,
-        None => read(),
-    }
+    let mut items = netdrop_model::nft::NftItems::new();
+    read_each(netns, wanted, &mut |v| items.push(v))?;
+    Ok(items.finish())
 }
 
 /// Like [`read_tables`], the items themselves (tests compare them with
 /// `nft -j`'s).
 pub fn read_items(netns: Option<&str>, wanted: &[(String, String)]) -> io::Result<Vec<Value>> {
-    let read = || -> io::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    read_each(netns, wanted, &mut |v| items.push(v))?;
+    Ok(items)
+}
+
+/// Each item of tables `wanted`, handed to `emit` as it is decoded.
+fn read_each(
+    netns: Option<&str>,
+    wanted: &[(String, String)],
+    emit: &mut (dyn FnMut(Value) + Send),
+) -> io::Result<()> {
+    in_netns(netns, || {
         let sock = Socket::open()?;
-        let mut items = Vec::new();
         for (fam, name) in wanted {
-            read_table(&sock, fam, name, &mut |v| items.push(v))?;
+            read_table(&sock, fam, name, emit)?;
         }
-        Ok(items)
-    };
+        Ok(())
+    })
+}
+
+/// `f` run in namespace `netns` (netdrop's own for `None`).
+fn in_netns<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     match netns {
         Some(name) => Netns::named(name)
             .map_err(io::Error::other)?
-            .run_in(read)
+            .run_in(f)
             .map_err(io::Error::other)?,
-        None => read(),
+        None => f(),
     }
 }
 
