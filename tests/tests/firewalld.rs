@@ -30,7 +30,26 @@ impl SystemBus {
             .output()
             .expect("dbus-daemon (installed with firewalld by cargo xtask setup)");
         assert!(out.status.success(), "{out:?}");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(SOCKET).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the system bus did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Self(String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody reaps: the forked
+/// bus's parent is PID 1, which here does not reap).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }
 
@@ -39,6 +58,12 @@ impl Drop for SystemBus {
         if let Some(pid) = self.0 {
             // SAFETY: kill(2) on the dbus-daemon this test started.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            // Waited for: the next test must not find this bus still
+            // answering and then lose it under its firewalld.
+            let t = Instant::now();
+            while !exited(pid) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = std::fs::remove_file("/run/dbus/pid");
         }
     }
@@ -107,7 +132,7 @@ fn start_firewalld(
             ])
             .arg(&conf.0)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(conf.0.join("stderr")).unwrap())
             .spawn()
             .expect("firewalld (installed by cargo xtask setup)"),
     );
@@ -127,9 +152,11 @@ fn start_firewalld(
     };
     let t = Instant::now();
     while !firewall_cmd("--state").status.success() {
+        let exited = reaped.0.as_mut().and_then(|c| c.try_wait().ok().flatten());
         assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "firewalld did not start"
+            t.elapsed() < Duration::from_secs(30) && exited.is_none(),
+            "firewalld did not start (exit: {exited:?}): {}",
+            std::fs::read_to_string(conf.0.join("stderr")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
