@@ -354,12 +354,21 @@ pub mod role {
     pub const OVERLAY: u32 = 0;
     /// The pod bridge (`cni0`).
     pub const BRIDGE: u32 = 1;
-    /// The node's NIC: VXLAN between nodes, and pod egress to the world.
+    /// The node's NICs: VXLAN between nodes, and pod egress to the world.
     pub const UNDERLAY: u32 = 2;
     pub const COUNT: u32 = 3;
 }
 
-/// Packet directions of the observers (index = role * 2 + direction).
+/// Underlay devices one node's observers can watch: the VXLAN device's
+/// lower device and every device holding a default route.
+pub const MAX_UNDERLAYS: u32 = 4;
+
+/// Observed device slots: overlay, bridge, then the underlays (slot 2 is
+/// the VXLAN device's lower device, whose network is the node network).
+/// A slot's role is `min(slot, role::UNDERLAY)`.
+pub const OBS_SLOTS: u32 = role::UNDERLAY + MAX_UNDERLAYS;
+
+/// Packet directions of the observers (index = slot * 2 + direction).
 pub mod direction {
     pub const INGRESS: u32 = 0;
     pub const EGRESS: u32 = 1;
@@ -375,8 +384,8 @@ pub const KFUNC_CALL_PLACEHOLDER: [u8; 8] = [0x85, 0x20, 0, 0, b'n', b'd', b'r',
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObsConfig {
-    /// ifindex of each [`role`] (0: not observed).
-    pub ifindex: [u32; role::COUNT as usize],
+    /// ifindex of each slot ([`OBS_SLOTS`]; 0: not observed).
+    pub ifindex: [u32; OBS_SLOTS as usize],
     /// The node network of the underlay (e.g. 192.0.2.0/24) as (net, mask),
     /// byte order as loaded: pod egress to it is not "to the world".
     pub node_net: u32,
@@ -386,6 +395,7 @@ pub struct ObsConfig {
     /// Un-NATed egress samples per second per CPU, and the bucket size.
     pub sample_rate: u32,
     pub sample_burst: u32,
+    pub _pad2: u32,
     /// The underlay's IPv6 node network as (net high, net low, mask high,
     /// mask low) halves, byte order as loaded, like [`PodCidrs::v6`].
     pub node_net6: [u64; 4],
@@ -540,11 +550,11 @@ mod tests {
         assert_eq!(size_of::<TracepointLayout>(), 16);
         assert_eq!(
             size_of::<ObsConfig>(),
-            12 + 8 + 4 + 8 + 32 + size_of::<PodCidrs>()
+            4 * OBS_SLOTS as usize + 8 + 4 + 8 + 4 + 32 + size_of::<PodCidrs>()
         );
         assert_eq!(size_of::<ObsCounters>(), 48);
         assert_eq!(size_of::<PeerKey>(), 24);
-        assert_eq!(core::mem::offset_of!(ObsConfig, node_net6), 32);
+        assert_eq!(core::mem::offset_of!(ObsConfig, node_net6), 48);
         assert_eq!(size_of::<EgressSample>(), 40 + 8);
     }
 }

@@ -46,6 +46,24 @@ impl Netns {
         })
     }
 
+    /// A named namespace that does not exist (yet): inode 0, which no
+    /// namespace has. `watch` attaches to it once it appears.
+    pub fn pending(name: &str) -> Self {
+        Self {
+            name: Some(name.to_owned()),
+            node_name: None,
+            inode: 0,
+            path: Path::new("/run/netns").join(name),
+        }
+    }
+
+    /// Whether the namespace existed when this was made (not [`pending`]).
+    ///
+    /// [`pending`]: Netns::pending
+    pub fn exists(&self) -> bool {
+        self.inode != 0
+    }
+
     /// A namespace created with `ip netns add NAME`.
     pub fn named(name: &str) -> Result<Self, NetnsError> {
         if name.is_empty() || name.contains('/') {
@@ -166,4 +184,85 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Changes to one namespace's links, addresses and routes, from rtnetlink's
+/// multicast groups: a socket made inside the namespace hears only its
+/// events, so `watch` learns of a recreated `flannel.1`, a new `cni0` or a
+/// moved default route without polling `ip`. Reading never blocks.
+pub struct RouteEvents {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RouteEvents {
+    /// Subscribes, in `netns`, to link, IPv4/IPv6 address and route events.
+    pub fn open(netns: &Netns) -> Result<Self, NetnsError> {
+        let label = netns.label();
+        netns
+            .run_in(|| {
+                // SAFETY: a plain socket(2) call; the descriptor is owned below.
+                let fd = unsafe {
+                    libc::socket(
+                        libc::AF_NETLINK,
+                        libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        libc::NETLINK_ROUTE,
+                    )
+                };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: fd is a fresh descriptor nothing else owns.
+                let fd =
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                // SAFETY: sockaddr_nl is plain data; all-zero is valid.
+                let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                addr.nl_family = libc::AF_NETLINK as u16;
+                addr.nl_groups = (libc::RTMGRP_LINK
+                    | libc::RTMGRP_IPV4_IFADDR
+                    | libc::RTMGRP_IPV4_ROUTE
+                    | libc::RTMGRP_IPV6_IFADDR
+                    | libc::RTMGRP_IPV6_ROUTE) as u32;
+                // SAFETY: addr is a valid sockaddr_nl of the size given.
+                let r = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&raw const addr).cast(),
+                        std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(Self { fd })
+            })?
+            .map_err(|e| NetnsError::Enter(label, e))
+    }
+
+    /// Whether anything changed since the last call: every queued event is
+    /// read (and dropped). A socket that overflowed lost events: that is a
+    /// change too.
+    pub fn changed(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        let mut changed = false;
+        loop {
+            // SAFETY: buf is valid for its length; MSG_DONTWAIT never blocks.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                changed = true;
+                continue;
+            }
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                changed = true;
+                continue;
+            }
+            return changed;
+        }
+    }
 }

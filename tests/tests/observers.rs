@@ -511,3 +511,125 @@ fn observers_follow_a_bridge_that_appears_and_is_recreated() {
     assert_eq!(counted(&w), total, "every packet once");
     w.stop().unwrap();
 }
+
+/// A node with two NICs, as where flannel's `--iface` is a private NIC and
+/// the default route leaves by another: `eth0` carries VXLAN (flannel.1's
+/// lower device), the default route first leaves by it too, then moves to
+/// `eth1` under a running watch. The observers follow the route (rtnetlink
+/// tells watch of it), and pod egress leaving un-NATed by `eth1` is
+/// recorded on `eth1` and counted in its metric — before, it went unseen.
+#[test]
+fn unnated_egress_is_seen_on_the_nic_holding_the_default_route() {
+    require_root!();
+    let mut lab = netdrop_tests::Lab::new("nic");
+    let node = lab.netns("n").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    let gw = lab.netns("gw").unwrap();
+    let pod = lab.netns("pod").unwrap();
+    lab.veth(
+        (&node, "eth0", Some("192.0.2.1/25")),
+        (&peer, "eth0", Some("192.0.2.2/25")),
+    )
+    .unwrap();
+    lab.veth(
+        (&node, "eth1", Some("192.0.2.129/25")),
+        (&gw, "eth0", Some("192.0.2.130/25")),
+    )
+    .unwrap();
+    // The "internet" host, reachable only through the default route.
+    lab.ip(&gw, &["addr", "add", "203.0.113.2/32", "dev", "lo"])
+        .unwrap();
+    lab.ip(
+        &node,
+        &[
+            "link",
+            "add",
+            "flannel.1",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            "192.0.2.1",
+            "dev",
+            "eth0",
+            "dstport",
+            "8472",
+            "nolearning",
+        ],
+    )
+    .unwrap();
+    lab.ip(&node, &["link", "set", "flannel.1", "up"]).unwrap();
+    lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
+    lab.bridge_port((&node, "cni0", "veth-pod"), (&pod, "10.224.9.2/24"))
+        .unwrap();
+    lab.ip(&pod, &["route", "add", "default", "via", "10.224.9.1"])
+        .unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    lab.ip(&node, &["route", "add", "default", "via", "192.0.2.2"])
+        .unwrap();
+
+    let mut w =
+        netdrop_tests::Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    assert!(!w.stderr().contains("to observe"), "{}", w.stderr());
+    let internet = "203.0.113.2:9000".parse().unwrap();
+    let egress_on = |w: &netdrop_tests::Watch, iface: &str| {
+        w.metric("netdrop_unnat_egress_packets_total", &[("iface", iface)])
+            .unwrap_or(0)
+    };
+    // First out of eth0, the default route's device and VXLAN's.
+    netdrop_tests::traffic::send_udp(&pod, internet, 3, 32).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| egress_on(w, "eth0") >= 3)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", w.stderr()));
+
+    // The default route moves to the second NIC.
+    lab.ip(
+        &node,
+        &["route", "replace", "default", "via", "192.0.2.130"],
+    )
+    .unwrap();
+    w.wait_for(Duration::from_secs(5), |w| {
+        w.stderr().contains("observers re-attached")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", w.stderr()));
+    let said = w.stderr();
+    assert!(said.contains("eth1 appeared"), "{said}");
+    assert!(
+        said.contains("observing flannel.1, cni0, eth0, eth1"),
+        "{said}"
+    );
+    for (iface, role) in [
+        ("eth0", "underlay"),
+        ("eth1", "underlay"),
+        ("cni0", "bridge"),
+    ] {
+        assert_eq!(
+            w.metric(
+                "netdrop_observed_devices",
+                &[("iface", iface), ("role", role)]
+            ),
+            Some(1),
+            "{iface}"
+        );
+    }
+    netdrop_tests::traffic::send_udp(&pod, internet, 4, 32).unwrap();
+    w.wait_for(Duration::from_secs(10), |w| egress_on(w, "eth1") >= 4)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", w.stderr()));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(egress_on(&w, "eth1"), 4, "every packet once");
+    let records = w.stop().unwrap();
+    let on_eth1: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            netdrop_tests::field(r, "kind") == "egress"
+                && netdrop_tests::field(r, "out_iface") == "eth1"
+        })
+        .collect();
+    let first = on_eth1.first().unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(netdrop_tests::field(first, "src"), "10.224.9.2", "{first}");
+    assert_eq!(netdrop_tests::field(first, "dst"), "203.0.113.2", "{first}");
+    assert!(
+        netdrop_tests::field(first, "explanation").contains("leaves eth1"),
+        "{first}"
+    );
+}

@@ -10,16 +10,16 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netdrop_common::{
-    DropCounters, ObsConfig, ObsCounters, PeerCache, PeerKey, TokenBucket, obs_stat, role,
+    DropCounters, OBS_SLOTS, ObsConfig, ObsCounters, PeerCache, PeerKey, TokenBucket, obs_stat,
 };
 
 #[unsafe(no_mangle)]
 // SAFETY: all-zero is valid for this plain-integer struct (the loader writes it).
 static OBS_CONFIG: ObsConfig = unsafe { core::mem::zeroed() };
 
-/// Index: role * 2 + direction.
+/// Index: slot * 2 + direction.
 #[map]
-static OBS_COUNTERS: PerCpuArray<ObsCounters> = PerCpuArray::with_max_entries(role::COUNT * 2, 0);
+static OBS_COUNTERS: PerCpuArray<ObsCounters> = PerCpuArray::with_max_entries(OBS_SLOTS * 2, 0);
 
 #[map]
 static VXLAN_PEERS: PerCpuHashMap<PeerKey, DropCounters> = PerCpuHashMap::with_max_entries(4096, 0);

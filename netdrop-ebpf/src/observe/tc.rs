@@ -6,7 +6,7 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use netdrop_common::{
-    DropCounters, EgressSample, FlowHdr, ObsCounters, PeerKey, direction, obs_stat, role,
+    DropCounters, EgressSample, FlowHdr, OBS_SLOTS, ObsCounters, PeerKey, direction, obs_stat, role,
 };
 use netdrop_ebpf::{
     global,
@@ -37,17 +37,28 @@ pub fn netdrop_tc_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// The device's slot (`OBS_SLOTS`): overlay, bridge, then underlays.
 #[inline(always)]
 fn slot_of(ifindex: u32) -> Option<u32> {
     let ifs = global(&OBS_CONFIG.ifindex);
-    if ifindex == ifs[role::OVERLAY as usize] {
-        Some(role::OVERLAY)
-    } else if ifindex == ifs[role::BRIDGE as usize] {
-        Some(role::BRIDGE)
-    } else if ifindex == ifs[role::UNDERLAY as usize] {
-        Some(role::UNDERLAY)
+    // Unrolled: a handful of compares, the common devices first.
+    let mut slot = 0;
+    while slot < OBS_SLOTS {
+        if ifindex == ifs[slot as usize] {
+            return Some(slot);
+        }
+        slot += 1;
+    }
+    None
+}
+
+/// A slot's role: every slot from the first underlay's on is an underlay.
+#[inline(always)]
+fn role_of(slot: u32) -> u32 {
+    if slot >= role::UNDERLAY {
+        role::UNDERLAY
     } else {
-        None
+        slot
     }
 }
 
@@ -55,7 +66,7 @@ fn slot_of(ifindex: u32) -> Option<u32> {
 fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     // SAFETY: the skb context pointer is valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let role = slot_of(ifindex).ok_or(())?;
+    let slot = slot_of(ifindex).ok_or(())?;
     let data = ctx.data();
     let end = ctx.data_end();
     // Ethernet + the first 24 bytes of an option-less IPv4 header + ports.
@@ -67,7 +78,7 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     let at = |i: usize| unsafe { *p.add(i) };
     let ethertype = u16::from_be_bytes([at(12), at(13)]);
     if ethertype == ETH_P_IPV6 {
-        return observe_v6(ctx, role, dir);
+        return observe_v6(ctx, slot, dir);
     }
     if ethertype != ETH_P_IP {
         return Err(());
@@ -82,8 +93,8 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     let src_pod = is_pod_v4(cidrs, src);
     let dst_pod = is_pod_v4(cidrs, dst);
 
-    let c = count_pod(role, dir, src_pod || dst_pod, len)?;
-    if role != role::UNDERLAY {
+    let c = count_pod(slot, dir, src_pod || dst_pod, len)?;
+    if role_of(slot) != role::UNDERLAY {
         return Ok(());
     }
     if proto == IPPROTO_UDP && ihl == 20 {
@@ -126,11 +137,11 @@ fn try_observe(ctx: &TcContext, dir: u32) -> Result<(), ()> {
     Ok(())
 }
 
-/// This device and direction's counters, with the packet counted as pod
-/// traffic when `pod`.
+/// This device slot and direction's counters, with the packet counted as
+/// pod traffic when `pod`.
 #[inline(always)]
-fn count_pod(role: u32, dir: u32, pod: bool, len: u64) -> Result<&'static mut ObsCounters, ()> {
-    let c = OBS_COUNTERS.get_ptr_mut(role * 2 + dir).ok_or(())?;
+fn count_pod(slot: u32, dir: u32, pod: bool, len: u64) -> Result<&'static mut ObsCounters, ()> {
+    let c = OBS_COUNTERS.get_ptr_mut(slot * 2 + dir).ok_or(())?;
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     let c = unsafe { &mut *c };
     if pod {
@@ -183,7 +194,7 @@ fn count_peer(key: &PeerKey, len: u64) {
 /// un-NATed pod egress (dual-stack flannel masquerades IPv6 pods too).
 /// Extension headers are not walked: such packets count as pod traffic only.
 #[inline(always)]
-fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
+fn observe_v6(ctx: &TcContext, slot: u32, dir: u32) -> Result<(), ()> {
     let data = ctx.data();
     let end = ctx.data_end();
     if data + ETH_HLEN + IPV6_HLEN > end {
@@ -203,8 +214,8 @@ fn observe_v6(ctx: &TcContext, role: u32, dir: u32) -> Result<(), ()> {
     let src_pod = is_pod_v6(cidrs, s0, s1);
     let dst_pod = is_pod_v6(cidrs, d0, d1);
     let len = u64::from(ctx.len());
-    let c = count_pod(role, dir, src_pod || dst_pod, len)?;
-    if role != role::UNDERLAY {
+    let c = count_pod(slot, dir, src_pod || dst_pod, len)?;
+    if role_of(slot) != role::UNDERLAY {
         return Ok(());
     }
     // SAFETY: within the bounds checked above.

@@ -18,7 +18,8 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netdrop_common::{
-    DropCounters, EgressSample, ObsConfig, ObsCounters, PeerCache, direction, obs_stat, role,
+    DropCounters, EgressSample, MAX_UNDERLAYS, OBS_SLOTS, ObsConfig, ObsCounters, PeerCache,
+    direction, obs_stat, role,
 };
 
 use super::CaptureError;
@@ -56,7 +57,12 @@ pub enum TcAttach {
 pub struct ObservedIfaces {
     pub overlay: Option<(String, u32)>,
     pub bridge: Option<(String, u32)>,
+    /// The VXLAN device's lower device (else the first default route's).
     pub underlay: Option<(String, u32)>,
+    /// Every other device holding a default route (IPv4 or IPv6): pod
+    /// egress to the world can leave by them (at most
+    /// [`MAX_UNDERLAYS`]` - 1`).
+    pub more_underlays: Vec<(String, u32)>,
     /// The underlay's IPv4 network: the node network.
     pub node_net: Option<Ipv4Net>,
     /// The underlay's global IPv6 network, on dual-stack nodes.
@@ -64,13 +70,39 @@ pub struct ObservedIfaces {
 }
 
 impl ObservedIfaces {
-    pub fn by_role(&self, r: u32) -> Option<&(String, u32)> {
-        match r {
-            role::OVERLAY => self.overlay.as_ref(),
-            role::BRIDGE => self.bridge.as_ref(),
-            _ => self.underlay.as_ref(),
-        }
+    /// Each device found with its slot ([`OBS_SLOTS`]): overlay, bridge,
+    /// the underlay, then the other default-route devices.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, &(String, u32))> {
+        let fixed = [
+            (role::OVERLAY, self.overlay.as_ref()),
+            (role::BRIDGE, self.bridge.as_ref()),
+            (role::UNDERLAY, self.underlay.as_ref()),
+        ];
+        fixed.into_iter().filter_map(|(s, d)| Some((s, d?))).chain(
+            self.more_underlays
+                .iter()
+                .take(MAX_UNDERLAYS as usize - 1)
+                .enumerate()
+                .map(|(i, d)| (role::UNDERLAY + 1 + i as u32, d)),
+        )
     }
+
+    /// The device names observed, in slot order.
+    pub fn names(&self) -> Vec<String> {
+        self.slots().map(|(_, (n, _))| n.clone()).collect()
+    }
+
+    /// The name of the observed device `ifindex`.
+    pub fn name_of(&self, ifindex: u32) -> Option<&str> {
+        self.slots()
+            .find(|(_, (_, i))| *i == ifindex)
+            .map(|(_, (n, _))| n.as_str())
+    }
+}
+
+/// A slot's role ([`role`]).
+pub fn role_of_slot(slot: u32) -> u32 {
+    slot.min(role::UNDERLAY)
 }
 
 pub fn role_name(r: u32) -> &'static str {
@@ -106,8 +138,12 @@ fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Finds the node's devices in its namespace.
-pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, CaptureError> {
+/// Finds the node's devices in its namespace; also says which of them are
+/// missing (one line each).
+pub fn discover(
+    node: &Netns,
+    opts: &ObserverOptions,
+) -> Result<(ObservedIfaces, Vec<String>), CaptureError> {
     let names = node
         .interfaces()
         .map_err(|e| CaptureError::Observer(e.to_string()))?;
@@ -121,6 +157,27 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
     let overlay_name = opts.overlay.clone().unwrap_or_else(|| "flannel.1".into());
     let overlay = index(&overlay_name);
     let bridge = index(opts.bridge.as_deref().unwrap_or("cni0"));
+
+    // Every device a default route leaves by (multipath routes too).
+    let mut defaults: Vec<String> = Vec::new();
+    for family in ["-4", "-6"] {
+        for route in ip_json(ns, &[family, "route", "show", "default"])
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let hops = route["nexthops"].as_array().cloned().unwrap_or_default();
+            for dev in std::iter::once(&route["dev"])
+                .chain(hops.iter().map(|h| &h["dev"]))
+                .filter_map(|d| d.as_str())
+            {
+                if !defaults.iter().any(|d| d == dev) {
+                    defaults.push(dev.to_owned());
+                }
+            }
+        }
+    }
     let underlay_name = opts.underlay.clone().or_else(|| {
         // The VXLAN device's lower device, else the default route's device.
         let link = ip_json(ns, &["-d", "link", "show", &overlay_name]).and_then(|v| {
@@ -128,12 +185,37 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
                 .as_str()
                 .map(str::to_owned)
         });
-        link.or_else(|| {
-            ip_json(ns, &["route", "show", "default"])
-                .and_then(|v| v[0]["dev"].as_str().map(str::to_owned))
-        })
+        link.or_else(|| defaults.first().cloned())
     });
     let underlay = underlay_name.as_deref().and_then(index);
+    let bridge_name = opts.bridge.as_deref().unwrap_or("cni0");
+    let more_underlays: Vec<(String, u32)> = defaults
+        .iter()
+        .filter(|d| {
+            [
+                Some(overlay_name.as_str()),
+                Some(bridge_name),
+                underlay_name.as_deref(),
+            ]
+            .iter()
+            .all(|n| *n != Some(d.as_str()))
+        })
+        .filter_map(|d| index(d))
+        .collect();
+    if more_underlays.len() >= MAX_UNDERLAYS as usize {
+        log::warn!(
+            "{}: default routes leave by {} devices; observing the first {} ({})",
+            node.label(),
+            more_underlays.len() + 1,
+            MAX_UNDERLAYS,
+            more_underlays[MAX_UNDERLAYS as usize - 1..]
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+                + " not observed"
+        );
+    }
     // The underlay's first address of each family, as a network.
     let node_network = |family: &str| -> Option<IpNet> {
         let (name, _) = underlay.as_ref()?;
@@ -155,26 +237,30 @@ pub fn discover(node: &Netns, opts: &ObserverOptions) -> Result<ObservedIfaces, 
         Some(IpNet::V6(n)) => Some(n),
         _ => None,
     };
-    for (what, want, found) in [
-        ("overlay", Some(overlay_name.as_str()), &overlay),
-        ("bridge", opts.bridge.as_deref().or(Some("cni0")), &bridge),
-        ("underlay", underlay_name.as_deref(), &underlay),
-    ] {
-        if found.is_none() {
-            log::warn!(
-                "{}: no {what} device {} to observe",
-                node.label(),
-                want.unwrap_or("(none found)")
-            );
-        }
-    }
-    Ok(ObservedIfaces {
+    let missing = [
+        ("overlay", Some(overlay_name.as_str()), overlay.is_none()),
+        ("bridge", Some(bridge_name), bridge.is_none()),
+        ("underlay", underlay_name.as_deref(), underlay.is_none()),
+    ]
+    .into_iter()
+    .filter(|(_, _, missing)| *missing)
+    .map(|(what, want, _)| {
+        format!(
+            "{}: no {what} device {} to observe",
+            node.label(),
+            want.unwrap_or("(none found)")
+        )
+    })
+    .collect();
+    let found = ObservedIfaces {
         overlay,
         bridge,
         underlay,
+        more_underlays,
         node_net,
         node_net6,
-    })
+    };
+    Ok((found, missing))
 }
 
 /// Kernels before 6.6 have no tcx, and this one cannot be made to refuse
@@ -237,11 +323,20 @@ struct NetlinkLinks {
 impl Drop for NetlinkLinks {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
+        if links.is_empty() {
+            return;
+        }
         // Dropping a link detaches it.
         if let Some(netns) = &self.netns
             && let Err(e) = netns.run_in(move || drop(links))
         {
-            log::warn!("cannot detach the TC filters in {}: {e}", netns.label());
+            if netns.path.exists() {
+                log::warn!("cannot detach the TC filters in {}: {e}", netns.label());
+            } else {
+                // The namespace went: its devices, filters with them, go
+                // when nothing holds it any more.
+                log::debug!("TC filters of {} left to its removal: {e}", netns.label());
+            }
         }
     }
 }
@@ -249,7 +344,19 @@ impl Drop for NetlinkLinks {
 impl NodeObservers {
     /// Finds the node's devices and attaches to them.
     pub fn attach(node: &Netns, opts: &ObserverOptions) -> Result<Self, CaptureError> {
-        let ifaces = discover(node, opts)?;
+        let (ifaces, missing) = discover(node, opts)?;
+        for m in missing {
+            log::warn!("{m}");
+        }
+        Self::attach_found(node, ifaces, opts)
+    }
+
+    /// Attaches to devices already found.
+    pub fn attach_found(
+        node: &Netns,
+        ifaces: ObservedIfaces,
+        opts: &ObserverOptions,
+    ) -> Result<Self, CaptureError> {
         let mut obs = Self::load(ifaces, opts)?;
         obs.attach_in(node)?;
         Ok(obs)
@@ -286,18 +393,19 @@ impl NodeObservers {
             let (m0, m1) = super::v6_halves(n.netmask());
             [n0, n1, m0, m1]
         });
+        let mut ifindex = [0; OBS_SLOTS as usize];
+        for (slot, (_, i)) in ifaces.slots() {
+            ifindex[slot as usize] = *i;
+        }
         let config = ObsConfig {
-            ifindex: [
-                ifaces.overlay.as_ref().map_or(0, |i| i.1),
-                ifaces.bridge.as_ref().map_or(0, |i| i.1),
-                ifaces.underlay.as_ref().map_or(0, |i| i.1),
-            ],
+            ifindex,
             node_net,
             node_mask,
             vxlan_port: opts.vxlan_port,
             _pad: 0,
             sample_rate: rate,
             sample_burst: rate.max(10),
+            _pad2: 0,
             node_net6,
             pod_cidrs: super::pod_cidrs(&opts.pod_cidrs)?,
         };
@@ -370,11 +478,7 @@ impl NodeObservers {
     fn attach_in(&mut self, node: &Netns) -> Result<(), CaptureError> {
         let ifaces = &self.ifaces;
         let ebpf = &mut self.ebpf;
-        let targets: Vec<String> = [&ifaces.overlay, &ifaces.bridge, &ifaces.underlay]
-            .into_iter()
-            .flatten()
-            .map(|(n, _)| n.clone())
-            .collect();
+        let targets = ifaces.names();
         let mode = self.tc_attach;
         type Attached = (Vec<SchedClassifierLink>, Vec<(String, bool)>);
         let attach_all = || -> Result<Attached, CaptureError> {
@@ -413,8 +517,9 @@ impl NodeObservers {
         Ok(())
     }
 
-    /// Counters per (role, direction), summed over CPUs.
-    pub fn counters(&self) -> Result<[[ObsCounters; 2]; 3], CaptureError> {
+    /// Counters per (slot, direction), summed over CPUs (slots:
+    /// [`ObservedIfaces::slots`]).
+    pub fn counters(&self) -> Result<[[ObsCounters; 2]; OBS_SLOTS as usize], CaptureError> {
         let map = self
             .ebpf
             .map("OBS_COUNTERS")
@@ -424,8 +529,8 @@ impl NodeObservers {
                 map: "OBS_COUNTERS",
                 source,
             })?;
-        let mut out = [[ObsCounters::default(); 2]; 3];
-        for r in 0..role::COUNT {
+        let mut out = [[ObsCounters::default(); 2]; OBS_SLOTS as usize];
+        for r in 0..OBS_SLOTS {
             for d in [direction::INGRESS, direction::EGRESS] {
                 let v = arr
                     .get(&(r * 2 + d), 0)

@@ -86,6 +86,14 @@ impl Decoder {
         }
     }
 
+    /// The nodes now (a namespace that appeared, or was re-created with a
+    /// new inode).
+    pub fn set_nodes(&mut self, nodes: Vec<Netns>) {
+        self.ifaces
+            .retain(|inode, _| nodes.iter().any(|n| n.inode == *inode));
+        self.nodes = nodes;
+    }
+
     /// The observed node a namespace inode belongs to, if any.
     pub fn node(&self, netns: u32) -> Option<&Netns> {
         self.nodes.iter().find(|n| n.inode == u64::from(netns))

@@ -49,6 +49,14 @@ pub struct IfaceLabels {
     pub direction: String,
 }
 
+/// A device a node's observers are attached to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    pub node: String,
+    pub iface: String,
+    pub role: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EgressLabels {
     pub node: String,
@@ -122,6 +130,7 @@ pub struct Metrics {
     pub unnat_egress: Family<EgressLabels, Counter>,
     pub unnat_egress_bytes: Family<EgressLabels, Counter>,
     pub iface_pod_packets: Family<IfaceLabels, Counter>,
+    pub observed_devices: Family<DeviceLabels, Gauge>,
     pub iface_pod_bytes: Family<IfaceLabels, Counter>,
     pub vxlan_packets: Family<PeerLabels, Counter>,
     pub findings: Family<FindingLabels, Gauge>,
@@ -168,6 +177,7 @@ pub fn new_shared() -> Arc<Shared> {
         unnat_egress: Family::default(),
         unnat_egress_bytes: Family::default(),
         iface_pod_packets: Family::default(),
+        observed_devices: Family::default(),
         iface_pod_bytes: Family::default(),
         vxlan_packets: Family::default(),
         findings: Family::default(),
@@ -216,6 +226,11 @@ pub fn new_shared() -> Arc<Shared> {
         "netdrop_iface_pod_packets",
         "Pod packets seen on the observed devices",
         m.iface_pod_packets.clone(),
+    );
+    r.register(
+        "netdrop_observed_devices",
+        "Devices the observers are attached to now (1 each), by role",
+        m.observed_devices.clone(),
     );
     r.register(
         "netdrop_iface_pod_bytes",

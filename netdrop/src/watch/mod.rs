@@ -22,20 +22,20 @@ use self::{node::Node, pipeline::DropPipeline};
 use crate::{
     capture::{
         CaptureOptions, Datapath, DropProbe,
-        observe::{ObserverOptions, role_name},
+        observe::{ObserverOptions, role_name, role_of_slot},
     },
     config::WatchArgs,
     decode::{Decoder, flow::Flow},
     explain::{self, check::check_node},
     export::{
         metrics::{
-            self, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels, NodeLabels,
-            ObserverLossLabels, PeerLabels, ProgramLabels, Shared,
+            self, DeviceLabels, EgressLabels, FindingLabels, IfaceLabels, NodeInfoLabels,
+            NodeLabels, ObserverLossLabels, PeerLabels, ProgramLabels, Shared,
         },
         record::{Kind, Record},
         stdout::Printer,
     },
-    netns::Netns,
+    netns::{Netns, NetnsError},
     preflight,
 };
 
@@ -77,9 +77,20 @@ pub async fn run_until(
         }
         vec![own]
     } else {
+        // A namespace that does not exist yet (a node's pod started
+        // before its sandbox) is attached to when it appears.
         args.netns
             .iter()
-            .map(|n| Netns::named(n))
+            .map(|n| match Netns::named(n) {
+                Ok(ns) => Ok(ns),
+                Err(NetnsError::Unknown(name)) => {
+                    log::warn!(
+                        "network namespace {name:?} does not exist (not in /run/netns): watching for it to appear"
+                    );
+                    Ok(Netns::pending(&name))
+                }
+                Err(e) => Err(e),
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let shared = metrics::new_shared();
@@ -103,14 +114,15 @@ pub async fn run_until(
     };
     let cluster = args.cluster.cluster();
     let with_observers = !args.no_observers && !cluster.pod_cidrs.is_empty();
+    let obs_opts = with_observers.then_some(obs_opts);
     let mut nodes: Vec<Node> = netns
         .iter()
         .cloned()
-        .map(|n| Node::new(n, with_observers.then_some(&obs_opts)))
+        .map(|n| Node::new(n, obs_opts.as_ref()))
         .collect();
     // The first rules snapshot is taken before the drop probe attaches, so
     // rule counters grow by at least every drop the kernel then counts.
-    for n in &mut nodes {
+    for n in nodes.iter_mut().filter(|n| n.netns.exists()) {
         n.refresh_rules();
     }
     let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
@@ -140,14 +152,19 @@ pub async fn run_until(
         losses_said: (None, [0; 7]),
         programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
+        egress_device: HashMap::new(),
+        devices_published: HashMap::new(),
         peers_prev: HashMap::new(),
         egress_seen: HashSet::new(),
         egress_printed: HashMap::new(),
         findings: HashMap::new(),
         last_recheck: Instant::now(),
+        obs_opts,
+        probe: datapath.probe(),
     };
     for i in 0..w.nodes.len() {
         w.node_series(i, datapath.probe());
+        w.publish_devices(i);
         w.findings(i);
     }
     w.shared
@@ -203,6 +220,9 @@ struct Watcher {
     printer: Printer,
     shared: Arc<Shared>,
     nodes: Vec<Node>,
+    /// How observers attach (`None`: no observers), for nodes that appear.
+    obs_opts: Option<ObserverOptions>,
+    probe: DropProbe,
     summary_every: Duration,
     stats_prev: [u64; drop_stat::COUNT as usize],
     obs_stats_prev: HashMap<String, [u64; obs_stat::COUNT as usize]>,
@@ -210,9 +230,15 @@ struct Watcher {
     losses_said: (Option<Instant>, [u64; 7]),
     /// Program name → (run time ns, runs) as of the last poll.
     programs_prev: HashMap<String, (u64, u64)>,
+    /// Observer counters last read, per (node, slot, direction).
     obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
+    /// The observed-device series each node has now.
+    devices_published: HashMap<usize, Vec<DeviceLabels>>,
+    /// The device each node's latest un-NATed egress sample left by.
+    egress_device: HashMap<usize, String>,
     peers_prev: HashMap<(usize, std::net::IpAddr, u32), u64>,
-    egress_seen: HashSet<(usize, IpAddr, IpAddr)>,
+    /// (node, pod, destination, device) pairs already printed in full.
+    egress_seen: HashSet<(usize, IpAddr, IpAddr, String)>,
     egress_printed: HashMap<usize, (Instant, u64)>,
     /// Active findings per node (their metric labels).
     findings: HashMap<usize, Vec<FindingLabels>>,
@@ -232,6 +258,10 @@ impl Watcher {
         if self.last_recheck.elapsed() >= RULES_CHANGE_CHECK {
             self.last_recheck = Instant::now();
             for ni in 0..self.nodes.len() {
+                self.follow_namespace(ni);
+                if !self.nodes[ni].netns.exists() {
+                    continue;
+                }
                 if let Some(what) = self.nodes[ni].refresh_observers() {
                     // New programs count from zero.
                     self.obs_prev.retain(|(n, _, _), _| *n != ni);
@@ -240,14 +270,9 @@ impl Watcher {
                     let attached: Vec<String> = self.nodes[ni]
                         .observers
                         .as_ref()
-                        .map(|o| {
-                            [&o.ifaces.overlay, &o.ifaces.bridge, &o.ifaces.underlay]
-                                .into_iter()
-                                .flatten()
-                                .map(|(n, _)| n.clone())
-                                .collect()
-                        })
+                        .map(|o| o.ifaces.names())
                         .unwrap_or_default();
+                    self.publish_devices(ni);
                     log::warn!(
                         "{}: {what}: observers re-attached ({})",
                         self.nodes[ni].label,
@@ -298,6 +323,79 @@ impl Watcher {
 
     /// Series every node has from the start, so dashboards and alerts see
     /// a 0 rather than nothing.
+    /// A named node's namespace that appeared, went, or came back (a new
+    /// inode): the node is attached anew, or detached, and this is said.
+    fn follow_namespace(&mut self, ni: usize) {
+        let Some(name) = self.nodes[ni].netns.name.clone() else {
+            return;
+        };
+        let was = self.nodes[ni].netns.inode;
+        let now = Netns::named(&name).ok();
+        if now.as_ref().map_or(0, |n| n.inode) == was {
+            return;
+        }
+        let label = self.nodes[ni].label.clone();
+        let node = match now {
+            Some(netns) => {
+                log::warn!(
+                    "{label}: namespace {}: attaching",
+                    if was == 0 { "appeared" } else { "re-created" }
+                );
+                let mut node = Node::new(netns, self.obs_opts.as_ref());
+                node.refresh_rules();
+                node
+            }
+            None => {
+                log::warn!(
+                    "{label}: namespace gone: observers detached; watching for it to come back"
+                );
+                Node::new(Netns::pending(&name), None)
+            }
+        };
+        // The old node's programs and sockets go first.
+        self.nodes[ni] = node;
+        self.obs_prev.retain(|(n, _, _), _| *n != ni);
+        self.peers_prev.retain(|(n, _, _), _| *n != ni);
+        self.obs_stats_prev.remove(&label);
+        self.egress_printed.remove(&ni);
+        self.egress_device.remove(&ni);
+        self.pipeline.set_nodes(
+            self.nodes.iter().map(|n| n.netns.clone()).collect(),
+            (was != 0).then_some(was),
+        );
+        self.publish_devices(ni);
+        if self.nodes[ni].netns.exists() {
+            self.node_series(ni, self.probe);
+            self.publish_reads();
+        }
+        self.findings(ni);
+    }
+
+    /// `netdrop_observed_devices` follows what node `ni`'s observers are
+    /// attached to now.
+    fn publish_devices(&mut self, ni: usize) {
+        let m = &self.shared.metrics;
+        for old in self.devices_published.remove(&ni).unwrap_or_default() {
+            m.observed_devices.remove(&old);
+        }
+        let node = &self.nodes[ni];
+        let Some(obs) = &node.observers else { return };
+        let now: Vec<DeviceLabels> = obs
+            .ifaces
+            .slots()
+            .filter(|(_, (n, _))| obs.attached(n, true) || obs.attached(n, false))
+            .map(|(slot, (n, _))| DeviceLabels {
+                node: node.label.clone(),
+                iface: n.clone(),
+                role: role_name(role_of_slot(slot)).into(),
+            })
+            .collect();
+        for l in &now {
+            m.observed_devices.get_or_create(l).set(1);
+        }
+        self.devices_published.insert(ni, now);
+    }
+
     fn node_series(&self, ni: usize, probe: DropProbe) {
         let node = self.nodes[ni].label.clone();
         let m = &self.shared.metrics;
@@ -416,20 +514,22 @@ impl Watcher {
         };
         let m = &self.shared.metrics;
         if let Ok(c) = obs.counters() {
-            for r in 0..role::COUNT {
-                let Some((iface, _)) = obs.ifaces.by_role(r).cloned() else {
-                    continue;
-                };
+            let slots: Vec<(u32, String)> = obs
+                .ifaces
+                .slots()
+                .map(|(slot, (name, _))| (slot, name.clone()))
+                .collect();
+            for (slot, iface) in slots {
                 for d in [direction::INGRESS, direction::EGRESS] {
                     if !obs.attached(&iface, d == direction::INGRESS) {
                         continue;
                     }
-                    let now = c[r as usize][d as usize];
-                    let prev = self.obs_prev.insert((ni, r, d), now).unwrap_or_default();
+                    let now = c[slot as usize][d as usize];
+                    let prev = self.obs_prev.insert((ni, slot, d), now).unwrap_or_default();
                     let labels = IfaceLabels {
                         node: node.clone(),
                         iface: iface.clone(),
-                        role: role_name(r).into(),
+                        role: role_name(role_of_slot(slot)).into(),
                         direction: if d == direction::INGRESS {
                             "ingress"
                         } else {
@@ -478,21 +578,41 @@ impl Watcher {
                     .inc_by(c.packets.saturating_sub(prev));
             }
         }
-        let underlay = obs.ifaces.underlay.as_ref().map(|u| u.0.clone());
+        // Un-NATed pod egress leaves by any underlay (a second NIC holding
+        // the default route, too).
         let total: u64 = self
             .obs_prev
-            .get(&(ni, role::UNDERLAY, direction::EGRESS))
-            .map_or(0, |c| c.unnat_packets);
+            .iter()
+            .filter(|((n, slot, d), _)| {
+                *n == ni && role_of_slot(*slot) == role::UNDERLAY && *d == direction::EGRESS
+            })
+            .map(|(_, c)| c.unnat_packets)
+            .sum();
         let samples = obs.egress_samples();
-        for s in samples {
+        let names: Vec<(u32, String)> = samples
+            .iter()
+            .map(|s| {
+                let name = obs
+                    .ifaces
+                    .name_of(s.ifindex)
+                    .map_or_else(|| format!("ifindex {}", s.ifindex), str::to_owned);
+                (s.ifindex, name)
+            })
+            .collect();
+        for (s, (_, device)) in samples.iter().zip(names) {
             let Some(flow) = Flow::from_hdr(&s.flow) else {
                 continue;
             };
-            // Each pod→destination pair once in full; the count goes on in metrics.
-            if !self.egress_seen.insert((ni, flow.src, flow.dst)) {
+            self.egress_device.insert(ni, device.clone());
+            // Each pod→destination pair once in full per device it leaves
+            // by; the count goes on in metrics.
+            if !self
+                .egress_seen
+                .insert((ni, flow.src, flow.dst, device.clone()))
+            {
                 continue;
             }
-            let mut r = self.egress_record(ni, &node, underlay.as_deref(), &flow, total);
+            let mut r = self.egress_record(ni, &node, Some(&device), &flow, total);
             r.new_packets = total;
             self.printer.record(&r, true);
             self.egress_printed.insert(ni, (Instant::now(), total));
@@ -502,6 +622,7 @@ impl Watcher {
             && total > printed
             && t.elapsed() >= self.summary_every
         {
+            let underlay = self.egress_device.get(&ni).cloned();
             let r = Record {
                 kind: Kind::Egress,
                 node: node.clone(),
@@ -557,7 +678,13 @@ impl Watcher {
     /// the gauge follows the current set.
     fn findings(&mut self, ni: usize) {
         let node = &self.nodes[ni];
-        let Some(rules) = &node.rules else { return };
+        let Some(rules) = &node.rules else {
+            // A node whose namespace went: its findings went with it.
+            for l in self.findings.remove(&ni).unwrap_or_default() {
+                self.shared.metrics.findings.remove(&l);
+            }
+            return;
+        };
         if self.pipeline.cluster().pod_cidrs.is_empty() {
             return;
         }

@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Instant};
 
+use netdrop_common::role;
 use netdrop_model::{Family, OwnerContext, Ruleset, check::NodeFacts};
 
 use super::pipeline::{NodeView, RulesView};
@@ -12,8 +13,8 @@ use crate::{
         nf_tables,
         reader::{self, NodeRules},
     },
-    capture::observe::{NodeObservers, ObserverOptions},
-    netns::Netns,
+    capture::observe::{self, NodeObservers, ObservedIfaces, ObserverOptions},
+    netns::{Netns, RouteEvents},
 };
 
 /// Ruleset text without counters or comments: changes only when rules do.
@@ -111,6 +112,13 @@ pub struct Node {
     /// The devices the observers are for, by name, with the ifindex each
     /// had when they were attached (`None`: missing then).
     devices: Vec<(String, Option<u32>)>,
+    /// What was found when the observers could not attach (not compared
+    /// again and again).
+    unobserved: ObservedIfaces,
+    /// The namespace's link, address and route events.
+    events: Option<RouteEvents>,
+    /// Its nf_tables generation, asked without entering the namespace.
+    generation_watch: Option<nf_tables::GenerationWatch>,
     pub rules: Option<Rules>,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
@@ -124,6 +132,19 @@ pub struct Node {
 impl Node {
     pub fn new(netns: Netns, obs: Option<&ObserverOptions>) -> Self {
         let label = netns.label();
+        // A namespace that does not exist yet: nothing to attach to.
+        let obs = obs.filter(|_| netns.exists());
+        // Subscribed before the devices are looked for: no change between
+        // the two goes unheard.
+        let events = obs.and_then(|_| match RouteEvents::open(&netns) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                log::warn!(
+                    "{label}: no rtnetlink events ({e}); looking for device changes every second"
+                );
+                None
+            }
+        });
         let observers = obs.and_then(|o| match NodeObservers::attach(&netns, o) {
             Ok(obs) => Some(obs),
             Err(e) => {
@@ -133,6 +154,9 @@ impl Node {
         });
         let mut node = Self {
             devices: Vec::new(),
+            unobserved: ObservedIfaces::default(),
+            events,
+            generation_watch: None,
             obs_opts: obs.cloned(),
             netns,
             label,
@@ -144,49 +168,57 @@ impl Node {
             reads: 0,
             reads_published: 0,
         };
-        node.refresh_addresses();
-        node.devices = node.device_indexes();
+        if node.netns.exists() {
+            node.refresh_addresses();
+        }
+        if let (Some(opts), Some(o)) = (&node.obs_opts, &node.observers) {
+            node.devices = Self::devices_of(&o.ifaces, opts);
+        }
         node
     }
 
-    /// The observed roles' device names (overlay, bridge, underlay) with
-    /// their ifindex now: a device recreated (flannel restarted: same name,
-    /// new ifindex), appeared (cni0 with the first pod) or gone shows here.
-    fn device_indexes(&self) -> Vec<(String, Option<u32>)> {
-        let Some(opts) = &self.obs_opts else {
-            return Vec::new();
+    /// The devices the observers are for, by name, with their ifindex (the
+    /// configured overlay and bridge even when missing: `None`).
+    fn devices_of(ifaces: &ObservedIfaces, opts: &ObserverOptions) -> Vec<(String, Option<u32>)> {
+        let named = |want: &Option<String>, default: &str, found: &Option<(String, u32)>| {
+            (
+                want.clone().unwrap_or_else(|| default.to_owned()),
+                found.as_ref().map(|f| f.1),
+            )
         };
-        let Ok(now) = self.netns.interfaces() else {
-            return Vec::new();
-        };
-        let underlay = self
-            .observers
-            .as_ref()
-            .and_then(|o| o.ifaces.underlay.as_ref().map(|u| u.0.clone()))
-            .or_else(|| opts.underlay.clone());
-        [
-            Some(opts.overlay.clone().unwrap_or_else(|| "flannel.1".into())),
-            Some(opts.bridge.clone().unwrap_or_else(|| "cni0".into())),
-            underlay,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|name| {
-            let index = now.iter().find(|(_, n)| **n == name).map(|(i, _)| *i);
-            (name, index)
-        })
-        .collect()
+        let mut out = vec![
+            named(&opts.overlay, "flannel.1", &ifaces.overlay),
+            named(&opts.bridge, "cni0", &ifaces.bridge),
+        ];
+        out.extend(
+            ifaces
+                .slots()
+                .filter(|(slot, _)| *slot >= role::UNDERLAY)
+                .map(|(_, (n, i))| (n.clone(), Some(*i))),
+        );
+        out
     }
 
     /// Re-attaches the observers when an observed device was recreated,
-    /// appeared or went away; says what changed when it did.
+    /// appeared or went away, or the default route moved to another
+    /// device; says what changed when it did. Looks only when rtnetlink
+    /// reported a change in the node's namespace (every call when no event
+    /// socket could be opened).
     pub fn refresh_observers(&mut self) -> Option<String> {
         let opts = self.obs_opts.clone()?;
-        let now = self.device_indexes();
-        if now.is_empty() || now == self.devices {
+        if let Some(events) = &self.events
+            && !events.changed()
+        {
             return None;
         }
-        let what: Vec<String> = now
+        self.refresh_addresses();
+        let (found, _) = observe::discover(&self.netns, &opts).ok()?;
+        let before = self.observers.as_ref().map(|o| &o.ifaces);
+        if before == Some(&found) || (before.is_none() && found == self.unobserved) {
+            return None;
+        }
+        let now = Self::devices_of(&found, &opts);
+        let mut what: Vec<String> = now
             .iter()
             .filter(|d| !self.devices.contains(d))
             .map(|(name, index)| {
@@ -203,18 +235,31 @@ impl Node {
                 }
             })
             .collect();
+        what.extend(
+            self.devices
+                .iter()
+                .filter(|(n, i)| i.is_some() && !now.iter().any(|(m, _)| m == n))
+                .map(|(n, i)| {
+                    format!(
+                        "{n} no longer an underlay (ifindex {})",
+                        i.unwrap_or_default()
+                    )
+                }),
+        );
+        if what.is_empty() {
+            what.push("the node network changed".to_owned());
+        }
         // The old programs go first: counters start again from zero.
         self.observers = None;
-        self.observers = match NodeObservers::attach(&self.netns, &opts) {
+        self.observers = match NodeObservers::attach_found(&self.netns, found.clone(), &opts) {
             Ok(o) => Some(o),
             Err(e) => {
                 log::warn!("{}: interface observers not attached: {e}", self.label);
                 None
             }
         };
-        // The underlay may have been found anew (a new VXLAN device's
-        // lower device).
-        self.devices = self.device_indexes();
+        self.unobserved = found;
+        self.devices = now;
         Some(what.join(", "))
     }
 
@@ -260,10 +305,11 @@ impl Node {
         let Some(rules) = &self.rules else {
             return true;
         };
-        match (
-            nf_tables::generation(self.netns.name.as_deref()),
-            rules.kernel_generation,
-        ) {
+        let now = match &self.generation_watch {
+            Some(w) => w.read(),
+            None => nf_tables::generation(self.netns.name.as_deref()),
+        };
+        match (now, rules.kernel_generation) {
             (Ok(now), Some(then)) if !now.legacy_tables => now != then,
             (Ok(_), Some(_)) => rules.read_at.elapsed() >= legacy_every,
             _ => rules.read_at.elapsed() >= legacy_every,
@@ -272,7 +318,10 @@ impl Node {
 
     /// Re-reads the ruleset. Returns true when the rules changed (a reload).
     pub fn refresh_rules(&mut self) -> bool {
-        let kernel_generation = nf_tables::generation(self.netns.name.as_deref()).ok();
+        // Opened anew with each read: a legacy table family that appeared
+        // (its proc file) is then watched too.
+        self.generation_watch = nf_tables::GenerationWatch::open(self.netns.name.as_deref()).ok();
+        let kernel_generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
         self.reads += 1;
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,

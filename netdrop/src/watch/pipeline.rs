@@ -280,6 +280,22 @@ impl DropPipeline {
         }
     }
 
+    /// The nodes' namespaces changed (one appeared, went or came back).
+    /// What was learnt of a namespace that went is forgotten: one made
+    /// anew may get its inode (and so its drops the same keys) but has its
+    /// own rules, and its first drop at a site is a new site. The kernel's
+    /// counts of those keys stay the baseline its new drops grow from.
+    pub fn set_nodes(&mut self, nodes: Vec<crate::netns::Netns>, gone: Option<u64>) {
+        self.decoder.set_nodes(nodes);
+        if let Some(inode) = gone {
+            let of = |k: &DropKey| u64::from(k.netns) == inode;
+            self.site_ids.retain(|id, _| !of(&id.key));
+            self.current.retain(|k, _| !of(k));
+            self.flows.retain(|k, _| !of(k));
+            self.awaiting_sample.retain(|k, _| !of(k));
+        }
+    }
+
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }

@@ -71,24 +71,50 @@ const NFT_MSG_GETGEN: u16 = 16;
 
 /// The [`Generation`] of namespace `netns` (`None`: netdrop's own).
 pub fn generation(netns: Option<&str>) -> io::Result<Generation> {
-    let read = || -> io::Result<Generation> {
-        let sock = Socket::open()?;
-        let nf_tables = sock
+    GenerationWatch::open(netns)?.read()
+}
+
+/// What [`generation`] reads, kept open in the namespace: asking again
+/// needs no thread entering it and no new socket (watch asks every second).
+pub struct GenerationWatch {
+    sock: Socket,
+    /// `ip_tables_names` and `ip6_tables_names` of the namespace (a proc
+    /// file opened inside it stays the namespace's).
+    legacy: Vec<std::fs::File>,
+}
+
+impl GenerationWatch {
+    pub fn open(netns: Option<&str>) -> io::Result<Self> {
+        in_netns(netns, || {
+            // This thread's namespace's (not the process's: /proc/net is).
+            let legacy = ["ip_tables_names", "ip6_tables_names"]
+                .iter()
+                .filter_map(|f| std::fs::File::open(format!("/proc/thread-self/net/{f}")).ok())
+                .collect();
+            Ok(Self {
+                sock: Socket::open()?,
+                legacy,
+            })
+        })
+    }
+
+    pub fn read(&self) -> io::Result<Generation> {
+        use std::io::{Read, Seek};
+        let nf_tables = self
+            .sock
             .request(0, NFT_MSG_GETGEN)?
             .iter()
             .find_map(|body| attr::be32(body.get(4..)?, 1))
             .ok_or_else(|| io::Error::other("no NFTA_GEN_ID in the answer"))?;
-        // This thread's namespace's (not the process's: /proc/net is).
-        let legacy = |f: &str| {
-            std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
-                .is_ok_and(|s| !s.trim().is_empty())
-        };
+        let legacy_tables = self.legacy.iter().any(|mut f| {
+            let mut s = String::new();
+            f.rewind().is_ok() && f.read_to_string(&mut s).is_ok() && !s.trim().is_empty()
+        });
         Ok(Generation {
             nf_tables,
-            legacy_tables: legacy("ip_tables_names") || legacy("ip6_tables_names"),
+            legacy_tables,
         })
-    };
-    in_netns(netns, read)
+    }
 }
 
 /// `family`'s number (`ip` 2, `ip6` 10, `inet` 1).
