@@ -2,6 +2,8 @@
 //! force. The simulator names the rule; the rule counters, read before and
 //! after, confirm it when they grew by the drops the kernel saw.
 
+use std::collections::HashMap;
+
 use crate::{
     decision::Decision,
     owner::OwnerContext,
@@ -15,6 +17,55 @@ use crate::{
 pub struct Attribution {
     pub evidence: Evidence,
     pub decision: Decision,
+}
+
+/// The counters attribution needs of a snapshot taken before the drops:
+/// those of every chain's policy and of the rules that can end a packet's
+/// walk there (DROP, REJECT, targets netdrop does not know), by table,
+/// chain and rule text (positions move when rules are inserted). A few per
+/// cent of a kube-proxy ruleset's rules: what `watch` keeps between two
+/// reads, instead of a second whole ruleset.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CounterSnapshot {
+    /// (table, chain) → its kept counters.
+    chains: HashMap<(String, String), Vec<Kept>>,
+}
+
+/// A rule's text (`None`: the chain's policy) and its counters.
+type Kept = (Option<String>, Counters);
+
+impl CounterSnapshot {
+    pub fn of(rs: &Ruleset) -> Self {
+        let mut chains = HashMap::new();
+        for t in rs.tables.values() {
+            for c in &t.chains {
+                let mut kept = vec![(None, c.counters)];
+                for r in &c.rules {
+                    let ends = matches!(
+                        r.target,
+                        Target::Drop | Target::Reject { .. } | Target::Other { .. }
+                    );
+                    if let (true, Some(n)) = (ends, r.counters)
+                        && !kept
+                            .iter()
+                            .any(|(t, _)| t.as_deref() == Some(r.text.as_str()))
+                    {
+                        kept.push((Some(r.text.clone()), n));
+                    }
+                }
+                chains.insert((t.name.clone(), c.name.clone()), kept);
+            }
+        }
+        Self { chains }
+    }
+
+    fn counter(&self, step: &Step) -> Option<Counters> {
+        let kept = self.chains.get(&(step.table.clone(), step.chain.clone()))?;
+        let text = step.rule_no.map(|_| step.text.as_str());
+        kept.iter()
+            .find(|(t, _)| t.as_deref() == text)
+            .map(|(_, c)| *c)
+    }
 }
 
 /// Counter of a rule (by table, chain and text: positions move when rules
@@ -31,8 +82,8 @@ fn counter(rs: &Ruleset, step: &Step) -> Option<Counters> {
     }
 }
 
-fn grew(before: &Ruleset, after: &Ruleset, step: &Step, drops: u64) -> bool {
-    match (counter(before, step), counter(after, step)) {
+fn grew(before: &CounterSnapshot, after: &Ruleset, step: &Step, drops: u64) -> bool {
+    match (before.counter(step), counter(after, step)) {
         (Some(b), Some(a)) => drops > 0 && a.packets.saturating_sub(b.packets) >= drops,
         _ => false,
     }
@@ -43,7 +94,7 @@ fn grew(before: &Ruleset, after: &Ruleset, step: &Step, drops: u64) -> bool {
 /// `engine`: the engine the kernel says freed the packets (from the drop
 /// location); a rule of the other engine is never the answer.
 pub fn attribute(
-    before: Option<&Ruleset>,
+    before: Option<&CounterSnapshot>,
     after: &Ruleset,
     owners: &OwnerContext,
     pkt: &Packet,
@@ -92,7 +143,7 @@ pub fn attribute(
 }
 
 fn counter_only(
-    before: &Ruleset,
+    before: &CounterSnapshot,
     after: &Ruleset,
     pkt: &Packet,
     drops: u64,
@@ -199,11 +250,11 @@ mod tests {
             parse_ruleset(&after).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 5, None).unwrap();
+        let at = attribute(Some(&CounterSnapshot::of(&b)), &a, &owners, &pkt(), 5, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert!(at.decision.policy);
         // Counters that did not grow enough: simulated only.
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 6, None).unwrap();
+        let at = attribute(Some(&CounterSnapshot::of(&b)), &a, &owners, &pkt(), 6, None).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
         let at = attribute(None, &a, &owners, &pkt(), 5, None).unwrap();
         assert_eq!(at.evidence, Evidence::Simulated);
@@ -227,7 +278,7 @@ mod tests {
         );
         p.in_iface = Some("eth0".into());
         p.dport = None; // port unknown to the model: the rule is a "maybe"
-        let at = attribute(Some(&b), &a, &owners, &p, 4, None).unwrap();
+        let at = attribute(Some(&CounterSnapshot::of(&b)), &a, &owners, &p, 4, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert_eq!(
             at.decision.rule.as_deref(),
@@ -253,7 +304,10 @@ mod tests {
         );
         p.in_iface = Some("eth0".into());
         p.dport = Some(9000);
-        assert_eq!(attribute(Some(&b), &a, &owners, &p, 4, None), None);
+        assert_eq!(
+            attribute(Some(&CounterSnapshot::of(&b)), &a, &owners, &p, 4, None),
+            None
+        );
     }
 
     #[test]
@@ -270,7 +324,7 @@ mod tests {
             parse_ruleset(&rules(3)).unwrap(),
         );
         let owners = OwnerContext::new(&a, None);
-        let at = attribute(Some(&b), &a, &owners, &pkt(), 3, None).unwrap();
+        let at = attribute(Some(&CounterSnapshot::of(&b)), &a, &owners, &pkt(), 3, None).unwrap();
         assert_eq!(at.evidence, Evidence::Counters);
         assert_eq!(
             at.decision.rule.as_deref(),

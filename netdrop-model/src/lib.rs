@@ -26,7 +26,7 @@ pub mod rules;
 pub mod simulate;
 pub mod words;
 
-pub use attribution::{Attribution, attribute};
+pub use attribution::{Attribution, CounterSnapshot, attribute};
 pub use decision::Decision;
 pub use owner::{Owner, OwnerContext};
 pub use parse::{ParseError, parse_ruleset};

@@ -134,6 +134,8 @@ pub async fn run_until(
         sample_rate: args.sample_rate,
     })
     .context("starting the kernel datapath")?;
+    // The kernel BTF and object files parsed to load the programs are freed.
+    crate::release_freed_memory();
 
     let printer = Printer::new(args.output);
     let mut w = Watcher {

@@ -5,44 +5,47 @@
 use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use netdrop_common::role;
-use netdrop_model::{Family, OwnerContext, Ruleset, check::NodeFacts};
+use netdrop_model::{CounterSnapshot, Family, OwnerContext, Ruleset, check::NodeFacts};
 
 use super::pipeline::{NodeView, RulesView};
 use crate::{
     attribute::{
         nf_tables,
-        reader::{self, NodeRules},
+        reader::{self, Backend, NodeRules},
     },
     capture::observe::{self, NodeObservers, ObservedIfaces, ObserverOptions},
     netns::{Netns, RouteEvents},
 };
 
-/// Ruleset text without counters or comments: changes only when rules do.
-fn fingerprint(rules: &NodeRules) -> String {
-    let mut s = String::new();
+/// A hash of the rules without their counters: changes only when rules do
+/// (a hash, not the text: on a 100k-rule node the text is megabytes).
+fn fingerprint(rules: &NodeRules) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
     for (b, rs) in rules.all() {
-        s.push_str(&format!("{b:?}\n"));
+        format!("{b:?}").hash(&mut h);
         for t in rs.tables.values() {
-            s.push_str(&t.name);
+            t.name.hash(&mut h);
             for c in &t.chains {
-                s.push_str(&format!("\n:{} {:?}", c.name, c.policy));
+                c.name.hash(&mut h);
+                format!("{:?}", c.policy).hash(&mut h);
                 for r in &c.rules {
-                    s.push('\n');
-                    s.push_str(&r.text);
+                    r.text.hash(&mut h);
                 }
             }
         }
     }
-    s
+    h.finish()
 }
 
 pub struct Rules {
     pub current: NodeRules,
-    /// The snapshot before `current`: counter deltas between the two are
-    /// evidence for drops seen in between.
-    pub previous: Option<NodeRules>,
+    /// The counters of the snapshot before `current`, per ruleset (as
+    /// `current.all()` lists them): their deltas are evidence for drops
+    /// seen in between. Only what attribution reads is kept.
+    pub previous: Option<Vec<(Backend, Family, CounterSnapshot)>>,
     pub owners: HashMap<usize, OwnerContext>,
-    fingerprint: String,
+    fingerprint: u64,
     pub read_at: Instant,
     /// Bumped on every change, so caches keyed by it expire.
     pub generation: u64,
@@ -54,18 +57,21 @@ pub struct Rules {
 impl RulesView for Rules {
     /// Rulesets for a family, with their index into `owners`, and the
     /// previous snapshot of the same ruleset.
-    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&CounterSnapshot>, &OwnerContext)> {
         let r = self;
         let v4n = r.current.v4.len();
-        let (list, prev, base) = match family {
-            Family::Ipv4 => (&r.current.v4, r.previous.as_ref().map(|p| &p.v4), 0),
-            Family::Ipv6 => (&r.current.v6, r.previous.as_ref().map(|p| &p.v6), v4n),
+        let (list, base) = match family {
+            Family::Ipv4 => (&r.current.v4, 0),
+            Family::Ipv6 => (&r.current.v6, v4n),
         };
         list.iter()
             .enumerate()
             .filter_map(|(i, (backend, rs))| {
-                let before =
-                    prev.and_then(|p| p.iter().find(|(b, _)| b == backend).map(|(_, r)| r));
+                let before = r.previous.as_ref().and_then(|p| {
+                    p.iter()
+                        .find(|(b, f, _)| b == backend && *f == family)
+                        .map(|(_, _, c)| c)
+                });
                 Some((rs, before, r.owners.get(&(base + i))?))
             })
             .collect()
@@ -349,7 +355,12 @@ impl Node {
             .rules
             .as_ref()
             .map_or(0, |r| r.generation + u64::from(changed));
-        let previous = self.rules.take().map(|r| r.current);
+        let previous = self.rules.take().map(|r| {
+            r.current
+                .all()
+                .map(|(b, rs)| (*b, rs.family, CounterSnapshot::of(rs)))
+                .collect()
+        });
         self.rules = Some(Rules {
             current: read,
             previous,
@@ -359,6 +370,9 @@ impl Node {
             generation,
             kernel_generation,
         });
+        // A read's text and parse are freed by now: give the memory back
+        // rather than keep a 100k-rule read's peak for the process's life.
+        crate::release_freed_memory();
         changed
     }
 

@@ -13,7 +13,9 @@ use std::{
 };
 
 use netdrop_common::{DropCounters, DropKey, DropSample};
-use netdrop_model::{BridgePorts, Evidence, Family, OwnerContext, Packet, Ruleset, attribute};
+use netdrop_model::{
+    BridgePorts, CounterSnapshot, Evidence, Family, OwnerContext, Packet, Ruleset, attribute,
+};
 use netdrop_model::{check::Cluster, rules::CtState};
 
 use crate::{
@@ -52,7 +54,7 @@ impl DropEvents for Datapath {
 /// evidence), their owners, and a generation that changes with them.
 pub trait RulesView {
     /// Rulesets of a family: (now, before, owners).
-    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)>;
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&CounterSnapshot>, &OwnerContext)>;
     /// Changes whenever the rules do (attribution caches are keyed by it).
     fn generation(&self) -> u64;
 }
@@ -912,7 +914,7 @@ pub struct FixedNode {
 /// Rulesets given as text, with the snapshot before them.
 #[cfg(feature = "lab")]
 pub struct FixedRules {
-    sets: Vec<(Ruleset, Option<Ruleset>, OwnerContext)>,
+    sets: Vec<(Ruleset, Option<CounterSnapshot>, OwnerContext)>,
     pub generation: u64,
 }
 
@@ -926,7 +928,8 @@ impl FixedRules {
             let now = netdrop_model::parse_ruleset(now)?;
             let before = (!before.is_empty())
                 .then(|| netdrop_model::parse_ruleset(before))
-                .transpose()?;
+                .transpose()?
+                .map(|b| CounterSnapshot::of(&b));
             let owners = OwnerContext::new(&now, None);
             sets.push((now, before, owners));
         }
@@ -939,7 +942,7 @@ impl FixedRules {
 
 #[cfg(feature = "lab")]
 impl RulesView for FixedRules {
-    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&Ruleset>, &OwnerContext)> {
+    fn rulesets(&self, family: Family) -> Vec<(&Ruleset, Option<&CounterSnapshot>, &OwnerContext)> {
         self.sets
             .iter()
             .filter(|(rs, ..)| rs.family == family)
