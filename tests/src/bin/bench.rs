@@ -28,7 +28,7 @@ use netdrop_model::{generate, parse::parse_reader};
 use netdrop_tests::{Watch, netdrop_bin};
 
 /// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
-/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer,idle` picks
+/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer,idle,soak` picks
 /// sections.
 fn rounds() -> usize {
     std::env::var("NETDROP_BENCH_ROUNDS")
@@ -880,6 +880,46 @@ fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Section 9: the soak test (`tests/tests/soak.rs`) for 10 minutes at
+/// 10,000 Services, through cargo, on the release netdrop; its summary.
+fn soak(r: &mut Report) -> anyhow::Result<()> {
+    let seconds = std::env::var("NETDROP_SOAK_SECONDS").unwrap_or_else(|_| "600".into());
+    let services = std::env::var("NETDROP_SOAK_SERVICES").unwrap_or_else(|_| "10000".into());
+    let out = Command::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "netdrop-tests",
+            "--test",
+            "soak",
+            "--",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NETDROP_SOAK_SECONDS", &seconds)
+        .env("NETDROP_SOAK_SERVICES", &services)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the soak test")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("soak: "))
+        .context("the soak test printed no summary")?;
+    writeln!(
+        r.0,
+        "\n## 9. Soak: a node that lives\n\n`tests/tests/soak.rs` for {seconds} s on a node holding a generated kube-proxy ruleset of {services} Services: a flood of pod packets dropped by an INPUT rule; kube-proxy-like churn (its KUBE-* chains restored with `iptables-nft-restore --noflush` every 2 s, alternating between two rulesets); `flannel.1` and `cni0` deleted and made again, and a second node namespace removed and re-added, every 30 s; Prometheus scraping every second. It passed: {}.\n\n{summary}.",
+        if out.status.success() {
+            "netdrop's count of the rule equals the rule's own counter, median RSS in the last quarter within 10 % of the second quarter's, the observers back on every recreated device, nothing attached after SIGTERM"
+        } else {
+            "**no** (see the test's output)"
+        }
+    )?;
+    anyhow::ensure!(out.status.success(), "the soak test failed: {summary}");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let out = std::env::args()
         .nth(1)
@@ -940,6 +980,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: idle cost at scale");
         if wanted("idle") {
             idle_cost(&mut r)?;
+        }
+        eprintln!("bench: soak");
+        if wanted("soak") {
+            soak(&mut r)?;
         }
         Ok(())
     })();
