@@ -179,6 +179,9 @@ pub enum FindingId {
     SysctlBridgeNfCallIptables,
     /// Rules in both iptables backends.
     IptablesLegacyNftSplit,
+    /// netdrop itself: the node dropped at more sites than
+    /// `--max-site-series`; the rest are counted in `other` series.
+    DropSitesCapped,
 }
 
 impl FindingId {
@@ -195,6 +198,7 @@ impl FindingId {
             Self::SysctlIpForward => "sysctl-ip-forward",
             Self::SysctlBridgeNfCallIptables => "sysctl-bridge-nf-call-iptables",
             Self::IptablesLegacyNftSplit => "iptables-legacy-nft-split",
+            Self::DropSitesCapped => "drop-sites-capped",
         }
     }
 

@@ -264,3 +264,79 @@ fn samples_held_back_leave_counts_exact_and_are_said() {
         "{said}"
     );
 }
+
+/// `--max-site-series 1` on a node dropping at two rules: the first keeps
+/// its own series, the second is counted (exactly) in the node's `other`
+/// series, and watch says so once, as a `drop-sites-capped` finding; both
+/// sites still get their own records.
+#[test]
+fn drop_sites_beyond_the_series_cap_are_counted_in_other_and_said() {
+    require_root!();
+    let mut lab = Lab::new("cap");
+    let (client, server) = drop_pair(&mut lab, 9000);
+    // The second site in a chain of its own (series are per chain, not
+    // per rule).
+    lab.iptables_all(
+        &server,
+        &[
+            &["-N", "BLOCK"],
+            &["-A", "BLOCK", "-j", "DROP"],
+            &["-A", "INPUT", "-p", "udp", "--dport", "9001", "-j", "BLOCK"],
+        ],
+    )
+    .unwrap();
+    let mut w = Watch::start(&[
+        "--netns",
+        &server,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--max-site-series",
+        "1",
+    ])
+    .unwrap();
+    traffic::send_udp(&client, "10.224.7.1:9000".parse().unwrap(), 3, 40).unwrap();
+    let first = |w: &Watch| {
+        w.metric(
+            "netdrop_drops_total",
+            &[("node", &server), ("chain", "INPUT")],
+        )
+    };
+    w.wait_for(Duration::from_secs(10), |w| first(w) == Some(3))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    traffic::send_udp(&client, "10.224.7.1:9001".parse().unwrap(), 5, 40).unwrap();
+    let other = |w: &Watch| {
+        w.metric(
+            "netdrop_drops_total",
+            &[("node", &server), ("chain", "other"), ("owner", "other")],
+        )
+    };
+    w.wait_for(Duration::from_secs(10), |w| other(w) == Some(5))
+        .unwrap_or_else(|e| panic!("{e:#}: {:?}", other(&w)));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(first(&w), Some(3));
+    assert_eq!(other(&w), Some(5));
+    assert_eq!(
+        w.metric("netdrop_drop_sites_capped", &[("node", &server)]),
+        Some(1)
+    );
+    let records = w.stop().unwrap();
+    let capped: Vec<_> = records
+        .iter()
+        .filter(|r| field(r, "finding") == "drop-sites-capped")
+        .collect();
+    assert_eq!(capped.len(), 1, "{records:#?}");
+    assert!(
+        field(capped[0], "fix").contains("--max-site-series"),
+        "{}",
+        capped[0]
+    );
+    for rule in [
+        "-A INPUT -p udp -m udp --dport 9000 -j DROP",
+        "-A BLOCK -j DROP",
+    ] {
+        assert!(
+            records.iter().any(|r| field(r, "rule") == rule),
+            "{rule}: {records:#?}"
+        );
+    }
+}

@@ -611,6 +611,19 @@ pub fn egress(
     (why, fix)
 }
 
+/// The node dropped at more sites than `--max-site-series` allows series
+/// for: why the metrics now hold an `other` series, and what to do.
+pub fn sites_capped(limit: usize) -> (String, String) {
+    (
+        format!(
+            "This node dropped pod packets at more than {limit} distinct rules: to keep Prometheus' series bounded, drops at any further rule are counted in series with table, chain and owner \"other\" (per hook, reason and verdict). Every drop is still counted, and each new site still gets its own record here and in /explanations."
+        ),
+        format!(
+            "Look at the records or /explanations for the rules behind the \"other\" series. So many dropping rules usually means one cause repeated per Service (kube-proxy REJECTs for Services without endpoints): fix that cause. To keep a series per rule anyway, raise `--max-site-series` above {limit} (each series costs Prometheus memory)."
+        ),
+    )
+}
+
 /// A status line of what the kernel side lost so far: `[drops uncounted
 /// (site map full), samples lost, samples held back, program errors,
 /// egress samples lost, egress samples held back, VXLAN packets uncounted

@@ -156,6 +156,7 @@ pub async fn run_until(
         obs_prev: HashMap::new(),
         egress_device: HashMap::new(),
         devices_published: HashMap::new(),
+        capped_said: HashSet::new(),
         peers_prev: HashMap::new(),
         egress_seen: HashSet::new(),
         egress_printed: HashMap::new(),
@@ -234,6 +235,8 @@ struct Watcher {
     programs_prev: HashMap<String, (u64, u64)>,
     /// Observer counters last read, per (node, slot, direction).
     obs_prev: HashMap<(usize, u32, u32), ObsCounters>,
+    /// Nodes whose capped drop sites were reported.
+    capped_said: HashSet<String>,
     /// The observed-device series each node has now.
     devices_published: HashMap<usize, Vec<DeviceLabels>>,
     /// The device each node's latest un-NATed egress sample left by.
@@ -254,6 +257,7 @@ impl Watcher {
         }
         self.kernel_stats(datapath);
         self.losses_status(false);
+        self.sites_capped();
         for ni in 0..self.nodes.len() {
             self.observers(ni);
         }
@@ -325,6 +329,44 @@ impl Watcher {
 
     /// Series every node has from the start, so dashboards and alerts see
     /// a 0 rather than nothing.
+    /// A finding record, once per node, when its drop sites outgrew
+    /// `--max-site-series` (the exporter counts the rest in `other`).
+    fn sites_capped(&mut self) {
+        let limit = self
+            .shared
+            .site_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for ni in 0..self.nodes.len() {
+            let node = self.nodes[ni].label.clone();
+            if self.capped_said.contains(&node) {
+                continue;
+            }
+            let capped = self
+                .shared
+                .metrics
+                .drop_sites_capped
+                .get_or_create(&NodeLabels { node: node.clone() })
+                .get();
+            if capped == 0 {
+                continue;
+            }
+            let (explanation, fix) = explain::sites_capped(limit);
+            self.printer.record(
+                &Record {
+                    kind: Kind::Finding,
+                    node: node.clone(),
+                    finding: Some(FindingId::DropSitesCapped),
+                    severity: Some(Severity::Warning),
+                    explanation: Some(explanation),
+                    fix: Some(fix),
+                    ..Record::default()
+                },
+                true,
+            );
+            self.capped_said.insert(node);
+        }
+    }
+
     /// A named node's namespace that appeared, went, or came back (a new
     /// inode): the node is attached anew, or detached, and this is said.
     fn follow_namespace(&mut self, ni: usize) {
