@@ -253,6 +253,89 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
     Ok(node)
 }
 
+/// iptables' tables whose rules can drop a packet (`nat` cannot): the ones
+/// whose counters are evidence.
+const DROPPING_TABLES: [&str; 4] = ["raw", "mangle", "filter", "security"];
+
+/// The `-save` program of a backend and family (`None`: not read live).
+fn save_program(backend: Backend, family: netdrop_model::Family) -> Option<&'static str> {
+    let v6 = family == netdrop_model::Family::Ipv6;
+    Some(match (backend, v6) {
+        (Backend::Default, false) => "iptables-save",
+        (Backend::Default, true) => "ip6tables-save",
+        (Backend::Legacy, false) => "iptables-legacy-save",
+        (Backend::Legacy, true) => "ip6tables-legacy-save",
+        (Backend::Nft, false) => "iptables-nft-save",
+        (Backend::Nft, true) => "ip6tables-nft-save",
+        (Backend::File, _) => return None,
+    })
+}
+
+/// Reads again, in place, the tables of `node` whose counters are evidence
+/// for a drop: iptables' tables that can drop (`iptables-save -c -t TABLE`
+/// for each: a kube-proxy node's big `nat` table is not read) and the
+/// native nftables tables (over netlink). What a new drop site needs when
+/// the rules did not change; the caller checks they did not.
+pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Result<(), ReadError> {
+    let mut native: Vec<(String, String)> = Vec::new();
+    for (backend, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
+        let Some(prog) = save_program(*backend, rs.family) else {
+            continue;
+        };
+        let names: Vec<String> = rs
+            .tables
+            .values()
+            .filter(|t| t.nft_family.is_none() && DROPPING_TABLES.contains(&t.name.as_str()))
+            .map(|t| t.name.clone())
+            .collect();
+        for name in names {
+            let mut cmd = command_in(netns, prog);
+            cmd.args(["-c", "-t", &name]);
+            let label = format!("{prog} -c -t {name}");
+            let out = cmd
+                .output()
+                .map_err(|e| ReadError::Spawn(prog.to_owned(), e))?;
+            if !out.status.success() {
+                return Err(ReadError::Failed {
+                    cmd: label,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+            let mut fresh = parse_ruleset(&String::from_utf8_lossy(&out.stdout))
+                .map_err(|source| ReadError::Parse { cmd: label, source })?;
+            if let Some(t) = fresh.tables.remove(&name) {
+                rs.tables.insert(name, t);
+            }
+        }
+        for t in rs.tables.values() {
+            if let Some(fam) = &t.nft_family {
+                let short = t.name.rsplit(' ').next().unwrap_or(&t.name).to_owned();
+                if !native.iter().any(|(f, n)| f == fam && *n == short) {
+                    native.push((fam.clone(), short));
+                }
+            }
+        }
+    }
+    if native.is_empty() {
+        return Ok(());
+    }
+    let fresh = super::nf_tables::read_tables(netns, &native).map_err(|e| ReadError::Failed {
+        cmd: "reading the nftables tables over netlink".into(),
+        stderr: e.to_string(),
+    })?;
+    for (tables, list) in [(fresh.v4, &mut node.v4), (fresh.v6, &mut node.v6)] {
+        for t in tables {
+            if let Some((_, rs)) = list
+                .iter_mut()
+                .find(|(_, rs)| rs.tables.contains_key(&t.name))
+            {
+                rs.tables.insert(t.name.clone(), t);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Which backend plain `iptables` edits on this machine (`iptables -V`:
 /// `(nf_tables)` or `(legacy)`), if it says.
 fn default_backend() -> Option<&'static str> {

@@ -296,12 +296,47 @@ impl Node {
             .unwrap_or_default();
     }
 
-    /// Re-reads the ruleset unless it was read after `since`.
+    /// Re-reads the ruleset unless it was read after `since`: only the
+    /// counters a drop needs as evidence (the tables that can drop) when
+    /// nothing says the rules changed, else all of it. Returns true when
+    /// the rules changed.
     pub fn refresh_rules_since(&mut self, since: Instant) -> bool {
-        if self.rules.as_ref().is_some_and(|r| r.read_at >= since) {
+        let Some(rules) = &mut self.rules else {
+            return self.refresh_rules();
+        };
+        if rules.read_at >= since {
             return false;
         }
-        self.refresh_rules()
+        let generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
+        // nf_tables says nothing moved (iptables-legacy has no generation:
+        // the fingerprint below tells).
+        if generation.is_none()
+            || generation.map(|g| g.nf_tables) != rules.kernel_generation.map(|g| g.nf_tables)
+        {
+            return self.refresh_rules();
+        }
+        let before: Vec<(Backend, Family, CounterSnapshot)> = rules
+            .current
+            .all()
+            .map(|(b, rs)| (*b, rs.family, CounterSnapshot::of(rs)))
+            .collect();
+        self.reads += 1;
+        match reader::reread_dropping_tables(self.netns.name.as_deref(), &mut rules.current) {
+            Ok(()) if fingerprint(&rules.current) == rules.fingerprint => {
+                rules.previous = Some(before);
+                rules.read_at = Instant::now();
+                false
+            }
+            // Changed after all (a legacy table), or unreadable: all of it,
+            // still against the counters from before.
+            _ => {
+                let changed = self.refresh_rules();
+                if let Some(r) = &mut self.rules {
+                    r.previous = Some(before);
+                }
+                changed
+            }
+        }
     }
 
     /// Whether the rules may have changed since they were read, known
