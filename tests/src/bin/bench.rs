@@ -909,7 +909,7 @@ fn soak(r: &mut Report) -> anyhow::Result<()> {
         .context("the soak test printed no summary")?;
     writeln!(
         r.0,
-        "\n## 9. Soak: a node that lives\n\n`tests/tests/soak.rs` for {seconds} s on a node holding a generated kube-proxy ruleset of {services} Services: a flood of pod packets dropped by an INPUT rule; kube-proxy-like churn (its KUBE-* chains restored with `iptables-nft-restore --noflush` every 2 s, alternating between two rulesets); `flannel.1` and `cni0` deleted and made again, and a second node namespace removed and re-added, every 30 s; Prometheus scraping every second. It passed: {}.\n\n{summary}.",
+        "\n## 9. Soak: a node that lives\n\n`tests/tests/soak.rs` for {seconds} s on a node holding a generated kube-proxy ruleset of {services} Services: a flood of pod packets dropped by a rule in `raw`; kube-proxy-like churn (its `filter` and `nat` tables restored whole with `iptables-nft-restore` every 2 s, or back to back when a restore takes longer, alternating between two rulesets one Service apart); `flannel.1` and `cni0` deleted and made again, and a second node namespace removed and re-added, every 30 s; Prometheus scraping every second. It passed: {}.\n\n{summary}.",
         if out.status.success() {
             "netdrop's count of the rule equals the rule's own counter, median RSS in the last quarter within 10 % of the second quarter's, the observers back on every recreated device, nothing attached after SIGTERM"
         } else {
@@ -988,7 +988,12 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })();
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old_stats.trim());
-    result?;
+    // A failed section is said (and makes the run fail) after the figures
+    // of the others are written: a 10-minute soak that fails must not take
+    // them along.
+    if let Err(e) = &result {
+        writeln!(r.0, "\n**The run failed**: {e:#}")?;
+    }
     // The hand-written reading of the figures (from "## Reading" on) is
     // kept across runs; the figures above it are replaced.
     if let Ok(old) = std::fs::read_to_string(&out)
@@ -998,5 +1003,5 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&out, &r.0)?;
     eprintln!("bench: wrote {out}");
-    Ok(())
+    result
 }
