@@ -46,7 +46,15 @@ fn tables_read_over_netlink_are_the_ones_nft_lists() {
     let mut lab = Lab::new("nfl");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../netdrop-model/tests/fixtures/nft");
+    /// Removed even when an assertion fails.
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
     let generated = std::env::temp_dir().join(format!("netdrop-nfl-{}.nft", std::process::id()));
+    let _remove = TempFile(generated.clone());
     std::fs::write(
         &generated,
         netdrop_model::generate::kube_proxy_nft_ruleset(50, 3),
@@ -156,5 +164,4 @@ fn tables_read_over_netlink_are_the_ones_nft_lists() {
             "{file:?}: model"
         );
     }
-    let _ = std::fs::remove_file(generated);
 }
