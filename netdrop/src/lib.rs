@@ -38,14 +38,3 @@ pub const OBSERVE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 #[cfg(feature = "lab")]
 pub const BENCH_FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
-
-/// Returns memory freed to the allocator to the system (glibc keeps freed
-/// heap pages otherwise: a large ruleset read's peak, the kernel BTF parsed
-/// at start, would stay resident for the life of a DaemonSet pod).
-pub fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}

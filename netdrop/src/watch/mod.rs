@@ -135,7 +135,7 @@ pub async fn run_until(
     })
     .context("starting the kernel datapath")?;
     // The kernel BTF and object files parsed to load the programs are freed.
-    crate::release_freed_memory();
+    crate::preflight::release_freed_memory();
 
     let printer = Printer::new(args.output);
     let mut w = Watcher {

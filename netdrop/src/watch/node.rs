@@ -407,7 +407,7 @@ impl Node {
         });
         // A read's text and parse are freed by now: give the memory back
         // rather than keep a 100k-rule read's peak for the process's life.
-        crate::release_freed_memory();
+        crate::preflight::release_freed_memory();
         changed
     }
 
