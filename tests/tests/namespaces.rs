@@ -81,6 +81,11 @@ fn a_node_namespace_that_appears_goes_and_comes_back_is_followed() {
             w.stderr().matches("namespace gone").count() > round
         })
         .unwrap_or_else(|e| panic!("round {round}: {e:#}\n{}", w.stderr()));
+        assert_eq!(
+            w.metric("netdrop_node", &[("node", &node)]),
+            None,
+            "round {round}: a node not observed now"
+        );
     }
     let records = w.stop().unwrap();
     let last = records.iter().rev().find(|r| dropped(r)).unwrap();

@@ -393,10 +393,16 @@ impl Watcher {
                 log::warn!(
                     "{label}: namespace gone: observers detached; watching for it to come back"
                 );
+                // Not observed now: `netdrop_node` says so until it is back.
+                self.shared.metrics.node_info.remove(&NodeInfoLabels {
+                    node: label.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    probe: self.probe.as_str().into(),
+                });
                 Node::new(Netns::pending(&name), None)
             }
         };
-        // The old node's programs and sockets go first.
+        // The old node (its programs, links and sockets) is dropped here.
         self.nodes[ni] = node;
         self.obs_prev.retain(|(n, _, _), _| *n != ni);
         self.peers_prev.retain(|(n, _, _), _| *n != ni);
