@@ -905,7 +905,8 @@ fn soak(r: &mut Report) -> anyhow::Result<()> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("soak: "))
+        // After the harness's "test NAME ... " on the same line.
+        .find_map(|l| l.split_once("soak: ").map(|(_, s)| s))
         .context("the soak test printed no summary")?;
     writeln!(
         r.0,
