@@ -539,27 +539,7 @@ fn unnated_egress_is_seen_on_the_nic_holding_the_default_route() {
     // The "internet" host, reachable only through the default route.
     lab.ip(&gw, &["addr", "add", "203.0.113.2/32", "dev", "lo"])
         .unwrap();
-    lab.ip(
-        &node,
-        &[
-            "link",
-            "add",
-            "flannel.1",
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "local",
-            "192.0.2.1",
-            "dev",
-            "eth0",
-            "dstport",
-            "8472",
-            "nolearning",
-        ],
-    )
-    .unwrap();
-    lab.ip(&node, &["link", "set", "flannel.1", "up"]).unwrap();
+    lab.flannel_vxlan(&node, "192.0.2.1", None).unwrap();
     lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
     lab.bridge_port((&node, "cni0", "veth-pod"), (&pod, "10.224.9.2/24"))
         .unwrap();

@@ -69,30 +69,6 @@ fn make_bridge(lab: &Lab, node: &str) {
         .unwrap();
 }
 
-fn make_flannel(lab: &Lab, node: &str) {
-    lab.ip(
-        node,
-        &[
-            "link",
-            "add",
-            "flannel.1",
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "local",
-            "192.0.2.1",
-            "dev",
-            "eth0",
-            "dstport",
-            "8472",
-            "nolearning",
-        ],
-    )
-    .unwrap();
-    lab.ip(node, &["link", "set", "flannel.1", "up"]).unwrap();
-}
-
 #[test]
 fn a_living_node_under_load_churn_and_device_changes() {
     require_root!();
@@ -108,7 +84,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
         (&peer, "eth0", Some("192.0.2.2/24")),
     )
     .unwrap();
-    make_flannel(&lab, &node);
+    lab.flannel_vxlan(&node, "192.0.2.1", None).unwrap();
     lab.bridge(&node, "cni0", Some("10.224.9.1/24")).unwrap();
     lab.bridge_port((&node, "cni0", "veth-pod"), (&pod, "10.224.9.2/24"))
         .unwrap();
@@ -196,7 +172,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
         match tick % 60 {
             20 => {
                 lab.ip(&node, &["link", "del", "flannel.1"]).unwrap();
-                make_flannel(&lab, &node);
+                lab.flannel_vxlan(&node, "192.0.2.1", None).unwrap();
                 flannel_remade += 1;
             }
             40 => {

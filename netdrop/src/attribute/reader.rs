@@ -165,11 +165,17 @@ fn command_in(netns: Option<&str>, prog: &str) -> Command {
 }
 
 fn save(netns: Option<&str>, prog: &str) -> Result<Ruleset, ReadError> {
+    save_with(netns, prog, &[])
+}
+
+/// `prog -c ARGS` (an `iptables-save`) in `netns`, parsed.
+fn save_with(netns: Option<&str>, prog: &str, args: &[&str]) -> Result<Ruleset, ReadError> {
     let mut cmd = command_in(netns, prog);
-    cmd.arg("-c");
+    cmd.arg("-c").args(args);
+    let what = [&["-c"], args].concat().join(" ");
     let label = match netns {
-        Some(ns) => format!("{prog} -c (netns {ns})"),
-        None => format!("{prog} -c"),
+        Some(ns) => format!("{prog} {what} (netns {ns})"),
+        None => format!("{prog} {what}"),
     };
     let out = cmd
         .output()
@@ -202,20 +208,18 @@ fn exists(prog: &str) -> bool {
 /// netdrop never changes a ruleset.
 pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
     let mut node = NodeRules::default();
-    for (family, default, legacy, nft) in [
-        (
-            4,
-            "iptables-save",
-            "iptables-legacy-save",
-            "iptables-nft-save",
-        ),
-        (
-            6,
-            "ip6tables-save",
-            "ip6tables-legacy-save",
-            "ip6tables-nft-save",
-        ),
-    ] {
+    for family in [4, 6] {
+        let fam = if family == 4 {
+            netdrop_model::Family::Ipv4
+        } else {
+            netdrop_model::Family::Ipv6
+        };
+        let program = |b| save_program(b, fam).unwrap_or_default();
+        let (default, legacy, nft) = (
+            program(Backend::Default),
+            program(Backend::Legacy),
+            program(Backend::Nft),
+        );
         if exists(legacy) && exists(nft) {
             let l = save(netns, legacy);
             let n = save(netns, nft)?;
@@ -289,20 +293,7 @@ pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Resu
             .map(|t| t.name.clone())
             .collect();
         for name in names {
-            let mut cmd = command_in(netns, prog);
-            cmd.args(["-c", "-t", &name]);
-            let label = format!("{prog} -c -t {name}");
-            let out = cmd
-                .output()
-                .map_err(|e| ReadError::Spawn(prog.to_owned(), e))?;
-            if !out.status.success() {
-                return Err(ReadError::Failed {
-                    cmd: label,
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                });
-            }
-            let mut fresh = parse_ruleset(&String::from_utf8_lossy(&out.stdout))
-                .map_err(|source| ReadError::Parse { cmd: label, source })?;
+            let mut fresh = save_with(netns, prog, &["-t", &name])?;
             if let Some(t) = fresh.tables.remove(&name) {
                 rs.tables.insert(name, t);
             }

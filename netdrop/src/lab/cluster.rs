@@ -146,27 +146,7 @@ impl Cluster {
                 &["addr", "add", &format!("10.224.{n}.1/24"), "dev", "cni0"],
             )?;
             l.ip(node, &["link", "set", "cni0", "up"])?;
-            l.ip(
-                node,
-                &[
-                    "link",
-                    "add",
-                    "flannel.1",
-                    "address",
-                    spec.mac,
-                    "type",
-                    "vxlan",
-                    "id",
-                    "1",
-                    "local",
-                    spec.underlay,
-                    "dev",
-                    "eth0",
-                    "dstport",
-                    "8472",
-                    "nolearning",
-                ],
-            )?;
+            l.flannel_vxlan(node, spec.underlay, Some(spec.mac))?;
             l.ip(
                 node,
                 &[
@@ -177,7 +157,6 @@ impl Cluster {
                     "flannel.1",
                 ],
             )?;
-            l.ip(node, &["link", "set", "flannel.1", "up"])?;
             let peer = &NODES[1 - i];
             let pn = peer.n;
             l.ip(

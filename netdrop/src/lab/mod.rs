@@ -163,6 +163,31 @@ impl Lab {
         self.ip(ns, &["link", "set", name, "up"])
     }
 
+    /// `flannel.1` in `ns` as flannel's VXLAN backend makes it: VNI 1, UDP
+    /// 8472, no learning, over `eth0` from address `local`, up; `mac` when
+    /// given (peers' FDB entries name it).
+    pub fn flannel_vxlan(&self, ns: &str, local: &str, mac: Option<&str>) -> anyhow::Result<()> {
+        let mut args = vec!["link", "add", "flannel.1"];
+        if let Some(mac) = mac {
+            args.extend(["address", mac]);
+        }
+        args.extend([
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            local,
+            "dev",
+            "eth0",
+            "dstport",
+            "8472",
+            "nolearning",
+        ]);
+        self.ip(ns, &args)?;
+        self.ip(ns, &["link", "set", "flannel.1", "up"])
+    }
+
     /// A pod on a bridge: `pod`'s `eth0` (with `addr`) paired with `port`,
     /// a port of `bridge` in `node` (what the bridge CNI plugin builds).
     pub fn bridge_port(

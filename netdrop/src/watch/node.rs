@@ -115,12 +115,9 @@ pub struct Node {
     pub observers: Option<NodeObservers>,
     /// How the observers were asked for (`None`: no observers).
     obs_opts: Option<ObserverOptions>,
-    /// The devices the observers are for, by name, with the ifindex each
-    /// had when they were attached (`None`: missing then).
-    devices: Vec<(String, Option<u32>)>,
-    /// What was found when the observers could not attach (not compared
-    /// again and again).
-    unobserved: ObservedIfaces,
+    /// The devices last found for the observers (attached to, unless that
+    /// failed): a change is a difference from these.
+    found: ObservedIfaces,
     /// The namespace's link, address and route events.
     events: Option<RouteEvents>,
     /// Its nf_tables generation, asked without entering the namespace.
@@ -159,8 +156,7 @@ impl Node {
             }
         });
         let mut node = Self {
-            devices: Vec::new(),
-            unobserved: ObservedIfaces::default(),
+            found: ObservedIfaces::default(),
             events,
             generation_watch: None,
             obs_opts: obs.cloned(),
@@ -177,8 +173,8 @@ impl Node {
         if node.netns.exists() {
             node.refresh_addresses();
         }
-        if let (Some(opts), Some(o)) = (&node.obs_opts, &node.observers) {
-            node.devices = Self::devices_of(&o.ifaces, opts);
+        if let Some(o) = &node.observers {
+            node.found = o.ifaces.clone();
         }
         node
     }
@@ -219,20 +215,16 @@ impl Node {
         }
         self.refresh_addresses();
         let (found, _) = observe::discover(&self.netns, &opts).ok()?;
-        let before = self.observers.as_ref().map(|o| &o.ifaces);
-        if before == Some(&found) || (before.is_none() && found == self.unobserved) {
+        if found == self.found {
             return None;
         }
+        let before = Self::devices_of(&self.found, &opts);
         let now = Self::devices_of(&found, &opts);
         let mut what: Vec<String> = now
             .iter()
-            .filter(|d| !self.devices.contains(d))
+            .filter(|d| !before.contains(d))
             .map(|(name, index)| {
-                let before = self
-                    .devices
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|(_, i)| *i);
+                let before = before.iter().find(|(n, _)| n == name).and_then(|(_, i)| *i);
                 match (before, index) {
                     (Some(b), Some(i)) => format!("{name} recreated (ifindex {b} → {i})"),
                     (None, Some(i)) => format!("{name} appeared (ifindex {i})"),
@@ -242,7 +234,7 @@ impl Node {
             })
             .collect();
         what.extend(
-            self.devices
+            before
                 .iter()
                 .filter(|(n, i)| i.is_some() && !now.iter().any(|(m, _)| m == n))
                 .map(|(n, i)| {
@@ -264,8 +256,7 @@ impl Node {
                 None
             }
         };
-        self.unobserved = found;
-        self.devices = now;
+        self.found = found;
         Some(what.join(", "))
     }
 
