@@ -185,7 +185,7 @@ impl Builder<'_> {
         let mut out = NativeTables::default();
         for mut t in b.tables {
             for c in &mut t.chains {
-                c.build_index();
+                c.seal();
             }
             match t.nft_family.as_deref() {
                 Some("ip") => out.v4.push(t),
@@ -854,10 +854,10 @@ fn match_of<'s>(body: &Value, set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -
             .unwrap_or_default();
         match (fib["result"].as_str(), flags.as_slice(), values.as_slice()) {
             (Some("type"), [side @ ("saddr" | "daddr")], [Value::String(t)]) => {
-                let cond = Some(crate::rules::AddrTypeCond {
+                let cond = Some(Box::new(crate::rules::AddrTypeCond {
                     neg,
                     types: vec![t.to_ascii_uppercase()],
-                });
+                }));
                 let (src, dst) = if *side == "saddr" {
                     (cond, None)
                 } else {

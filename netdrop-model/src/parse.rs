@@ -162,7 +162,7 @@ impl Parser {
         for t in self.rs.tables.values_mut() {
             t.family = self.rs.family;
             for c in &mut t.chains {
-                c.build_index();
+                c.seal();
             }
         }
         self.rs
@@ -178,16 +178,25 @@ pub fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
     Ok(p.finish())
 }
 
-/// Parses a dump line by line from a reader (a file), without holding its
-/// whole text: a kube-proxy node's dump is tens of MiB.
-pub fn parse_reader(r: impl std::io::BufRead) -> Result<Ruleset, ParseError> {
+/// Parses a dump line by line from a reader (a file, a pipe from
+/// `iptables-save`), without holding its whole text: a kube-proxy node's
+/// dump is tens of MiB. Bytes that are not UTF-8 (a comment written in
+/// another encoding) are replaced, as in the rest of netdrop's reads.
+pub fn parse_reader(mut r: impl std::io::BufRead) -> Result<Ruleset, ParseError> {
     let mut p = Parser::default();
-    for (i, raw) in r.lines().enumerate() {
-        let raw = raw.map_err(|e| ParseError {
+    let mut buf = Vec::new();
+    for i in 0.. {
+        buf.clear();
+        let n = r.read_until(b'\n', &mut buf).map_err(|e| ParseError {
             line: i + 1,
             message: format!("cannot read: {e}"),
         })?;
-        p.line(i, &raw)?;
+        if n == 0 {
+            break;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        p.line(i, &String::from_utf8_lossy(line))?;
     }
     Ok(p.finish())
 }
@@ -718,8 +727,8 @@ fn module_match(
                     types: first(o).split(',').map(str::to_owned).collect(),
                 };
                 match o.name {
-                    "--src-type" => src = Some(cond()),
-                    "--dst-type" => dst = Some(cond()),
+                    "--src-type" => src = Some(Box::new(cond())),
+                    "--dst-type" => dst = Some(Box::new(cond())),
                     "--limit-iface-in" => lin = true,
                     "--limit-iface-out" => lout = true,
                     _ => return unmodelled(warnings, "unknown addrtype option"),
@@ -753,8 +762,12 @@ fn module_match(
                     "--physdev-is-in" => is_in = Some(!o.neg),
                     "--physdev-is-out" => is_out = Some(!o.neg),
                     "--physdev-is-bridged" => is_bridged = Some(!o.neg),
-                    "--physdev-in" => pin = Some((o.neg, IfacePattern(first(o).to_owned()))),
-                    "--physdev-out" => pout = Some((o.neg, IfacePattern(first(o).to_owned()))),
+                    "--physdev-in" => {
+                        pin = Some(Box::new((o.neg, IfacePattern(first(o).to_owned()))))
+                    }
+                    "--physdev-out" => {
+                        pout = Some(Box::new((o.neg, IfacePattern(first(o).to_owned()))))
+                    }
                     _ => return unmodelled(warnings, "unknown physdev option"),
                 }
             }
@@ -769,11 +782,11 @@ fn module_match(
         "set" => {
             for o in opts {
                 if o.name == "--match-set" && o.values.len() >= 2 {
-                    out.push(Match::Set {
+                    out.push(Match::Set(Box::new(IpSetMatch {
                         neg: o.neg,
                         name: o.values[0].to_owned(),
                         flags: o.values[1].to_owned(),
-                    });
+                    })));
                 } else if o.name.starts_with("--return-nomatch")
                     || o.name.starts_with("--update")
                     || o.name.starts_with("--packets")
@@ -906,6 +919,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_with_crlf_and_bytes_that_are_not_utf8_parses() {
+        let mut dump = b"*filter\r\n:INPUT ACCEPT [0:0]\r\n-A INPUT -m comment --comment \"caf".to_vec();
+        dump.extend([0xe9, b'"']);
+        dump.extend(b" -j DROP\r\nCOMMIT\r\n");
+        let rs = parse_reader(std::io::BufReader::new(dump.as_slice())).unwrap();
+        let chain = rs.tables["filter"].chain("INPUT").unwrap();
+        assert_eq!(chain.rules.len(), 1);
+        assert_eq!(chain.rules[0].target, Target::Drop);
+        assert_eq!(chain.rules[0].comment().as_deref(), Some("caf\u{fffd}"));
+        // Built to length: no growth slack kept for the node's lifetime.
+        assert_eq!(chain.rules.capacity(), chain.rules.len());
+        assert_eq!(chain.rules[0].matches.capacity(), chain.rules[0].matches.len());
+    }
+
+    #[test]
     fn parses_counters_policies_and_rules() {
         let rs = parse_ruleset(
             "*filter\n:INPUT ACCEPT [10:20]\n:FORWARD DROP [3:4]\n:KUBE-FORWARD - [0:0]\n[5:6] -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT\nCOMMIT\n",
@@ -970,9 +998,9 @@ mod tests {
         assert!(matches!(
             &r.matches[2],
             Match::AddrType {
-                src: Some(AddrTypeCond { neg: true, .. }),
+                src: Some(c),
                 ..
-            }
+            } if c.neg
         ));
         assert_eq!(
             r.matches[4],

@@ -135,8 +135,19 @@ pub struct DstIndex {
 pub const INDEX_MIN_RULES: usize = 64;
 
 impl Chain {
+    /// Ends building the chain: its rules and their matches shrunk to
+    /// their length (a 100k-rule node's growth slack is tens of MiB), and
+    /// [`DstIndex`] for a long chain.
+    pub fn seal(&mut self) {
+        self.rules.shrink_to_fit();
+        for r in &mut self.rules {
+            r.matches.shrink_to_fit();
+        }
+        self.build_index();
+    }
+
     /// Builds [`DstIndex`] for a long chain.
-    pub fn build_index(&mut self) {
+    fn build_index(&mut self) {
         if self.rules.len() < INDEX_MIN_RULES {
             self.dst_index = None;
             return;
@@ -471,9 +482,12 @@ pub enum Match {
         neg: bool,
         states: Vec<CtState>,
     },
+    /// (Conditions boxed, as in every rarely used variant: a kube-proxy
+    /// node holds hundreds of thousands of matches, each as large as the
+    /// largest variant.)
     AddrType {
-        src: Option<AddrTypeCond>,
-        dst: Option<AddrTypeCond>,
+        src: Option<Box<AddrTypeCond>>,
+        dst: Option<Box<AddrTypeCond>>,
         limit_iface_in: bool,
         limit_iface_out: bool,
     },
@@ -486,14 +500,11 @@ pub enum Match {
         is_in: Option<bool>,
         is_out: Option<bool>,
         is_bridged: Option<bool>,
-        physdev_in: Option<(bool, IfacePattern)>,
-        physdev_out: Option<(bool, IfacePattern)>,
+        physdev_in: Option<Box<(bool, IfacePattern)>>,
+        physdev_out: Option<Box<(bool, IfacePattern)>>,
     },
-    Set {
-        neg: bool,
-        name: String,
-        flags: String,
-    },
+    /// `-m set --match-set NAME FLAGS`.
+    Set(Box<IpSetMatch>),
     /// `-m limit`: matches until the rate is exceeded; modelled as a match.
     Limit {
         rate: String,
@@ -518,6 +529,15 @@ pub enum Match {
     Unmodelled {
         text: String,
     },
+}
+
+/// `-m set`: whether the packet is (`neg`: is not) in ipset `name`, looked
+/// up by the packet's fields `flags` names (`src`, `dst,dst`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpSetMatch {
+    pub neg: bool,
+    pub name: String,
+    pub flags: String,
 }
 
 /// How a MARK target changes the packet mark.

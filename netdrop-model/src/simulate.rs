@@ -600,7 +600,7 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                     .any(|c| **c == Some(true));
                 let named = [physdev_in, physdev_out]
                     .iter()
-                    .any(|p| matches!(p, Some((false, _))));
+                    .any(|p| p.as_deref().is_some_and(|(neg, _)| !neg));
                 if any_true || named { Tri::No } else { Tri::Yes }
             }
             // Bridged drops are told in FORWARD and POSTROUTING: both ports exist.
@@ -615,7 +615,9 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                     (physdev_in, &ports.physdev_in),
                     (physdev_out, &ports.physdev_out),
                 ] {
-                    let Some((neg, pat)) = cond else { continue };
+                    let Some((neg, pat)) = cond.as_deref() else {
+                        continue;
+                    };
                     match have {
                         Some(name) => {
                             if let Tri::No = tri(pat.matches(name), *neg) {
@@ -628,8 +630,8 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                 res
             }
         },
-        Match::Set { neg, name, .. } => Tri::Maybe(
-            format!("{}in ipset {name}", if *neg { "not " } else { "" }),
+        Match::Set(set) => Tri::Maybe(
+            format!("{}in ipset {}", if set.neg { "not " } else { "" }, set.name),
             true,
         ),
         Match::OneOf { neg, options } => {
