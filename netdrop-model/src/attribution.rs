@@ -39,7 +39,13 @@ impl CounterSnapshot {
         let mut chains = HashMap::new();
         for t in rs.tables.values() {
             for c in &t.chains {
-                let mut kept = vec![(None, c.counters)];
+                // Only a chain with a policy (a base chain) ends a walk at
+                // its end; kube-proxy's tens of thousands of user chains
+                // keep nothing unless a rule of theirs can end one.
+                let mut kept = Vec::new();
+                if c.policy.is_some() {
+                    kept.push((None, c.counters));
+                }
                 for r in &c.rules {
                     let ends = matches!(
                         r.target,
@@ -53,7 +59,9 @@ impl CounterSnapshot {
                         kept.push((Some(r.text.clone()), n));
                     }
                 }
-                chains.insert((t.name.clone(), c.name.clone()), kept);
+                if !kept.is_empty() {
+                    chains.insert((t.name.clone(), c.name.clone()), kept);
+                }
             }
         }
         Self { chains }
@@ -240,6 +248,20 @@ mod tests {
         p.in_iface = Some("flannel.1".into());
         p.out_iface = Some("cni0".into());
         p
+    }
+
+    #[test]
+    fn a_snapshot_keeps_policies_and_rules_that_end_a_walk_only() {
+        let mut dump = String::from("*nat\n:PREROUTING ACCEPT [1:1]\n");
+        for i in 0..100 {
+            dump += &format!(":SVC-{i} - [0:0]\n-A PREROUTING -d 10.96.0.{i}/32 -j SVC-{i}\n-A SVC-{i} -j DNAT --to-destination 10.224.1.{i}:80\n");
+        }
+        dump += "COMMIT\n*filter\n:INPUT ACCEPT [2:2]\n:CHECKS - [0:0]\n[3:3] -A CHECKS -p udp -j DROP\nCOMMIT\n";
+        let snap = CounterSnapshot::of(&parse_ruleset(&dump).unwrap());
+        // nat PREROUTING's and filter INPUT's policies, CHECKS' DROP: not
+        // the hundred service chains.
+        assert_eq!(snap.chains.len(), 3, "{snap:?}");
+        assert_eq!(snap.chains[&("filter".into(), "CHECKS".into())].len(), 1);
     }
 
     #[test]
