@@ -2,12 +2,12 @@
 //! backends when a node has rules in both (legacy and nft side by side is a
 //! classic source of "my rule is there but nothing happens").
 
-use std::{path::Path, process::Command};
-
-use netdrop_model::{
-    ParseError, Ruleset,
-    parse::{parse_reader, parse_ruleset},
+use std::{
+    path::Path,
+    process::{Command, Stdio},
 };
+
+use netdrop_model::{ParseError, Ruleset, parse::parse_reader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -177,17 +177,46 @@ fn save_with(netns: Option<&str>, prog: &str, args: &[&str]) -> Result<Ruleset, 
         Some(ns) => format!("{prog} {what} (netns {ns})"),
         None => format!("{prog} {what}"),
     };
-    let out = cmd
-        .output()
+    // Parsed as it streams: a kube-proxy node's dump is tens of MiB of
+    // text that need not exist beside its model.
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| ReadError::Spawn(prog.to_owned(), e))?;
-    if !out.status.success() {
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
         return Err(ReadError::Failed {
             cmd: label,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            stderr: "no pipe to read".into(),
         });
+    };
+    let (parsed, err) = std::thread::scope(|s| {
+        let err = s.spawn(move || {
+            let mut e = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut e);
+            e
+        });
+        let parsed = parse_reader(std::io::BufReader::with_capacity(1 << 16, stdout));
+        if parsed.is_err() {
+            // Stop it rather than wait for the rest of a dump we refuse.
+            let _ = child.kill();
+        }
+        (parsed, err.join().unwrap_or_default())
+    });
+    let status = child
+        .wait()
+        .map_err(|e| ReadError::Spawn(prog.to_owned(), e))?;
+    match parsed {
+        Err(source) => Err(ReadError::Parse { cmd: label, source }),
+        Ok(_) if !status.success() => Err(ReadError::Failed {
+            cmd: label,
+            stderr: String::from_utf8_lossy(&err).trim().to_owned(),
+        }),
+        Ok(rs) => Ok(rs),
     }
-    parse_ruleset(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|source| ReadError::Parse { cmd: label, source })
 }
 
 fn has_rules(rs: &Ruleset) -> bool {
@@ -275,14 +304,31 @@ fn save_program(backend: Backend, family: netdrop_model::Family) -> Option<&'sta
     })
 }
 
-/// Reads again, in place, the tables of `node` whose counters are evidence
-/// for a drop: iptables' tables that can drop (`iptables-save -c -t TABLE`
-/// for each: a kube-proxy node's big `nat` table is not read) and the
-/// native nftables tables (over netlink). What a new drop site needs when
-/// the rules did not change; the caller checks they did not.
+/// Reads again, in place, the counters that are evidence for a drop:
+/// iptables' tables that can drop (`iptables-save -c -t TABLE` for each: a
+/// kube-proxy node's big `nat` table is not read) and, of native nftables
+/// tables, the counters of rules that have one (over netlink, nothing else
+/// decoded; a table without counters is not read). What a new drop site
+/// needs when the rules did not change; the caller checks they did not.
 pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Result<(), ReadError> {
     let mut native: Vec<(String, String)> = Vec::new();
     for (backend, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
+        for t in rs.tables.values() {
+            let counted = || {
+                t.chains
+                    .iter()
+                    .flat_map(|c| &c.rules)
+                    .any(|r| r.counters.is_some())
+            };
+            if let Some(fam) = &t.nft_family
+                && counted()
+            {
+                let short = native_name(t);
+                if !native.iter().any(|(f, n)| f == fam && *n == short) {
+                    native.push((fam.clone(), short.to_owned()));
+                }
+            }
+        }
         let Some(prog) = save_program(*backend, rs.family) else {
             continue;
         };
@@ -298,33 +344,36 @@ pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Resu
                 rs.tables.insert(name, t);
             }
         }
-        for t in rs.tables.values() {
-            if let Some(fam) = &t.nft_family {
-                let short = t.name.rsplit(' ').next().unwrap_or(&t.name).to_owned();
-                if !native.iter().any(|(f, n)| f == fam && *n == short) {
-                    native.push((fam.clone(), short));
-                }
-            }
-        }
     }
     if native.is_empty() {
         return Ok(());
     }
-    let fresh = super::nf_tables::read_tables(netns, &native).map_err(|e| ReadError::Failed {
-        cmd: "reading the nftables tables over netlink".into(),
+    let fresh = super::nf_tables::read_counters(netns, &native).map_err(|e| ReadError::Failed {
+        cmd: "reading the nftables rule counters over netlink".into(),
         stderr: e.to_string(),
     })?;
-    for (tables, list) in [(fresh.v4, &mut node.v4), (fresh.v6, &mut node.v6)] {
-        for t in tables {
-            if let Some((_, rs)) = list
-                .iter_mut()
-                .find(|(_, rs)| rs.tables.contains_key(&t.name))
-            {
-                rs.tables.insert(t.name.clone(), t);
+    for (_, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
+        for t in rs.tables.values_mut() {
+            let Some(fam) = t.nft_family.clone() else {
+                continue;
+            };
+            let Some(counters) = fresh.get(&(fam, native_name(t).to_owned())) else {
+                continue;
+            };
+            for r in t.chains.iter_mut().flat_map(|c| c.rules.iter_mut()) {
+                if let Some(c) = r.handle.and_then(|h| counters.get(&h)) {
+                    r.counters = Some(*c);
+                }
             }
         }
     }
     Ok(())
+}
+
+/// A native table's own name (the model names it with its family: `inet
+/// firewalld`).
+fn native_name(t: &netdrop_model::rules::Table) -> &str {
+    t.name.rsplit(' ').next().unwrap_or(&t.name)
 }
 
 /// Which backend plain `iptables` edits on this machine (`iptables -V`:

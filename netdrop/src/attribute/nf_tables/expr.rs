@@ -117,6 +117,21 @@ pub fn statements(family: &str, exprs: &[u8], sets: &HashMap<String, SetInfo>) -
         .collect()
 }
 
+/// The first `counter` of one rule's expressions (`NFTA_RULE_EXPRESSIONS`),
+/// nothing else decoded.
+pub fn counter(exprs: &[u8]) -> Option<netdrop_model::rules::Counters> {
+    attrs(exprs)
+        .filter(|(kind, _)| *kind == 1) // NFTA_LIST_ELEM
+        .find(|(_, elem)| attr::string(elem, 1).as_deref() == Some("counter"))
+        .map(|(_, elem)| {
+            let d = attr::get(elem, 2).unwrap_or(&[]);
+            netdrop_model::rules::Counters {
+                packets: attr::be64(d, 2).unwrap_or(0),
+                bytes: attr::be64(d, 1).unwrap_or(0),
+            }
+        })
+}
+
 fn data_value(nested: &[u8]) -> Option<Vec<u8>> {
     attr::get(nested, 1).map(<[u8]>::to_vec) // NFTA_DATA_VALUE
 }

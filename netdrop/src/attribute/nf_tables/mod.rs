@@ -167,6 +167,46 @@ pub fn read_items(netns: Option<&str>, wanted: &[(String, String)]) -> io::Resul
     Ok(items)
 }
 
+/// The counters of the rules of tables `wanted` ((family, name)) that
+/// hold a `counter` statement, by (family, table) and rule handle: what a
+/// new drop site needs of native tables when their rules did not change.
+/// Only each rule's handle and counter are decoded (a kube-proxy nftables
+/// table has 80k rules; decoding them all into a model takes seconds).
+pub fn read_counters(
+    netns: Option<&str>,
+    wanted: &[(String, String)],
+) -> io::Result<HashMap<(String, String), HashMap<u64, netdrop_model::rules::Counters>>> {
+    in_netns(netns, || {
+        let sock = Socket::open()?;
+        let mut out = HashMap::new();
+        for (fam, table) in wanted {
+            let Some(family) = family_number(fam) else {
+                continue;
+            };
+            let mut by_handle = HashMap::new();
+            sock.dump_each(
+                family,
+                NFT_MSG_GETRULE,
+                &nla(1, &cstr(table)),
+                &mut |body| {
+                    let a = body.get(4..).unwrap_or(&[]);
+                    if attr::string(a, 1).as_deref() != Some(table) {
+                        return;
+                    }
+                    let (Some(handle), Some(exprs)) = (attr::be64(a, 3), attr::get(a, 4)) else {
+                        return;
+                    };
+                    if let Some(c) = expr::counter(exprs) {
+                        by_handle.insert(handle, c);
+                    }
+                },
+            )?;
+            out.insert((fam.clone(), table.clone()), by_handle);
+        }
+        Ok(out)
+    })
+}
+
 /// Each item of tables `wanted`, handed to `emit` as it is decoded.
 fn read_each(
     netns: Option<&str>,
