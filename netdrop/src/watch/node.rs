@@ -45,7 +45,6 @@ pub struct Rules {
     /// seen in between. Only what attribution reads is kept.
     pub previous: Option<Vec<(Backend, Family, CounterSnapshot)>>,
     pub owners: HashMap<usize, OwnerContext>,
-    fingerprint: u64,
     pub read_at: Instant,
     /// Bumped on every change, so caches keyed by it expire.
     pub generation: u64,
@@ -123,6 +122,9 @@ pub struct Node {
     /// Its nf_tables generation, asked without entering the namespace.
     generation_watch: Option<nf_tables::GenerationWatch>,
     pub rules: Option<Rules>,
+    /// What the last read ruleset was, kept apart from it (a read frees
+    /// the model before it makes the next): its fingerprint and generation.
+    last_read: Option<(u64, u64)>,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
     /// Ruleset problems already reported (each is logged once).
@@ -164,6 +166,7 @@ impl Node {
             label,
             observers,
             rules: None,
+            last_read: None,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
             warned: Default::default(),
@@ -313,7 +316,7 @@ impl Node {
             .collect();
         self.reads += 1;
         match reader::reread_dropping_tables(self.netns.name.as_deref(), &mut rules.current) {
-            Ok(()) if fingerprint(&rules.current) == rules.fingerprint => {
+            Ok(()) if Some(fingerprint(&rules.current)) == self.last_read.map(|(f, _)| f) => {
                 rules.previous = Some(before);
                 rules.read_at = Instant::now();
                 false
@@ -349,12 +352,25 @@ impl Node {
     }
 
     /// Re-reads the ruleset. Returns true when the rules changed (a reload).
+    ///
+    /// The model read before is freed first, keeping only its counters
+    /// (evidence for drops counted since): a kube-proxy node's model is
+    /// tens of MiB and, with the kernel's generation moved, out of date. A
+    /// failed read leaves the node without rules until one succeeds.
     pub fn refresh_rules(&mut self) -> bool {
         // Opened anew with each read: a legacy table family that appeared
         // (its proc file) is then watched too.
         self.generation_watch = nf_tables::GenerationWatch::open(self.netns.name.as_deref()).ok();
         let kernel_generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
         self.reads += 1;
+        let previous: Option<Vec<(Backend, Family, CounterSnapshot)>> =
+            self.rules.take().map(|r| {
+                r.current
+                    .all()
+                    .map(|(b, rs)| (*b, rs.family, CounterSnapshot::of(rs)))
+                    .collect()
+            });
+        crate::preflight::release_freed_memory();
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,
             Err(e) => {
@@ -368,7 +384,7 @@ impl Node {
             }
         }
         let fp = fingerprint(&read);
-        let changed = self.rules.as_ref().is_none_or(|r| r.fingerprint != fp);
+        let changed = self.last_read.is_none_or(|(f, _)| f != fp);
         if changed {
             self.refresh_addresses();
         }
@@ -377,21 +393,12 @@ impl Node {
             .enumerate()
             .map(|(i, (_, rs))| (i, OwnerContext::new(rs, Some(self.interfaces.clone()))))
             .collect();
-        let generation = self
-            .rules
-            .as_ref()
-            .map_or(0, |r| r.generation + u64::from(changed));
-        let previous = self.rules.take().map(|r| {
-            r.current
-                .all()
-                .map(|(b, rs)| (*b, rs.family, CounterSnapshot::of(rs)))
-                .collect()
-        });
+        let generation = self.last_read.map_or(0, |(_, g)| g + u64::from(changed));
+        self.last_read = Some((fp, generation));
         self.rules = Some(Rules {
             current: read,
             previous,
             owners,
-            fingerprint: fp,
             read_at: Instant::now(),
             generation,
             kernel_generation,
