@@ -243,10 +243,66 @@ pub struct Datapath {
     samples: RingBuf<MapData>,
 }
 
+/// The drop programs loaded into the kernel (verified, their maps made),
+/// none attached yet: what needs the kernel's BTF is done and its parse
+/// freed. `watch` reads the rules between [`Datapath::load`] and
+/// [`LoadedDatapath::attach`], so rule counters grow by at least every drop
+/// the kernel then counts, and the BTF parse and the ruleset's model are
+/// never in memory together.
+pub struct LoadedDatapath {
+    ebpf: Ebpf,
+    /// The first candidate probe that loaded.
+    loaded: DropProbe,
+    /// The candidates after it, tried only if it does not attach.
+    rest: Vec<DropProbe>,
+    btf_path: PathBuf,
+    samples: RingBuf<MapData>,
+}
+
+impl LoadedDatapath {
+    /// Attaches the loaded probe, or if it will not attach, the next
+    /// candidate that loads and attaches (warning about each that did not).
+    pub fn attach(mut self) -> Result<Datapath, CaptureError> {
+        let first = self.loaded;
+        let mut last = match attach_loaded(&mut self.ebpf, first) {
+            Ok(()) => return Ok(self.into_datapath(first)),
+            Err(e) => e,
+        };
+        let mut tried = first;
+        for p in std::mem::take(&mut self.rest) {
+            log::warn!(
+                "drop probe {} unavailable ({last}); trying {}",
+                tried.as_str(),
+                p.as_str()
+            );
+            match load_probe(&mut self.ebpf, p, None, &self.btf_path)
+                .and_then(|()| attach_loaded(&mut self.ebpf, p))
+            {
+                Ok(()) => return Ok(self.into_datapath(p)),
+                Err(e) => (last, tried) = (e, p),
+            }
+        }
+        Err(last)
+    }
+
+    fn into_datapath(self, probe: DropProbe) -> Datapath {
+        Datapath {
+            ebpf: self.ebpf,
+            probe,
+            samples: self.samples,
+        }
+    }
+}
+
 impl Datapath {
-    pub fn load(opts: &CaptureOptions) -> Result<(Self, KernelInfo), CaptureError> {
-        let kbtf = KernelBtf::load(&opts.btf_path)?;
+    /// Loads the drop programs (see [`LoadedDatapath`]); nothing is
+    /// attached until [`LoadedDatapath::attach`].
+    pub fn load(opts: &CaptureOptions) -> Result<(LoadedDatapath, KernelInfo), CaptureError> {
         let kallsyms = Kallsyms::load()?;
+        // The kernel's BTF is parsed twice, once by each library (btf_rs for
+        // offsets and names here, aya below to load the programs): never
+        // both at once, each is tens of MiB.
+        let kbtf = KernelBtf::load(&opts.btf_path)?;
         let sym = |name: &'static str| kallsyms.addr(name).ok_or(CaptureError::NoSymbol(name));
         let layout = KernelLayout {
             ip_local_deliver: sym("ip_local_deliver")?,
@@ -281,8 +337,14 @@ impl Datapath {
         // Without the kfunc, the cast build keeps its placeholder calls and
         // is never loaded.
         let cast = kbtf.rdonly_cast_to_void();
+        drop(kbtf);
+        // aya's parse serves both the loader and the tp_btf attach (the
+        // loader would otherwise parse `/sys/kernel/btf/vmlinux` itself,
+        // and not `--btf`).
+        let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()).ok();
         let object = kfunc::patch_calls(crate::EBPF_OBJECT, cast.unwrap_or(0))?.0;
         let mut ebpf = EbpfLoader::new()
+            .btf(btf.as_ref())
             .override_global("LAYOUT", &layout, true)
             .override_global("DROP_CONFIG", &config, true)
             .override_global("TP_LAYOUT", &tp_layout, true)
@@ -300,7 +362,8 @@ impl Datapath {
             ],
             one => vec![one],
         };
-        let probe = attach_first(&mut ebpf, &order, &opts.btf_path)?;
+        let (loaded, rest) = load_first(&mut ebpf, &order, btf.as_ref(), &opts.btf_path)?;
+        drop(btf);
         let samples = ebpf.take_map("DROP_SAMPLES").ok_or(CaptureError::Map {
             map: "DROP_SAMPLES",
             source: aya::maps::MapError::InvalidName {
@@ -312,9 +375,11 @@ impl Datapath {
             source,
         })?;
         Ok((
-            Self {
+            LoadedDatapath {
                 ebpf,
-                probe,
+                loaded,
+                rest,
+                btf_path: opts.btf_path.clone(),
                 samples,
             },
             KernelInfo {
@@ -458,16 +523,18 @@ pub(crate) fn cached_counts<C: SlotCache>(
     Ok(sums)
 }
 
-/// The first of `order` that loads and attaches, warning about the others.
-fn attach_first(
+/// Loads the first candidate of `order` that loads (warning about the
+/// ones before it), and returns it with the candidates after it.
+fn load_first(
     ebpf: &mut Ebpf,
     order: &[DropProbe],
-    btf: &Path,
-) -> Result<DropProbe, CaptureError> {
+    btf: Option<&aya::Btf>,
+    btf_path: &Path,
+) -> Result<(DropProbe, Vec<DropProbe>), CaptureError> {
     let mut last = None;
     for (i, probe) in order.iter().enumerate() {
-        match attach(ebpf, *probe, btf) {
-            Ok(p) => return Ok(p),
+        match load_probe(ebpf, *probe, btf, btf_path) {
+            Ok(()) => return Ok((*probe, order[i + 1..].to_vec())),
             Err(e) => {
                 if let Some(next) = order.get(i + 1) {
                     log::warn!(
@@ -483,55 +550,75 @@ fn attach_first(
     Err(last.unwrap_or(CaptureError::NoCast))
 }
 
-fn attach(ebpf: &mut Ebpf, probe: DropProbe, btf: &Path) -> Result<DropProbe, CaptureError> {
+/// The program that implements `probe` (`Auto` is expanded by the caller).
+fn program_name(probe: DropProbe) -> &'static str {
     match probe {
-        DropProbe::TpBtf => attach_tp_btf(ebpf, "netdrop_kfree_skb_btf", probe, btf),
-        DropProbe::TpBtfProbeRead => {
-            attach_tp_btf(ebpf, "netdrop_kfree_skb_btf_probe_read", probe, btf)
-        }
-        // `Auto` is expanded into an order by the caller.
-        DropProbe::Tracepoint | DropProbe::Auto => attach_tracepoint(ebpf),
+        DropProbe::TpBtf => "netdrop_kfree_skb_btf",
+        DropProbe::TpBtfProbeRead => "netdrop_kfree_skb_btf_probe_read",
+        DropProbe::Tracepoint | DropProbe::Auto => "netdrop_kfree_skb_tp",
     }
 }
 
-/// Loads and attaches a `tp_btf/kfree_skb` build. `btf` (`--btf`, the
-/// running kernel's by default) names the tracepoint's type.
-fn attach_tp_btf(
-    ebpf: &mut Ebpf,
-    name: &str,
-    probe: DropProbe,
-    btf: &Path,
-) -> Result<DropProbe, CaptureError> {
-    let btf = aya::Btf::parse_file(btf, aya::Endianness::default()).map_err(|e| {
-        CaptureError::Program {
-            what: "reading kernel BTF for tp_btf".into(),
-            source: aya::programs::ProgramError::Btf(e),
-        }
-    })?;
-    let prog: &mut BtfTracePoint = program(ebpf, name)?;
-    let wrap = |what: &str| {
-        let what = what.to_owned();
-        move |source| CaptureError::Program { what, source }
-    };
-    prog.load("kfree_skb", &btf)
-        .map_err(wrap("loading tp_btf/kfree_skb"))?;
-    prog.attach().map_err(wrap("attaching tp_btf/kfree_skb"))?;
-    Ok(probe)
+fn wrap(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError {
+    let what = what.to_owned();
+    move |source| CaptureError::Program { what, source }
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<DropProbe, CaptureError> {
-    // Fail with the tracefs reason rather than a zero-offset program.
-    tracefs::kfree_skb_layout()?;
-    let prog: &mut TracePoint = program(ebpf, "netdrop_kfree_skb_tp")?;
-    let wrap = |what: &str| {
-        let what = what.to_owned();
-        move |source| CaptureError::Program { what, source }
-    };
-    prog.load()
-        .map_err(wrap("loading tracepoint skb/kfree_skb"))?;
-    prog.attach("skb", "kfree_skb")
-        .map_err(wrap("attaching tracepoint skb/kfree_skb"))?;
-    Ok(DropProbe::Tracepoint)
+/// Loads one drop probe. A `tp_btf` build needs the kernel's BTF (parsed
+/// from `btf_path`: `--btf`, the running kernel's by default) to name the
+/// tracepoint's type: `btf`, or when `None` parsed here.
+fn load_probe(
+    ebpf: &mut Ebpf,
+    probe: DropProbe,
+    btf: Option<&aya::Btf>,
+    btf_path: &Path,
+) -> Result<(), CaptureError> {
+    let name = program_name(probe);
+    match probe {
+        DropProbe::TpBtf | DropProbe::TpBtfProbeRead => {
+            let parsed;
+            let btf = match btf {
+                Some(b) => b,
+                None => {
+                    parsed = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(
+                        |e| CaptureError::Program {
+                            what: "reading kernel BTF for tp_btf".into(),
+                            source: aya::programs::ProgramError::Btf(e),
+                        },
+                    )?;
+                    &parsed
+                }
+            };
+            let prog: &mut BtfTracePoint = program(ebpf, name)?;
+            prog.load("kfree_skb", btf)
+                .map_err(wrap("loading tp_btf/kfree_skb"))
+        }
+        DropProbe::Tracepoint | DropProbe::Auto => {
+            // Fail with the tracefs reason rather than a zero-offset program.
+            tracefs::kfree_skb_layout()?;
+            let prog: &mut TracePoint = program(ebpf, name)?;
+            prog.load()
+                .map_err(wrap("loading tracepoint skb/kfree_skb"))
+        }
+    }
+}
+
+fn attach_loaded(ebpf: &mut Ebpf, probe: DropProbe) -> Result<(), CaptureError> {
+    let name = program_name(probe);
+    match probe {
+        DropProbe::TpBtf | DropProbe::TpBtfProbeRead => {
+            let prog: &mut BtfTracePoint = program(ebpf, name)?;
+            prog.attach()
+                .map(drop)
+                .map_err(wrap("attaching tp_btf/kfree_skb"))
+        }
+        DropProbe::Tracepoint | DropProbe::Auto => {
+            let prog: &mut TracePoint = program(ebpf, name)?;
+            prog.attach("skb", "kfree_skb")
+                .map(drop)
+                .map_err(wrap("attaching tracepoint skb/kfree_skb"))
+        }
+    }
 }
 
 pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, CaptureError>

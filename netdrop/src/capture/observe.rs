@@ -409,7 +409,12 @@ impl NodeObservers {
             node_net6,
             pod_cidrs: super::pod_cidrs(&opts.pod_cidrs)?,
         };
+        // TC programs need no kernel BTF (offsets are the packet's own):
+        // without `.btf(None)` the loader would parse vmlinux's BTF, tens
+        // of MiB, on every attach, and observers re-attach whenever a
+        // node's devices change.
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .override_global("OBS_CONFIG", &config, true)
             .load(crate::OBSERVE_OBJECT)?;
         for name in ["netdrop_tc_ingress", "netdrop_tc_egress"] {

@@ -120,12 +120,7 @@ pub async fn run_until(
         .cloned()
         .map(|n| Node::new(n, obs_opts.as_ref()))
         .collect();
-    // The first rules snapshot is taken before the drop probe attaches, so
-    // rule counters grow by at least every drop the kernel then counts.
-    for n in nodes.iter_mut().filter(|n| n.netns.exists()) {
-        n.refresh_rules();
-    }
-    let (mut datapath, kernel) = Datapath::load(&CaptureOptions {
+    let (loaded, kernel) = Datapath::load(&CaptureOptions {
         btf_path: args.btf.clone(),
         probe: args.drop_probe,
         pod_cidrs: cluster.pod_cidrs.clone(),
@@ -134,8 +129,15 @@ pub async fn run_until(
         sample_rate: args.sample_rate,
     })
     .context("starting the kernel datapath")?;
-    // The kernel BTF and object files parsed to load the programs are freed.
+    // The kernel BTF and object files parsed to load the programs are freed
+    // (before the rules are read: a 100k-rule model need not sit on top).
     crate::preflight::release_freed_memory();
+    // The first rules snapshot is taken before the drop probe attaches, so
+    // rule counters grow by at least every drop the kernel then counts.
+    for n in nodes.iter_mut().filter(|n| n.netns.exists()) {
+        n.refresh_rules();
+    }
+    let mut datapath = loaded.attach().context("starting the kernel datapath")?;
 
     let printer = Printer::new(args.output);
     let mut w = Watcher {
