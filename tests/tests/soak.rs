@@ -47,12 +47,13 @@ fn restore(ns: &str, text: &str) {
     assert!(child.wait().unwrap().success(), "iptables-nft-restore");
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A memory figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:` the peak).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .find_map(|l| l.strip_prefix(field))?
                 .split_whitespace()
                 .next()?
                 .parse()
@@ -190,7 +191,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
             }
             _ => {}
         }
-        rss_samples.push((start.elapsed(), rss_kib(w.pid())));
+        rss_samples.push((start.elapsed(), status_kib(w.pid(), "VmRSS:")));
     }
     let quarter = Duration::from_secs(seconds) / 4;
     let median_in = |from: Duration, to: Duration| {
@@ -248,6 +249,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
         .value(&format!("min_over_time(up[{seconds}s])"))
         .unwrap_or_default();
     let said = w.stderr();
+    let peak_rss = status_kib(w.pid(), "VmHWM:");
     // Stopped with SIGTERM: the last summaries are printed.
     let records = w.stop().unwrap();
     // Every record of the rule says how many drops it adds (a site made
@@ -260,10 +262,11 @@ fn a_living_node_under_load_churn_and_device_changes() {
         .filter_map(|r| r["new_packets"].as_u64())
         .sum();
     let summary = format!(
-        "soak: {seconds} s, {services} Services, {restores} restores, flannel.1 remade {flannel_remade}×, cni0 {cni0_remade}×, namespace removed {ns_removed}× and re-added {ns_readded}×; {} packets sent, rule counter {counter}, netdrop's records {counted} and metric {metric}; RSS (median) after warm-up {:.0} MiB, in the last quarter {:.0} MiB; netdrop's count caught up {:.1} s after the flood stopped",
+        "soak: {seconds} s, {services} Services, {restores} restores, flannel.1 remade {flannel_remade}×, cni0 {cni0_remade}×, namespace removed {ns_removed}× and re-added {ns_readded}×; {} packets sent, rule counter {counter}, netdrop's records {counted} and metric {metric}; RSS (median) after warm-up {:.0} MiB, in the last quarter {:.0} MiB, peak (VmHWM) {:.0} MiB; netdrop's count caught up {:.1} s after the flood stopped",
         sent.load(Ordering::Relaxed),
         warm_rss as f64 / 1024.0,
         late_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
         settled.as_secs_f64()
     );
     println!("{summary}");
