@@ -254,7 +254,9 @@ mod tests {
     fn a_snapshot_keeps_policies_and_rules_that_end_a_walk_only() {
         let mut dump = String::from("*nat\n:PREROUTING ACCEPT [1:1]\n");
         for i in 0..100 {
-            dump += &format!(":SVC-{i} - [0:0]\n-A PREROUTING -d 10.96.0.{i}/32 -j SVC-{i}\n-A SVC-{i} -j DNAT --to-destination 10.224.1.{i}:80\n");
+            dump += &format!(
+                ":SVC-{i} - [0:0]\n-A PREROUTING -d 10.96.0.{i}/32 -j SVC-{i}\n-A SVC-{i} -j DNAT --to-destination 10.224.1.{i}:80\n"
+            );
         }
         dump += "COMMIT\n*filter\n:INPUT ACCEPT [2:2]\n:CHECKS - [0:0]\n[3:3] -A CHECKS -p udp -j DROP\nCOMMIT\n";
         let snap = CounterSnapshot::of(&parse_ruleset(&dump).unwrap());

@@ -920,7 +920,8 @@ mod tests {
 
     #[test]
     fn a_stream_with_crlf_and_bytes_that_are_not_utf8_parses() {
-        let mut dump = b"*filter\r\n:INPUT ACCEPT [0:0]\r\n-A INPUT -m comment --comment \"caf".to_vec();
+        let mut dump =
+            b"*filter\r\n:INPUT ACCEPT [0:0]\r\n-A INPUT -m comment --comment \"caf".to_vec();
         dump.extend([0xe9, b'"']);
         dump.extend(b" -j DROP\r\nCOMMIT\r\n");
         let rs = parse_reader(std::io::BufReader::new(dump.as_slice())).unwrap();
@@ -930,7 +931,10 @@ mod tests {
         assert_eq!(chain.rules[0].comment().as_deref(), Some("caf\u{fffd}"));
         // Built to length: no growth slack kept for the node's lifetime.
         assert_eq!(chain.rules.capacity(), chain.rules.len());
-        assert_eq!(chain.rules[0].matches.capacity(), chain.rules[0].matches.len());
+        assert_eq!(
+            chain.rules[0].matches.capacity(),
+            chain.rules[0].matches.len()
+        );
     }
 
     #[test]

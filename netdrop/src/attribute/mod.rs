@@ -4,3 +4,4 @@
 
 pub mod nf_tables;
 pub mod reader;
+pub mod xtables;

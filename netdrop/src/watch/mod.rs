@@ -40,12 +40,14 @@ use crate::{
 };
 
 /// How often the rules are checked for a change (one netlink request per
-/// node: the nf_tables generation); they are re-read only when it moved,
-/// and whenever a new drop needs their counters.
+/// node: the nf_tables generation; with legacy tables, their entry counts
+/// and sizes too); they are re-read only when something moved, and
+/// whenever a new drop needs their counters.
 const RULES_CHANGE_CHECK: Duration = Duration::from_secs(1);
 
-/// Nodes with iptables-legacy tables (which have no generation) have their
-/// rules re-read this often instead.
+/// Legacy tables (x_tables has no generation) also have their content
+/// compared this often: a rule replaced by one of the same size changes no
+/// count or size. (A copy of the tables, not a re-read.)
 const LEGACY_RULES_RECHECK: Duration = Duration::from_secs(10);
 
 /// How often at most a status line says what the kernel lost.

@@ -51,6 +51,8 @@ pub struct Rules {
     /// The kernel's generation when these were read (taken before the
     /// read: a change during it shows at the next check).
     pub kernel_generation: Option<nf_tables::Generation>,
+    /// The legacy tables' content hash then, if there are any.
+    pub legacy_content: Option<u64>,
 }
 
 impl RulesView for Rules {
@@ -125,6 +127,9 @@ pub struct Node {
     /// What the last read ruleset was, kept apart from it (a read frees
     /// the model before it makes the next): its fingerprint and generation.
     last_read: Option<(u64, u64)>,
+    /// When the legacy tables' content was last compared (it costs a copy
+    /// of them: every `legacy_every`, not every check).
+    legacy_checked: Instant,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
     /// Ruleset problems already reported (each is logged once).
@@ -167,6 +172,7 @@ impl Node {
             observers,
             rules: None,
             last_read: None,
+            legacy_checked: Instant::now(),
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
             warned: Default::default(),
@@ -304,9 +310,7 @@ impl Node {
         let generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
         // nf_tables says nothing moved (iptables-legacy has no generation:
         // the fingerprint below tells).
-        if generation.is_none()
-            || generation.map(|g| g.nf_tables) != rules.kernel_generation.map(|g| g.nf_tables)
-        {
+        if generation.is_none() || generation != rules.kernel_generation {
             return self.refresh_rules();
         }
         let before: Vec<(Backend, Family, CounterSnapshot)> = rules
@@ -334,9 +338,11 @@ impl Node {
     }
 
     /// Whether the rules may have changed since they were read, known
-    /// cheaply: the nf_tables generation moved, or (iptables-legacy has no
-    /// generation) `legacy_every` passed since the last read.
-    pub fn rules_may_have_changed(&self, legacy_every: std::time::Duration) -> bool {
+    /// cheaply: the nf_tables generation moved, or the legacy tables'
+    /// shape; with legacy tables, every `legacy_every` their content (a
+    /// same-size edit moves nothing else). Without a generation at all,
+    /// every `legacy_every`.
+    pub fn rules_may_have_changed(&mut self, legacy_every: std::time::Duration) -> bool {
         let Some(rules) = &self.rules else {
             return true;
         };
@@ -345,8 +351,19 @@ impl Node {
             None => nf_tables::generation(self.netns.name.as_deref()),
         };
         match (now, rules.kernel_generation) {
-            (Ok(now), Some(then)) if !now.legacy_tables => now != then,
-            (Ok(_), Some(_)) => rules.read_at.elapsed() >= legacy_every,
+            (Ok(now), Some(then)) if now != then => true,
+            (Ok(now), Some(_)) if now.legacy_tables => {
+                if self.legacy_checked.elapsed() < legacy_every {
+                    return false;
+                }
+                self.legacy_checked = Instant::now();
+                let content = self
+                    .generation_watch
+                    .as_ref()
+                    .and_then(|w| w.legacy_content().ok());
+                content.is_none() || content != rules.legacy_content
+            }
+            (Ok(_), Some(_)) => false,
             _ => rules.read_at.elapsed() >= legacy_every,
         }
     }
@@ -362,6 +379,11 @@ impl Node {
         // (its proc file) is then watched too.
         self.generation_watch = nf_tables::GenerationWatch::open(self.netns.name.as_deref()).ok();
         let kernel_generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
+        let legacy_content = match (&self.generation_watch, kernel_generation) {
+            (Some(w), Some(g)) if g.legacy_tables => w.legacy_content().ok(),
+            _ => None,
+        };
+        self.legacy_checked = Instant::now();
         self.reads += 1;
         let previous: Option<Vec<(Backend, Family, CounterSnapshot)>> =
             self.rules.take().map(|r| {
@@ -402,6 +424,7 @@ impl Node {
             read_at: Instant::now(),
             generation,
             kernel_generation,
+            legacy_content,
         });
         // A read's text and parse are freed by now: give the memory back
         // rather than keep a 100k-rule read's peak for the process's life.

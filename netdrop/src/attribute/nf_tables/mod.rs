@@ -12,6 +12,7 @@ use std::{collections::HashMap, io};
 
 use serde_json::{Value, json};
 
+use super::xtables::LegacyTables;
 use crate::netns::Netns;
 use expr::{Elem, SetInfo};
 use types::Kind;
@@ -59,12 +60,16 @@ fn dump_tables() -> io::Result<Vec<(String, String)>> {
 
 /// What tells whether a namespace's rules changed, cheaply: the nf_tables
 /// generation (one `NFT_MSG_GETGEN` request: it moves with every change of
-/// an iptables-nft or native table, not with counters) and whether any
-/// iptables-legacy table exists (x_tables has no generation).
+/// an iptables-nft or native table, not with counters), whether any
+/// iptables-legacy table exists, and their shape (x_tables has no
+/// generation: [`xtables::LegacyTables::shape`], each table's entry count
+/// and size; a same-size edit shows only in
+/// [`GenerationWatch::legacy_content`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation {
     pub nf_tables: u32,
     pub legacy_tables: bool,
+    pub legacy_shape: u64,
 }
 
 const NFT_MSG_GETGEN: u16 = 16;
@@ -78,41 +83,44 @@ pub fn generation(netns: Option<&str>) -> io::Result<Generation> {
 /// needs no thread entering it and no new socket (watch asks every second).
 pub struct GenerationWatch {
     sock: Socket,
-    /// `ip_tables_names` and `ip6_tables_names` of the namespace (a proc
-    /// file opened inside it stays the namespace's).
-    legacy: Vec<std::fs::File>,
+    /// The namespace's legacy tables (sockets and proc files opened inside
+    /// it stay the namespace's).
+    legacy: LegacyTables,
 }
 
 impl GenerationWatch {
     pub fn open(netns: Option<&str>) -> io::Result<Self> {
         in_netns(netns, || {
-            // This thread's namespace's (not the process's: /proc/net is).
-            let legacy = ["ip_tables_names", "ip6_tables_names"]
-                .iter()
-                .filter_map(|f| std::fs::File::open(format!("/proc/thread-self/net/{f}")).ok())
-                .collect();
             Ok(Self {
                 sock: Socket::open()?,
-                legacy,
+                legacy: LegacyTables::open_here(),
             })
         })
     }
 
+    /// A hash of the legacy tables' rules without counters (a copy of the
+    /// tables: asked seldom).
+    pub fn legacy_content(&self) -> io::Result<u64> {
+        self.legacy.content()
+    }
+
     pub fn read(&self) -> io::Result<Generation> {
-        use std::io::{Read, Seek};
         let nf_tables = self
             .sock
             .request(0, NFT_MSG_GETGEN)?
             .iter()
             .find_map(|body| attr::be32(body.get(4..)?, 1))
             .ok_or_else(|| io::Error::other("no NFTA_GEN_ID in the answer"))?;
-        let legacy_tables = self.legacy.iter().any(|mut f| {
-            let mut s = String::new();
-            f.rewind().is_ok() && f.read_to_string(&mut s).is_ok() && !s.trim().is_empty()
-        });
+        let legacy_tables = self.legacy.any();
+        let legacy_shape = if legacy_tables {
+            self.legacy.shape()?
+        } else {
+            0
+        };
         Ok(Generation {
             nf_tables,
             legacy_tables,
+            legacy_shape,
         })
     }
 }
