@@ -128,13 +128,21 @@ impl LegacyTables {
         Ok(h.finish())
     }
 
-    /// A hash of every table's entries without their counters: moved by
-    /// any change of the rules (a rule replaced by one of the same size
-    /// too), not by packets. Costs a copy of the tables.
-    pub fn content(&self) -> io::Result<u64> {
+    /// A hash of the entries without their counters of the tables
+    /// smaller than [`LARGE_TABLE`] (`large`: of the larger ones): moved by
+    /// any change of their rules (a rule replaced by one of the same size
+    /// too, as kube-proxy's endpoint chains are when a pod is replaced),
+    /// not by packets. Costs a copy of those tables: a 10k-Service `nat`
+    /// table is 65 MB and a fifth of a second, so the caller asks for large
+    /// tables less often.
+    pub fn content(&self, large: bool) -> io::Result<u64> {
         let mut h = std::hash::DefaultHasher::new();
         for f in &self.families {
             for name in table_names(f)? {
+                let size = table_size(&get_info(f, &name)?);
+                if (size > LARGE_TABLE) != large {
+                    continue;
+                }
                 name.hash(&mut h);
                 let mut entries = get_entries(f, &name)?;
                 zero_counters(&mut entries, f.layout);
@@ -143,6 +151,17 @@ impl LegacyTables {
         }
         Ok(h.finish())
     }
+}
+
+/// Tables above this many bytes of entries have their content compared
+/// apart (and less often).
+pub const LARGE_TABLE: usize = 8 << 20;
+
+/// `size` of a `struct ipt_getinfo`.
+fn table_size(info: &[u8; GETINFO_LEN]) -> usize {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&info[GETINFO_LEN - 4..]);
+    u32::from_ne_bytes(b) as usize
 }
 
 fn table_names(f: &Family) -> io::Result<Vec<String>> {
@@ -194,12 +213,7 @@ fn get_info(f: &Family, name: &str) -> io::Result<[u8; GETINFO_LEN]> {
 /// its size and its entries (the kernel then refuses the size): asked again.
 fn get_entries(f: &Family, name: &str) -> io::Result<Vec<u8>> {
     for _ in 0..5 {
-        let info = get_info(f, name)?;
-        let size = u32::from_ne_bytes(
-            info[GETINFO_LEN - 4..]
-                .try_into()
-                .map_err(|_| io::Error::other("getinfo"))?,
-        ) as usize;
+        let size = table_size(&get_info(f, name)?);
         let mut buf = vec![0u8; GET_ENTRIES_HDR + size];
         buf[..TABLE_MAXNAMELEN].copy_from_slice(&name_field(name)?);
         buf[TABLE_MAXNAMELEN..TABLE_MAXNAMELEN + 4].copy_from_slice(&(size as u32).to_ne_bytes());

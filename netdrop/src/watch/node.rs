@@ -51,8 +51,11 @@ pub struct Rules {
     /// The kernel's generation when these were read (taken before the
     /// read: a change during it shows at the next check).
     pub kernel_generation: Option<nf_tables::Generation>,
-    /// The legacy tables' content hash then, if there are any.
-    pub legacy_content: Option<u64>,
+    /// The legacy tables' content hashes then, if there are any: of the
+    /// tables below [`xtables::LARGE_TABLE`], and of the larger ones.
+    ///
+    /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
+    pub legacy_content: [Option<u64>; 2],
 }
 
 impl RulesView for Rules {
@@ -127,9 +130,9 @@ pub struct Node {
     /// What the last read ruleset was, kept apart from it (a read frees
     /// the model before it makes the next): its fingerprint and generation.
     last_read: Option<(u64, u64)>,
-    /// When the legacy tables' content was last compared (it costs a copy
-    /// of them: every `legacy_every`, not every check).
-    legacy_checked: Instant,
+    /// When the legacy tables' content was last compared, small tables'
+    /// and large ones' (it costs a copy of them: seldom, not every check).
+    legacy_checked: [Instant; 2],
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
     /// Ruleset problems already reported (each is logged once).
@@ -172,7 +175,7 @@ impl Node {
             observers,
             rules: None,
             last_read: None,
-            legacy_checked: Instant::now(),
+            legacy_checked: [Instant::now(); 2],
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
             warned: Default::default(),
@@ -339,10 +342,13 @@ impl Node {
 
     /// Whether the rules may have changed since they were read, known
     /// cheaply: the nf_tables generation moved, or the legacy tables'
-    /// shape; with legacy tables, every `legacy_every` their content (a
-    /// same-size edit moves nothing else). Without a generation at all,
-    /// every `legacy_every`.
-    pub fn rules_may_have_changed(&mut self, legacy_every: std::time::Duration) -> bool {
+    /// shape; with legacy tables, their content every `legacy_every[0]`
+    /// (tables below [`xtables::LARGE_TABLE`]) and `legacy_every[1]` (the
+    /// larger ones): a same-size edit moves nothing else. Without a
+    /// generation at all, every `legacy_every[0]`.
+    ///
+    /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
+    pub fn rules_may_have_changed(&mut self, legacy_every: [std::time::Duration; 2]) -> bool {
         let Some(rules) = &self.rules else {
             return true;
         };
@@ -353,18 +359,24 @@ impl Node {
         match (now, rules.kernel_generation) {
             (Ok(now), Some(then)) if now != then => true,
             (Ok(now), Some(_)) if now.legacy_tables => {
-                if self.legacy_checked.elapsed() < legacy_every {
-                    return false;
+                for large in [false, true] {
+                    let i = usize::from(large);
+                    if self.legacy_checked[i].elapsed() < legacy_every[i] {
+                        continue;
+                    }
+                    self.legacy_checked[i] = Instant::now();
+                    let content = self
+                        .generation_watch
+                        .as_ref()
+                        .and_then(|w| w.legacy_content(large).ok());
+                    if content.is_none() || content != rules.legacy_content[i] {
+                        return true;
+                    }
                 }
-                self.legacy_checked = Instant::now();
-                let content = self
-                    .generation_watch
-                    .as_ref()
-                    .and_then(|w| w.legacy_content().ok());
-                content.is_none() || content != rules.legacy_content
+                false
             }
             (Ok(_), Some(_)) => false,
-            _ => rules.read_at.elapsed() >= legacy_every,
+            _ => rules.read_at.elapsed() >= legacy_every[0],
         }
     }
 
@@ -379,11 +391,6 @@ impl Node {
         // (its proc file) is then watched too.
         self.generation_watch = nf_tables::GenerationWatch::open(self.netns.name.as_deref()).ok();
         let kernel_generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
-        let legacy_content = match (&self.generation_watch, kernel_generation) {
-            (Some(w), Some(g)) if g.legacy_tables => w.legacy_content().ok(),
-            _ => None,
-        };
-        self.legacy_checked = Instant::now();
         self.reads += 1;
         let previous: Option<Vec<(Backend, Family, CounterSnapshot)>> =
             self.rules.take().map(|r| {
@@ -393,6 +400,15 @@ impl Node {
                     .collect()
             });
         crate::preflight::release_freed_memory();
+        // Taken before the read (a change during it shows at the next
+        // check) and after the old model is freed (a large table's copy
+        // need not sit on top of it).
+        let legacy_content =
+            [false, true].map(|large| match (&self.generation_watch, kernel_generation) {
+                (Some(w), Some(g)) if g.legacy_tables => w.legacy_content(large).ok(),
+                _ => None,
+            });
+        self.legacy_checked = [Instant::now(); 2];
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,
             Err(e) => {

@@ -799,30 +799,52 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
+/// A memory figure of process `pid` in MiB (`VmRSS:`, `VmHWM:` its peak).
+fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| field.to_owned())?;
+    Ok(kib / 1024.0)
+}
+
 /// Section 8: what an idle `watch` costs on a node holding a large
-/// kube-proxy ruleset (iptables-nft), against one `iptables-save -c` of it.
+/// kube-proxy ruleset (iptables-nft, and iptables-legacy), against one
+/// `iptables-save -c` of it; then how long a rule change takes to be in
+/// its model.
 fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
     const IDLE: Duration = Duration::from_secs(40);
     writeln!(
         r.0,
-        "\n## 8. Idle cost at scale\n\n`netdrop watch` on a node namespace holding a generated kube-proxy ruleset (`generate::kube_proxy_ruleset`, loaded with `iptables-nft-restore`), no traffic: its CPU time over {} idle seconds after a 5 s warm-up, and its resident memory then; against the CPU time of one `iptables-save -c` of the same ruleset (what netdrop ran every 10 s before it read rules only when the nf_tables generation moves), in the same run. {} rounds, medians with spread.\n\n| services × endpoints | rules | idle CPU s / 40 s | RSS MiB | one `iptables-save -c` CPU s | idle / one save |\n|---|---|---|---|---|---|",
+        "\n## 8. Idle cost at scale\n\n`netdrop watch` on a node namespace holding a generated kube-proxy ruleset (`generate::kube_proxy_ruleset`, loaded with `iptables-nft-restore`, or `iptables-legacy-restore`), no traffic: its CPU time over {} idle seconds after a 5 s warm-up, its resident memory then and its peak since start (VmHWM: start-up and the first read included); against the CPU time of one `iptables-save -c` of the same ruleset (what netdrop ran every 10 s before it read rules only on a change), in the same run. Then one rule is inserted into `filter` INPUT (`iptables -I`) and the time from that command's return to netdrop's next completed read (`netdrop_ruleset_reads_total` polled every 20 ms) is the time to the new model. {} rounds, medians with spread.\n\n| backend | services × endpoints | rules | idle CPU s / 40 s | RSS MiB | peak MiB | one `iptables-save -c` CPU s | idle / one save | change → model ms |\n|---|---|---|---|---|---|---|---|---|",
         IDLE.as_secs(),
         rounds()
     )?;
     let mut lab = Lab::new("bi");
-    for services in [1000usize, 10_000] {
-        let ns = lab.netns(&format!("i{services}"))?;
+    for (backend, services) in [("nft", 1000usize), ("nft", 10_000), ("legacy", 10_000)] {
+        let ns = lab.netns(&format!("i{backend}{services}"))?;
         let text = generate::kube_proxy_ruleset(services, 3);
         let rules = text.lines().filter(|l| l.starts_with("-A")).count();
-        let mut restore = Command::new("ip")
-            .args(["netns", "exec", &ns, "iptables-nft-restore"])
+        let (restore, save_prog, iptables) = match backend {
+            "legacy" => (
+                "iptables-legacy-restore",
+                "iptables-legacy-save",
+                "iptables-legacy",
+            ),
+            _ => ("iptables-nft-restore", "iptables-nft-save", "iptables-nft"),
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, restore])
             .stdin(Stdio::piped())
             .spawn()?;
-        let mut stdin = restore.stdin.take().context("stdin")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
         std::io::Write::write_all(&mut stdin, text.as_bytes())?;
         drop(stdin);
-        anyhow::ensure!(restore.wait()?.success(), "iptables-nft-restore failed");
-        let (mut idle, mut rss, mut save) = (Vec::new(), Vec::new(), Vec::new());
+        anyhow::ensure!(child.wait()?.success(), "{restore} failed");
+        let (mut idle, mut rss, mut peak, mut save, mut change) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds() {
             let out = Command::new("/usr/bin/time")
                 .args([
@@ -832,7 +854,7 @@ fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
                     "netns",
                     "exec",
                     &ns,
-                    "iptables-save",
+                    save_prog,
                     "-c",
                 ])
                 .stdout(Stdio::null())
@@ -848,18 +870,32 @@ fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
                 .filter_map(|x| x.parse::<f64>().ok())
                 .sum();
             save.push(cpu);
-            let w = Watch::start(&["--netns", &ns, "--pod-cidr", POD_CIDR])?;
+            let mut w = Watch::start(&["--netns", &ns, "--pod-cidr", POD_CIDR])?;
             std::thread::sleep(Duration::from_secs(5));
             let before = cpu_seconds(w.pid())?;
             std::thread::sleep(IDLE);
             idle.push(cpu_seconds(w.pid())? - before);
-            let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid()))?;
-            let kib: f64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .context("VmRSS")?;
-            rss.push(kib / 1024.0);
+            rss.push(status_mib(w.pid(), "VmRSS:")?);
+            peak.push(status_mib(w.pid(), "VmHWM:")?);
+            let reads = |w: &Watch| {
+                w.metric("netdrop_ruleset_reads_total", &[("node", &ns)])
+                    .unwrap_or(0)
+            };
+            let reads_before = reads(&w);
+            let rule = ["-s", "203.0.113.77/32", "-j", "DROP"];
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, iptables, "-I", "INPUT"])
+                .args(rule)
+                .output()?;
+            anyhow::ensure!(out.status.success(), "{iptables} -I: {out:?}");
+            let t = Instant::now();
+            w.wait_for(Duration::from_secs(60), |w| reads(w) > reads_before)?;
+            change.push(t.elapsed().as_secs_f64() * 1000.0);
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, iptables, "-D", "INPUT"])
+                .args(rule)
+                .output()?;
+            anyhow::ensure!(out.status.success(), "{iptables} -D: {out:?}");
             w.stop()?;
         }
         let (i, sv) = (median(&mut idle.clone()), median(&mut save.clone()));
@@ -870,11 +906,14 @@ fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
         };
         writeln!(
             r.0,
-            "| {services} × 3 | {rules} | {i:.2} ({}) | {:.0} | {sv:.2} ({}) | {:.2} |",
+            "| {iptables} | {services} × 3 | {rules} | {i:.2} ({}) | {:.0} | {:.0} | {sv:.2} ({}) | {:.2} | {:.0} ({}) |",
             spread2(&idle),
             median(&mut rss.clone()),
+            median(&mut peak.clone()),
             spread2(&save),
-            i / sv
+            i / sv,
+            median(&mut change.clone()),
+            spread(&change),
         )?;
     }
     Ok(())

@@ -65,6 +65,8 @@ fn dump_tables() -> io::Result<Vec<(String, String)>> {
 /// generation: [`xtables::LegacyTables::shape`], each table's entry count
 /// and size; a same-size edit shows only in
 /// [`GenerationWatch::legacy_content`]).
+///
+/// [`xtables::LegacyTables::shape`]: super::xtables::LegacyTables::shape
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation {
     pub nf_tables: u32,
@@ -98,10 +100,11 @@ impl GenerationWatch {
         })
     }
 
-    /// A hash of the legacy tables' rules without counters (a copy of the
-    /// tables: asked seldom).
-    pub fn legacy_content(&self) -> io::Result<u64> {
-        self.legacy.content()
+    /// A hash of the legacy tables' rules without counters, of the tables
+    /// smaller than [`super::xtables::LARGE_TABLE`] or (`large`) the others (a
+    /// copy of the tables: asked seldom).
+    pub fn legacy_content(&self, large: bool) -> io::Result<u64> {
+        self.legacy.content(large)
     }
 
     pub fn read(&self) -> io::Result<Generation> {
