@@ -41,9 +41,13 @@ use crate::{
 
 /// How often the rules are checked for a change (one netlink request per
 /// node: the nf_tables generation; with legacy tables, their entry counts
-/// and sizes too); they are re-read only when something moved, and
-/// whenever a new drop needs their counters.
-const RULES_CHANGE_CHECK: Duration = Duration::from_secs(1);
+/// and sizes too: tens of microseconds); they are re-read only when
+/// something moved, and whenever a new drop needs their counters.
+const RULES_CHANGE_CHECK: Duration = Duration::from_millis(250);
+
+/// How often node namespaces are looked for and their rtnetlink events
+/// drained (devices looked at again only when there were some).
+const DEVICES_CHECK: Duration = Duration::from_secs(1);
 
 /// Legacy tables (x_tables has no generation) also have their content
 /// compared: a rule replaced by one of the same size changes no count or
@@ -168,6 +172,7 @@ pub async fn run_until(
         egress_printed: HashMap::new(),
         findings: HashMap::new(),
         last_recheck: Instant::now(),
+        last_rules_check: Instant::now(),
         obs_opts,
         probe: datapath.probe(),
     };
@@ -254,6 +259,7 @@ struct Watcher {
     /// Active findings per node (their metric labels).
     findings: HashMap<usize, Vec<FindingLabels>>,
     last_recheck: Instant,
+    last_rules_check: Instant,
 }
 
 impl Watcher {
@@ -267,14 +273,26 @@ impl Watcher {
         for ni in 0..self.nodes.len() {
             self.observers(ni);
         }
-        if self.last_recheck.elapsed() >= RULES_CHANGE_CHECK {
+        let devices_due = self.last_recheck.elapsed() >= DEVICES_CHECK;
+        let rules_due = self.last_rules_check.elapsed() >= RULES_CHANGE_CHECK;
+        if devices_due {
             self.last_recheck = Instant::now();
+        }
+        if rules_due {
+            self.last_rules_check = Instant::now();
+        }
+        if devices_due || rules_due {
             for ni in 0..self.nodes.len() {
-                self.follow_namespace(ni);
+                if devices_due {
+                    self.follow_namespace(ni);
+                }
                 if !self.nodes[ni].netns.exists() {
                     continue;
                 }
-                if let Some(what) = self.nodes[ni].refresh_observers() {
+                if let Some(what) = devices_due
+                    .then(|| self.nodes[ni].refresh_observers())
+                    .flatten()
+                {
                     // New programs count from zero.
                     self.obs_prev.retain(|(n, _, _), _| *n != ni);
                     self.peers_prev.retain(|(n, _, _), _| *n != ni);
@@ -295,7 +313,7 @@ impl Watcher {
                         }
                     );
                 }
-                if !self.nodes[ni].rules_may_have_changed(LEGACY_RULES_RECHECK) {
+                if !rules_due || !self.nodes[ni].rules_may_have_changed(LEGACY_RULES_RECHECK) {
                     continue;
                 }
                 let changed = self.nodes[ni].refresh_rules();
