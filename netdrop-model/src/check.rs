@@ -318,7 +318,13 @@ pub fn check(rs: &Ruleset, owners: &OwnerContext, cluster: &Cluster) -> Vec<Find
                 Some(f) => f.flows.push(probe.pkt),
                 None => out.push(Finding {
                     id,
-                    severity: probe.severity,
+                    // Certain only when no unknown had to go one way: what
+                    // might happen is said, at most as a warning.
+                    severity: if d.assumptions.is_empty() {
+                        probe.severity
+                    } else {
+                        probe.severity.min(Severity::Warning)
+                    },
                     flows: vec![probe.pkt],
                     subject: Subject::Drop(d),
                 }),
@@ -543,5 +549,34 @@ mod tests {
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].id, FindingId::InputBlocksVxlan);
         assert_eq!(other[0].flows[0].dport, Some(4789));
+    }
+
+    #[test]
+    fn a_drop_that_needs_an_unknown_is_a_warning_not_critical() {
+        let pods = vec!["10.224.0.0/16".parse().unwrap()];
+        let forward_drop = |rule: &str| {
+            let rs = parse_ruleset(&format!(
+                "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -i flannel.1 -o cni0 {rule}-j DROP\nCOMMIT\n"
+            ))
+            .unwrap();
+            let owners = OwnerContext::new(&rs, None);
+            check(&rs, &owners, &Cluster::new(pods.clone()))
+        };
+        // Certain: every walk of the probe dies there.
+        let certain = forward_drop("");
+        assert_eq!(certain.len(), 1, "{certain:?}");
+        assert_eq!(certain[0].severity, Severity::Critical);
+        // Only if the source is in an ipset netdrop cannot read: possible.
+        let possible = forward_drop("-m set --match-set BLOCKED src ");
+        assert_eq!(possible.len(), 1, "{possible:?}");
+        assert_eq!(possible[0].severity, Severity::Warning);
+        let Subject::Drop(d) = &possible[0].subject else {
+            panic!("{possible:?}")
+        };
+        assert!(
+            d.assumptions.iter().any(|a| a.contains("in ipset BLOCKED")),
+            "{:?}",
+            d.assumptions
+        );
     }
 }

@@ -384,6 +384,7 @@ fn hook_of(h: &str) -> Option<Hook> {
 fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>) -> Vec<Rule> {
     let mut matches = Vec::new();
     let mut target = Target::None;
+    let mut notrack = false;
     let mut counters = None;
     let mut vmap: Option<(Value, Vec<(Value, Value)>)> = None;
     for e in exprs {
@@ -466,10 +467,16 @@ fn rules_of<'s>(exprs: &[Value], set_of: &dyn Fn(&str) -> Option<&'s Vec<Value>>
                 };
                 vmap = Some((body["key"].clone(), elems));
             }
+            "notrack" => notrack = true,
             // Statements that do not change the verdict.
-            "notrack" | "ct helper" | "meter" | "set" => {}
+            "ct helper" | "meter" | "set" => {}
             _ => matches.push(unmodelled(e)),
         }
+    }
+    // `notrack` alone: the packet goes on untracked (with a verdict in the
+    // same rule, the verdict is what the model keeps).
+    if notrack && target == Target::None {
+        target = Target::NoTrack;
     }
     let Some((key, elems)) = vmap else {
         return vec![Rule {

@@ -798,6 +798,36 @@ fn module_match(
                 }
             }
         }
+        "recent" => {
+            let mut r = RecentMatch {
+                neg: false,
+                set: false,
+                name: "DEFAULT".into(),
+                dest: false,
+            };
+            let mut action = false;
+            for o in opts {
+                match o.name {
+                    "--set" => (r.set, r.neg, action) = (true, o.neg, true),
+                    "--rcheck" | "--update" | "--remove" => (r.neg, action) = (o.neg, true),
+                    "--name" => r.name = first(o).to_owned(),
+                    "--rsource" => r.dest = false,
+                    "--rdest" => r.dest = true,
+                    // When and how often the address was seen, and list
+                    // upkeep: they narrow --rcheck/--update (still
+                    // unknown), and never change --set.
+                    "--seconds" | "--hitcount" | "--rttl" | "--reap" | "--mask" => {}
+                    _ => return unmodelled(warnings, "unknown recent option"),
+                }
+            }
+            if !action {
+                return unmodelled(
+                    warnings,
+                    "recent without --set, --rcheck, --update or --remove",
+                );
+            }
+            out.push(Match::Recent(Box::new(r)));
+        }
         "limit" => {
             let rate = opts
                 .iter()
@@ -879,9 +909,11 @@ fn parse_target(name: &str, opts: &[Opt], goto: bool) -> Target {
         "MASQUERADE" => Target::Masquerade,
         "LOG" => Target::Log,
         "NFLOG" | "ULOG" => Target::Nflog,
+        "NOTRACK" => Target::NoTrack,
+        "CT" if opts.iter().any(|o| o.name == "--notrack") => Target::NoTrack,
         // Targets that never end the walk and do not change what we model.
-        "CHECKSUM" | "CT" | "TCPMSS" | "CONNMARK" | "TOS" | "DSCP" | "TTL" | "HL" | "NOTRACK"
-        | "AUDIT" | "CLASSIFY" | "TRACE" | "SET" => Target::Other {
+        "CHECKSUM" | "CT" | "TCPMSS" | "CONNMARK" | "TOS" | "DSCP" | "TTL" | "HL" | "AUDIT"
+        | "CLASSIFY" | "TRACE" | "SET" => Target::Other {
             name: name.into(),
             args: args(),
             modelled: true,
@@ -1033,11 +1065,10 @@ mod tests {
     #[test]
     fn unknown_module_is_kept_and_marked() {
         let rs =
-            parse_ruleset("*filter\n-A INPUT -m recent --rcheck --seconds 60 --name X -j DROP\n")
-                .unwrap();
+            parse_ruleset("*filter\n-A INPUT -m string --string evil --algo bm -j DROP\n").unwrap();
         let r = &rs.tables["filter"].chain("INPUT").unwrap().rules[0];
         assert!(r.has_unmodelled());
-        assert!(matches!(&r.matches[0], Match::Unmodelled { text } if text.contains("--rcheck")));
+        assert!(matches!(&r.matches[0], Match::Unmodelled { text } if text.contains("--string")));
         assert_eq!(r.target, Target::Drop);
         assert!(!rs.warnings.is_empty());
     }

@@ -505,6 +505,9 @@ pub enum Match {
     },
     /// `-m set --match-set NAME FLAGS`.
     Set(Box<IpSetMatch>),
+    /// `-m recent`: `--set` records the address (and always matches);
+    /// `--rcheck`, `--update`, `--remove` ask whether the list holds it.
+    Recent(Box<RecentMatch>),
     /// `-m limit`: matches until the rate is exceeded; modelled as a match.
     Limit {
         rate: String,
@@ -538,6 +541,17 @@ pub struct IpSetMatch {
     pub neg: bool,
     pub name: String,
     pub flags: String,
+}
+
+/// `-m recent`: list `name` (`DEFAULT` unless named), by the packet's
+/// source (`--rsource`, the default) or destination (`--rdest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentMatch {
+    pub neg: bool,
+    /// `--set`: records, always matches (`! --set` never does).
+    pub set: bool,
+    pub name: String,
+    pub dest: bool,
 }
 
 /// How a MARK target changes the packet mark.
@@ -586,6 +600,9 @@ pub enum Target {
     Masquerade,
     Log,
     Nflog,
+    /// raw's `NOTRACK` (or `CT --notrack`, nft's `notrack`): the packet is
+    /// not tracked (`--ctstate UNTRACKED`, no NAT); the walk goes on.
+    NoTrack,
     /// A target that does not end the walk (CHECKSUM, CT, TCPMSS, ...), or
     /// one netdrop does not understand (`modelled: false`).
     Other {
@@ -610,6 +627,7 @@ impl Target {
             Self::Masquerade => "MASQUERADE",
             Self::Log => "LOG",
             Self::Nflog => "NFLOG",
+            Self::NoTrack => "NOTRACK",
             Self::Other { name, .. } => name,
         }
     }

@@ -145,6 +145,27 @@ struct State {
     unmodelled: bool,
     snat: Option<String>,
     dnat: Option<String>,
+    /// Unknowns this branch has decided (an ipset's membership, a `recent`
+    /// list, an address type): the same question later on the path gets
+    /// the same answer, so no branch assumes a set holds the packet at one
+    /// rule and not at the next.
+    facts: Vec<Fact>,
+}
+
+/// One unknown decided: `key` (what is unknown, e.g. `ipset X src`) is
+/// `holds` on this branch.
+#[derive(Clone, Debug, PartialEq)]
+struct Fact {
+    key: String,
+    holds: bool,
+}
+
+impl State {
+    fn decide(&mut self, fact: Fact) {
+        if !self.facts.iter().any(|f| f.key == fact.key) {
+            self.facts.push(fact);
+        }
+    }
 }
 
 enum Ending {
@@ -157,6 +178,23 @@ enum Tri {
     No,
     /// Unknown; the string says why (becomes an assumption of each branch).
     Maybe(String, bool),
+    /// Unknown, and decided by one fact: the match holds iff `key` is
+    /// `holds`. The walk decides the fact once per branch.
+    Unknown {
+        why: String,
+        key: String,
+        holds: bool,
+    },
+}
+
+/// A rule whose outcome is unknown: why, whether unmodelled, and the facts
+/// that decide it (the rule matches iff all hold; `only_facts`: nothing
+/// else is unknown).
+struct Undecided {
+    why: String,
+    unmodelled: bool,
+    facts: Vec<Fact>,
+    only_facts: bool,
 }
 
 /// Walks `pkt` through every table of its hook; returns every possible
@@ -197,6 +235,7 @@ fn simulate_inner(
         unmodelled: false,
         snat: None,
         dnat: None,
+        facts: Vec::new(),
     }];
     let mut done = Vec::new();
     let mut budget = Budget {
@@ -207,16 +246,18 @@ fn simulate_inner(
     // Every base chain on the hook, iptables' and native nftables' alike,
     // in priority order: an accept ends one base chain, not the hook.
     for (table, chain, base) in rs.base_chains(pkt.hook) {
-        // nat sees only the first packet of a connection.
-        if base.nat && pkt.ct != CtState::New {
-            continue;
-        }
         let mut next = Vec::new();
         let other_engine = match (freed_by, rs.engine_of(&table.name)) {
             (Some(f), Some(t)) => f != t,
             _ => false,
         };
         for st in states {
+            // nat sees only the first packet of a connection (not an
+            // untracked one: raw's NOTRACK may have made it so on the way).
+            if base.nat && st.pkt.ct != CtState::New {
+                next.push(st);
+                continue;
+            }
             let before = st.path.len();
             for (ending, mut st) in walk_chain(table, chain, st, 0, &mut budget) {
                 match ending {
@@ -315,22 +356,37 @@ fn walk_chain(
                 continue;
             }
             let rule = &chain.rules[i];
-            match eval_rule(rule, &st.pkt) {
-                Tri::No => {
+            match eval_rule(rule, &st.pkt, &st.facts) {
+                Err(false) => {
                     i += 1;
                     continue;
                 }
-                Tri::Yes => {}
-                Tri::Maybe(why, unmodelled) => {
+                Err(true) => {}
+                Ok(Undecided {
+                    why,
+                    unmodelled,
+                    facts,
+                    only_facts,
+                }) => {
                     if budget.branches > 1 {
                         budget.branches -= 1;
-                        // Branch where the rule does not match.
+                        // Branch where the rule does not match: one fact
+                        // that alone decides it is then known not to hold.
                         let mut other = st.clone();
                         other.assume(format!("{} #{}: not {why}", chain.name, i + 1));
                         other.unmodelled |= unmodelled;
+                        if let ([f], true) = (facts.as_slice(), only_facts) {
+                            other.decide(Fact {
+                                key: f.key.clone(),
+                                holds: !f.holds,
+                            });
+                        }
                         work.push((i + 1, other));
                         st.assume(format!("{} #{}: {why}", chain.name, i + 1));
                         st.unmodelled |= unmodelled;
+                        for f in facts {
+                            st.decide(f);
+                        }
                     } else {
                         st.assume(format!(
                             "{} #{}: assumed no match (too many branches)",
@@ -419,6 +475,12 @@ fn walk_chain(
                 Target::Mark(op) => {
                     st.pkt.mark = op.apply(st.pkt.mark);
                 }
+                Target::NoTrack => {
+                    // raw's NOTRACK / CT --notrack: conntrack leaves the
+                    // packet alone; later `--ctstate UNTRACKED` matches it
+                    // and nat does not see it.
+                    st.pkt.ct = CtState::Untracked;
+                }
                 Target::Dnat { to } => {
                     st.path.push(step);
                     apply_dnat(&mut st.pkt, to);
@@ -475,27 +537,45 @@ fn apply_dnat(pkt: &mut Packet, to: &str) {
 pub(crate) fn could_match(rule: &Rule, pkt: &Packet) -> bool {
     rule.matches.iter().all(|m| {
         matches!(m, Match::CtState { .. } | Match::TcpSyn { .. })
-            || !matches!(eval_match(m, pkt), Tri::No)
+            || !matches!(eval_match(m, pkt, &[]), Tri::No)
     })
 }
 
-fn eval_rule(rule: &Rule, pkt: &Packet) -> Tri {
-    let mut maybe: Option<(String, bool)> = None;
+/// Whether `rule` matches (`Err(matches)`: decided), or what it depends on.
+fn eval_rule(rule: &Rule, pkt: &Packet, known: &[Fact]) -> Result<Undecided, bool> {
+    let mut u: Option<Undecided> = None;
     for m in &rule.matches {
-        match eval_match(m, pkt) {
-            Tri::No => return Tri::No,
-            Tri::Yes => {}
-            Tri::Maybe(why, unmodelled) => {
-                maybe = Some(match maybe {
-                    Some((w, u)) => (format!("{w} and {why}"), u || unmodelled),
-                    None => (why, unmodelled),
-                })
-            }
+        let (why, unmodelled, fact) = match eval_match(m, pkt, known) {
+            Tri::No => return Err(false),
+            Tri::Yes => continue,
+            Tri::Maybe(why, unmodelled) => (why, unmodelled, None),
+            Tri::Unknown { why, key, holds } => (why, false, Some(Fact { key, holds })),
+        };
+        let u = u.get_or_insert_with(|| Undecided {
+            why: String::new(),
+            unmodelled: false,
+            facts: Vec::new(),
+            only_facts: true,
+        });
+        if !u.why.is_empty() {
+            u.why.push_str(" and ");
+        }
+        u.why.push_str(&why);
+        u.unmodelled |= unmodelled;
+        match fact {
+            Some(f) => u.facts.push(f),
+            None => u.only_facts = false,
         }
     }
-    match maybe {
-        Some((why, u)) => Tri::Maybe(why, u),
-        None => Tri::Yes,
+    u.ok_or(true)
+}
+
+/// A fact-decided match: its value if the branch knows the fact, else
+/// unknown.
+fn by_fact(known: &[Fact], why: String, key: String, holds: bool) -> Tri {
+    match known.iter().find(|f| f.key == key) {
+        Some(f) => tri(f.holds == holds, false),
+        None => Tri::Unknown { why, key, holds },
     }
 }
 
@@ -503,7 +583,7 @@ fn tri(b: bool, neg: bool) -> Tri {
     if b != neg { Tri::Yes } else { Tri::No }
 }
 
-fn eval_match(m: &Match, pkt: &Packet) -> Tri {
+fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
     match m {
         Match::Src { neg, net } => tri(net.contains(&pkt.src), *neg),
         Match::Dst { neg, net } => tri(net.contains(&pkt.dst), *neg),
@@ -561,7 +641,7 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
         }
         Match::AddrType { src, dst, .. } => {
             let mut res = Tri::Yes;
-            for (cond, addr) in [(src, pkt.src), (dst, pkt.dst)] {
+            for (side, cond, addr) in [("source", src, pkt.src), ("destination", dst, pkt.dst)] {
                 let Some(cond) = cond else { continue };
                 match addrtype_is(&cond.types, addr, pkt.local_addrs.as_deref()) {
                     Some(b) => {
@@ -570,12 +650,39 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                         }
                     }
                     None => {
-                        res =
-                            Tri::Maybe("address type LOCAL (node addresses unknown)".into(), false)
+                        let types = cond.types.join(",");
+                        let key = format!("{side} {addr} address type {types}");
+                        let why = format!(
+                            "{side} address type {}{types} (the node's addresses and routes decide)",
+                            if cond.neg { "not " } else { "" }
+                        );
+                        match by_fact(known, why, key, !cond.neg) {
+                            Tri::No => return Tri::No,
+                            Tri::Yes => {}
+                            unknown => res = unknown,
+                        }
                     }
                 }
             }
             res
+        }
+        Match::Recent(r) => {
+            if r.set {
+                // `--set` records the address and always matches.
+                return tri(true, r.neg);
+            }
+            let side = if r.dest { "destination" } else { "source" };
+            let addr = if r.dest { pkt.dst } else { pkt.src };
+            by_fact(
+                known,
+                format!(
+                    "{side} {}in recent list {}",
+                    if r.neg { "not " } else { "" },
+                    r.name
+                ),
+                format!("recent list {} holds {addr}", r.name),
+                !r.neg,
+            )
         }
         Match::Statistic { probability, every } => Tri::Maybe(
             match (probability, every) {
@@ -630,20 +737,22 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
                 res
             }
         },
-        Match::Set(set) => Tri::Maybe(
+        Match::Set(set) => by_fact(
+            known,
             format!("{}in ipset {}", if set.neg { "not " } else { "" }, set.name),
-            true,
+            format!("ipset {} {} holds the packet", set.name, set.flags),
+            !set.neg,
         ),
         Match::OneOf { neg, options } => {
             let mut res = Tri::No;
             for o in options {
-                match eval_match(o, pkt) {
+                match eval_match(o, pkt, known) {
                     Tri::Yes => {
                         res = Tri::Yes;
                         break;
                     }
                     Tri::No => {}
-                    maybe => res = maybe,
+                    maybe => res = plain(maybe),
                 }
             }
             match res {
@@ -655,16 +764,24 @@ fn eval_match(m: &Match, pkt: &Packet) -> Tri {
         Match::AllOf { options } => {
             let mut res = Tri::Yes;
             for o in options {
-                match eval_match(o, pkt) {
+                match eval_match(o, pkt, known) {
                     Tri::No => return Tri::No,
                     Tri::Yes => {}
-                    maybe => res = maybe,
+                    maybe => res = plain(maybe),
                 }
             }
             res
         }
         Match::NfProto { neg, v6 } => tri(pkt.src.is_ipv6() == *v6, *neg),
         Match::Unmodelled { text } => Tri::Maybe(format!("`{text}`"), true),
+    }
+}
+
+/// An unknown inside a set of options: not decided by one fact alone.
+fn plain(t: Tri) -> Tri {
+    match t {
+        Tri::Unknown { why, .. } => Tri::Maybe(why, false),
+        t => t,
     }
 }
 
@@ -694,19 +811,51 @@ fn icmp_type_eq(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// Whether `addr` has one of the address `types` of `-m addrtype` (the
+/// kernel's route type of the address, `inet_addr_type`), knowing the
+/// node's addresses `local`; `None` when that depends on what the model
+/// does not know (the node's addresses, its routes).
 fn addrtype_is(types: &[String], addr: IpAddr, local: Option<&[IpAddr]>) -> Option<bool> {
-    let mut any = false;
+    // What the kernel answers without a route lookup, then the local table.
+    let fixed = if is_broadcast(addr) || is_zeronet(addr) {
+        Some("BROADCAST")
+    } else if addr.is_multicast() {
+        Some("MULTICAST")
+    } else if addr.is_loopback() || local.is_some_and(|l| l.contains(&addr)) {
+        Some("LOCAL")
+    } else {
+        None
+    };
+    let mut unknown = false;
     for t in types {
-        let hit = match t.as_str() {
-            "LOCAL" => local.map(|l| l.contains(&addr) || addr.is_loopback())?,
-            "UNICAST" => !addr.is_multicast() && !is_broadcast(addr),
-            "MULTICAST" => addr.is_multicast(),
-            "BROADCAST" => is_broadcast(addr),
-            _ => return None,
+        let t = t.to_ascii_uppercase();
+        let hit = match (t.as_str(), fixed) {
+            // Obsolete types no address has.
+            ("NAT" | "XRESOLVE" | "UNSPEC", _) => Some(false),
+            (_, Some(f)) => Some(t == f),
+            // Neither local (when the node's addresses are known),
+            // multicast nor broadcast: a routed address, UNICAST (a
+            // subnet's directed broadcast is taken for unicast: the model
+            // has the node's addresses, not their prefixes). Whether a
+            // route makes it blackhole, unreachable, prohibit, throw or
+            // anycast instead, only the node's routes tell.
+            ("LOCAL", None) => local.is_some().then_some(false),
+            ("UNICAST", None) => local.is_some().then_some(true),
+            ("MULTICAST" | "BROADCAST", None) => Some(false),
+            _ => None,
         };
-        any |= hit;
+        match hit {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => unknown = true,
+        }
     }
-    Some(any)
+    if unknown { None } else { Some(false) }
+}
+
+/// `0.0.0.0/8` (IPv4's "this network"), which the kernel types BROADCAST.
+fn is_zeronet(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v) if v.octets()[0] == 0)
 }
 
 fn is_broadcast(a: IpAddr) -> bool {
@@ -921,15 +1070,147 @@ mod tests {
     }
 
     #[test]
-    fn unknown_ipset_forks_and_flags_unmodelled() {
+    fn unknown_ipset_forks_with_its_membership_as_the_assumption() {
         let rs = parse_ruleset(
             "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set BAD src -j DROP\nCOMMIT\n",
         )
         .unwrap();
         let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
         assert_eq!(out.len(), 2);
-        assert!(out.iter().all(|o| o.unmodelled));
-        assert!(out.iter().any(|o| o.verdict == Verdict::Drop));
-        assert!(out.iter().any(|o| o.verdict == Verdict::Accept));
+        // Modelled: only its contents are unknown, and each branch says
+        // which way it took.
+        assert!(out.iter().all(|o| !o.unmodelled));
+        let drop = out.iter().find(|o| o.verdict == Verdict::Drop).unwrap();
+        assert_eq!(drop.assumptions, ["INPUT #1: in ipset BAD"]);
+        let accept = out.iter().find(|o| o.verdict == Verdict::Accept).unwrap();
+        assert_eq!(accept.assumptions, ["INPUT #1: not in ipset BAD"]);
+    }
+
+    /// Verdicts of every outcome, sorted, with the policy steps named.
+    fn verdicts(out: &[Outcome]) -> Vec<String> {
+        let mut v: Vec<String> = out
+            .iter()
+            .map(|o| {
+                format!(
+                    "{:?} at {}",
+                    o.verdict,
+                    o.decider().map_or("end".into(), |s| s.text.clone())
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_unknown_is_decided_once_along_a_path() {
+        // The same set asked twice: in it at one rule and not at the next
+        // is impossible, so there are two outcomes, not three.
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n:CHECK - [0:0]\n-A INPUT -m set --match-set ALLOWED src -j CHECK\n-A INPUT -m set ! --match-set ALLOWED src -j DROP\n-A CHECK -m set ! --match-set ALLOWED src -j REJECT\nCOMMIT\n",
+        )
+        .unwrap();
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        assert_eq!(
+            verdicts(&out),
+            [
+                // In the set: CHECK returns (it rejects only what is not),
+                // and the policy accepts.
+                "Accept at end",
+                "Drop at -A INPUT -m set ! --match-set ALLOWED src -j DROP"
+            ],
+            "{out:#?}"
+        );
+        // Two sets are two unknowns: all four ways stay possible.
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set A src -j ACCEPT\n-A INPUT -m set --match-set B src -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        assert_eq!(
+            simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1")).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn recent_set_always_matches_and_a_check_is_one_unknown() {
+        // The classic SSH brute-force guard.
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -m recent --set --name SSH --rsource\n-A INPUT -p tcp --dport 22 -m recent --update --seconds 60 --hitcount 4 --name SSH --rsource -j DROP\n-A INPUT -p tcp --dport 22 -m recent --rcheck --name SSH -j LOG\nCOMMIT\n",
+        )
+        .unwrap();
+        let mut p = pkt(Hook::Input, "192.0.2.2", "192.0.2.1");
+        p.dport = Some(22);
+        let out = simulate(&rs, &p);
+        assert!(out.iter().all(|o| !o.unmodelled), "{out:#?}");
+        assert_eq!(out.len(), 2, "{out:#?}");
+        let drop = out.iter().find(|o| o.verdict == Verdict::Drop).unwrap();
+        assert_eq!(drop.decider().unwrap().rule_no, Some(2));
+        assert_eq!(drop.assumptions, ["INPUT #2: source in recent list SSH"]);
+        let accept = out.iter().find(|o| o.verdict == Verdict::Accept).unwrap();
+        assert_eq!(
+            accept.assumptions,
+            ["INPUT #2: not source in recent list SSH"],
+            "rule 3 asks the same list: decided already"
+        );
+    }
+
+    #[test]
+    fn notrack_makes_the_packet_untracked_and_skips_nat() {
+        let rs = parse_ruleset(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 8472 -j NOTRACK\n-A PREROUTING -p udp --dport 8473 -j CT --notrack\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -j DNAT --to-destination 10.224.1.9\nCOMMIT\n",
+        )
+        .unwrap();
+        for port in [8472, 8473] {
+            let mut p = pkt(Hook::Prerouting, "192.0.2.2", "192.0.2.1");
+            p.proto = 17;
+            p.dport = Some(port);
+            let out = simulate(&rs, &p);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].dnat, None, "untracked: nat never sees it");
+        }
+        // mangle runs after raw on the same hook: it sees the packet
+        // untracked.
+        let rs = parse_ruleset(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 8472 -j NOTRACK\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m conntrack --ctstate UNTRACKED -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let mut p = pkt(Hook::Prerouting, "192.0.2.2", "192.0.2.1");
+        p.proto = 17;
+        p.dport = Some(8472);
+        assert_eq!(
+            verdicts(&simulate(&rs, &p)),
+            ["Drop at -A PREROUTING -m conntrack --ctstate UNTRACKED -j DROP"]
+        );
+        p.dport = Some(9000);
+        assert_eq!(verdicts(&simulate(&rs, &p)), ["Accept at end"]);
+    }
+
+    #[test]
+    fn address_types_follow_the_kernels_route_types() {
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m addrtype --dst-type UNICAST -j DROP\n-A INPUT -m addrtype --dst-type BLACKHOLE -j REJECT\nCOMMIT\n",
+        )
+        .unwrap();
+        let with_local = |dst: &str| {
+            let mut p = pkt(Hook::Input, "192.0.2.2", dst);
+            p.local_addrs = Some(vec!["192.0.2.1".parse().unwrap()]);
+            simulate(&rs, &p)
+        };
+        // A node's own address is LOCAL, not UNICAST, and no route makes
+        // it a blackhole.
+        assert_eq!(verdicts(&with_local("192.0.2.1")), ["Accept at end"]);
+        // A routed one is UNICAST.
+        let out = with_local("203.0.113.5");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].verdict, Verdict::Drop);
+        // Broadcast and multicast are neither, certainly.
+        assert_eq!(verdicts(&with_local("255.255.255.255")), ["Accept at end"]);
+        assert_eq!(verdicts(&with_local("224.0.0.1")), ["Accept at end"]);
+        // Without the node's addresses, UNICAST is unknown (it may be
+        // one of them); a blackhole is always the routes' say.
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "203.0.113.5"));
+        assert_eq!(out.len(), 3, "{out:#?}");
+        assert!(out.iter().all(|o| !o.assumptions.is_empty()));
     }
 }
