@@ -31,6 +31,23 @@ pub enum Owner {
     Firewalld,
     #[serde(rename = "distro-firewall")]
     DistroFirewall,
+    /// Weave Net's router (`WEAVE`, `WEAVE-EXPOSE`, ...).
+    #[serde(rename = "weave")]
+    Weave,
+    /// Weave Net's NetworkPolicy controller (`WEAVE-NPC*`).
+    #[serde(rename = "weave-npc")]
+    WeaveNpc,
+    /// Ubuntu's ufw (`ufw-*` chains; it also sets the default policies).
+    #[serde(rename = "ufw")]
+    Ufw,
+    /// Shorewall, which compiles /etc/shorewall into the whole ruleset
+    /// (its marker: a chain named `shorewall`).
+    #[serde(rename = "shorewall")]
+    Shorewall,
+    /// ConfigServer Firewall (csf), which also writes the whole ruleset
+    /// (`LOGDROPIN`, `ALLOWIN`, `DENYIN`, ...).
+    #[serde(rename = "csf")]
+    Csf,
     #[serde(rename = "custom")]
     Custom,
 }
@@ -50,6 +67,11 @@ impl Owner {
             Self::CniPlugin => "cni-plugin",
             Self::Firewalld => "firewalld",
             Self::DistroFirewall => "distro-firewall",
+            Self::Weave => "weave",
+            Self::WeaveNpc => "weave-npc",
+            Self::Ufw => "ufw",
+            Self::Shorewall => "shorewall",
+            Self::Csf => "csf",
             Self::Custom => "custom",
         }
     }
@@ -69,6 +91,7 @@ impl Owner {
             Self::Flannel => &["flannel.+", "flannel-wg", "flannel-v6.+"],
             Self::KubeRouter => &["kube-bridge", "kube-dummy-if"],
             Self::Docker => &["docker0"],
+            Self::Weave | Self::WeaveNpc => &["weave", "vethwe-+", "datapath", "vxlan-6784"],
             _ => &[],
         }
     }
@@ -94,7 +117,13 @@ pub fn chain_owner(name: &str) -> Option<Owner> {
         "POSTROUTING_ZONES",
         "OUTPUT_POLICIES",
     ];
-    let o = if name.starts_with("KUBE-ROUTER")
+    let o = if name.starts_with("WEAVE-NPC") {
+        Owner::WeaveNpc
+    } else if name.starts_with("WEAVE") {
+        Owner::Weave
+    } else if name.starts_with("ufw-") || name.starts_with("ufw6-") {
+        Owner::Ufw
+    } else if name.starts_with("KUBE-ROUTER")
         || name.starts_with("KUBE-POD-FW-")
         || name.starts_with("KUBE-NWPLCY-")
     {
@@ -141,6 +170,37 @@ pub fn table_owner(table: &str) -> Option<Owner> {
     })
 }
 
+/// Chains csf writes (ConfigServer Firewall's `csf.pl`); generic names
+/// such as `INVALID` are csf's only beside its marker chains.
+const CSF_CHAINS: &[&str] = &[
+    "ALLOWIN",
+    "ALLOWOUT",
+    "DENYIN",
+    "DENYOUT",
+    "LOCALINPUT",
+    "LOCALOUTPUT",
+    "LOGDROPIN",
+    "LOGDROPOUT",
+    "INVALID",
+    "INVDROP",
+    "CC_ALLOW",
+    "CC_ALLOWF",
+    "CC_ALLOWP",
+    "CC_ALLOWPORTS",
+    "CC_DENY",
+    "CC_DENYP",
+    "CC_DENYPORTS",
+    "GALLOWIN",
+    "GALLOWOUT",
+    "GDENYIN",
+    "GDENYOUT",
+    "SYNFLOOD",
+    "PORTFLOOD",
+    "UDPFLOOD",
+    "SMTPOUTPUT",
+    "BLOCKDROP",
+];
+
 /// What the owner rules need to know about the whole ruleset and node.
 #[derive(Clone, Debug, Default)]
 pub struct OwnerContext {
@@ -148,6 +208,11 @@ pub struct OwnerContext {
     pub flannel_networks: Vec<IpNet>,
     pub has_docker_chains: bool,
     pub has_firewalld_chains: bool,
+    pub has_ufw_chains: bool,
+    /// A firewall generator that writes the whole ruleset (Shorewall,
+    /// csf), told by its marker chains: it owns what no agent claims, and
+    /// the built-in chains' policies.
+    pub generator: Option<Owner>,
     /// Interface names of the node; `None` when unknown (offline dump).
     pub interfaces: Option<Vec<String>>,
 }
@@ -159,9 +224,18 @@ impl OwnerContext {
             ..Self::default()
         };
         let multicast: IpNet = "224.0.0.0/4".parse().expect("valid CIDR");
+        let has = |name: &str| rs.tables.values().any(|t| t.chain(name).is_some());
+        ctx.generator = if has("shorewall") || has("shorewall6") {
+            Some(Owner::Shorewall)
+        } else if has("LOGDROPIN") && has("ALLOWIN") && has("DENYIN") {
+            Some(Owner::Csf)
+        } else {
+            None
+        };
         for t in rs.tables.values() {
             for c in &t.chains {
                 ctx.has_docker_chains |= c.name.starts_with("DOCKER");
+                ctx.has_ufw_chains |= chain_owner(&c.name) == Some(Owner::Ufw);
                 ctx.has_firewalld_chains |= chain_owner(&c.name) == Some(Owner::Firewalld);
                 for r in &c.rules {
                     let multicast_excluded = r
@@ -184,13 +258,33 @@ impl OwnerContext {
         ctx
     }
 
+    /// The owner of chain `name`: by its name, or a generator's chain.
+    pub fn chain_owner(&self, name: &str) -> Option<Owner> {
+        chain_owner(name).or(match self.generator {
+            // Shorewall names its chains after zones (`net2fw`, `loc-net`)
+            // and actions: every non-built-in chain no agent claims.
+            Some(Owner::Shorewall) if !is_builtin_chain(name) => Some(Owner::Shorewall),
+            Some(Owner::Csf) if CSF_CHAINS.contains(&name) => Some(Owner::Csf),
+            _ => None,
+        })
+    }
+
     /// The owner of rule `rule` in `chain`.
     pub fn rule_owner(&self, chain: &str, rule: &Rule) -> Owner {
-        if let Some(o) = chain_owner(chain) {
+        let owner = self.claimed_rule_owner(chain, rule);
+        match (owner, self.generator) {
+            // A generator writes the built-in chains too.
+            (Owner::Custom, Some(g)) => g,
+            (o, _) => o,
+        }
+    }
+
+    fn claimed_rule_owner(&self, chain: &str, rule: &Rule) -> Owner {
+        if let Some(o) = self.chain_owner(chain) {
             return o;
         }
         if let Target::Jump(t) | Target::Goto(t) = &rule.target
-            && let Some(o) = chain_owner(t)
+            && let Some(o) = self.chain_owner(t)
         {
             return o;
         }
@@ -246,8 +340,13 @@ impl OwnerContext {
         if chain == "FORWARD" && policy == Policy::Drop && self.has_docker_chains {
             // Docker sets FORWARD to DROP when it enables IP forwarding.
             Owner::Docker
+        } else if let Some(g) = self.generator {
+            g
         } else if self.has_firewalld_chains {
             Owner::Firewalld
+        } else if self.has_ufw_chains && chain != "OUTPUT" {
+            // ufw's DEFAULT_INPUT_POLICY / DEFAULT_FORWARD_POLICY.
+            Owner::Ufw
         } else {
             Owner::Custom
         }
@@ -318,6 +417,47 @@ mod tests {
         assert_eq!(chain_owner("cali-INPUT"), Some(Owner::Calico));
         assert_eq!(chain_owner("KUBE-POD-FW-ABC"), Some(Owner::KubeRouter));
         assert_eq!(chain_owner("KUBE-SVC-X"), Some(Owner::KubeProxy));
+    }
+
+    #[test]
+    fn weave_ufw_and_generators_are_named() {
+        let owner_of = |dump: &str, chain: &str, rule: usize| {
+            let rs = parse_ruleset(dump).unwrap();
+            let ctx = OwnerContext::new(&rs, None);
+            let r = &rs.tables["filter"].chain(chain).unwrap().rules[rule];
+            ctx.rule_owner(chain, r)
+        };
+        let weave = "*filter\n:FORWARD DROP [0:0]\n:WEAVE-NPC - [0:0]\n:WEAVE-NPC-INGRESS - [0:0]\n:WEAVE-EXPOSE - [0:0]\n-A FORWARD -o weave -j WEAVE-NPC\n-A FORWARD -o weave -j WEAVE-EXPOSE\n-A WEAVE-NPC -m state --state NEW -j WEAVE-NPC-INGRESS\n-A WEAVE-NPC -j DROP\nCOMMIT\n";
+        assert_eq!(owner_of(weave, "FORWARD", 0), Owner::WeaveNpc);
+        assert_eq!(owner_of(weave, "FORWARD", 1), Owner::Weave);
+        assert_eq!(owner_of(weave, "WEAVE-NPC", 1), Owner::WeaveNpc);
+
+        let ufw = "*filter\n:INPUT DROP [0:0]\n:ufw-user-input - [0:0]\n-A INPUT -j ufw-user-input\n-A INPUT -s 192.0.2.9/32 -j DROP\nCOMMIT\n";
+        assert_eq!(owner_of(ufw, "INPUT", 0), Owner::Ufw);
+        // Beside ufw, a rule of its own is still someone else's.
+        assert_eq!(owner_of(ufw, "INPUT", 1), Owner::Custom);
+        let rs = parse_ruleset(ufw).unwrap();
+        assert_eq!(
+            OwnerContext::new(&rs, None).policy_owner("INPUT", Policy::Drop),
+            Owner::Ufw
+        );
+
+        // Shorewall's marker chain makes its zone chains, and every rule
+        // it wrote into the built-in chains, Shorewall's.
+        let shorewall = "*filter\n:INPUT DROP [0:0]\n:net2fw - [0:0]\n:shorewall - [0:0]\n-A INPUT -i eth0 -j net2fw\n-A INPUT -j DROP\n-A net2fw -p udp --dport 8472 -j DROP\nCOMMIT\n";
+        assert_eq!(owner_of(shorewall, "INPUT", 0), Owner::Shorewall);
+        assert_eq!(owner_of(shorewall, "INPUT", 1), Owner::Shorewall);
+        assert_eq!(owner_of(shorewall, "net2fw", 0), Owner::Shorewall);
+        // Without the marker, a chain named net2fw is nobody's in particular.
+        let no_marker = shorewall.replace(":shorewall - [0:0]\n", "");
+        assert_eq!(owner_of(&no_marker, "net2fw", 0), Owner::Custom);
+
+        let csf = "*filter\n:INPUT DROP [0:0]\n:ALLOWIN - [0:0]\n:DENYIN - [0:0]\n:LOGDROPIN - [0:0]\n:INVALID - [0:0]\n-A INPUT -j INVALID\n-A INPUT -j LOGDROPIN\n-A LOGDROPIN -j DROP\nCOMMIT\n";
+        assert_eq!(owner_of(csf, "INPUT", 0), Owner::Csf);
+        assert_eq!(owner_of(csf, "LOGDROPIN", 0), Owner::Csf);
+        // INVALID alone is a common name: csf's only beside its markers.
+        let plain = "*filter\n:INPUT ACCEPT [0:0]\n:INVALID - [0:0]\n-A INPUT -j INVALID\nCOMMIT\n";
+        assert_eq!(owner_of(plain, "INPUT", 0), Owner::Custom);
     }
 
     #[test]

@@ -356,6 +356,17 @@ fn walk_chain(
                 continue;
             }
             let rule = &chain.rules[i];
+            // A rule that changes nothing the walk models (LOG, a
+            // counting rule, CT --helper) cannot change the verdict:
+            // whether it matches is not worth a branch (Shorewall puts a
+            // rate-limited LOG before each of its drops).
+            if matches!(
+                rule.target,
+                Target::None | Target::Log | Target::Nflog | Target::Other { modelled: true, .. }
+            ) {
+                i += 1;
+                continue;
+            }
             match eval_rule(rule, &st.pkt, &st.facts) {
                 Err(false) => {
                     i += 1;
@@ -841,6 +852,9 @@ fn addrtype_is(types: &[String], addr: IpAddr, local: Option<&[IpAddr]>) -> Opti
             // anycast instead, only the node's routes tell.
             ("LOCAL", None) => local.is_some().then_some(false),
             ("UNICAST", None) => local.is_some().then_some(true),
+            // IPv4 has no anycast routes but ones made by hand in the
+            // local table; IPv6's subnet-router anycast is the routes' say.
+            ("ANYCAST", None) if addr.is_ipv4() => Some(false),
             ("MULTICAST" | "BROADCAST", None) => Some(false),
             _ => None,
         };

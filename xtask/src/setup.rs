@@ -16,6 +16,8 @@ const APT_PACKAGES: &[&str] = &[
     "firewalld",
     "docker.io",
     "containernetworking-plugins",
+    // A firewall generator, run in a test namespace (generators.rs).
+    "shorewall",
     "iproute2",
     "iputils-ping",
     "prometheus",

@@ -44,6 +44,11 @@ pub fn owner_name(o: Owner) -> &'static str {
         Owner::CniPlugin => "a CNI plugin (bridge, portmap or firewall)",
         Owner::Firewalld => "firewalld",
         Owner::DistroFirewall => "the distribution's iptables service",
+        Owner::Weave => "Weave Net",
+        Owner::WeaveNpc => "Weave Net's NetworkPolicy controller (weave-npc)",
+        Owner::Ufw => "ufw",
+        Owner::Shorewall => "Shorewall",
+        Owner::Csf => "csf (ConfigServer Firewall)",
         Owner::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
     }
 }
@@ -397,10 +402,44 @@ fn sentences(
                 format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change)."),
             )
         }
-        (Owner::Calico | Owner::Cilium | Owner::KubeRouter, _) => (
+        (Owner::Calico | Owner::Cilium | Owner::KubeRouter | Owner::WeaveNpc, _) => (
             format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner_name(owner)),
             "List the policies that select the source and destination pods (`kubectl get networkpolicy -A`) and add one that allows this flow.".into(),
         ),
+        // Firewall generators: an iptables edit is lost at their next
+        // reload; the fix goes into their own configuration.
+        (Owner::Ufw, _) => {
+            let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("any");
+            let port = p.dport.filter(|_| matches!(p.proto, 6 | 17)).map(|d| format!(" port {d}")).unwrap_or_default();
+            let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
+                (Hook::Forward, Some(i), Some(o)) => format!("`ufw route allow in on {i} out on {o} from {} to {} proto {proto}{port}` (routed traffic: ufw's FORWARD rules)", net_of(ctx, p.src), net_of(ctx, p.dst)),
+                _ => format!("`ufw allow proto {proto} from {} to any{port}`", p.src),
+            };
+            (
+                format!("{flow}: {place} {verb}: ufw's rules do not allow it.{shadow}"),
+                format!("Allow it through ufw: {fix}. ufw writes these chains itself (/etc/ufw/user.rules): an `iptables` edit would be lost at the next `ufw reload`."),
+            )
+        }
+        (Owner::Shorewall, _) => {
+            let (from, to) = shorewall_zones(&d.chain);
+            let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("-");
+            let port = p.dport.filter(|_| matches!(p.proto, 6 | 17)).map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+            (
+                format!("{flow}: {place} {verb}: the Shorewall policy from zone {from} to zone {to} does not allow it (Shorewall compiles /etc/shorewall into the whole ruleset).{shadow}"),
+                format!("Add to /etc/shorewall/rules: `ACCEPT {from}:{} {to} {proto} {port}`, then `shorewall check && shorewall reload`. An `iptables` edit would be lost at the next reload.", p.src),
+            )
+        }
+        (Owner::Csf, _) => {
+            let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("tcp");
+            let line = match p.dport.filter(|_| matches!(p.proto, 6 | 17)) {
+                Some(port) => format!("{proto}|in|d={port}|s={}", p.src),
+                None => format!("{}", p.src),
+            };
+            (
+                format!("{flow}: {place} {verb}: csf (ConfigServer Firewall) does not allow it.{shadow}"),
+                format!("Allow just this in /etc/csf/csf.allow: `{line}`, then `csf -r`. csf rewrites the whole ruleset: an `iptables` edit would be lost at its next restart."),
+            )
+        }
         (Owner::DistroFirewall, _) => {
             let role = port_role(ctx, p);
             let accept = accept_rule(ctx, p, &d.chain, rule_no);
@@ -457,6 +496,30 @@ fn sentences(
     }
 }
 
+/// The pod CIDR holding `a`, or `a` itself.
+fn net_of(ctx: &Cluster, a: std::net::IpAddr) -> String {
+    ctx.pod_cidrs
+        .iter()
+        .find(|n| n.contains(&a))
+        .map_or_else(|| a.to_string(), |n| n.to_string())
+}
+
+/// The zones of a Shorewall zone-pair chain (`net2fw`, `loc-net`), or
+/// placeholders.
+fn shorewall_zones(chain: &str) -> (String, String) {
+    let pair = chain
+        .split_once('2')
+        .or_else(|| chain.split_once('-'))
+        .filter(|(a, b)| {
+            let zone = |z: &str| !z.is_empty() && z.chars().all(|c| c.is_ascii_alphanumeric());
+            zone(a) && zone(b)
+        });
+    match pair {
+        Some((a, b)) => (a.to_owned(), b.to_owned()),
+        None => ("<source zone>".into(), "<destination zone>".into()),
+    }
+}
+
 fn leftover_prefix(owner: Owner) -> &'static str {
     match owner {
         Owner::Calico => "cali-",
@@ -464,6 +527,7 @@ fn leftover_prefix(owner: Owner) -> &'static str {
         Owner::KubeRouter => "KUBE-ROUTER",
         Owner::Flannel => "FLANNEL",
         Owner::Docker => "DOCKER",
+        Owner::Weave | Owner::WeaveNpc => "WEAVE",
         _ => "",
     }
 }
