@@ -56,6 +56,54 @@ fn bad_flag_values_are_usage_errors() {
         &["watch", "--pod-cidr", "banana"],
         &["watch", "--duration", "soon"],
         &["watch", "--drop-probe", "kprobe"],
+        // A packet netdrop cannot read is bad input too, whatever is wrong
+        // in it (and so are the other flags of check and explain).
+        &["explain", "--rules", "/dev/null", "--packet", "garbage"],
+        &[
+            "explain",
+            "--rules",
+            "/dev/null",
+            "--packet",
+            "SIDEWAYS udp 10.224.1.2 -> 10.224.2.2",
+        ],
+        &[
+            "explain",
+            "--rules",
+            "/dev/null",
+            "--packet",
+            "INPUT udp 10.224.1.2:1 -> 10.224.300.2:2",
+        ],
+        &[
+            "explain",
+            "--rules",
+            "/dev/null",
+            "--packet",
+            "INPUT udp 10.224.1.2:99999 -> 10.224.2.2:2",
+        ],
+        &[
+            "explain",
+            "--rules",
+            "/dev/null",
+            "--packet",
+            "INPUT udp 10.224.1.2 -> 10.224.2.2 ct SIDEWAYS",
+        ],
+        &[
+            "explain",
+            "--rules",
+            "/dev/null",
+            "--packet",
+            "INPUT udp 10.224.1.2 -> 10.224.2.2",
+            "--pod-cidr",
+            "banana",
+        ],
+        &[
+            "check",
+            "--rules",
+            "/dev/null",
+            "--pod-cidr",
+            "10.224.0.0/99",
+        ],
+        &["check", "--rules", "/dev/null", "--vxlan-port", "70000"],
     ] {
         let out = netdrop(args);
         let err = stderr(&out);
