@@ -109,6 +109,48 @@ impl Outcome {
     }
 }
 
+/// Outcomes that end alike (same verdict, decided at the same rule or
+/// policy): one line of a summary, however many branches reach it.
+#[derive(Clone, Debug)]
+pub struct OutcomeGroup<'a> {
+    /// The first outcome of the group (its path and NAT stand for all).
+    pub first: &'a Outcome,
+    /// How many branches end so.
+    pub branches: usize,
+}
+
+/// The outcomes of one walk grouped by how they end, in walk order.
+pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
+    let mut out: Vec<OutcomeGroup<'_>> = Vec::new();
+    for o in outcomes {
+        let same = |g: &&mut OutcomeGroup<'_>| {
+            g.first.verdict == o.verdict && g.first.decider() == o.decider()
+        };
+        match out.iter_mut().find(same) {
+            Some(g) => g.branches += 1,
+            None => out.push(OutcomeGroup {
+                first: o,
+                branches: 1,
+            }),
+        }
+    }
+    out
+}
+
+/// The questions the branches of a walk answered differently (an
+/// assumption without its rule and its `not`): what the outcome depends on.
+pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in outcomes.iter().flat_map(|o| &o.assumptions) {
+        let q = a.split_once(": ").map_or(a.as_str(), |(_, q)| q);
+        let q = q.strip_prefix("not ").unwrap_or(q).to_owned();
+        if !out.contains(&q) {
+            out.push(q);
+        }
+    }
+    out
+}
+
 /// More branches than this and the walk stops forking (and says so).
 const MAX_BRANCHES: usize = 64;
 const MAX_DEPTH: usize = 48;
@@ -1114,6 +1156,38 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn branches_are_summarised_by_how_they_end() {
+        // Two sets asked in two places each: branches that end alike are
+        // one line, and what they hang on is the two sets, once each.
+        let rs = parse_ruleset(
+            "*filter\n:INPUT DROP [0:0]\n:A - [0:0]\n-A INPUT -m set --match-set ONE src -j A\n-A INPUT -m set --match-set TWO src -j A\n-A A -m set --match-set TWO src -j ACCEPT\n-A A -m set --match-set ONE src -j ACCEPT\nCOMMIT\n",
+        )
+        .unwrap();
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        let groups = group_outcomes(&out);
+        assert!(out.len() > groups.len(), "{out:#?}");
+        assert_eq!(groups.iter().map(|g| g.branches).sum::<usize>(), out.len());
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.first.verdict, g.first.decider().map(|s| s.text.clone())))
+                .collect::<Vec<_>>(),
+            [
+                (Verdict::Drop, Some(":INPUT DROP".into())),
+                (
+                    Verdict::Accept,
+                    Some("-A A -m set --match-set TWO src -j ACCEPT".into())
+                ),
+                (
+                    Verdict::Accept,
+                    Some("-A A -m set --match-set ONE src -j ACCEPT".into())
+                ),
+            ]
+        );
+        assert_eq!(deciding_unknowns(&out), ["in ipset ONE", "in ipset TWO"]);
     }
 
     #[test]

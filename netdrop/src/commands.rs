@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use netdrop_model::{
-    Decision, Family, OwnerContext, Verdict, check::NodeFacts, decision::step_notation, simulate,
+    Decision, Family, OwnerContext, Verdict,
+    check::NodeFacts,
+    decision::step_notation,
+    simulate,
+    simulate::{deciding_unknowns, group_outcomes},
 };
 
 use crate::{
@@ -197,34 +201,64 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
         )
     };
     let outcomes = simulate(rs, &pkt);
-    let drops: Vec<Explanation> = outcomes
+    // Branches that end alike are one answer, however many there are.
+    let groups = group_outcomes(&outcomes);
+    let unknowns = deciding_unknowns(&outcomes);
+    let drops: Vec<Explanation> = groups
         .iter()
-        .filter(|o| o.verdict.is_drop())
-        .map(explain)
+        .filter(|g| g.first.verdict.is_drop())
+        .map(|g| explain(g.first))
         .collect();
     let flow = explain::flow_text(&pkt);
     if args.output == Output::Json {
-        let accepted: Vec<_> = outcomes
+        let accepted: Vec<_> = groups
             .iter()
-            .filter(|o| o.verdict == Verdict::Accept)
+            .filter(|g| g.first.verdict == Verdict::Accept)
+            .map(|g| g.first)
             .collect();
         let v = serde_json::json!({
             "hook": pkt.hook.as_str(),
             "flow": flow,
             "verdict": if drops.is_empty() { "ACCEPT" } else if accepted.is_empty() { drops[0].decision.verdict.as_str() } else { "DEPENDS" },
+            "depends_on": unknowns,
+            "branches": outcomes.len(),
             "drops": drops,
             "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path, "assumptions": o.assumptions, "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
     }
-    for (i, o) in outcomes.iter().enumerate() {
-        if outcomes.len() > 1 {
+    if groups.len() > 1 || !unknowns.is_empty() {
+        println!(
+            "{} {flow}: {} way{} to end, depending on what netdrop cannot see: {}",
+            pkt.hook.as_str(),
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" },
+            if unknowns.is_empty() {
+                "nothing".to_owned()
+            } else {
+                unknowns.join("; ")
+            }
+        );
+    }
+    for g in &groups {
+        let o = g.first;
+        if groups.len() > 1 || !unknowns.is_empty() {
+            let more = match g.branches {
+                1 => String::new(),
+                n => format!(
+                    " (and {} more branch{} ending so)",
+                    n - 1,
+                    if n == 2 { "" } else { "es" }
+                ),
+            };
             println!(
-                "branch {} of {}: {}",
-                i + 1,
-                outcomes.len(),
-                o.assumptions.join("; ")
+                "when {}{more}:",
+                if o.assumptions.is_empty() {
+                    "nothing else decides".to_owned()
+                } else {
+                    o.assumptions.join("; ")
+                }
             );
         }
         println!("{} {flow}: {}", pkt.hook.as_str(), o.verdict.as_str());

@@ -304,3 +304,52 @@ fn check_reads_nft_text_like_its_json() {
     assert!(err.contains("nft -j list ruleset"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Where the walk hangs on what netdrop cannot see (ipsets here), `explain`
+/// says what it depends on and gives one answer per way the packet can end,
+/// however many branches lead there.
+#[test]
+fn explain_summarises_branches_by_how_they_end() {
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let file = TempFile(
+        std::env::temp_dir().join(format!("netdrop-branches-{}.rules", std::process::id())),
+    );
+    std::fs::write(
+        &file.0,
+        "*filter\n:INPUT DROP [0:0]\n:A - [0:0]\n-A INPUT -m set --match-set ONE src -j A\n-A INPUT -m set --match-set TWO src -j A\n-A A -m set --match-set TWO src -j ACCEPT\n-A A -m set --match-set ONE src -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    let rules = file.0.to_str().unwrap();
+    let packet = "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472";
+    let text = netdrop(&["explain", "--rules", rules, "--packet", packet]);
+    assert_eq!(text.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&text.stdout);
+    let first = out.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472: 3 ways to end, depending on what netdrop cannot see: in ipset ONE; in ipset TWO",
+        "{out}"
+    );
+    // One answer per way: the policy drop once, with its explanation once.
+    assert_eq!(out.matches(": DROP\n").count(), 1, "{out}");
+    assert_eq!(out.matches("  why: ").count(), 1, "{out}");
+    assert!(out.contains("(and 1 more branch ending so)"), "{out}");
+
+    let json = netdrop(&[
+        "explain", "--rules", rules, "--packet", packet, "--output", "json",
+    ]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["verdict"], "DEPENDS");
+    assert_eq!(
+        v["depends_on"],
+        serde_json::json!(["in ipset ONE", "in ipset TWO"])
+    );
+    assert_eq!(v["branches"], 4);
+    assert_eq!(v["drops"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["accepts"].as_array().map(Vec::len), Some(2));
+}
