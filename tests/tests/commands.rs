@@ -353,3 +353,42 @@ fn explain_summarises_branches_by_how_they_end() {
     assert_eq!(v["drops"].as_array().map(Vec::len), Some(1));
     assert_eq!(v["accepts"].as_array().map(Vec::len), Some(2));
 }
+
+/// A dropped reply is fixed by accepting the connections already accepted,
+/// at the top of the hook's chain: not by opening its port (which would let
+/// new connections in), and not inside a chain other paths share.
+#[test]
+fn a_dropped_reply_is_fixed_by_accepting_established_connections() {
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let file =
+        TempFile(std::env::temp_dir().join(format!("netdrop-reply-{}.rules", std::process::id())));
+    std::fs::write(
+        &file.0,
+        "*filter\n:INPUT ACCEPT [0:0]\n:LOGGING - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j LOGGING\n-A LOGGING -j LOG --log-prefix dropped\n-A LOGGING -j DROP\nCOMMIT\n",
+    )
+    .unwrap();
+    let rules = file.0.to_str().unwrap();
+    let fix = |ct: &str| {
+        let packet = format!("INPUT tcp 203.0.113.5:443 -> 192.0.2.1:40000 ct {ct}");
+        let out = netdrop(&[
+            "explain", "--rules", rules, "--packet", &packet, "--output", "json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["drops"][0]["fix"].as_str().unwrap_or_default().to_owned()
+    };
+    let reply = fix("ESTABLISHED");
+    assert!(
+        reply
+            .contains("`iptables -I INPUT 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`"),
+        "{reply}"
+    );
+    assert!(!reply.contains("--dport 40000"), "{reply}");
+    // A new connection to that port is another matter: its port.
+    let new = fix("NEW");
+    assert!(new.contains("--dport 40000"), "{new}");
+}

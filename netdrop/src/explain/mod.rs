@@ -303,7 +303,11 @@ fn sentences(
     // A native nftables table nobody netdrop knows owns: nft's own commands.
     if d.table.contains(' ') && matches!(owner, Owner::Custom) {
         let (table, chain) = (&d.table, &d.chain);
-        let accept = format!("{} accept", nft_match_words(p));
+        let accept = if is_reply(p) {
+            "ct state established,related accept".to_owned()
+        } else {
+            format!("{} accept", nft_match_words(p))
+        };
         let persist = "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).";
         return match (d.rule_no, d.rule_handle) {
             (Some(_), Some(h)) => (
@@ -345,6 +349,11 @@ fn sentences(
             _ => String::new(),
         };
         let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
+            // A reply: its connection was let in; accept the connection's
+            // packets, not the port (which would open it to anyone).
+            (h, ..) if is_reply(p) => format!(
+                "Accept the packets of connections already accepted before the policy: `iptables -I {h} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (not the port: this packet is a reply). {PERSIST}"
+            ),
             (Hook::Forward, Some(i), Some(out)) if has_chain(rs, "filter", "DOCKER-USER") => {
                 format!(
                     "`iptables -I DOCKER-USER -i {i} -o {out} -j ACCEPT && iptables -I DOCKER-USER -i {out} -o {i} -j ACCEPT` (both ways: the replies cross the same policy; or accept the pod CIDR: `iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`). {PERSIST}"
@@ -586,9 +595,25 @@ fn nft_match_words(p: &Packet) -> String {
     }
 }
 
+/// A packet of a connection conntrack already knows (a reply, or one it
+/// relates to another): a fix accepts the connection, not its port.
+fn is_reply(p: &Packet) -> bool {
+    matches!(
+        p.ct,
+        netdrop_model::rules::CtState::Established | netdrop_model::rules::CtState::Related
+    )
+}
+
 fn accept_rule(ctx: &Cluster, p: &Packet, chain: &str, rule_no: usize) -> String {
     let pod = pod_cidr_text(ctx);
-    if chain == "FORWARD" && (ctx.is_pod(p.src) || ctx.is_pod(p.dst)) {
+    if is_reply(p) {
+        // At the top of the hook's own chain: the dropping chain may be
+        // shared (a LOGGING chain every path jumps to).
+        format!(
+            "`iptables -I {} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (the packet is part of a connection already accepted: accept those, not its port, which would open the port to new connections too)",
+            p.hook.as_str()
+        )
+    } else if chain == "FORWARD" && (ctx.is_pod(p.src) || ctx.is_pod(p.dst)) {
         format!(
             "`iptables -I FORWARD {rule_no} -s {pod} -j ACCEPT; iptables -I FORWARD {rule_no} -d {pod} -j ACCEPT`"
         )
