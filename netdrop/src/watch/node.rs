@@ -38,6 +38,9 @@ fn fingerprint(rules: &NodeRules) -> u64 {
     h.finish()
 }
 
+/// How long after a failed read of the rules the next is tried.
+const READ_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Rules {
     pub current: NodeRules,
     /// The counters of the snapshot before `current`, per ruleset (as
@@ -133,6 +136,9 @@ pub struct Node {
     /// When the legacy tables' content was last compared, small tables'
     /// and large ones' (it costs a copy of them: seldom, not every check).
     legacy_checked: [Instant; 2],
+    /// When a read last failed: the next is tried after
+    /// [`READ_RETRY`], not at every poll.
+    read_failed_at: Option<Instant>,
     pub interfaces: Vec<String>,
     pub local_addrs: Vec<IpAddr>,
     /// Ruleset problems already reported (each is logged once).
@@ -176,6 +182,7 @@ impl Node {
             rules: None,
             last_read: None,
             legacy_checked: [Instant::now(); 2],
+            read_failed_at: None,
             interfaces: Vec::new(),
             local_addrs: Vec::new(),
             warned: Default::default(),
@@ -305,7 +312,7 @@ impl Node {
     /// the rules changed.
     pub fn refresh_rules_since(&mut self, since: Instant) -> bool {
         let Some(rules) = &mut self.rules else {
-            return self.refresh_rules();
+            return self.retry_due() && self.refresh_rules();
         };
         if rules.read_at >= since {
             return false;
@@ -350,7 +357,7 @@ impl Node {
     /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
     pub fn rules_may_have_changed(&mut self, legacy_every: [std::time::Duration; 2]) -> bool {
         let Some(rules) = &self.rules else {
-            return true;
+            return self.retry_due();
         };
         let now = match &self.generation_watch {
             Some(w) => w.read(),
@@ -378,6 +385,13 @@ impl Node {
             (Ok(_), Some(_)) => false,
             _ => rules.read_at.elapsed() >= legacy_every[0],
         }
+    }
+
+    /// Whether a node without rules should try to read them now (not
+    /// within [`READ_RETRY`] of a failed read).
+    fn retry_due(&self) -> bool {
+        self.read_failed_at
+            .is_none_or(|t| t.elapsed() >= READ_RETRY)
     }
 
     /// Re-reads the ruleset. Returns true when the rules changed (a reload).
@@ -412,10 +426,21 @@ impl Node {
         let read = match reader::read_live(self.netns.name.as_deref()) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("{}: cannot read the ruleset: {e}", self.label);
+                // Said once per distinct error, tried again every
+                // READ_RETRY (iptables-save missing, a namespace going).
+                let said = format!("cannot read the ruleset: {e}");
+                if self.warned.insert(said.clone()) {
+                    log::warn!(
+                        "{}: {said} (trying again every {} s)",
+                        self.label,
+                        READ_RETRY.as_secs()
+                    );
+                }
+                self.read_failed_at = Some(Instant::now());
                 return false;
             }
         };
+        self.read_failed_at = None;
         for p in &read.problems {
             if self.warned.insert(p.clone()) {
                 log::warn!("{}: {p}", self.label);
