@@ -497,8 +497,19 @@ fn walk_chain(
                         i += 1;
                         continue;
                     };
-                    if depth >= MAX_DEPTH {
-                        st.assume(format!("jump depth limit at {name}"));
+                    // A jump into a chain already on the stack is a loop:
+                    // the kernel refuses such a ruleset, a file may hold
+                    // one; walking it would only spend the budget.
+                    let looping = sub.name == chain.name
+                        || st.path.iter().any(|s| {
+                            s.rule_no.is_some() && s.chain == sub.name && s.table == table.name
+                        });
+                    if depth >= MAX_DEPTH || looping {
+                        st.assume(if looping {
+                            format!("jump loop into {name}; not followed")
+                        } else {
+                            format!("jump depth limit at {name}")
+                        });
                         st.unmodelled = true;
                         i += 1;
                         continue;
