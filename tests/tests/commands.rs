@@ -392,3 +392,60 @@ fn a_dropped_reply_is_fixed_by_accepting_established_connections() {
     let new = fix("NEW");
     assert!(new.contains("--dport 40000"), "{new}");
 }
+
+/// A NetworkPolicy drop is fixed in the policy, never by an iptables rule
+/// that would bypass it: kube-router's pod firewall names its pod, and the
+/// fix speaks of the policies selecting that pod. (The public kube-router
+/// dump, with the rule that marks every packet as allowed taken out: as a
+/// node where a policy isolates the pod.)
+#[test]
+fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let dump = std::fs::read_to_string(fixture("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.rules"))
+        .unwrap();
+    let isolated: String = dump
+        .lines()
+        .filter(|l| !l.contains("rule to mark traffic matching a network policy"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file =
+        TempFile(std::env::temp_dir().join(format!("netdrop-netpol-{}.rules", std::process::id())));
+    std::fs::write(&file.0, isolated).unwrap();
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        file.0.to_str().unwrap(),
+        "--pod-cidr",
+        "10.42.0.0/16",
+        "--packet",
+        "FORWARD tcp 203.0.113.7:40000 -> 10.42.0.11:6379 in eth0 out cni0",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["drops"][0];
+    assert_eq!(d["owner"], "kube-router", "{v}");
+    assert_eq!(d["verdict"], "REJECT", "{v}");
+    let why = d["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("NetworkPolicy for pod default/redis-84f85f9cdc-nfbl2"),
+        "{why}"
+    );
+    let fix = d["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("`kubectl -n default get networkpolicy`"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains(
+            "`from:` `ipBlock: {cidr: 203.0.113.7/32}`, `ports: [{protocol: TCP, port: 6379}]`"
+        ),
+        "{fix}"
+    );
+    assert!(!fix.contains("iptables -I"), "{fix}");
+}

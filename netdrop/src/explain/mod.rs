@@ -411,6 +411,32 @@ fn sentences(
                 format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change)."),
             )
         }
+        // kube-router names the pod it enforces for in the rule's comment:
+        // the policy to change is one selecting that pod, in its namespace.
+        (Owner::KubeRouter, _) if kube_router_pod(text).is_some() => {
+            let (ns, name, ingress) = kube_router_pod(text).unwrap_or_default();
+            let (dir, peer, key) = if ingress {
+                ("ingress", p.src, "from")
+            } else {
+                ("egress", p.dst, "to")
+            };
+            let peer = if ctx.is_pod(peer) {
+                format!("a podSelector (or namespaceSelector) matching the pod at {peer}")
+            } else {
+                format!("`ipBlock: {{cidr: {}}}`", ipnet::IpNet::from(peer))
+            };
+            let port = match (p.proto, p.dport) {
+                (6 | 17 | 132, Some(port)) => format!(
+                    ", `ports: [{{protocol: {}, port: {port}}}]`",
+                    netdrop_model::rules::proto_name(p.proto).unwrap_or("TCP").to_ascii_uppercase()
+                ),
+                _ => String::new(),
+            };
+            (
+                format!("{flow}: {place} {verb}: kube-router enforces NetworkPolicy for pod {ns}/{name}, and no NetworkPolicy that selects it allows this {dir} traffic.{shadow}"),
+                format!("See the policies that select the pod: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`). If this traffic should pass, allow it in one of them, or a new one selecting the pod: an {dir} rule `{key}:` {peer}{port}. kube-router applies it by itself; an iptables edit would be undone at its next sync."),
+            )
+        }
         (Owner::Calico | Owner::Cilium | Owner::KubeRouter | Owner::WeaveNpc, _) => (
             format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner_name(owner)),
             "List the policies that select the source and destination pods (`kubectl get networkpolicy -A`) and add one that allows this flow.".into(),
@@ -503,6 +529,24 @@ fn sentences(
             )
         }
     }
+}
+
+/// The pod a kube-router pod-firewall rule enforces for, from its comment
+/// (`… traffic destined for POD name:web-0 namespace: shop`, or `… from
+/// POD …`): (namespace, name, ingress).
+fn kube_router_pod(rule: &str) -> Option<(String, String, bool)> {
+    let at = rule.find("POD name:")?;
+    let before = &rule[..at];
+    let ingress = before.contains("destined");
+    let rest = &rule[at + "POD name:".len()..];
+    let name = rest.split_whitespace().next()?.to_owned();
+    let ns = rest
+        .split_once("namespace:")?
+        .1
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .find(|w| !w.is_empty())?
+        .to_owned();
+    Some((ns, name, ingress))
 }
 
 /// The pod CIDR holding `a`, or `a` itself.
