@@ -106,26 +106,21 @@ impl LegacyTables {
         Self { families }
     }
 
-    /// Whether any legacy table exists.
-    pub fn any(&self) -> bool {
-        self.families
-            .iter()
-            .any(|f| table_names(f).is_ok_and(|n| !n.is_empty()))
-    }
-
     /// A hash of each table's name, entry count and size: cheap (a few
     /// bytes a table), moved by most changes (a rule added or removed, a
-    /// chain made), not by counters.
-    pub fn shape(&self) -> io::Result<u64> {
+    /// chain made), not by counters. `None` when no legacy table exists.
+    pub fn shape(&self) -> io::Result<Option<u64>> {
         let mut h = std::hash::DefaultHasher::new();
+        let mut any = false;
         for f in &self.families {
             for name in table_names(f)? {
+                any = true;
                 name.hash(&mut h);
                 let info = get_info(f, &name)?;
                 info[GETINFO_LEN - 8..].hash(&mut h);
             }
         }
-        Ok(h.finish())
+        Ok(any.then(|| h.finish()))
     }
 
     /// A hash of the entries without their counters of the tables

@@ -114,16 +114,11 @@ impl GenerationWatch {
             .iter()
             .find_map(|body| attr::be32(body.get(4..)?, 1))
             .ok_or_else(|| io::Error::other("no NFTA_GEN_ID in the answer"))?;
-        let legacy_tables = self.legacy.any();
-        let legacy_shape = if legacy_tables {
-            self.legacy.shape()?
-        } else {
-            0
-        };
+        let shape = self.legacy.shape()?;
         Ok(Generation {
             nf_tables,
-            legacy_tables,
-            legacy_shape,
+            legacy_tables: shape.is_some(),
+            legacy_shape: shape.unwrap_or_default(),
         })
     }
 }
@@ -195,23 +190,14 @@ pub fn read_counters(
                 continue;
             };
             let mut by_handle = HashMap::new();
-            sock.dump_each(
-                family,
-                NFT_MSG_GETRULE,
-                &nla(1, &cstr(table)),
-                &mut |body| {
-                    let a = body.get(4..).unwrap_or(&[]);
-                    if attr::string(a, 1).as_deref() != Some(table) {
-                        return;
-                    }
-                    let (Some(handle), Some(exprs)) = (attr::be64(a, 3), attr::get(a, 4)) else {
-                        return;
-                    };
-                    if let Some(c) = expr::counter(exprs) {
-                        by_handle.insert(handle, c);
-                    }
-                },
-            )?;
+            sock.rules_of(family, table, &mut |a| {
+                let (Some(handle), Some(exprs)) = (attr::be64(a, 3), attr::get(a, 4)) else {
+                    return;
+                };
+                if let Some(c) = expr::counter(exprs) {
+                    by_handle.insert(handle, c);
+                }
+            })?;
             out.insert((fam.clone(), table.clone()), by_handle);
         }
         Ok(out)
@@ -369,34 +355,25 @@ fn read_table(
         emit(json!({ "chain": chain }));
     }
     // Rules, decoded as they arrive: a 10k-Service table has 80k.
-    sock.dump_each(
-        family,
-        NFT_MSG_GETRULE,
-        &nla(1, &cstr(table)),
-        &mut |body| {
-            let a = body.get(4..).unwrap_or(&[]);
-            if attr::string(a, 1).as_deref() != Some(table) {
-                return;
-            }
-            let Some(chain) = attr::string(a, 2) else {
-                return;
-            };
-            let exprs = attr::get(a, 4).unwrap_or(&[]);
-            let mut rule = serde_json::Map::new();
-            rule.insert("family".into(), json!(fam));
-            rule.insert("table".into(), json!(table));
-            rule.insert("chain".into(), json!(chain));
-            rule.insert("handle".into(), json!(attr::be64(a, 3).unwrap_or(0)));
-            if let Some(c) = attr::get(a, 7).and_then(|u| attr::udata_comment(u, 0)) {
-                rule.insert("comment".into(), json!(c));
-            }
-            rule.insert(
-                "expr".into(),
-                Value::Array(expr::statements(fam, exprs, &sets)),
-            );
-            emit(json!({ "rule": rule }));
-        },
-    )
+    sock.rules_of(family, table, &mut |a| {
+        let Some(chain) = attr::string(a, 2) else {
+            return;
+        };
+        let exprs = attr::get(a, 4).unwrap_or(&[]);
+        let mut rule = serde_json::Map::new();
+        rule.insert("family".into(), json!(fam));
+        rule.insert("table".into(), json!(table));
+        rule.insert("chain".into(), json!(chain));
+        rule.insert("handle".into(), json!(attr::be64(a, 3).unwrap_or(0)));
+        if let Some(c) = attr::get(a, 7).and_then(|u| attr::udata_comment(u, 0)) {
+            rule.insert("comment".into(), json!(c));
+        }
+        rule.insert(
+            "expr".into(),
+            Value::Array(expr::statements(fam, exprs, &sets)),
+        );
+        emit(json!({ "rule": rule }));
+    })
 }
 
 /// A netlink socket of the nf_tables subsystem.
@@ -431,6 +408,23 @@ impl Socket {
         let mut out = Vec::new();
         self.dump_each(family, msg, attrs, &mut |b| out.push(b.to_vec()))?;
         Ok(out)
+    }
+
+    /// The rules of `table` (family `family`), each rule's attributes
+    /// (`NFTA_RULE_*`) handed to `each` as they arrive.
+    fn rules_of(&self, family: u8, table: &str, each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.dump_each(
+            family,
+            NFT_MSG_GETRULE,
+            &nla(1, &cstr(table)),
+            &mut |body| {
+                let a = body.get(4..).unwrap_or(&[]);
+                // The kernel filters by table; a rule of another is not ours.
+                if attr::string(a, 1).as_deref() == Some(table) {
+                    each(a);
+                }
+            },
+        )
     }
 
     /// Like [`Socket::dump`], each answer's body handed to `each` as it
