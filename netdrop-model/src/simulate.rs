@@ -94,6 +94,9 @@ pub struct Outcome {
     pub path: Vec<Step>,
     /// What this branch assumed (a statistic branch, an ipset membership...).
     pub assumptions: Vec<String>,
+    /// The questions this branch's path hung on (`in ipset X`), each once
+    /// and without its answer: what the outcome depends on.
+    pub unknowns: Vec<String>,
     /// A match netdrop does not model influenced this branch.
     pub unmodelled: bool,
     /// The source NAT applied in POSTROUTING, if any (`MASQUERADE`, `SNAT ...`).
@@ -137,15 +140,13 @@ pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
     out
 }
 
-/// The questions the branches of a walk answered differently (an
-/// assumption without its rule and its `not`): what the outcome depends on.
+/// The questions the branches of a walk hung on, each once: what the
+/// outcome depends on.
 pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for a in outcomes.iter().flat_map(|o| &o.assumptions) {
-        let q = a.split_once(": ").map_or(a.as_str(), |(_, q)| q);
-        let q = q.strip_prefix("not ").unwrap_or(q).to_owned();
-        if !out.contains(&q) {
-            out.push(q);
+    for q in outcomes.iter().flat_map(|o| &o.unknowns) {
+        if !out.contains(q) {
+            out.push(q.clone());
         }
     }
     out
@@ -192,6 +193,8 @@ struct State {
     /// the same answer, so no branch assumes a set holds the packet at one
     /// rule and not at the next.
     facts: Vec<Fact>,
+    /// The questions asked on the way (see [`Outcome::unknowns`]).
+    unknowns: Vec<String>,
 }
 
 /// One unknown decided: `key` (what is unknown, e.g. `ipset X src`) is
@@ -208,6 +211,23 @@ impl State {
             self.facts.push(fact);
         }
     }
+
+    fn asked(&mut self, questions: &[String]) {
+        for q in questions {
+            if !self.unknowns.contains(q) {
+                self.unknowns.push(q.clone());
+            }
+        }
+    }
+}
+
+/// A question answered `yes` or not, as an assumption says it.
+fn phrase(question: &str, yes: bool) -> String {
+    if yes {
+        question.to_owned()
+    } else {
+        format!("not {question}")
+    }
 }
 
 enum Ending {
@@ -220,23 +240,25 @@ enum Tri {
     No,
     /// Unknown; the string says why (becomes an assumption of each branch).
     Maybe(String, bool),
-    /// Unknown, and decided by one fact: the match holds iff `key` is
-    /// `holds`. The walk decides the fact once per branch.
+    /// Unknown, and decided by one fact: the match holds iff the answer
+    /// to `question` (its key: `key`) is `holds`. The walk decides the
+    /// fact once per branch.
     Unknown {
-        why: String,
+        question: String,
         key: String,
         holds: bool,
     },
 }
 
-/// A rule whose outcome is unknown: why, whether unmodelled, and the facts
-/// that decide it (the rule matches iff all hold; `only_facts`: nothing
-/// else is unknown).
+/// A rule whose outcome is unknown: why, whether unmodelled, the facts
+/// that decide it with their questions (the rule matches iff all hold;
+/// `only_facts`: nothing else is unknown), and every question it asks.
 struct Undecided {
     why: String,
     unmodelled: bool,
-    facts: Vec<Fact>,
+    facts: Vec<(Fact, String)>,
     only_facts: bool,
+    questions: Vec<String>,
 }
 
 /// Walks `pkt` through every table of its hook; returns every possible
@@ -278,6 +300,7 @@ fn simulate_inner(
         snat: None,
         dnat: None,
         facts: Vec::new(),
+        unknowns: Vec::new(),
     }];
     let mut done = Vec::new();
     let mut budget = Budget {
@@ -352,6 +375,7 @@ fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
         reject_with,
         path: st.path,
         assumptions: st.assumptions,
+        unknowns: st.unknowns,
         unmodelled: st.unmodelled,
         snat: st.snat,
         dnat: st.dnat,
@@ -420,24 +444,33 @@ fn walk_chain(
                     unmodelled,
                     facts,
                     only_facts,
+                    questions,
                 }) => {
+                    st.asked(&questions);
+                    st.unmodelled |= unmodelled;
                     if budget.branches > 1 {
                         budget.branches -= 1;
                         // Branch where the rule does not match: one fact
-                        // that alone decides it is then known not to hold.
+                        // that alone decides it is then known the other way.
                         let mut other = st.clone();
-                        other.assume(format!("{} #{}: not {why}", chain.name, i + 1));
-                        other.unmodelled |= unmodelled;
-                        if let ([f], true) = (facts.as_slice(), only_facts) {
-                            other.decide(Fact {
-                                key: f.key.clone(),
-                                holds: !f.holds,
-                            });
+                        match (facts.as_slice(), only_facts) {
+                            ([(f, question)], true) => {
+                                other.assume(format!(
+                                    "{} #{}: {}",
+                                    chain.name,
+                                    i + 1,
+                                    phrase(question, !f.holds)
+                                ));
+                                other.decide(Fact {
+                                    key: f.key.clone(),
+                                    holds: !f.holds,
+                                });
+                            }
+                            _ => other.assume(format!("{} #{}: not {why}", chain.name, i + 1)),
                         }
                         work.push((i + 1, other));
                         st.assume(format!("{} #{}: {why}", chain.name, i + 1));
-                        st.unmodelled |= unmodelled;
-                        for f in facts {
+                        for (f, _) in facts {
                             st.decide(f);
                         }
                     } else {
@@ -446,7 +479,6 @@ fn walk_chain(
                             chain.name,
                             i + 1
                         ));
-                        st.unmodelled |= unmodelled;
                         i += 1;
                         continue;
                     }
@@ -609,17 +641,27 @@ pub(crate) fn could_match(rule: &Rule, pkt: &Packet) -> bool {
 fn eval_rule(rule: &Rule, pkt: &Packet, known: &[Fact]) -> Result<Undecided, bool> {
     let mut u: Option<Undecided> = None;
     for m in &rule.matches {
-        let (why, unmodelled, fact) = match eval_match(m, pkt, known) {
+        let (why, question, unmodelled, fact) = match eval_match(m, pkt, known) {
             Tri::No => return Err(false),
             Tri::Yes => continue,
-            Tri::Maybe(why, unmodelled) => (why, unmodelled, None),
-            Tri::Unknown { why, key, holds } => (why, false, Some(Fact { key, holds })),
+            Tri::Maybe(why, unmodelled) => (why.clone(), why, unmodelled, None),
+            Tri::Unknown {
+                question,
+                key,
+                holds,
+            } => (
+                phrase(&question, holds),
+                question,
+                false,
+                Some(Fact { key, holds }),
+            ),
         };
         let u = u.get_or_insert_with(|| Undecided {
             why: String::new(),
             unmodelled: false,
             facts: Vec::new(),
             only_facts: true,
+            questions: Vec::new(),
         });
         if !u.why.is_empty() {
             u.why.push_str(" and ");
@@ -627,19 +669,24 @@ fn eval_rule(rule: &Rule, pkt: &Packet, known: &[Fact]) -> Result<Undecided, boo
         u.why.push_str(&why);
         u.unmodelled |= unmodelled;
         match fact {
-            Some(f) => u.facts.push(f),
+            Some(f) => u.facts.push((f, question.clone())),
             None => u.only_facts = false,
         }
+        u.questions.push(question);
     }
     u.ok_or(true)
 }
 
 /// A fact-decided match: its value if the branch knows the fact, else
 /// unknown.
-fn by_fact(known: &[Fact], why: String, key: String, holds: bool) -> Tri {
+fn by_fact(known: &[Fact], question: String, key: String, holds: bool) -> Tri {
     match known.iter().find(|f| f.key == key) {
         Some(f) => tri(f.holds == holds, false),
-        None => Tri::Unknown { why, key, holds },
+        None => Tri::Unknown {
+            question,
+            key,
+            holds,
+        },
     }
 }
 
@@ -716,15 +763,19 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
                     None => {
                         let types = cond.types.join(",");
                         let key = format!("{side} {addr} address type {types}");
-                        let why = format!(
-                            "{side} address type {}{types} (the node's addresses and routes decide)",
-                            if cond.neg { "not " } else { "" }
+                        let question = format!(
+                            "{side} address type {types} (the node's addresses and routes decide)"
                         );
-                        match by_fact(known, why, key, !cond.neg) {
-                            Tri::No => return Tri::No,
-                            Tri::Yes => {}
-                            unknown => res = unknown,
-                        }
+                        res = match (by_fact(known, question, key, !cond.neg), res) {
+                            (Tri::No, _) => return Tri::No,
+                            (Tri::Yes, res) => res,
+                            (unknown, Tri::Yes) => unknown,
+                            // Both sides unknown: no one fact decides it.
+                            (unknown, first) => Tri::Maybe(
+                                format!("{} and {}", plain_why(first), plain_why(unknown)),
+                                false,
+                            ),
+                        };
                     }
                 }
             }
@@ -739,11 +790,7 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
             let addr = if r.dest { pkt.dst } else { pkt.src };
             by_fact(
                 known,
-                format!(
-                    "{side} {}in recent list {}",
-                    if r.neg { "not " } else { "" },
-                    r.name
-                ),
+                format!("{side} in recent list {}", r.name),
                 format!("recent list {} holds {addr}", r.name),
                 !r.neg,
             )
@@ -803,7 +850,7 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
         },
         Match::Set(set) => by_fact(
             known,
-            format!("{}in ipset {}", if set.neg { "not " } else { "" }, set.name),
+            format!("in ipset {}", set.name),
             format!("ipset {} {} holds the packet", set.name, set.flags),
             !set.neg,
         ),
@@ -844,8 +891,19 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
 /// An unknown inside a set of options: not decided by one fact alone.
 fn plain(t: Tri) -> Tri {
     match t {
-        Tri::Unknown { why, .. } => Tri::Maybe(why, false),
+        Tri::Unknown { .. } => Tri::Maybe(plain_why(t), false),
         t => t,
+    }
+}
+
+/// What an unknown match requires, in words.
+fn plain_why(t: Tri) -> String {
+    match t {
+        Tri::Unknown {
+            question, holds, ..
+        } => phrase(&question, holds),
+        Tri::Maybe(why, _) => why,
+        Tri::Yes | Tri::No => String::new(),
     }
 }
 
@@ -1199,6 +1257,27 @@ mod tests {
             ]
         );
         assert_eq!(deciding_unknowns(&out), ["in ipset ONE", "in ipset TWO"]);
+        // Asked the negated way first, a set is still one question, and
+        // each branch says its answer plainly.
+        let rs = parse_ruleset(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set ! --match-set BLOCKED src -j ACCEPT\n-A INPUT -m set --match-set BLOCKED src -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
+        assert_eq!(deciding_unknowns(&out), ["in ipset BLOCKED"]);
+        let mut said: Vec<&str> = out
+            .iter()
+            .flat_map(|o| &o.assumptions)
+            .map(String::as_str)
+            .collect();
+        said.sort();
+        assert_eq!(
+            said,
+            [
+                "INPUT #1: in ipset BLOCKED",
+                "INPUT #1: not in ipset BLOCKED"
+            ]
+        );
     }
 
     #[test]
