@@ -108,6 +108,19 @@ pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
     (client, server)
 }
 
+/// A node namespace and a peer node on the underlay, joined by a veth
+/// (peer 192.0.2.2, node 192.0.2.1, both on eth0): (peer, node).
+pub fn peer_and_node(lab: &mut Lab) -> (String, String) {
+    let peer = lab.netns("peer").unwrap();
+    let node = lab.netns("node").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.2/24")),
+        (&node, "eth0", Some("192.0.2.1/24")),
+    )
+    .unwrap();
+    (peer, node)
+}
+
 /// client (10.224.9.2, pod side) — router — server (203.0.113.2), with
 /// forwarding on the router.
 pub struct Routed {
@@ -383,6 +396,21 @@ impl Watch {
             bail!("netdrop printed lines that are not JSON records: {bad:#?}");
         }
         Ok(self.records.lock().unwrap().clone())
+    }
+
+    /// Runs `send` (traffic after a fix, say), gives netdrop 2 s to see
+    /// what it does, and stops it: how many packets the drop records
+    /// matching `pred` gained meanwhile, and every record.
+    pub fn stop_after(
+        self,
+        pred: impl Fn(&Value) -> bool,
+        send: impl FnOnce(),
+    ) -> anyhow::Result<(u64, Vec<Value>)> {
+        let before = total_packets(&self.records(), &pred);
+        send();
+        std::thread::sleep(Duration::from_secs(2));
+        let records = self.stop()?;
+        Ok((total_packets(&records, &pred) - before, records))
     }
 
     pub fn pid(&self) -> u32 {

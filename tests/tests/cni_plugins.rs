@@ -124,15 +124,13 @@ fn cni_firewall_plugins_bridge_isolation_is_named_and_its_fix_works() {
     let command = "iptables -I CNI-ISOLATION-STAGE-1 -i cni1 -o cni0 -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i cni0 -o cni1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN";
     assert!(fix.contains(&format!("`{command}`")), "{fix}");
     lab.exec(&node, &["sh", "-c", command]).unwrap();
-    let before = total_packets(&w.records(), |r| field(r, "node") == node);
-    traffic::send_udp(&b, to_a, 3, 20).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let records = w.stop().unwrap();
-    assert_eq!(
-        total_packets(&records, |r| field(r, "node") == node),
-        before,
-        "drops on the node after the fix: {records:#?}"
-    );
+    let (dropped, records) = w
+        .stop_after(
+            |r| field(r, "node") == node,
+            || traffic::send_udp(&b, to_a, 3, 20).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(dropped, 0, "drops on the node after the fix: {records:#?}");
     assert_eq!(
         rule_packets(
             &node,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netdrop_tests::{Lab, Watch, field, require_root, total_packets};
+use netdrop_tests::{Lab, Watch, field, peer_and_node, require_root, total_packets};
 
 /// dockerd's own directories, removed on drop (after the lab, which stops
 /// dockerd, is dropped: declare it first).
@@ -106,14 +106,8 @@ fn dockers_forward_drop_is_named_and_its_fix_works_both_ways() {
     let dirs =
         DockerDirs(std::env::temp_dir().join(format!("netdrop-docker-{}", std::process::id())));
     let mut lab = Lab::new("dkr");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
     let pod = lab.netns("pod").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
     lab.veth(
         (&node, "cni0", Some("10.224.2.1/24")),
         (&pod, "eth0", Some("10.224.2.2/24")),

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netdrop_tests::{Lab, Watch, field, require_root, rule_packets, total_packets, traffic};
+use netdrop_tests::{
+    Lab, Watch, field, peer_and_node, require_root, rule_packets, total_packets, traffic,
+};
 
 /// The system D-Bus firewalld registers on: started if none runs, and
 /// stopped again by the test that started it.
@@ -169,13 +171,7 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
     let _bus = SystemBus::ensure();
     let mut firewalld = Reaped(None);
     let mut lab = Lab::new("fwd");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
 
     let (_conf, firewall_cmd) = start_firewalld(&node, "iptables", &mut firewalld);
 
@@ -213,15 +209,13 @@ fn firewalld_rejecting_vxlan_is_named_and_its_fix_works() {
     // The operator runs the fix: VXLAN gets through, nothing more dies.
     let applied = firewall_cmd(command.trim_start_matches("firewall-cmd "));
     assert!(applied.status.success(), "{applied:?}");
-    let before = total_packets(&w.records(), |r| field(r, "reason") == "NETFILTER_DROP");
-    traffic::send_udp(&peer, vxlan, 4, 50).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let records = w.stop().unwrap();
-    assert_eq!(
-        total_packets(&records, |r| field(r, "reason") == "NETFILTER_DROP"),
-        before,
-        "drops after the fix: {records:#?}"
-    );
+    let (dropped, records) = w
+        .stop_after(
+            |r| field(r, "reason") == "NETFILTER_DROP",
+            || traffic::send_udp(&peer, vxlan, 4, 50).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(dropped, 0, "drops after the fix: {records:#?}");
     // The reload rebuilt the rules (counters from zero): the new ACCEPT
     // took the packets, the REJECT none.
     assert_eq!(
@@ -249,14 +243,8 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
     let _bus = SystemBus::ensure();
     let mut firewalld = Reaped(None);
     let mut lab = Lab::new("fwn");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
     let pod = lab.netns("pod").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
     lab.veth(
         (&node, "cni0", Some("10.224.2.1/24")),
         (&pod, "eth0", Some("10.224.2.2/24")),
@@ -431,13 +419,7 @@ fn a_firewalld_policy_rejecting_vxlan_is_named_and_its_fix_works() {
     let _bus = SystemBus::ensure();
     let mut firewalld = Reaped(None);
     let mut lab = Lab::new("fwp");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
     let (_conf, firewall_cmd) = start_firewalld(&node, "nftables", &mut firewalld);
     for args in [
         "--permanent --zone=public --add-port=8472/udp",

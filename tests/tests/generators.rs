@@ -9,7 +9,7 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use netdrop::lab::traffic;
-use netdrop_tests::{Lab, Watch, field, require_root, rule_packets, total_packets};
+use netdrop_tests::{Lab, Watch, field, peer_and_node, require_root, rule_packets, total_packets};
 
 /// Removed even when an assertion fails.
 struct TempDir(PathBuf);
@@ -40,13 +40,7 @@ fn shorewalls_drop_is_named_and_its_fix_in_shorewalls_rules_works() {
         "shorewall is not installed (cargo xtask setup installs it)"
     );
     let mut lab = Lab::new("swl");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
 
     let conf =
         TempDir(std::env::temp_dir().join(format!("netdrop-shorewall-{}", std::process::id())));
@@ -109,15 +103,13 @@ fn shorewalls_drop_is_named_and_its_fix_in_shorewalls_rules_works() {
     assert!(checked.status.success(), "{checked:?}");
     let restarted = shorewall(&node, &format!("restart {dir}"));
     assert!(restarted.status.success(), "{restarted:?}");
-    let before = total_packets(&w.records(), |r| field(r, "reason") == "NETFILTER_DROP");
-    traffic::send_udp(&peer, vxlan, 4, 50).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let records = w.stop().unwrap();
-    assert_eq!(
-        total_packets(&records, |r| field(r, "reason") == "NETFILTER_DROP"),
-        before,
-        "drops after the fix: {records:#?}"
-    );
+    let (dropped, records) = w
+        .stop_after(
+            |r| field(r, "reason") == "NETFILTER_DROP",
+            || traffic::send_udp(&peer, vxlan, 4, 50).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(dropped, 0, "drops after the fix: {records:#?}");
     let accept = "-A net-fw -s 192.0.2.2/32 -p udp -m udp --dport 8472 -j ACCEPT";
     assert_eq!(rule_packets(&node, "filter", "net-fw", Some(accept)), 4);
 }

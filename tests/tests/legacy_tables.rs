@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use netdrop::{attribute::nf_tables::GenerationWatch, lab::traffic};
-use netdrop_tests::{Lab, Watch, require_root};
+use netdrop_tests::{Lab, Watch, peer_and_node, require_root};
 
 fn legacy(lab: &Lab, ns: &str, prog: &str, args: &[&str]) {
     let mut argv = vec![prog];
@@ -32,13 +32,7 @@ fn first_rule_packets(lab: &Lab, ns: &str, prog: &str) -> u64 {
 fn legacy_tables_change_is_told_from_their_counters_moving() {
     require_root!();
     let mut lab = Lab::new("lgt");
-    let peer = lab.netns("peer").unwrap();
-    let node = lab.netns("node").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
-    )
-    .unwrap();
+    let (peer, node) = peer_and_node(&mut lab);
     for (ns, addr) in [(&peer, "2001:db8:7::2/64"), (&node, "2001:db8:7::1/64")] {
         lab.ip(ns, &["addr", "add", addr, "dev", "eth0", "nodad"])
             .unwrap();
