@@ -449,3 +449,41 @@ fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
     );
     assert!(!fix.contains("iptables -I"), "{fix}");
 }
+
+/// ufw sets the default policies too: a packet its rules do not allow dies
+/// at that policy, and the fix goes through ufw, not an `iptables` insert
+/// its next reload would undo.
+#[test]
+fn a_ufw_policy_drop_is_fixed_through_ufw() {
+    struct TempFile(std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let file =
+        TempFile(std::env::temp_dir().join(format!("netdrop-ufw-{}.rules", std::process::id())));
+    std::fs::write(
+        &file.0,
+        "*filter\n:INPUT DROP [0:0]\n:ufw-user-input - [0:0]\n-A INPUT -j ufw-user-input\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        file.0.to_str().unwrap(),
+        "--packet",
+        "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["drops"][0];
+    assert_eq!(d["owner"], "ufw", "{v}");
+    let fix = d["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("`ufw allow proto udp from 192.0.2.2 to any port 8472`"),
+        "{fix}"
+    );
+    assert!(!fix.contains("iptables -I"), "{fix}");
+}

@@ -327,8 +327,9 @@ fn sentences(
         };
     }
 
-    // Built-in chain policy.
-    if d.rule_no.is_none() {
+    // Built-in chain policy (a generator's policy is fixed through the
+    // generator, below, like its rules).
+    if d.rule_no.is_none() && !is_generator(owner) {
         let by = match owner {
             Owner::Docker => "which Docker sets when it enables IP forwarding".to_owned(),
             o => format!("set by {}", owner_name(o)),
@@ -445,7 +446,7 @@ fn sentences(
         // reload; the fix goes into their own configuration.
         (Owner::Ufw, _) => {
             let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("any");
-            let port = p.dport.filter(|_| matches!(p.proto, 6 | 17)).map(|d| format!(" port {d}")).unwrap_or_default();
+            let port = tcp_udp_port(p).map(|d| format!(" port {d}")).unwrap_or_default();
             let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
                 (Hook::Forward, Some(i), Some(o)) => format!("`ufw route allow in on {i} out on {o} from {} to {} proto {proto}{port}` (routed traffic: ufw's FORWARD rules)", net_of(ctx, p.src), net_of(ctx, p.dst)),
                 _ => format!("`ufw allow proto {proto} from {} to any{port}`", p.src),
@@ -458,7 +459,7 @@ fn sentences(
         (Owner::Shorewall, _) => {
             let (from, to) = shorewall_zones(&d.chain);
             let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("-");
-            let port = p.dport.filter(|_| matches!(p.proto, 6 | 17)).map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+            let port = tcp_udp_port(p).map_or_else(|| "-".into(), |d| d.to_string());
             (
                 format!("{flow}: {place} {verb}: the Shorewall policy from zone {from} to zone {to} does not allow it (Shorewall compiles /etc/shorewall into the whole ruleset).{shadow}"),
                 format!("Add to /etc/shorewall/rules: `ACCEPT {from}:{} {to} {proto} {port}`, then `shorewall check && shorewall reload`. An `iptables` edit would be lost at the next reload.", p.src),
@@ -466,7 +467,7 @@ fn sentences(
         }
         (Owner::Csf, _) => {
             let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("tcp");
-            let line = match p.dport.filter(|_| matches!(p.proto, 6 | 17)) {
+            let line = match tcp_udp_port(p) {
                 Some(port) => format!("{proto}|in|d={port}|s={}", p.src),
                 None => format!("{}", p.src),
             };
@@ -529,6 +530,18 @@ fn sentences(
             )
         }
     }
+}
+
+/// Tools that write the whole ruleset (or, ufw, its chains and the
+/// policies): an `iptables` edit is undone at their next reload, so their
+/// fixes go into their own configuration.
+fn is_generator(owner: Owner) -> bool {
+    matches!(owner, Owner::Ufw | Owner::Shorewall | Owner::Csf)
+}
+
+/// The destination port of a TCP or UDP packet.
+fn tcp_udp_port(p: &Packet) -> Option<u16> {
+    p.dport.filter(|_| matches!(p.proto, 6 | 17))
 }
 
 /// The pod a kube-router pod-firewall rule enforces for, from its comment
