@@ -413,6 +413,19 @@ impl Watch {
         Ok((total_packets(&records, &pred) - before, records))
     }
 
+    /// A memory figure of netdrop from `/proc/PID/status`, in KiB
+    /// (`VmRSS:` resident now, `VmHWM:` its peak).
+    pub fn memory_kib(&self, field: &str) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -47,21 +47,6 @@ fn restore(ns: &str, text: &str) {
     assert!(child.wait().unwrap().success(), "iptables-nft-restore");
 }
 
-/// A memory figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:` the peak).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// cni0 made again, with the pod's port and the node's pod gateway
 /// address (what the bridge plugin does at the next pod).
 fn make_bridge(lab: &Lab, node: &str) {
@@ -191,7 +176,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
             }
             _ => {}
         }
-        rss_samples.push((start.elapsed(), status_kib(w.pid(), "VmRSS:")));
+        rss_samples.push((start.elapsed(), w.memory_kib("VmRSS:").unwrap_or(0)));
     }
     let quarter = Duration::from_secs(seconds) / 4;
     let median_in = |from: Duration, to: Duration| {
@@ -249,7 +234,7 @@ fn a_living_node_under_load_churn_and_device_changes() {
         .value(&format!("min_over_time(up[{seconds}s])"))
         .unwrap_or_default();
     let said = w.stderr();
-    let peak_rss = status_kib(w.pid(), "VmHWM:");
+    let peak_rss = w.memory_kib("VmHWM:").unwrap_or(0);
     // Stopped with SIGTERM: the last summaries are printed.
     let records = w.stop().unwrap();
     // Every record of the rule says how many drops it adds (a site made

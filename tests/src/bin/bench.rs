@@ -799,17 +799,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
-/// A memory figure of process `pid` in MiB (`VmRSS:`, `VmHWM:` its peak).
-fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| field.to_owned())?;
-    Ok(kib / 1024.0)
-}
-
 /// Section 8: what an idle `watch` costs on a node holding a large
 /// kube-proxy ruleset (iptables-nft, and iptables-legacy), against one
 /// `iptables-save -c` of it; then how long a rule change takes to be in
@@ -875,8 +864,8 @@ fn idle_cost(r: &mut Report) -> anyhow::Result<()> {
             let before = cpu_seconds(w.pid())?;
             std::thread::sleep(IDLE);
             idle.push(cpu_seconds(w.pid())? - before);
-            rss.push(status_mib(w.pid(), "VmRSS:")?);
-            peak.push(status_mib(w.pid(), "VmHWM:")?);
+            rss.push(w.memory_kib("VmRSS:").context("VmRSS")? as f64 / 1024.0);
+            peak.push(w.memory_kib("VmHWM:").context("VmHWM")? as f64 / 1024.0);
             let reads = |w: &Watch| {
                 w.metric("netdrop_ruleset_reads_total", &[("node", &ns)])
                     .unwrap_or(0)
