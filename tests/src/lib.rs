@@ -108,6 +108,41 @@ pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
     (client, server)
 }
 
+/// A file or directory under the temp dir (`netdrop-NAME-PID`), removed on
+/// drop, even when a test fails.
+pub struct TempPath(pub PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("netdrop-{name}-{}", std::process::id())))
+    }
+
+    /// A file holding `text`.
+    pub fn file(name: &str, text: &str) -> Self {
+        let t = Self::new(name);
+        std::fs::write(&t.0, text).unwrap();
+        t
+    }
+
+    /// A directory, empty.
+    pub fn dir(name: &str) -> Self {
+        let t = Self::new(name);
+        std::fs::create_dir_all(&t.0).unwrap();
+        t
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A node namespace and a peer node on the underlay, joined by a veth
 /// (peer 192.0.2.2, node 192.0.2.1, both on eth0): (peer, node).
 pub fn peer_and_node(lab: &mut Lab) -> (String, String) {

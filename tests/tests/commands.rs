@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use netdrop_tests::netdrop_bin;
+use netdrop_tests::{TempPath, netdrop_bin};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
@@ -310,21 +310,11 @@ fn check_reads_nft_text_like_its_json() {
 /// however many branches lead there.
 #[test]
 fn explain_summarises_branches_by_how_they_end() {
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let file = TempFile(
-        std::env::temp_dir().join(format!("netdrop-branches-{}.rules", std::process::id())),
-    );
-    std::fs::write(
-        &file.0,
+    let file = TempPath::file(
+        "branches",
         "*filter\n:INPUT DROP [0:0]\n:A - [0:0]\n-A INPUT -m set --match-set ONE src -j A\n-A INPUT -m set --match-set TWO src -j A\n-A A -m set --match-set TWO src -j ACCEPT\n-A A -m set --match-set ONE src -j ACCEPT\nCOMMIT\n",
-    )
-    .unwrap();
-    let rules = file.0.to_str().unwrap();
+    );
+    let rules = file.path();
     let packet = "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472";
     let text = netdrop(&["explain", "--rules", rules, "--packet", packet]);
     assert_eq!(text.status.code(), Some(0));
@@ -359,20 +349,11 @@ fn explain_summarises_branches_by_how_they_end() {
 /// new connections in), and not inside a chain other paths share.
 #[test]
 fn a_dropped_reply_is_fixed_by_accepting_established_connections() {
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let file =
-        TempFile(std::env::temp_dir().join(format!("netdrop-reply-{}.rules", std::process::id())));
-    std::fs::write(
-        &file.0,
+    let file = TempPath::file(
+        "reply",
         "*filter\n:INPUT ACCEPT [0:0]\n:LOGGING - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j LOGGING\n-A LOGGING -j LOG --log-prefix dropped\n-A LOGGING -j DROP\nCOMMIT\n",
-    )
-    .unwrap();
-    let rules = file.0.to_str().unwrap();
+    );
+    let rules = file.path();
     let fix = |ct: &str| {
         let packet = format!("INPUT tcp 203.0.113.5:443 -> 192.0.2.1:40000 ct {ct}");
         let out = netdrop(&[
@@ -400,12 +381,6 @@ fn a_dropped_reply_is_fixed_by_accepting_established_connections() {
 /// node where a policy isolates the pod.)
 #[test]
 fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let dump = std::fs::read_to_string(fixture("ytdl-k3s-pi-nft-kuberouter-netpol-flannel.rules"))
         .unwrap();
     let isolated: String = dump
@@ -413,13 +388,11 @@ fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
         .filter(|l| !l.contains("rule to mark traffic matching a network policy"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let file =
-        TempFile(std::env::temp_dir().join(format!("netdrop-netpol-{}.rules", std::process::id())));
-    std::fs::write(&file.0, isolated).unwrap();
+    let file = TempPath::file("netpol", &isolated);
     let out = netdrop(&[
         "explain",
         "--rules",
-        file.0.to_str().unwrap(),
+        file.path(),
         "--pod-cidr",
         "10.42.0.0/16",
         "--packet",
@@ -455,23 +428,14 @@ fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
 /// its next reload would undo.
 #[test]
 fn a_ufw_policy_drop_is_fixed_through_ufw() {
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let file =
-        TempFile(std::env::temp_dir().join(format!("netdrop-ufw-{}.rules", std::process::id())));
-    std::fs::write(
-        &file.0,
+    let file = TempPath::file(
+        "ufw",
         "*filter\n:INPUT DROP [0:0]\n:ufw-user-input - [0:0]\n-A INPUT -j ufw-user-input\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
-    )
-    .unwrap();
+    );
     let out = netdrop(&[
         "explain",
         "--rules",
-        file.0.to_str().unwrap(),
+        file.path(),
         "--packet",
         "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472",
         "--output",

@@ -4,13 +4,12 @@
 //! run by the test as an operator would — lets the next packets through.
 
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use netdrop_tests::{
-    Lab, Watch, field, peer_and_node, require_root, rule_packets, total_packets, traffic,
+    Lab, TempPath, Watch, field, peer_and_node, require_root, rule_packets, total_packets, traffic,
 };
 
 /// The system D-Bus firewalld registers on: started if none runs, and
@@ -83,15 +82,6 @@ impl Drop for Reaped {
     }
 }
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Starts Debian's firewalld in namespace `node` with `backend`
 /// (`iptables` or `nftables`), its configuration in a temp dir (so its
 /// --permanent changes land there, not in /etc/firewalld); returns that dir
@@ -102,12 +92,8 @@ fn start_firewalld(
     node: &str,
     backend: &str,
     reaped: &mut Reaped,
-) -> (TempDir, impl Fn(&str) -> std::process::Output + use<>) {
-    let conf = TempDir(std::env::temp_dir().join(format!(
-        "netdrop-firewalld-{}-{backend}",
-        std::process::id()
-    )));
-    std::fs::create_dir_all(&conf.0).unwrap();
+) -> (TempPath, impl Fn(&str) -> std::process::Output + use<>) {
+    let conf = TempPath::dir(&format!("firewalld-{backend}"));
     let system = std::fs::read_to_string("/etc/firewalld/firewalld.conf").unwrap();
     let config: String = system
         .lines()

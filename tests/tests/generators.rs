@@ -6,19 +6,12 @@
 //! a tmpfs of a private mount namespace, so nothing of it stays on this
 //! machine.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use netdrop::lab::traffic;
-use netdrop_tests::{Lab, Watch, field, peer_and_node, require_root, rule_packets, total_packets};
-
-/// Removed even when an assertion fails.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use netdrop_tests::{
+    Lab, TempPath, Watch, field, peer_and_node, require_root, rule_packets, total_packets,
+};
 
 /// `shorewall ARGS` in namespace `ns`, its state on a tmpfs that goes with
 /// the command's own mount namespace.
@@ -42,9 +35,7 @@ fn shorewalls_drop_is_named_and_its_fix_in_shorewalls_rules_works() {
     let mut lab = Lab::new("swl");
     let (peer, node) = peer_and_node(&mut lab);
 
-    let conf =
-        TempDir(std::env::temp_dir().join(format!("netdrop-shorewall-{}", std::process::id())));
-    std::fs::create_dir_all(&conf.0).unwrap();
+    let conf = TempPath::dir("shorewall");
     let write = |name: &str, text: &str| std::fs::write(conf.0.join(name), text).unwrap();
     std::fs::copy(
         "/etc/shorewall/shorewall.conf",
@@ -55,7 +46,7 @@ fn shorewalls_drop_is_named_and_its_fix_in_shorewalls_rules_works() {
     write("interfaces", "?FORMAT 2\nnet eth0 tcpflags,nosmurfs\n");
     write("policy", "$FW net ACCEPT\nnet all DROP\nall all REJECT\n");
     write("rules", "?SECTION NEW\n");
-    let dir = conf.0.to_str().unwrap().to_owned();
+    let dir = conf.path().to_owned();
     let started = shorewall(&node, &format!("start {dir}"));
     assert!(started.status.success(), "{started:?}");
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use netdrop_tests::{Lab, require_root};
+use netdrop_tests::{Lab, TempPath, require_root};
 use serde_json::Value;
 
 const FIXTURES: [&str; 4] = [
@@ -46,22 +46,13 @@ fn tables_read_over_netlink_are_the_ones_nft_lists() {
     let mut lab = Lab::new("nfl");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../netdrop-model/tests/fixtures/nft");
-    /// Removed even when an assertion fails.
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let generated = std::env::temp_dir().join(format!("netdrop-nfl-{}.nft", std::process::id()));
-    let _remove = TempFile(generated.clone());
-    std::fs::write(
-        &generated,
-        netdrop_model::generate::kube_proxy_nft_ruleset(50, 3),
-    )
-    .unwrap();
+    // Removed even when an assertion fails.
+    let generated = TempPath::file(
+        "nfl",
+        &netdrop_model::generate::kube_proxy_nft_ruleset(50, 3),
+    );
     let mut files: Vec<std::path::PathBuf> = FIXTURES.iter().map(|f| dir.join(f)).collect();
-    files.push(generated.clone());
+    files.push(generated.0.clone());
     for (i, file) in files.iter().enumerate() {
         let ns = lab.netns(&format!("t{i}")).unwrap();
         let json = file.extension().is_some_and(|e| e == "json");
