@@ -828,6 +828,40 @@ fn module_match(
             }
             out.push(Match::Recent(Box::new(r)));
         }
+        "iprange" => {
+            for o in opts {
+                let dst = match o.name {
+                    "--src-range" => false,
+                    "--dst-range" => true,
+                    _ => return unmodelled(warnings, "unknown iprange option"),
+                };
+                let range = first(o).split_once('-').and_then(|(a, b)| {
+                    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+                        (a.parse().ok()?, b.parse().ok()?);
+                    (a.is_ipv4() == b.is_ipv4()).then_some((a, b))
+                });
+                match range {
+                    Some((from, to)) => out.push(Match::IpRange(Box::new(IpRangeMatch {
+                        neg: o.neg,
+                        dst,
+                        from,
+                        to,
+                    }))),
+                    None => return unmodelled(warnings, "bad address range"),
+                }
+            }
+        }
+        "mac" => {
+            for o in opts {
+                match o.name {
+                    "--mac-source" => out.push(Match::MacSource {
+                        neg: o.neg,
+                        mac: first(o).to_ascii_lowercase().into(),
+                    }),
+                    _ => return unmodelled(warnings, "unknown mac option"),
+                }
+            }
+        }
         "limit" => {
             let rate = opts
                 .iter()

@@ -508,6 +508,14 @@ pub enum Match {
     /// `-m recent`: `--set` records the address (and always matches);
     /// `--rcheck`, `--update`, `--remove` ask whether the list holds it.
     Recent(Box<RecentMatch>),
+    /// `-m iprange --src-range A-B` / `--dst-range A-B` (inclusive).
+    IpRange(Box<IpRangeMatch>),
+    /// `-m mac --mac-source M`: the sending host's MAC address, which a
+    /// packet spec does not carry: decided once per walk, like an ipset.
+    MacSource {
+        neg: bool,
+        mac: Box<str>,
+    },
     /// `-m limit`: matches until the rate is exceeded; modelled as a match.
     Limit {
         rate: String,
@@ -541,6 +549,16 @@ pub struct IpSetMatch {
     pub neg: bool,
     pub name: String,
     pub flags: String,
+}
+
+/// `-m iprange`: an address between `from` and `to`, inclusive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpRangeMatch {
+    pub neg: bool,
+    /// The destination address (`--dst-range`), else the source.
+    pub dst: bool,
+    pub from: std::net::IpAddr,
+    pub to: std::net::IpAddr,
 }
 
 /// `-m recent`: list `name` (`DEFAULT` unless named), by the packet's

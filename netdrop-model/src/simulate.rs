@@ -848,6 +848,19 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
                 res
             }
         },
+        Match::IpRange(r) => {
+            let a = if r.dst { pkt.dst } else { pkt.src };
+            if a.is_ipv4() != r.from.is_ipv4() {
+                return Tri::No;
+            }
+            tri(r.from <= a && a <= r.to, r.neg)
+        }
+        Match::MacSource { neg, mac } => by_fact(
+            known,
+            format!("sent from MAC {mac}"),
+            format!("source MAC {mac}"),
+            !neg,
+        ),
         Match::Set(set) => by_fact(
             known,
             format!("in ipset {}", set.name),
@@ -1330,6 +1343,35 @@ mod tests {
             accept.assumptions,
             ["INPUT #2: not source in recent list SSH"],
             "rule 3 asks the same list: decided already"
+        );
+    }
+
+    #[test]
+    fn iprange_is_decided_and_a_mac_is_one_unknown() {
+        let rs = parse_ruleset(
+            "*filter\n:INPUT DROP [0:0]\n-A INPUT -m iprange --src-range 192.0.2.10-192.0.2.20 -j ACCEPT\n-A INPUT -m iprange ! --dst-range 192.0.2.1-192.0.2.1 -j DROP\n-A INPUT -m mac --mac-source 52:54:00:AA:BB:CC -j ACCEPT\n-A INPUT -p tcp -m mac ! --mac-source 52:54:00:aa:bb:cc -j REJECT\nCOMMIT\n",
+        )
+        .unwrap();
+        let inside = simulate(&rs, &pkt(Hook::Input, "192.0.2.20", "192.0.2.1"));
+        assert_eq!(inside.len(), 1);
+        assert_eq!(inside[0].verdict, Verdict::Accept);
+        assert_eq!(inside[0].decider().unwrap().rule_no, Some(1));
+        let other_dst = simulate(&rs, &pkt(Hook::Input, "192.0.2.21", "192.0.2.9"));
+        assert_eq!(other_dst[0].decider().unwrap().rule_no, Some(2));
+        let mut p = pkt(Hook::Input, "192.0.2.21", "192.0.2.1");
+        p.proto = 6;
+        let out = simulate(&rs, &p);
+        assert!(out.iter().all(|o| !o.unmodelled), "{out:#?}");
+        // The MAC is asked once: accepted at #3, or rejected at #4; never
+        // "not that MAC" at #3 and "that MAC" at #4 (the policy).
+        let mut ends: Vec<_> = out
+            .iter()
+            .map(|o| (o.verdict, o.decider().unwrap().rule_no))
+            .collect();
+        ends.sort_by_key(|e| e.1);
+        assert_eq!(
+            ends,
+            [(Verdict::Accept, Some(3)), (Verdict::Reject, Some(4))]
         );
     }
 
