@@ -21,7 +21,7 @@ fn walk(rs: &Ruleset) {
             p.dport = dport;
             p.in_iface = Some("cni0".into());
             for o in simulate(rs, &p).iter().filter(|o| o.verdict.is_drop()) {
-                let _ = Decision::of(rs, &owners, &p, o);
+                let _ = Decision::of(rs, &owners, o);
             }
         }
     }

@@ -128,13 +128,13 @@ pub fn attribute(
         {
             return Some(Attribution {
                 evidence: Evidence::Counters,
-                decision: Decision::of(after, owners, pkt, o),
+                decision: Decision::of(after, owners, o),
             });
         }
         // The model missed it (an ipset, an unmodelled match...): a dropping
         // rule of this hook whose counter grew by the drops seen is the answer.
         if let Some(o) = counter_only(before, after, pkt, drops, &possible) {
-            let mut decision = Decision::of(after, owners, pkt, &o);
+            let mut decision = Decision::of(after, owners, &o);
             decision
                 .assumptions
                 .push("found by rule counters; the simulation did not reach this rule".into());
@@ -146,7 +146,7 @@ pub fn attribute(
     }
     candidates.first().map(|o| Attribution {
         evidence: Evidence::Simulated,
-        decision: Decision::of(after, owners, pkt, o),
+        decision: Decision::of(after, owners, o),
     })
 }
 
@@ -181,6 +181,7 @@ fn counter_only(
                     continue;
                 }
                 let step = Step {
+                    hook: pkt.hook,
                     table: table.name.clone(),
                     chain: chain.name.clone(),
                     rule_no: Some(i + 1),
@@ -203,6 +204,7 @@ fn counter_only(
                 .is_some_and(|b| b.hook == pkt.hook);
             if base_here && chain.policy == Some(Policy::Drop) {
                 let step = Step {
+                    hook: pkt.hook,
                     table: table.name.clone(),
                     chain: chain.name.clone(),
                     rule_no: None,
@@ -229,6 +231,9 @@ fn counter_only(
         unmodelled: false,
         snat: None,
         dnat: None,
+        hook: pkt.hook,
+        packet: pkt.clone(),
+        hooks: vec![pkt.hook],
     })
 }
 

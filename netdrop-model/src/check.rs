@@ -12,7 +12,7 @@ use crate::{
     decision::{Decision, service_of},
     owner::{Owner, OwnerContext, chain_owner},
     rules::{Match, Rule, Ruleset, Target},
-    simulate::{Packet, simulate},
+    simulate::{Packet, simulate, simulate_path},
     words::{Family, FindingId, Hook, Severity, Verdict},
 };
 
@@ -272,16 +272,16 @@ fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
     v
 }
 
-/// The first dropping outcome of a packet's walk (one that needed no
-/// assumption if there is one), resolved; `None` if every outcome accepts.
-/// `possible` is true when other branches accept it.
+/// The first dropping outcome of a packet's walk along its whole way
+/// (one that needed no assumption if there is one), resolved; `None` if
+/// every outcome accepts.
 pub fn first_drop(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet) -> Option<Decision> {
-    let outcomes = simulate(rs, pkt);
+    let outcomes = simulate_path(rs, pkt);
     let drop = outcomes
         .iter()
         .filter(|o| o.verdict.is_drop())
         .min_by_key(|o| (o.unmodelled, o.assumptions.len()))?;
-    let mut d = Decision::of(rs, owners, pkt, drop);
+    let mut d = Decision::of(rs, owners, drop);
     if outcomes.iter().any(|o| o.verdict == Verdict::Accept) {
         d.assumptions
             .push("other branches of the walk accept this packet".into());

@@ -53,11 +53,12 @@ fn path_notation<S: Serializer>(path: &[Step], s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Decision {
-    /// Resolves a (dropping) outcome of `pkt`'s walk through `rs`.
-    pub fn of(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet, o: &Outcome) -> Self {
+    /// Resolves a (dropping) outcome of a walk through `rs`.
+    pub fn of(rs: &Ruleset, owners: &OwnerContext, o: &Outcome) -> Self {
         let fallback = Step {
+            hook: o.hook,
             table: "filter".into(),
-            chain: pkt.hook.as_str().into(),
+            chain: o.hook.as_str().into(),
             rule_no: None,
             text: String::new(),
             line: 0,
@@ -79,7 +80,7 @@ impl Decision {
             .filter_map(|s| crate::owner::table_owner(&s.table).or_else(|| chain_owner(&s.chain)))
             .find(|ow| owners.is_leftover(*ow));
         Self {
-            hook: pkt.hook,
+            hook: o.hook,
             table: d.table.clone(),
             chain: d.chain.clone(),
             rule: d.rule_no.map(|_| d.text.clone()),
@@ -227,7 +228,7 @@ mod tests {
         );
         p.dport = Some(53);
         let o = crate::simulate(&rs, &p).remove(0);
-        let d = Decision::of(&rs, &owners, &p, &o);
+        let d = Decision::of(&rs, &owners, &o);
         assert_eq!(d.verdict, Verdict::Reject);
         assert_eq!(
             (d.table.as_str(), d.chain.as_str(), d.rule_no),
@@ -243,7 +244,7 @@ mod tests {
 
         p.dst = "10.224.2.5".parse().unwrap();
         let o = crate::simulate(&rs, &p).remove(0);
-        let d = Decision::of(&rs, &owners, &p, &o);
+        let d = Decision::of(&rs, &owners, &o);
         assert_eq!((d.owner, d.leftover), (crate::Owner::Calico, true));
         assert_eq!(d.path.len(), 2);
     }

@@ -7,7 +7,9 @@
 //! - [`rules`]: tables that know their family, chains (base chains know
 //!   their hook and priority), rules with typed matches and targets;
 //! - [`parse`]: the iptables-save frontend;
-//! - [`simulate`]: the walk of one packet through one hook;
+//! - [`simulate`]: the walk of one packet through one hook, or along its
+//!   whole way through the node (PREROUTING's DNAT → INPUT or FORWARD →
+//!   POSTROUTING);
 //! - [`owner`]: whose rule it is, and leftovers of CNIs that are gone;
 //! - [`decision`]: where a walk ended, resolved against the ruleset;
 //! - [`attribution`]: a kernel drop joined with the rules and their counters;
@@ -31,5 +33,5 @@ pub use decision::Decision;
 pub use owner::{Owner, OwnerContext};
 pub use parse::{ParseError, parse_ruleset};
 pub use rules::Ruleset;
-pub use simulate::{BridgePorts, Outcome, Packet, Step, simulate};
+pub use simulate::{BridgePorts, Outcome, Packet, Step, simulate, simulate_path};
 pub use words::{Evidence, Family, FindingId, Hook, Severity, Verdict};

@@ -66,6 +66,8 @@ impl Packet {
 /// One rule (or chain policy) the packet matched on its way.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Step {
+    /// The hook the packet was at: a native chain's name need not say it.
+    pub hook: Hook,
     pub table: String,
     pub chain: String,
     /// 1-based position in the chain, as `iptables -L --line-numbers`; `None`
@@ -103,6 +105,15 @@ pub struct Outcome {
     pub snat: Option<String>,
     /// The destination NAT applied, if any.
     pub dnat: Option<String>,
+    /// Where the walk ended: the hook that dropped the packet, or the last
+    /// one it passed.
+    pub hook: Hook,
+    /// The packet as it was there (DNAT applied, marks set, its devices
+    /// as that hook sees them).
+    #[serde(skip)]
+    pub packet: Packet,
+    /// The hooks walked, in order, up to `hook`.
+    pub hooks: Vec<Hook>,
 }
 
 impl Outcome {
@@ -141,9 +152,13 @@ pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
 }
 
 /// The questions the branches of a walk hung on, each once: what the
-/// outcome depends on.
+/// outcome depends on. None when every branch ends alike: whatever the
+/// answers, the packet meets the same end.
 pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    if group_outcomes(outcomes).len() <= 1 {
+        return out;
+    }
     for q in outcomes.iter().flat_map(|o| &o.unknowns) {
         if !out.contains(q) {
             out.push(q.clone());
@@ -195,6 +210,8 @@ struct State {
     facts: Vec<Fact>,
     /// The questions asked on the way (see [`Outcome::unknowns`]).
     unknowns: Vec<String>,
+    /// The hooks walked so far.
+    hooks: Vec<Hook>,
 }
 
 /// One unknown decided: `key` (what is unknown, e.g. `ipset X src`) is
@@ -206,6 +223,35 @@ struct Fact {
 }
 
 impl State {
+    fn new(pkt: &Packet) -> Self {
+        Self {
+            pkt: pkt.clone(),
+            path: Vec::new(),
+            assumptions: Vec::new(),
+            unmodelled: false,
+            snat: None,
+            dnat: None,
+            facts: Vec::new(),
+            unknowns: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+
+    /// The packet arriving at `hook` of its way (`given`: as the user
+    /// gave it): the devices that hook has.
+    fn at_hook(&mut self, hook: Hook, given: &Packet) {
+        self.hooks.push(hook);
+        self.pkt.hook = hook;
+        self.pkt.in_iface = match hook {
+            Hook::Prerouting | Hook::Input | Hook::Forward => given.in_iface.clone(),
+            Hook::Output | Hook::Postrouting => None,
+        };
+        self.pkt.out_iface = match hook {
+            Hook::Forward | Hook::Output | Hook::Postrouting => given.out_iface.clone(),
+            Hook::Prerouting | Hook::Input => None,
+        };
+    }
+
     fn decide(&mut self, fact: Fact) {
         if !self.facts.iter().any(|f| f.key == fact.key) {
             self.facts.push(fact);
@@ -292,25 +338,153 @@ fn simulate_inner(
     skip: Option<(&str, &str, usize)>,
     freed_by: Option<Engine>,
 ) -> Vec<Outcome> {
-    let mut states = vec![State {
-        pkt: pkt.clone(),
-        path: Vec::new(),
-        assumptions: Vec::new(),
-        unmodelled: false,
-        snat: None,
-        dnat: None,
-        facts: Vec::new(),
-        unknowns: Vec::new(),
-    }];
     let mut done = Vec::new();
     let mut budget = Budget {
         branches: MAX_BRANCHES,
         steps: MAX_STEPS,
         skip,
     };
-    // Every base chain on the hook, iptables' and native nftables' alike,
-    // in priority order: an accept ends one base chain, not the hook.
-    for (table, chain, base) in rs.base_chains(pkt.hook) {
+    let mut st = State::new(pkt);
+    st.hooks.push(pkt.hook);
+    let states = walk_hook(
+        rs,
+        pkt.hook,
+        vec![st],
+        &mut budget,
+        freed_by,
+        &mut done,
+    );
+    done.extend(
+        states
+            .into_iter()
+            .map(|st| finish(st, Verdict::Accept, None)),
+    );
+    done
+}
+
+/// The hooks a packet crosses to reach `pkt.hook` and leave the node, in
+/// order: what [`simulate_path`] walks. `None` after PREROUTING: routing
+/// decides (INPUT when the destination, DNAT applied, is the node's).
+fn hooks_of(pkt: &Packet) -> &'static [Option<Hook>] {
+    use Hook::*;
+    match pkt.hook {
+        Prerouting => &[Some(Prerouting), None],
+        Input => &[Some(Prerouting), Some(Input)],
+        Forward => &[Some(Prerouting), Some(Forward), Some(Postrouting)],
+        Output => &[Some(Output), Some(Postrouting)],
+        Postrouting if pkt.in_iface.is_some() => {
+            &[Some(Prerouting), Some(Forward), Some(Postrouting)]
+        }
+        Postrouting => &[Some(Output), Some(Postrouting)],
+    }
+}
+
+/// Walks `pkt` along its whole way through the node: every hook it
+/// crosses (see [`Packet::hook`]: the one it is said to be at), with what
+/// each did carried into the next — raw's NOTRACK, mangle's marks, nat
+/// PREROUTING's DNAT (which routing then sees: a Service's ClusterIP
+/// DNATed to a pod is forwarded), and POSTROUTING's source NAT. Each
+/// outcome says the hook it ended at. Where routing depends on whether
+/// the destination is one of the node's addresses and the packet does not
+/// say (`local`), the walk decides it once, as for `addrtype LOCAL`.
+pub fn simulate_path(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
+    let mut done = Vec::new();
+    let mut budget = Budget {
+        branches: MAX_BRANCHES,
+        steps: MAX_STEPS,
+        skip: None,
+    };
+    let mut states = vec![State::new(pkt)];
+    for hook in hooks_of(pkt) {
+        match hook {
+            Some(h) => {
+                for st in &mut states {
+                    st.at_hook(*h, pkt);
+                }
+                states = walk_hook(rs, *h, states, &mut budget, None, &mut done);
+            }
+            None => {
+                // Routing after PREROUTING: to the node, or through it.
+                let mut routed = Vec::new();
+                for st in states {
+                    for (st, local) in route(st, pkt) {
+                        let hooks: &[Hook] = if local {
+                            &[Hook::Input]
+                        } else {
+                            &[Hook::Forward, Hook::Postrouting]
+                        };
+                        let mut these = vec![st];
+                        for h in hooks {
+                            for st in &mut these {
+                                st.at_hook(*h, pkt);
+                            }
+                            these = walk_hook(rs, *h, these, &mut budget, None, &mut done);
+                        }
+                        routed.extend(these);
+                    }
+                }
+                states = routed;
+            }
+        }
+    }
+    done.extend(
+        states
+            .into_iter()
+            .map(|st| finish(st, Verdict::Accept, None)),
+    );
+    done
+}
+
+/// Where routing sends a packet leaving PREROUTING: `(state, local)` for
+/// each way it can go (two when the node's addresses are not known and
+/// nothing on the path decided whether the destination is one of them).
+fn route(mut st: State, given: &Packet) -> Vec<(State, bool)> {
+    let dst = st.pkt.dst;
+    if let Some(local) = st.pkt.local_addrs.as_deref() {
+        let local = local.contains(&dst) || dst.is_loopback();
+        return vec![(st, local)];
+    }
+    if given.out_iface.is_some() || dst.is_multicast() {
+        return vec![(st, false)];
+    }
+    let key = format!("destination {dst} address type LOCAL");
+    if let Some(f) = st.facts.iter().find(|f| f.key == key) {
+        let local = f.holds;
+        return vec![(st, local)];
+    }
+    let question = format!("destination {dst} is an address of the node (its addresses decide)");
+    st.asked(std::slice::from_ref(&question));
+    let mut other = st.clone();
+    for (st, holds) in [(&mut st, true), (&mut other, false)] {
+        st.decide(Fact {
+            key: key.clone(),
+            holds,
+        });
+        st.assume(format!(
+            "routing: {}",
+            if holds {
+                format!("{dst} is the node's (INPUT)")
+            } else {
+                format!("{dst} is not the node's (forwarded)")
+            }
+        ));
+    }
+    vec![(st, true), (other, false)]
+}
+
+/// Every base chain of `hook`, iptables' and native nftables' alike, in
+/// priority order, for each state still walking: the states that pass
+/// the hook; those that end there go to `done`.
+fn walk_hook(
+    rs: &Ruleset,
+    hook: Hook,
+    mut states: Vec<State>,
+    budget: &mut Budget<'_>,
+    freed_by: Option<Engine>,
+    done: &mut Vec<Outcome>,
+) -> Vec<State> {
+    // An accept ends one base chain, not the hook.
+    for (table, chain, base) in rs.base_chains(hook) {
         let mut next = Vec::new();
         let other_engine = match (freed_by, rs.engine_of(&table.name)) {
             (Some(f), Some(t)) => f != t,
@@ -324,7 +498,7 @@ fn simulate_inner(
                 continue;
             }
             let before = st.path.len();
-            for (ending, mut st) in walk_chain(table, chain, st, 0, &mut budget) {
+            for (ending, mut st) in walk_chain(table, chain, st, 0, budget) {
                 match ending {
                     Ending::Verdict(Verdict::Accept, _) => next.push(st),
                     Ending::Verdict(_, _) if other_engine => {
@@ -345,6 +519,7 @@ fn simulate_inner(
                         // Record the policy only where it decides something.
                         if policy == Policy::Drop && !other_engine {
                             st.path.push(Step {
+                                hook,
                                 table: table.name.clone(),
                                 chain: chain.name.clone(),
                                 rule_no: None,
@@ -361,16 +536,12 @@ fn simulate_inner(
         }
         states = next;
     }
-    done.extend(
-        states
-            .into_iter()
-            .map(|st| finish(st, Verdict::Accept, None)),
-    );
-    done
+    states
 }
 
 fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
     Outcome {
+        hook: st.pkt.hook,
         verdict,
         reject_with,
         path: st.path,
@@ -379,6 +550,8 @@ fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
         unmodelled: st.unmodelled,
         snat: st.snat,
         dnat: st.dnat,
+        packet: st.pkt,
+        hooks: st.hooks,
     }
 }
 
@@ -485,6 +658,7 @@ fn walk_chain(
                 }
             }
             let step = Step {
+                hook: st.pkt.hook,
                 table: table.name.clone(),
                 chain: chain.name.clone(),
                 rule_no: Some(i + 1),
@@ -1344,6 +1518,85 @@ mod tests {
             ["INPUT #2: not source in recent list SSH"],
             "rule 3 asks the same list: decided already"
         );
+    }
+
+    /// A Service's ClusterIP, DNATed in nat PREROUTING, marked in mangle,
+    /// filtered in FORWARD, masqueraded in POSTROUTING.
+    const PATH: &str = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -i eth0 -j MARK --set-xmark 0x100/0x100\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -d 10.96.0.10/32 -p tcp --dport 80 -j DNAT --to-destination 10.224.2.2:8080\n-A POSTROUTING -s 10.224.0.0/16 ! -d 10.224.0.0/16 -j MASQUERADE\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n-A INPUT -p tcp --dport 8080 -j REJECT\n-A FORWARD -m mark --mark 0x100/0x100 -j ACCEPT\n-A FORWARD -d 10.224.2.2/32 -p tcp --dport 8080 -j DROP\nCOMMIT\n";
+
+    #[test]
+    fn a_dnated_packet_is_followed_into_forward_and_dies_there() {
+        let rs = parse_ruleset(PATH).unwrap();
+        let mut p = pkt(Hook::Forward, "10.224.1.2", "10.96.0.10");
+        (p.proto, p.sport, p.dport) = (6, Some(40000), Some(80));
+        p.in_iface = Some("cni0".into());
+        p.out_iface = Some("flannel.1".into());
+        let out = simulate_path(&rs, &p);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let o = &out[0];
+        assert_eq!((o.verdict, o.hook), (Verdict::Drop, Hook::Forward));
+        assert_eq!(o.dnat.as_deref(), Some("10.224.2.2:8080"));
+        assert_eq!(o.packet.dst.to_string(), "10.224.2.2");
+        assert_eq!(o.packet.dport, Some(8080));
+        assert_eq!(o.hooks, [Hook::Prerouting, Hook::Forward]);
+        let steps: Vec<_> = o.path.iter().map(|s| (s.hook, s.chain.as_str(), s.rule_no)).collect();
+        assert_eq!(
+            steps,
+            [
+                (Hook::Prerouting, "PREROUTING", Some(1)),
+                (Hook::Forward, "FORWARD", Some(2))
+            ]
+        );
+        // The walk of FORWARD alone sees the ClusterIP, and nothing drops it
+        // but the policy: the half path the whole one replaces.
+        let half = simulate(&rs, &p);
+        assert!(half[0].decider().unwrap().is_policy());
+    }
+
+    #[test]
+    fn marks_and_source_nat_are_carried_along_the_path() {
+        let rs = parse_ruleset(PATH).unwrap();
+        let mut p = pkt(Hook::Forward, "10.224.1.2", "10.96.0.10");
+        (p.proto, p.dport) = (6, Some(80));
+        p.in_iface = Some("eth0".into());
+        p.out_iface = Some("flannel.1".into());
+        let out = simulate_path(&rs, &p);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].verdict, Verdict::Accept, "mangle's mark accepted it");
+        assert_eq!(out[0].packet.mark, 0x100);
+        assert_eq!(out[0].hooks, [Hook::Prerouting, Hook::Forward, Hook::Postrouting]);
+        let mut egress = pkt(Hook::Forward, "10.224.1.2", "203.0.113.9");
+        egress.proto = 17;
+        egress.in_iface = Some("eth0".into());
+        egress.out_iface = Some("eth0".into());
+        let out = simulate_path(&rs, &egress);
+        assert_eq!(out[0].snat.as_deref(), Some("MASQUERADE"), "{out:#?}");
+    }
+
+    #[test]
+    fn routing_after_prerouting_goes_to_input_or_forward() {
+        let rs = parse_ruleset(PATH).unwrap();
+        let mut p = pkt(Hook::Prerouting, "192.0.2.2", "10.96.0.10");
+        (p.proto, p.dport) = (6, Some(80));
+        p.in_iface = Some("eth1".into());
+        // The node's addresses known: the DNATed pod is not one of them.
+        p.local_addrs = Some(vec!["192.0.2.1".parse().unwrap()]);
+        let out = simulate_path(&rs, &p);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].verdict, out[0].hook), (Verdict::Drop, Hook::Forward));
+        // To the node's own address: INPUT, whose rule rejects port 8080.
+        p.dst = "192.0.2.1".parse().unwrap();
+        p.dport = Some(8080);
+        let out = simulate_path(&rs, &p);
+        assert_eq!((out[0].verdict, out[0].hook), (Verdict::Reject, Hook::Input));
+        // Unknown addresses: both ways, each saying what it assumed.
+        p.local_addrs = None;
+        let out = simulate_path(&rs, &p);
+        let mut ends: Vec<_> = out.iter().map(|o| (o.hook, o.verdict)).collect();
+        ends.sort_by_key(|e| e.0);
+        assert_eq!(ends, [(Hook::Input, Verdict::Reject), (Hook::Forward, Verdict::Drop)]);
+        assert!(out.iter().all(|o| o.assumptions.iter().any(|a| a.starts_with("routing: "))));
+        assert_eq!(deciding_unknowns(&out).len(), 1, "{:?}", deciding_unknowns(&out));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use netdrop_model::{
     Decision, Family, OwnerContext, Verdict,
     check::NodeFacts,
     decision::step_notation,
-    simulate,
     simulate::{deciding_unknowns, group_outcomes},
+    simulate_path,
 };
 
 use crate::{
@@ -186,21 +186,24 @@ pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `explain` of the packet through one ruleset.
+/// `explain` of the packet through one ruleset: along its whole way
+/// through the node, from the first hook it crosses to the last.
 fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result<()> {
     let pkt = args.packet.clone();
     let owners = OwnerContext::new(rs, None);
     let cluster = args.cluster.cluster();
-    let explain = |o| {
+    // Each drop is explained as the packet was where it died (DNAT
+    // applied, its devices at that hook).
+    let explain = |o: &netdrop_model::Outcome| {
         explain::explain(
             rs,
             &owners,
             &cluster,
-            &pkt,
-            Decision::of(rs, &owners, &pkt, o),
+            &o.packet,
+            Decision::of(rs, &owners, o),
         )
     };
-    let outcomes = simulate(rs, &pkt);
+    let outcomes = simulate_path(rs, &pkt);
     // Branches that end alike are one answer, however many there are.
     let groups = group_outcomes(&outcomes);
     let unknowns = deciding_unknowns(&outcomes);
@@ -223,7 +226,7 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
             "depends_on": unknowns,
             "branches": outcomes.len(),
             "drops": drops,
-            "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path, "assumptions": o.assumptions, "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
+            "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path.iter().map(step_notation).collect::<Vec<_>>(), "hooks": o.hooks, "assumptions": o.assumptions, "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -262,8 +265,22 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
             );
         }
         println!("{} {flow}: {}", pkt.hook.as_str(), o.verdict.as_str());
+        println!(
+            "  way: {} ({} in {})",
+            o.hooks
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>()
+                .join(" → "),
+            match o.verdict {
+                Verdict::Accept => "passed, last",
+                Verdict::Reject => "rejected",
+                _ => "dropped",
+            },
+            o.hook.as_str()
+        );
         for s in &o.path {
-            println!("  {}", step_notation(s));
+            println!("  {} {}", s.hook.as_str(), step_notation(s));
         }
         if let Some(d) = &o.dnat {
             println!("  DNAT to {d}");

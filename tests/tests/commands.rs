@@ -242,7 +242,9 @@ fn check_and_explain_read_nft_json() {
         "{text}"
     );
     assert!(
-        text.contains("  inet firewalld/filter_IN_public #9: reject with icmpx admin-prohibited\n"),
+        text.contains(
+            "  INPUT inet firewalld/filter_IN_public #9: reject with icmpx admin-prohibited\n"
+        ),
         "{text}"
     );
     assert!(
