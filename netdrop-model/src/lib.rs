@@ -13,11 +13,17 @@
 //! - [`owner`]: whose rule it is, and leftovers of CNIs that are gone;
 //! - [`decision`]: where a walk ended, resolved against the ruleset;
 //! - [`attribution`]: a kernel drop joined with the rules and their counters;
-//! - [`check`]: the pod flows a node must carry, and the findings.
+//! - [`check`]: the pod flows a node must carry, and the findings;
+//! - [`edit`]: an `iptables -I`/`-A` of a fix, applied to copies of the
+//!   chains it changes;
+//! - [`fix`]: a fix walked before it is printed: the packet passes, and
+//!   probes outside its flow keep their verdicts.
 
 pub mod attribution;
 pub mod check;
 pub mod decision;
+pub mod edit;
+pub mod fix;
 #[cfg(feature = "lab")]
 pub mod generate;
 pub mod nft;

@@ -175,12 +175,36 @@ const MAX_DEPTH: usize = 48;
 /// cut short instead of running forever.
 const MAX_STEPS: usize = 20_000;
 
-/// What one walk may still spend.
+/// What one walk may still spend, and what it walks instead of the
+/// ruleset's own.
 struct Budget<'a> {
     branches: usize,
     steps: usize,
     /// A rule (table, chain, index) to walk as if it were not there.
     skip: Option<(&'a str, &'a str, usize)>,
+    /// Chains walked in place of the ruleset's (a fix applied to a copy
+    /// of only the chains it edits): (table, chain).
+    over: &'a [(String, Chain)],
+}
+
+impl<'a> Budget<'a> {
+    fn new(skip: Option<(&'a str, &'a str, usize)>, over: &'a [(String, Chain)]) -> Self {
+        Self {
+            branches: MAX_BRANCHES,
+            steps: MAX_STEPS,
+            skip,
+            over,
+        }
+    }
+
+    /// `table`'s chain `name`, or the one walked in its place.
+    fn chain(&self, table: &'a Table, name: &str) -> Option<&'a Chain> {
+        let over: &'a [(String, Chain)] = self.over;
+        over.iter()
+            .find(|(t, c)| *t == table.name && c.name == name)
+            .map(|(_, c)| c)
+            .or_else(|| table.chain(name))
+    }
 }
 
 /// Assumptions kept per branch; more are summarised, so a pathological
@@ -310,14 +334,14 @@ struct Undecided {
 /// Walks `pkt` through every table of its hook; returns every possible
 /// outcome (one, unless something could not be decided).
 pub fn simulate(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
-    simulate_inner(rs, pkt, None, None)
+    simulate_inner(rs, pkt, None, None, &[])
 }
 
 /// Like [`simulate`], for a packet the kernel says `engine` freed: a drop
 /// by the other engine's tables cannot have happened, so the walk goes on
 /// past it (with an assumption saying so) to the rule that did drop it.
 pub fn simulate_freed_by(rs: &Ruleset, pkt: &Packet, engine: Option<Engine>) -> Vec<Outcome> {
-    simulate_inner(rs, pkt, None, engine)
+    simulate_inner(rs, pkt, None, engine, &[])
 }
 
 /// Like [`simulate`], with rule `index` (0-based) of `table`/`chain` left
@@ -329,31 +353,21 @@ pub fn simulate_without(
     chain: &str,
     index: usize,
 ) -> Vec<Outcome> {
-    simulate_inner(rs, pkt, Some((table, chain, index)), None)
+    simulate_inner(rs, pkt, Some((table, chain, index)), None, &[])
 }
 
-fn simulate_inner(
-    rs: &Ruleset,
+fn simulate_inner<'a>(
+    rs: &'a Ruleset,
     pkt: &Packet,
-    skip: Option<(&str, &str, usize)>,
+    skip: Option<(&'a str, &'a str, usize)>,
     freed_by: Option<Engine>,
+    over: &'a [(String, Chain)],
 ) -> Vec<Outcome> {
     let mut done = Vec::new();
-    let mut budget = Budget {
-        branches: MAX_BRANCHES,
-        steps: MAX_STEPS,
-        skip,
-    };
+    let mut budget = Budget::new(skip, over);
     let mut st = State::new(pkt);
     st.hooks.push(pkt.hook);
-    let states = walk_hook(
-        rs,
-        pkt.hook,
-        vec![st],
-        &mut budget,
-        freed_by,
-        &mut done,
-    );
+    let states = walk_hook(rs, pkt.hook, vec![st], &mut budget, freed_by, &mut done);
     done.extend(
         states
             .into_iter()
@@ -379,6 +393,13 @@ fn hooks_of(pkt: &Packet) -> &'static [Option<Hook>] {
     }
 }
 
+/// Like [`simulate`], with the chains of `over` ((table, chain)) walked in
+/// place of the ruleset's own of that name: a fix applied to copies of
+/// the chains it edits, the rest shared.
+pub fn simulate_with(rs: &Ruleset, pkt: &Packet, over: &[(String, Chain)]) -> Vec<Outcome> {
+    simulate_inner(rs, pkt, None, None, over)
+}
+
 /// Walks `pkt` along its whole way through the node: every hook it
 /// crosses (see [`Packet::hook`]: the one it is said to be at), with what
 /// each did carried into the next — raw's NOTRACK, mangle's marks, nat
@@ -389,11 +410,7 @@ fn hooks_of(pkt: &Packet) -> &'static [Option<Hook>] {
 /// say (`local`), the walk decides it once, as for `addrtype LOCAL`.
 pub fn simulate_path(rs: &Ruleset, pkt: &Packet) -> Vec<Outcome> {
     let mut done = Vec::new();
-    let mut budget = Budget {
-        branches: MAX_BRANCHES,
-        steps: MAX_STEPS,
-        skip: None,
-    };
+    let mut budget = Budget::new(None, &[]);
     let mut states = vec![State::new(pkt)];
     for hook in hooks_of(pkt) {
         match hook {
@@ -475,16 +492,17 @@ fn route(mut st: State, given: &Packet) -> Vec<(State, bool)> {
 /// Every base chain of `hook`, iptables' and native nftables' alike, in
 /// priority order, for each state still walking: the states that pass
 /// the hook; those that end there go to `done`.
-fn walk_hook(
-    rs: &Ruleset,
+fn walk_hook<'a>(
+    rs: &'a Ruleset,
     hook: Hook,
     mut states: Vec<State>,
-    budget: &mut Budget<'_>,
+    budget: &mut Budget<'a>,
     freed_by: Option<Engine>,
     done: &mut Vec<Outcome>,
 ) -> Vec<State> {
     // An accept ends one base chain, not the hook.
     for (table, chain, base) in rs.base_chains(hook) {
+        let chain = budget.chain(table, &chain.name).unwrap_or(chain);
         let mut next = Vec::new();
         let other_engine = match (freed_by, rs.engine_of(&table.name)) {
             (Some(f), Some(t)) => f != t,
@@ -555,12 +573,12 @@ fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
     }
 }
 
-fn walk_chain(
-    table: &Table,
-    chain: &Chain,
+fn walk_chain<'a>(
+    table: &'a Table,
+    chain: &'a Chain,
     st: State,
     depth: usize,
-    budget: &mut Budget<'_>,
+    budget: &mut Budget<'a>,
 ) -> Vec<(Ending, State)> {
     let mut out = Vec::new();
     // (next rule index, state) still walking this chain.
@@ -696,7 +714,7 @@ fn walk_chain(
                 }
                 Target::Jump(name) | Target::Goto(name) => {
                     let goto = matches!(rule.target, Target::Goto(_));
-                    let Some(sub) = table.chain(name) else {
+                    let Some(sub) = budget.chain(table, name) else {
                         // A jump to a chain the dump never shows acts like an empty chain.
                         st.assumptions
                             .push(format!("chain {name} is not in the dump; treated as empty"));
@@ -1539,7 +1557,11 @@ mod tests {
         assert_eq!(o.packet.dst.to_string(), "10.224.2.2");
         assert_eq!(o.packet.dport, Some(8080));
         assert_eq!(o.hooks, [Hook::Prerouting, Hook::Forward]);
-        let steps: Vec<_> = o.path.iter().map(|s| (s.hook, s.chain.as_str(), s.rule_no)).collect();
+        let steps: Vec<_> = o
+            .path
+            .iter()
+            .map(|s| (s.hook, s.chain.as_str(), s.rule_no))
+            .collect();
         assert_eq!(
             steps,
             [
@@ -1564,7 +1586,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].verdict, Verdict::Accept, "mangle's mark accepted it");
         assert_eq!(out[0].packet.mark, 0x100);
-        assert_eq!(out[0].hooks, [Hook::Prerouting, Hook::Forward, Hook::Postrouting]);
+        assert_eq!(
+            out[0].hooks,
+            [Hook::Prerouting, Hook::Forward, Hook::Postrouting]
+        );
         let mut egress = pkt(Hook::Forward, "10.224.1.2", "203.0.113.9");
         egress.proto = 17;
         egress.in_iface = Some("eth0".into());
@@ -1583,20 +1608,40 @@ mod tests {
         p.local_addrs = Some(vec!["192.0.2.1".parse().unwrap()]);
         let out = simulate_path(&rs, &p);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].verdict, out[0].hook), (Verdict::Drop, Hook::Forward));
+        assert_eq!(
+            (out[0].verdict, out[0].hook),
+            (Verdict::Drop, Hook::Forward)
+        );
         // To the node's own address: INPUT, whose rule rejects port 8080.
         p.dst = "192.0.2.1".parse().unwrap();
         p.dport = Some(8080);
         let out = simulate_path(&rs, &p);
-        assert_eq!((out[0].verdict, out[0].hook), (Verdict::Reject, Hook::Input));
+        assert_eq!(
+            (out[0].verdict, out[0].hook),
+            (Verdict::Reject, Hook::Input)
+        );
         // Unknown addresses: both ways, each saying what it assumed.
         p.local_addrs = None;
         let out = simulate_path(&rs, &p);
         let mut ends: Vec<_> = out.iter().map(|o| (o.hook, o.verdict)).collect();
         ends.sort_by_key(|e| e.0);
-        assert_eq!(ends, [(Hook::Input, Verdict::Reject), (Hook::Forward, Verdict::Drop)]);
-        assert!(out.iter().all(|o| o.assumptions.iter().any(|a| a.starts_with("routing: "))));
-        assert_eq!(deciding_unknowns(&out).len(), 1, "{:?}", deciding_unknowns(&out));
+        assert_eq!(
+            ends,
+            [
+                (Hook::Input, Verdict::Reject),
+                (Hook::Forward, Verdict::Drop)
+            ]
+        );
+        assert!(
+            out.iter()
+                .all(|o| o.assumptions.iter().any(|a| a.starts_with("routing: ")))
+        );
+        assert_eq!(
+            deciding_unknowns(&out).len(),
+            1,
+            "{:?}",
+            deciding_unknowns(&out)
+        );
     }
 
     #[test]
