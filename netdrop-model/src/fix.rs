@@ -7,8 +7,9 @@
 //!
 //! What a fix may open is the dropped packet's *class*: between two pods,
 //! any pod-to-pod traffic of those pod CIDRs; a packet of a connection
-//! already accepted (a reply), that connection's packets; anything else,
-//! its own source, destination, protocol and port.
+//! already accepted (a reply), that connection's packets; forwarded pod
+//! egress, the pods' traffic to anywhere; anything else, its own source,
+//! destination, protocol and port.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -130,6 +131,8 @@ fn openness(outcomes: &[Outcome]) -> u8 {
 /// its class (see the module's words).
 pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
     let pods = cluster.is_pod(pkt.src) && cluster.is_pod(pkt.dst);
+    // Forwarded pod egress: any port of any destination is its class.
+    let egress = pkt.hook == Hook::Forward && cluster.is_pod(pkt.src);
     let new = Packet {
         ct: CtState::New,
         icmp_type: pkt.icmp_type.as_ref().map(|_| "echo-request".to_owned()),
@@ -145,7 +148,7 @@ pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
             },
         });
     }
-    if let (false, 6 | 17 | 132, Some(port)) = (pods, pkt.proto, pkt.dport) {
+    if let (false, 6 | 17 | 132, Some(port)) = (pods || egress, pkt.proto, pkt.dport) {
         out.push(Probe {
             kind: ProbeKind::OtherPort,
             pkt: Packet {

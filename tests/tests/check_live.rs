@@ -103,7 +103,7 @@ fn live_findings_across_both_backends() {
             .unwrap()
             // The legacy backend's rule, on a node with both: plain
             // `iptables` would edit the nft one.
-            .contains("`iptables-legacy -I INPUT 1 -p udp --dport 8472 -j ACCEPT`")
+            .contains("`iptables-legacy -I INPUT 1 -s <other nodes' network> -p udp --dport 8472 -j ACCEPT`")
     );
 
     let strip = |b: &[u8]| {

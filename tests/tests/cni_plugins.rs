@@ -121,7 +121,8 @@ fn cni_firewall_plugins_bridge_isolation_is_named_and_its_fix_works() {
     // for one direction alone was not enough: pod a's ICMP errors back to
     // b died in the same isolation, as this test showed.)
     let fix = field(&rec, "fix");
-    let command = "iptables -I CNI-ISOLATION-STAGE-1 -i cni1 -o cni0 -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i cni0 -o cni1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN";
+    let command = "iptables -I CNI-ISOLATION-STAGE-1 -i cni1 -o cni0 -s 10.224.0.0/16 -d 10.224.0.0/16 -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i cni0 -o cni1 -s 10.224.0.0/16 -d 10.224.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN";
+    assert_eq!(field(&rec, "fix_check"), "proven", "{rec}");
     assert!(fix.contains(&format!("`{command}`")), "{fix}");
     lab.exec(&node, &["sh", "-c", command]).unwrap();
     let (dropped, records) = w
@@ -136,7 +137,9 @@ fn cni_firewall_plugins_bridge_isolation_is_named_and_its_fix_works() {
             &node,
             "filter",
             "CNI-ISOLATION-STAGE-1",
-            Some("-A CNI-ISOLATION-STAGE-1 -i cni1 -o cni0 -j RETURN")
+            Some(
+                "-A CNI-ISOLATION-STAGE-1 -s 10.224.0.0/16 -d 10.224.0.0/16 -i cni1 -o cni0 -j RETURN"
+            )
         ),
         3
     );

@@ -105,7 +105,7 @@ fn a_service_without_endpoints_in_nftables_mode_is_named() {
         "{text}"
     );
     assert!(
-        text.contains("  ip kube-proxy/reject-chain #1: reject\n"),
+        text.contains("  FORWARD ip kube-proxy/reject-chain #1: reject\n"),
         "{text}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! the command that fixes it.
 
 use netdrop_model::{
-    FindingId, Hook, Owner, OwnerContext, Ruleset, Severity, Verdict,
+    FindingId, Hook, Owner, OwnerContext, Packet, Ruleset, Severity, Verdict,
     check::{self, Cluster, Finding, NodeFacts, Subject},
     decision::step_notation,
 };
@@ -39,6 +39,8 @@ pub struct ExplainedFinding {
     pub unmodelled: bool,
     pub explanation: String,
     pub fix: String,
+    /// Whether the fix was walked on the model (drops only).
+    pub fix_check: Option<super::FixStatus>,
 }
 
 /// Every finding of a node: each ruleset's (IPv4 and IPv6, each backend)
@@ -93,6 +95,7 @@ pub fn explain_finding(
         unmodelled: f.unmodelled(),
         explanation: String::new(),
         fix: String::new(),
+        fix_check: None,
     };
     let (explanation, fix) = match &f.subject {
         Subject::Drop(d) => {
@@ -110,7 +113,11 @@ pub fn explain_finding(
             match (rules, f.flows.first()) {
                 (Some((rs, owners)), Some(pkt)) => {
                     let x = super::explain(rs, owners, cluster, pkt, d.clone());
-                    (x.explanation, x.fix)
+                    e.fix_check = Some(x.fix_check);
+                    (
+                        x.explanation,
+                        probe_placeholders(&x.fix, f.id, pkt, cluster),
+                    )
                 }
                 _ => (String::new(), String::new()),
             }
@@ -199,6 +206,24 @@ pub fn explain_finding(
         }
     }
     e
+}
+
+/// A finding's fix with the made-up addresses of its probe (TEST-NET
+/// nodes and "internet") said as what they stand for: the rule is for the
+/// node's real peers, which a dump does not name. Pod CIDRs are real.
+fn probe_placeholders(fix: &str, id: FindingId, pkt: &Packet, cluster: &Cluster) -> String {
+    let mut fix = fix.to_owned();
+    if !cluster.is_pod(pkt.src) {
+        let peers = match id {
+            FindingId::InputBlocksVxlan | FindingId::InputBlocksKubelet => "<other nodes' network>",
+            _ => "<source network>",
+        };
+        fix = super::without_addr(&fix, pkt.src, peers);
+    }
+    if !cluster.is_pod(pkt.dst) {
+        fix = super::without_addr(&fix, pkt.dst, "<destination>");
+    }
+    fix
 }
 
 fn node_setting(id: FindingId, cluster: &Cluster) -> (String, String) {

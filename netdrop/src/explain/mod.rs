@@ -19,6 +19,8 @@ pub struct Explanation {
     pub decision: Decision,
     pub explanation: String,
     pub fix: String,
+    /// Whether netdrop walked the fix on its model before printing it.
+    pub fix_check: FixStatus,
     /// The explanation of the drop site rather than of this packet: its
     /// flow (pod addresses and ports) said as `udp traffic`, so that
     /// metric labels stay bounded.
@@ -28,6 +30,23 @@ pub struct Explanation {
     /// ACCEPT for a protocol without ports) names them as placeholders.
     #[serde(skip)]
     pub site_fix: String,
+}
+
+/// What netdrop knows of a fix before printing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixStatus {
+    /// Its `iptables` rules were applied to a copy of the chains they edit
+    /// and walked: the packet gets past the rule that dropped it, and new
+    /// connections outside its flow keep their verdicts.
+    Proven,
+    /// Applied through the owner's own tool (firewalld, a generator's
+    /// configuration, a Kubernetes object, `nft`), or a removal: not
+    /// something the model can walk.
+    NotModelled,
+    /// The rule netdrop would have suggested opens more than this flow, or
+    /// does not let it through: not printed, what is needed said instead.
+    Withheld,
 }
 
 /// How an operator names an owner in a sentence.
@@ -79,6 +98,7 @@ pub fn explain(
     };
     let (explanation, fix) = sentences(rs, owners, cluster, pkt, &decision, &flow, &place);
     let fix = with_tool(&fix, &iptables_tool(rs));
+    let (fix, fix_check) = checked(rs, cluster, pkt, &decision, &place, fix);
     let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
         site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
@@ -90,7 +110,161 @@ pub fn explain(
         decision,
         explanation,
         fix,
+        fix_check,
     }
+}
+
+/// The `iptables -I`/`-A` commands of a fix (inside its backticks,
+/// joined by `&&` or `;`): the rules it adds. Removals (`-D`, `-F`) are
+/// the other choice a fix offers, not part of the rules it adds.
+fn added_rules(fix: &str) -> Vec<String> {
+    fix.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|code| code.split("&&").flat_map(|c| c.split(';')))
+        .map(str::trim)
+        .filter(|c| {
+            c.split_whitespace()
+                .next()
+                .is_some_and(netdrop_model::edit::is_iptables_tool)
+                && c.split_whitespace().any(|w| matches!(w, "-I" | "-A"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `fix` walked on the model before it is printed (see
+/// [`netdrop_model::fix`]): kept and said so when it holds, completed when
+/// the replies would still die, withheld when it opens more than the flow.
+fn checked(
+    rs: &Ruleset,
+    ctx: &Cluster,
+    p: &Packet,
+    d: &Decision,
+    place: &str,
+    fix: String,
+) -> (String, FixStatus) {
+    use netdrop_model::{edit::parse_command, fix::check_fix};
+    let mut commands = added_rules(&fix);
+    let Some(site) = d.decider() else {
+        return (fix, FixStatus::NotModelled);
+    };
+    if commands.is_empty() {
+        return (fix, FixStatus::NotModelled);
+    }
+    let walk = |commands: &[String]| {
+        let edits = commands
+            .iter()
+            .map(|c| parse_command(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_fix(rs, ctx, p, site, &edits)
+    };
+    let mut check = match walk(&commands) {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("fix not walked: {e}");
+            return (fix, FixStatus::NotModelled);
+        }
+    };
+    let mut fix = fix;
+    // Replies that would still die: accept the connection's packets at
+    // the top of the chain the fix edits (not a port), and walk again.
+    if check.holds() && check.replies_dropped_at.is_some() {
+        let tool = commands[0].split_whitespace().next().unwrap_or("iptables");
+        let chain = first_chain(&commands[0]);
+        let reply =
+            format!("{tool} -I {chain} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+        let mut with_reply = commands.clone();
+        with_reply.push(reply.clone());
+        if let Ok(c) = walk(&with_reply)
+            && c.holds()
+            && c.replies_dropped_at.is_none()
+        {
+            fix.push_str(&format!(
+                " Its replies would still be dropped ({}): let the connection's packets back too: `{reply}`.",
+                check
+                    .replies_dropped_at
+                    .as_ref()
+                    .map(netdrop_model::decision::step_notation)
+                    .unwrap_or_default()
+            ));
+            commands = with_reply;
+            check = c;
+        }
+    }
+    let cmds = commands.join("; ");
+    if !check.passes {
+        return (
+            format!(
+                "netdrop has no rule it can stand by here: the ACCEPT it would suggest ({cmds}) does not get this packet past {place} on its model of these rules. Accept this flow before that rule, or change it where its owner configures it."
+            ),
+            FixStatus::Withheld,
+        );
+    }
+    if !check.opened.is_empty() {
+        let opened = check
+            .opened
+            .iter()
+            .map(|probe| {
+                format!(
+                    "{} ({})",
+                    flow_text(&probe.pkt),
+                    match probe.kind {
+                        netdrop_model::fix::ProbeKind::OtherSource => "another source",
+                        netdrop_model::fix::ProbeKind::OtherPort => "another port",
+                        netdrop_model::fix::ProbeKind::OtherWay => "the other way",
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            format!(
+                "No rule printed: the one netdrop would suggest ({cmds}) would also let through new connections that are dropped today: {opened} (walked on its model of these rules). What is needed: an ACCEPT before {place} that matches only this flow (`{}`), or the change where its owner configures it.",
+                accept_words(ctx, p)
+            ),
+            FixStatus::Withheld,
+        );
+    }
+    let mut probed: Vec<&str> = check
+        .probed
+        .iter()
+        .map(|k| match k {
+            netdrop_model::fix::ProbeKind::OtherSource => "from other sources",
+            netdrop_model::fix::ProbeKind::OtherPort => "to other ports",
+            netdrop_model::fix::ProbeKind::OtherWay => "the other way",
+        })
+        .collect();
+    let last = probed.pop();
+    let probed = match (probed.is_empty(), last) {
+        (_, None) => String::new(),
+        (true, Some(l)) => format!("; new connections {l} keep their verdicts"),
+        (false, Some(l)) => format!(
+            "; new connections {} and {l} keep their verdicts",
+            probed.join(", ")
+        ),
+    };
+    fix.push_str(&format!(
+        " (Walked on netdrop's model of these rules: this packet then gets past {place}{probed}.)"
+    ));
+    if let Some(next) = &check.then_dropped_at {
+        fix.push_str(&format!(
+            " It would then be dropped by {}: see that rule too.",
+            netdrop_model::decision::step_notation(next)
+        ));
+    }
+    (fix, FixStatus::Proven)
+}
+
+/// The chain an `iptables -I CHAIN …` command inserts into.
+fn first_chain(command: &str) -> String {
+    let mut words = command.split_whitespace();
+    while let Some(w) = words.next() {
+        if matches!(w, "-I" | "-A") {
+            return words.next().unwrap_or("FORWARD").to_owned();
+        }
+    }
+    "FORWARD".to_owned()
 }
 
 /// `text` with address `addr` (not one that merely starts like it:
@@ -306,7 +480,7 @@ fn sentences(
         let accept = if is_reply(p) {
             "ct state established,related accept".to_owned()
         } else {
-            format!("{} accept", nft_match_words(p))
+            format!("{} accept", nft_match_words(ctx, p))
         };
         let persist = "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).";
         return match (d.rule_no, d.rule_handle) {
@@ -349,23 +523,19 @@ fn sentences(
             }
             _ => String::new(),
         };
-        let fix = match (p.hook, p.in_iface.as_deref(), p.out_iface.as_deref()) {
+        let words = accept_words(ctx, p);
+        let fix = match p.hook {
             // A reply: its connection was let in; accept the connection's
             // packets, not the port (which would open it to anyone).
-            (h, ..) if is_reply(p) => format!(
+            h if is_reply(p) => format!(
                 "Accept the packets of connections already accepted before the policy: `iptables -I {h} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (not the port: this packet is a reply). {PERSIST}"
             ),
-            (Hook::Forward, Some(i), Some(out)) if has_chain(rs, "filter", "DOCKER-USER") => {
-                format!(
-                    "`iptables -I DOCKER-USER -i {i} -o {out} -j ACCEPT && iptables -I DOCKER-USER -i {out} -o {i} -j ACCEPT` (both ways: the replies cross the same policy; or accept the pod CIDR: `iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`). {PERSIST}"
-                )
-            }
-            (Hook::Forward, ..) => format!(
-                "`iptables -I FORWARD -s {pod} -j ACCEPT; iptables -I FORWARD -d {pod} -j ACCEPT`. {PERSIST}"
+            // Docker's own place for rules of the node's: it never rewrites it.
+            Hook::Forward if has_chain(rs, "filter", "DOCKER-USER") => format!(
+                "Accept this traffic in DOCKER-USER, the chain Docker leaves to the node's own rules: `iptables -I DOCKER-USER {words} -j ACCEPT`. {PERSIST}"
             ),
-            (h, ..) => format!(
-                "Accept it before the policy: `iptables -I {h} {} -j ACCEPT`. {PERSIST}",
-                match_words(p)
+            h => format!(
+                "Accept it before the policy: `iptables -I {h} {words} -j ACCEPT`. {PERSIST}"
             ),
         };
         return (
@@ -409,7 +579,7 @@ fn sentences(
             let (from, to) = (p.in_iface.as_deref().unwrap_or("?"), p.out_iface.as_deref().unwrap_or("?"));
             (
                 format!("{flow}: the CNI firewall plugin's bridge isolation {verb} ({place}): its network config has `\"ingressPolicy\": \"same-bridge\"`, so pods on {from} cannot reach pods on {to}."),
-                format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change)."),
+                format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -s {src} -d {dst} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -s {dst} -d {src} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change).", src = net_of(ctx, p.src), dst = net_of(ctx, p.dst)),
             )
         }
         // kube-router names the pod it enforces for in the rule's comment:
@@ -478,7 +648,7 @@ fn sentences(
         }
         (Owner::DistroFirewall, _) => {
             let role = port_role(ctx, p);
-            let accept = accept_rule(ctx, p, &d.chain, rule_no);
+            let accept = accept_rule(ctx, p, &d.table, &d.chain, rule_no);
             (
                 format!(
                     "{flow}: {place} {verb}. It is the catch-all reject of the distribution's iptables service (iptables-services, /etc/sysconfig/iptables), and nothing before it accepts {}.{shadow}",
@@ -525,7 +695,7 @@ fn sentences(
                     "If the rule is not intended, delete it: `iptables -t {} -D {} {rule_no}`; otherwise insert an ACCEPT before it: {}. {PERSIST}",
                     d.table,
                     d.chain,
-                    accept_rule(ctx, p, &d.chain, rule_no)
+                    accept_rule(ctx, p, &d.table, &d.chain, rule_no)
                 ),
             )
         }
@@ -626,14 +796,46 @@ fn service_fix(service: Option<&str>, advice: &str) -> String {
     }
 }
 
-/// `-p udp --dport 8472`, `-s 10.224.0.0/16`: the narrowest words that
-/// accept this packet.
-fn match_words(p: &Packet) -> String {
-    let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("all");
-    match p.dport {
-        Some(port) if matches!(p.proto, 6 | 17) => format!("-p {proto} --dport {port}"),
-        _ => format!("-s {} -d {}", p.src, p.dst),
+/// The narrowest iptables words that still match this packet's flow (see
+/// [`netdrop_model::fix`]): between pods, the two pod CIDRs (any pod
+/// traffic of theirs is the same flow); else its source, its destination
+/// (their pod CIDR when they are pods: pod addresses change), its
+/// protocol and port.
+fn accept_words(ctx: &Cluster, p: &Packet) -> String {
+    if is_reply(p) {
+        return "-m conntrack --ctstate RELATED,ESTABLISHED".to_owned();
     }
+    let mut w = format!("-s {} -d {}", net_of(ctx, p.src), net_of(ctx, p.dst));
+    if ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
+        return w;
+    }
+    if p.hook == Hook::Forward && ctx.is_pod(p.src) {
+        // Pod egress: what a pod may reach is not the node's to narrow
+        // (NetworkPolicy's); its replies are let back by conntrack.
+        return format!("-s {}", net_of(ctx, p.src));
+    }
+    if p.hook == Hook::Input {
+        // INPUT's destination is the node itself, whichever its address.
+        w = format!("-s {}", net_of(ctx, p.src));
+    }
+    if let Some(proto) = netdrop_model::rules::proto_name(p.proto) {
+        w.push_str(&format!(" -p {proto}"));
+        match (p.proto, p.dport) {
+            (6 | 17 | 132, Some(port)) => w.push_str(&format!(" --dport {port}")),
+            (1 | 58, _) => {
+                if let Some(t) = &p.icmp_type {
+                    let opt = if p.proto == 1 {
+                        "--icmp-type"
+                    } else {
+                        "--icmpv6-type"
+                    };
+                    w.push_str(&format!(" {opt} {t}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    w
 }
 
 /// kube-proxy's nftables mode sent the packet to its drop or reject
@@ -642,14 +844,24 @@ fn via_no_endpoints(d: &Decision) -> bool {
     d.table.contains(' ') && d.path.iter().any(|s| s.text.contains("@no-endpoint-"))
 }
 
-/// The packet in nft's words, for an accept rule.
-fn nft_match_words(p: &Packet) -> String {
-    let proto = netdrop_model::rules::proto_name(p.proto).unwrap_or("all");
+/// The packet's flow in nft's words, for an accept rule: as narrow as
+/// [`accept_words`].
+fn nft_match_words(ctx: &Cluster, p: &Packet) -> String {
     let ip = if p.src.is_ipv6() { "ip6" } else { "ip" };
-    match p.dport {
-        Some(port) if matches!(p.proto, 6 | 17) => format!("{proto} dport {port}"),
-        _ => format!("{ip} saddr {} {ip} daddr {}", p.src, p.dst),
+    let mut w = format!(
+        "{ip} saddr {} {ip} daddr {}",
+        net_of(ctx, p.src),
+        net_of(ctx, p.dst)
+    );
+    if ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
+        return w;
     }
+    match (netdrop_model::rules::proto_name(p.proto), tcp_udp_port(p)) {
+        (Some(proto), Some(port)) => w.push_str(&format!(" {proto} dport {port}")),
+        (Some(proto), None) => w.push_str(&format!(" meta l4proto {proto}")),
+        _ => {}
+    }
+    w
 }
 
 /// A packet of a connection conntrack already knows (a reply, or one it
@@ -661,8 +873,7 @@ fn is_reply(p: &Packet) -> bool {
     )
 }
 
-fn accept_rule(ctx: &Cluster, p: &Packet, chain: &str, rule_no: usize) -> String {
-    let pod = pod_cidr_text(ctx);
+fn accept_rule(ctx: &Cluster, p: &Packet, table: &str, chain: &str, rule_no: usize) -> String {
     if is_reply(p) {
         // At the top of the hook's own chain: the dropping chain may be
         // shared (a LOGGING chain every path jumps to).
@@ -670,14 +881,15 @@ fn accept_rule(ctx: &Cluster, p: &Packet, chain: &str, rule_no: usize) -> String
             "`iptables -I {} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (the packet is part of a connection already accepted: accept those, not its port, which would open the port to new connections too)",
             p.hook.as_str()
         )
-    } else if chain == "FORWARD" && (ctx.is_pod(p.src) || ctx.is_pod(p.dst)) {
-        format!(
-            "`iptables -I FORWARD {rule_no} -s {pod} -j ACCEPT; iptables -I FORWARD {rule_no} -d {pod} -j ACCEPT`"
-        )
     } else {
+        let t = if table == "filter" {
+            String::new()
+        } else {
+            format!("-t {table} ")
+        };
         format!(
-            "`iptables -I {chain} {rule_no} {} -j ACCEPT`",
-            match_words(p)
+            "`iptables {t}-I {chain} {rule_no} {} -j ACCEPT`",
+            accept_words(ctx, p)
         )
     }
 }

@@ -89,6 +89,8 @@ pub struct Record {
     pub severity: Option<Severity>,
     pub explanation: Option<String>,
     pub fix: Option<String>,
+    /// Whether the fix was walked on netdrop's model before it was printed.
+    pub fix_check: Option<crate::explain::FixStatus>,
     pub assumptions: Vec<String>,
     pub unmodelled: bool,
     /// Netfilter dropped it (a rule or policy did, found or not).

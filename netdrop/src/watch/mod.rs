@@ -805,6 +805,7 @@ impl Watcher {
                 severity: Some(f.severity),
                 explanation: Some(f.explanation),
                 fix: Some(f.fix),
+                fix_check: f.fix_check,
                 assumptions: f.assumptions,
                 unmodelled: f.unmodelled,
                 ..Record::default()

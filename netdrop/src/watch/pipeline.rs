@@ -796,6 +796,7 @@ impl DropPipeline {
                     None => x.explanation.clone(),
                 });
                 r.fix = Some(x.fix.clone());
+                r.fix_check = Some(x.fix_check);
                 r.evidence = Some(*evidence);
             }
             None if site.netfilter => {
@@ -1183,21 +1184,17 @@ mod tests {
         k.l4proto = 1;
         let mut s = sample(k, hook::INPUT, 0);
         s.outer.proto = 1;
+        // From another node: not a pod, so the fix names its address.
+        s.outer.src[..4].copy_from_slice(&[192, 0, 2, 7]);
         let mut ev = Recorded::default();
         ev.push(vec![s], vec![(k, counters(1))]);
         let out = p.poll(&mut ev, &mut nodes).unwrap();
         let fix = out[0].record.fix.clone().unwrap();
-        assert!(
-            fix.contains("-s 10.224.7.2 -d 10.224.7.1 -j ACCEPT"),
-            "{fix}"
-        );
+        assert!(fix.contains("-s 192.0.2.7 -p icmp"), "{fix}");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
-        assert!(
-            text.contains("-s <source> -d <destination> -j ACCEPT"),
-            "{text}"
-        );
-        assert!(!text.contains("10.224.7."), "{text}");
+        assert!(text.contains("-s <source> -p icmp"), "{text}");
+        assert!(!text.contains("192.0.2.7"), "{text}");
     }
 
     #[test]
