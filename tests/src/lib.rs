@@ -143,6 +143,38 @@ impl Drop for TempPath {
     }
 }
 
+/// The commands of a printed fix, as an operator would paste them, in
+/// order: each backticked command (those joined by `&&` or `;` one by one)
+/// that runs iptables or ip6tables — not the persistence advice
+/// (`netfilter-persistent save`, `service iptables save`) nor `systemctl`.
+pub fn fix_commands(fix: &str) -> Vec<String> {
+    fix.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|code| code.split("&&").flat_map(|c| c.split(';')))
+        .map(str::trim)
+        .filter(|c| c.starts_with("iptables") || c.starts_with("ip6tables"))
+        .filter(|c| !c.starts_with("iptables save"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `commands` in namespace `ns` with `sh -c`, as pasted; fails on the
+/// first that fails.
+pub fn run_in(ns: &str, commands: &[String]) {
+    for c in commands {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", c])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{c}` in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A node namespace and a peer node on the underlay, joined by a veth
 /// (peer 192.0.2.2, node 192.0.2.1, both on eth0): (peer, node).
 pub fn peer_and_node(lab: &mut Lab) -> (String, String) {

@@ -6,7 +6,9 @@
 use std::{net::SocketAddr, process::Command, time::Duration};
 
 use netdrop::lab::cluster::{Cluster, INTERNET_HOST, POD_CIDR, SERVICE_IP, Scenario};
-use netdrop_tests::{Watch, field, require_root, rule_packets, total_packets, traffic};
+use netdrop_tests::{
+    Watch, field, fix_commands, require_root, rule_packets, run_in, total_packets, traffic,
+};
 use serde_json::Value;
 
 fn watch(c: &Cluster) -> Watch {
@@ -45,6 +47,18 @@ fn drops_at(records: &[Value], node: &str) -> Vec<Value> {
         })
         .cloned()
         .collect()
+}
+
+/// A host outside the cluster (the "internet" namespace, 192.0.2.254 on
+/// the underlay) given a route to node2's pods: a source a fix must not
+/// let in.
+fn stranger_routes_to_pods(c: &Cluster) {
+    c.lab
+        .ip(
+            &c.internet,
+            &["route", "add", "10.224.2.0/24", "via", "192.0.2.2"],
+        )
+        .unwrap();
 }
 
 fn finding<'a>(records: &'a [Value], node: &str, id: &str) -> Option<&'a Value> {
@@ -151,11 +165,13 @@ fn s1_forward_policy_drop_on_node2() {
         ("10.224.1.2", "10.224.2.2")
     );
     assert_eq!(field(r, "evidence"), "counters", "{r}");
+    let fix = field(r, "fix");
     assert!(
-        field(r, "fix").contains("iptables -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT"),
+        fix.contains("`iptables -I DOCKER-USER -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`"),
         "{r}"
     );
-    assert!(field(r, "fix").contains("permanent"), "{r}");
+    assert!(fix.contains("permanent"), "{r}");
+    assert_eq!(field(r, "fix_check"), "proven", "{r}");
     assert!(
         finding(&records, &c.node2, "forward-policy-drop").is_some(),
         "static finding too"
@@ -164,6 +180,22 @@ fn s1_forward_policy_drop_on_node2() {
         drops_at(&records, &c.node1).is_empty(),
         "node1 forwards fine"
     );
+
+    // The printed fix, applied as an operator would paste it: the pods
+    // talk, and a host outside the cluster still cannot reach them.
+    c.serve_tcp(&c.pod2, 80).unwrap();
+    stranger_routes_to_pods(&c);
+    assert!(!tcp(&c.pod1, "10.224.2.2:80"), "broken before the fix");
+    let commands = fix_commands(fix);
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    run_in(&c.node2, &commands);
+    assert!(tcp(&c.pod1, "10.224.2.2:80"), "pod1 -> pod2 after the fix");
+    let dropped = policy();
+    assert!(
+        !tcp(&c.internet, "10.224.2.2:80"),
+        "the fix let a stranger in"
+    );
+    assert!(policy() > dropped, "the stranger met the policy DROP");
 }
 
 #[test]
@@ -202,11 +234,26 @@ fn s2_distro_reject_in_forward() {
     assert_eq!(field(&r, "reject_with"), "icmp-host-prohibited");
     assert_eq!(field(&r, "owner"), "distro-firewall");
     assert_eq!((field(&r, "proto"), r["dport"].as_u64()), ("tcp", Some(80)));
+    let fix = field(&r, "fix");
     assert!(
-        field(&r, "fix").contains("iptables -I FORWARD 10 -s 10.224.0.0/16 -j ACCEPT"),
+        fix.contains("`iptables -I FORWARD 10 -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`"),
         "{r}"
     );
+    assert_eq!(field(&r, "fix_check"), "proven", "{r}");
     assert!(field(&r, "explanation").contains("shadows rule #11"), "{r}");
+
+    // The fix applied: pod traffic passes, a stranger is still rejected.
+    stranger_routes_to_pods(&c);
+    let commands = fix_commands(fix);
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    run_in(&c.node2, &commands);
+    assert!(tcp(&c.pod1, "10.224.2.2:80"), "pod1 -> pod2 after the fix");
+    let rejected = counter();
+    assert!(
+        !tcp(&c.internet, "10.224.2.2:80"),
+        "the fix let a stranger in"
+    );
+    assert!(counter() > rejected, "the stranger met the REJECT");
 }
 
 #[test]
@@ -257,10 +304,12 @@ fn s3_input_rejects_vxlan_and_kubelet() {
         ("10.224.1.2", "10.224.2.2", Some(9000)),
         "{vx}"
     );
+    let vx_fix = field(vx, "fix").to_owned();
     assert!(
-        field(vx, "fix").contains("-p udp --dport 8472 -j ACCEPT"),
+        vx_fix.contains("`iptables -I INPUT 8 -s 192.0.2.1 -p udp --dport 8472 -j ACCEPT`"),
         "{vx}"
     );
+    assert_eq!(field(vx, "fix_check"), "proven", "{vx}");
     assert!(finding(&records, &c.node2, "input-blocks-vxlan").is_some());
     // Node-to-node TCP is no pod traffic, so the kernel filter does not
     // count it; the static finding names the kubelet rule instead.
@@ -269,9 +318,43 @@ fn s3_input_rejects_vxlan_and_kubelet() {
         field(kubelet, "explanation").contains("kubelet"),
         "{kubelet}"
     );
+    let kubelet_fix = field(kubelet, "fix").to_owned();
     assert!(
-        field(kubelet, "fix").contains("-p tcp --dport 10250 -j ACCEPT"),
+        kubelet_fix.contains("-s <other nodes' network> -p tcp --dport 10250 -j ACCEPT"),
         "{kubelet}"
+    );
+
+    // Both fixes applied (the finding's with this cluster's other node for
+    // its placeholder, as the operator fills it in): pods talk across the
+    // overlay and node1 reaches the kubelet; a stranger on the underlay
+    // reaches neither.
+    c.serve_tcp(&c.pod2, 80).unwrap();
+    let mut commands = fix_commands(&vx_fix);
+    commands.extend(
+        fix_commands(&kubelet_fix)
+            .iter()
+            .map(|c| c.replace("<other nodes' network>", "192.0.2.1")),
+    );
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    run_in(&c.node2, &commands);
+    assert!(
+        tcp(&c.pod1, "10.224.2.2:80"),
+        "pod1 -> pod2 over VXLAN after the fix"
+    );
+    assert!(
+        tcp(&c.node1, "192.0.2.2:10250"),
+        "node1 -> kubelet after the fix"
+    );
+    let rejected = counter();
+    assert!(
+        !tcp(&c.internet, "192.0.2.2:10250"),
+        "the fix let a stranger in"
+    );
+    traffic::send_udp(&c.internet, "192.0.2.2:8472".parse().unwrap(), 2, 64).unwrap();
+    assert_eq!(
+        counter() - rejected,
+        2 + 1,
+        "the stranger's SYN and VXLAN datagrams are rejected"
     );
 }
 
@@ -347,5 +430,16 @@ fn s0_leftover_calico_chain() {
     assert_eq!(field(&r, "owner"), "calico");
     assert_eq!(r["leftover"], true);
     assert!(field(&r, "fix").contains("iptables -t filter -D FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"), "{r}");
+    assert_eq!(field(&r, "fix_check"), "not_modelled", "a removal: {r}");
     assert!(finding(&records, &c.node2, "leftover-cni-chains").is_some());
+
+    // The fix applied (unhook, then every cali- line gone): pod traffic
+    // passes and no Calico chain is left.
+    c.serve_tcp(&c.pod2, 80).unwrap();
+    let commands = fix_commands(field(&r, "fix"));
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    run_in(&c.node2, &commands);
+    assert!(tcp(&c.pod1, "10.224.2.2:80"), "pod1 -> pod2 after the fix");
+    let left = c.lab.iptables_save(&c.node2).unwrap();
+    assert!(!left.contains("cali-"), "{left}");
 }

@@ -887,8 +887,13 @@ fn accept_rule(ctx: &Cluster, p: &Packet, table: &str, chain: &str, rule_no: usi
         } else {
             format!("-t {table} ")
         };
+        let peers = if !ctx.is_pod(p.src) && port_role(ctx, p).is_some() {
+            " (to let every node in, its network in `-s`, and no wider)"
+        } else {
+            ""
+        };
         format!(
-            "`iptables {t}-I {chain} {rule_no} {} -j ACCEPT`",
+            "`iptables {t}-I {chain} {rule_no} {} -j ACCEPT`{peers}",
             accept_words(ctx, p)
         )
     }
