@@ -5,8 +5,8 @@
 //! lets one of them through where it did not pass before opens more than
 //! the flow it is for.
 //!
-//! What a fix may open is the dropped packet's *class*: between two pods,
-//! any pod-to-pod traffic of those pod CIDRs; a packet of a connection
+//! What a fix may open is the dropped packet's *class*: forwarded between
+//! two pods, any pod-to-pod traffic of those pod CIDRs; a packet of a connection
 //! already accepted (a reply), that connection's packets; forwarded pod
 //! egress, the pods' traffic to anywhere; anything else, its own source,
 //! destination, protocol and port.
@@ -130,7 +130,7 @@ fn openness(outcomes: &[Outcome]) -> u8 {
 /// The probes for a packet dropped at its hook: new connections outside
 /// its class (see the module's words).
 pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
-    let pods = cluster.is_pod(pkt.src) && cluster.is_pod(pkt.dst);
+    let pods = pkt.hook == Hook::Forward && cluster.is_pod(pkt.src) && cluster.is_pod(pkt.dst);
     // Forwarded pod egress: any port of any destination is its class.
     let egress = pkt.hook == Hook::Forward && cluster.is_pod(pkt.src);
     let new = Packet {

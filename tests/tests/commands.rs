@@ -425,6 +425,82 @@ fn a_network_policy_drop_names_the_pod_and_is_fixed_in_its_policy() {
     assert!(!fix.contains("iptables -I"), "{fix}");
 }
 
+/// The other NetworkPolicy engines: weave-npc's and Calico's chains say
+/// the policy's direction, so the fix names the pod that policy selects
+/// (by its address: `kubectl` finds its name) and the rule to add there —
+/// never an `iptables` rule before their chains.
+#[test]
+fn weave_npc_and_calico_drops_are_fixed_in_the_selected_pods_policy() {
+    // weave-npc as its design lays out: new connections to a weave pod go
+    // through WEAVE-NPC's default and per-policy chains, then its DROP.
+    let weave = TempPath::file(
+        "weave-npc",
+        "*filter\n:FORWARD DROP [0:0]\n:WEAVE-NPC - [0:0]\n:WEAVE-NPC-DEFAULT - [0:0]\n:WEAVE-NPC-INGRESS - [0:0]\n:WEAVE-NPC-EGRESS - [0:0]\n-A FORWARD -o weave -m comment --comment \"NOTE: this must go before '-j KUBE-FORWARD'\" -j WEAVE-NPC\n-A WEAVE-NPC -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A WEAVE-NPC -m state --state NEW -j WEAVE-NPC-DEFAULT\n-A WEAVE-NPC -m state --state NEW -j WEAVE-NPC-INGRESS\n-A WEAVE-NPC -j DROP\n-A WEAVE-NPC-DEFAULT -m set --match-set weave-iuZcey(5DeXbzgRFs8Szo]+@p dst -m comment --comment \"DefaultAllow ingress isolation for namespace: kube-system\" -j ACCEPT\n-A WEAVE-NPC-INGRESS -p tcp -m set --match-set weave-k?Z;25^M}|1s7P3|H9i;*;MhG dst -m tcp --dport 80 -m comment --comment \"pods: namespace: shop, selector: app=web -> allow tcp/80\" -j ACCEPT\nCOMMIT\n",
+    );
+    let explain = |file: &TempPath, cidr: &str, packet: &str| {
+        let out = netdrop(&[
+            "explain",
+            "--rules",
+            file.path(),
+            "--pod-cidr",
+            cidr,
+            "--packet",
+            packet,
+            "--output",
+            "json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["drops"][0].clone()
+    };
+    // Port 6379 is allowed by no policy: dropped unless the namespace's
+    // default-allow set holds the pod.
+    let d = explain(
+        &weave,
+        "10.32.0.0/12",
+        "FORWARD tcp 10.32.0.4:40000 -> 10.32.0.5:6379 in weave out weave",
+    );
+    assert_eq!(d["owner"], "weave-npc", "{d}");
+    let why = d["explanation"].as_str().unwrap_or_default();
+    assert!(why.contains("for the pod at 10.32.0.5"), "{why}");
+    assert!(why.contains("this ingress traffic"), "{why}");
+    let fix = d["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("--field-selector status.podIP=10.32.0.5"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("an ingress rule `from:` a podSelector (or namespaceSelector) matching the pod at 10.32.0.4, `ports: [{protocol: TCP, port: 6379}]`"),
+        "{fix}"
+    );
+    assert!(!fix.contains("iptables -I"), "{fix}");
+    assert_eq!(d["fix_check"], "not_modelled", "{d}");
+
+    // Calico's to-workload chain of the destination pod's interface.
+    let calico = TempPath::file(
+        "calico",
+        "*filter\n:FORWARD ACCEPT [0:0]\n:cali-FORWARD - [0:0]\n:cali-to-wl-dispatch - [0:0]\n:cali-tw-cali1a2b3c4d5e6 - [0:0]\n-A FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD\n-A cali-FORWARD -m comment --comment \"cali:vjrMJCRpqwy5oRoX\" -j cali-to-wl-dispatch\n-A cali-to-wl-dispatch -o cali1a2b3c4d5e6 -m comment --comment \"cali:x1\" -g cali-tw-cali1a2b3c4d5e6\n-A cali-tw-cali1a2b3c4d5e6 -m comment --comment \"cali:x2\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A cali-tw-cali1a2b3c4d5e6 -m comment --comment \"cali:x3\" -m comment --comment \"Drop if no policies passed packet\" -j DROP\nCOMMIT\n",
+    );
+    let d = explain(
+        &calico,
+        "192.168.0.0/16",
+        "FORWARD tcp 203.0.113.7:40000 -> 192.168.1.9:443 in eth0 out cali1a2b3c4d5e6",
+    );
+    assert_eq!(d["owner"], "calico", "{d}");
+    assert_eq!(d["chain"], "cali-tw-cali1a2b3c4d5e6", "{d}");
+    let fix = d["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("--field-selector status.podIP=192.168.1.9"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains(
+            "`from:` `ipBlock: {cidr: 203.0.113.7/32}`, `ports: [{protocol: TCP, port: 443}]`"
+        ),
+        "{fix}"
+    );
+    assert!(!fix.contains("iptables -I"), "{fix}");
+}
+
 /// ufw sets the default policies too: a packet its rules do not allow dies
 /// at that policy, and the fix goes through ufw, not an `iptables` insert
 /// its next reload would undo.

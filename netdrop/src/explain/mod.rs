@@ -586,32 +586,33 @@ fn sentences(
         // the policy to change is one selecting that pod, in its namespace.
         (Owner::KubeRouter, _) if kube_router_pod(text).is_some() => {
             let (ns, name, ingress) = kube_router_pod(text).unwrap_or_default();
-            let (dir, peer, key) = if ingress {
-                ("ingress", p.src, "from")
-            } else {
-                ("egress", p.dst, "to")
-            };
-            let peer = if ctx.is_pod(peer) {
-                format!("a podSelector (or namespaceSelector) matching the pod at {peer}")
-            } else {
-                format!("`ipBlock: {{cidr: {}}}`", ipnet::IpNet::from(peer))
-            };
-            let port = match (p.proto, p.dport) {
-                (6 | 17 | 132, Some(port)) => format!(
-                    ", `ports: [{{protocol: {}, port: {port}}}]`",
-                    netdrop_model::rules::proto_name(p.proto).unwrap_or("TCP").to_ascii_uppercase()
-                ),
-                _ => String::new(),
-            };
+            let dir = if ingress { Direction::Ingress } else { Direction::Egress };
             (
-                format!("{flow}: {place} {verb}: kube-router enforces NetworkPolicy for pod {ns}/{name}, and no NetworkPolicy that selects it allows this {dir} traffic.{shadow}"),
-                format!("See the policies that select the pod: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`). If this traffic should pass, allow it in one of them, or a new one selecting the pod: an {dir} rule `{key}:` {peer}{port}. kube-router applies it by itself; an iptables edit would be undone at its next sync."),
+                format!("{flow}: {place} {verb}: kube-router enforces NetworkPolicy for pod {ns}/{name}, and no NetworkPolicy that selects it allows this {} traffic.{shadow}", dir.as_str()),
+                format!("See the policies that select the pod: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`). If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. kube-router applies it by itself; an iptables edit would be undone at its next sync.", policy_rule(ctx, p, dir)),
             )
         }
-        (Owner::Calico | Owner::Cilium | Owner::KubeRouter | Owner::WeaveNpc, _) => (
-            format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {} does not allow this traffic.{shadow}", owner_name(owner)),
-            "List the policies that select the source and destination pods (`kubectl get networkpolicy -A`) and add one that allows this flow.".into(),
-        ),
+        // Other NetworkPolicy engines: the direction from the chain, the pod
+        // by its address (its name needs the cluster: `kubectl` finds it).
+        (Owner::Calico | Owner::Cilium | Owner::KubeRouter | Owner::WeaveNpc, _) => {
+            let engine = owner_name(owner);
+            match policy_direction(owner, &d.chain) {
+                Some(dir) => {
+                    let pod = match dir {
+                        Direction::Ingress => p.dst,
+                        Direction::Egress => p.src,
+                    };
+                    (
+                        format!("{flow}: {place} {verb}: {engine} enforces NetworkPolicy for the pod at {pod}, and no policy that selects it allows this {} traffic.{shadow}", dir.as_str()),
+                        format!("Find the pod and the policies that select it: `kubectl get pods -A -o wide --field-selector status.podIP={pod}`, then `kubectl -n <its namespace> get networkpolicy`. If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. {engine} applies it by itself; an iptables rule before its chains would bypass the policy, and its next sync would undo it.", policy_rule(ctx, p, dir)),
+                    )
+                }
+                None => (
+                    format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {engine} does not allow this traffic.{shadow}"),
+                    format!("Find the policies that select the source pod (egress) and the destination pod (ingress): `kubectl get pods -A -o wide --field-selector status.podIP={}` (and {}), then `kubectl -n <namespace> get networkpolicy`; allow this flow in the one that denies it ({engine} applies it; an iptables edit would bypass the policy).", p.src, p.dst),
+                ),
+            }
+        }
         // Firewall generators: an iptables edit is lost at their next
         // reload; the fix goes into their own configuration.
         (Owner::Ufw, _) => {
@@ -707,6 +708,65 @@ fn sentences(
 /// fixes go into their own configuration.
 fn is_generator(owner: Owner) -> bool {
     matches!(owner, Owner::Ufw | Owner::Shorewall | Owner::Csf)
+}
+
+/// Which side of a flow a NetworkPolicy rule is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// The destination pod's policies (`from:`).
+    Ingress,
+    /// The source pod's policies (`to:`).
+    Egress,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// The policy direction a NetworkPolicy engine's chain enforces: Calico's
+/// to-workload (`cali-tw-`) and inbound-policy (`cali-pi-`) chains are the
+/// destination pod's ingress, from-workload and outbound ones its egress;
+/// weave-npc's `WEAVE-NPC-EGRESS*` chains are egress, the rest ingress.
+fn policy_direction(owner: Owner, chain: &str) -> Option<Direction> {
+    match owner {
+        Owner::Calico if chain.starts_with("cali-tw-") || chain.starts_with("cali-pi-") => {
+            Some(Direction::Ingress)
+        }
+        Owner::Calico if chain.starts_with("cali-fw-") || chain.starts_with("cali-po-") => {
+            Some(Direction::Egress)
+        }
+        Owner::WeaveNpc if chain.contains("EGRESS") => Some(Direction::Egress),
+        Owner::WeaveNpc => Some(Direction::Ingress),
+        _ => None,
+    }
+}
+
+/// The NetworkPolicy rule that allows this packet, in the policy's words.
+fn policy_rule(ctx: &Cluster, p: &Packet, dir: Direction) -> String {
+    let (peer, key) = match dir {
+        Direction::Ingress => (p.src, "from"),
+        Direction::Egress => (p.dst, "to"),
+    };
+    let peer = if ctx.is_pod(peer) {
+        format!("a podSelector (or namespaceSelector) matching the pod at {peer}")
+    } else {
+        format!("`ipBlock: {{cidr: {}}}`", ipnet::IpNet::from(peer))
+    };
+    let port = match (p.proto, p.dport) {
+        (6 | 17 | 132, Some(port)) => format!(
+            ", `ports: [{{protocol: {}, port: {port}}}]`",
+            netdrop_model::rules::proto_name(p.proto)
+                .unwrap_or("TCP")
+                .to_ascii_uppercase()
+        ),
+        _ => String::new(),
+    };
+    format!("an {} rule `{key}:` {peer}{port}", dir.as_str())
 }
 
 /// The destination port of a TCP or UDP packet.
@@ -806,7 +866,9 @@ fn accept_words(ctx: &Cluster, p: &Packet) -> String {
         return "-m conntrack --ctstate RELATED,ESTABLISHED".to_owned();
     }
     let mut w = format!("-s {} -d {}", net_of(ctx, p.src), net_of(ctx, p.dst));
-    if ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
+    // Between pods (forwarded: a pod's traffic to the node itself is no
+    // pod-to-pod flow), any traffic of the two pod CIDRs.
+    if p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
         return w;
     }
     if p.hook == Hook::Forward && ctx.is_pod(p.src) {
@@ -853,7 +915,7 @@ fn nft_match_words(ctx: &Cluster, p: &Packet) -> String {
         net_of(ctx, p.src),
         net_of(ctx, p.dst)
     );
-    if ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
+    if p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
         return w;
     }
     match (netdrop_model::rules::proto_name(p.proto), tcp_udp_port(p)) {
@@ -1043,6 +1105,73 @@ fn firewalld_zone(chain: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fix is walked before it is printed: a narrow one is kept and
+    /// said so; one that would let a stranger into the pods is withheld,
+    /// with what it would have let through and what is needed instead.
+    #[test]
+    fn a_fix_that_opens_more_is_withheld() {
+        let rs = netdrop_model::parse_ruleset(
+            "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n",
+        )
+        .unwrap();
+        let owners = OwnerContext::new(&rs, None);
+        let ctx = Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]);
+        let p = netdrop_model::packet::parse_packet(
+            "FORWARD tcp 10.224.1.2:40000 -> 10.224.2.2:80 in flannel.1 out cni0",
+        )
+        .unwrap();
+        let o = netdrop_model::simulate(&rs, &p).remove(0);
+        let d = Decision::of(&rs, &owners, &o);
+        let place = "the DROP policy of filter/FORWARD";
+        let (fix, status) = checked(
+            &rs,
+            &ctx,
+            &p,
+            &d,
+            place,
+            "`iptables -I FORWARD -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`".into(),
+        );
+        assert_eq!(status, FixStatus::Proven, "{fix}");
+        assert!(
+            fix.contains("new connections from other sources keep their verdicts"),
+            "{fix}"
+        );
+        let (fix, status) = checked(
+            &rs,
+            &ctx,
+            &p,
+            &d,
+            place,
+            "`iptables -I FORWARD -s 10.224.0.0/16 -j ACCEPT; iptables -I FORWARD -d 10.224.0.0/16 -j ACCEPT`".into(),
+        );
+        assert_eq!(status, FixStatus::Withheld, "{fix}");
+        assert!(
+            !fix.contains('`') || !fix.contains("`iptables"),
+            "nothing to paste: {fix}"
+        );
+        assert!(
+            fix.contains(
+                "tcp 203.0.113.99:40000 -> 10.224.2.2:80 in flannel.1 out cni0 (another source)"
+            ),
+            "{fix}"
+        );
+        assert!(fix.contains("`-s 10.224.0.0/16 -d 10.224.0.0/16`"), "{fix}");
+        // One that does not let the packet through is no fix either.
+        let (fix, status) = checked(
+            &rs,
+            &ctx,
+            &p,
+            &d,
+            place,
+            "`iptables -I FORWARD -s 10.225.0.0/16 -j ACCEPT`".into(),
+        );
+        assert_eq!(status, FixStatus::Withheld, "{fix}");
+        assert!(fix.contains("does not get this packet past"), "{fix}");
+        // Not an iptables rule: not the model's to walk.
+        let (_, status) = checked(&rs, &ctx, &p, &d, place, "`firewall-cmd --reload`".into());
+        assert_eq!(status, FixStatus::NotModelled);
+    }
 
     #[test]
     fn firewalld_chains_name_their_zone_or_policy() {
