@@ -52,6 +52,212 @@ impl Cluster {
     }
 }
 
+/// What carries pod traffic on a node — the devices `check`'s probes
+/// cross and the overlay port they knock on — taken from the node itself:
+/// its devices on a live node, the interfaces and chains its rules name in
+/// a dump; flannel's defaults only when neither says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeShape {
+    /// The CNI the devices belong to.
+    pub cni: Owner,
+    /// The device traffic from other nodes' pods arrives by (`None`:
+    /// routed over the underlay, no overlay device).
+    pub overlay: Option<String>,
+    /// The overlay's UDP port (`None`: no UDP overlay: routed, IPIP).
+    pub overlay_port: Option<u16>,
+    /// The device this node's pods hang off (a bridge; for CNIs with a
+    /// device per pod, one of them).
+    pub pod_iface: String,
+    /// The node's uplink.
+    pub underlay: String,
+    pub learned: ShapeSource,
+}
+
+/// How [`NodeShape`] was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeSource {
+    /// The node's own network devices.
+    Devices,
+    /// The interfaces and chains the ruleset names.
+    Rules,
+    /// Nothing said: flannel's VXLAN defaults.
+    Assumed,
+}
+
+impl ShapeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Devices => "from the node's devices",
+            Self::Rules => "from the interfaces and chains its rules name",
+            Self::Assumed => "assumed: flannel's defaults (nothing on the node said otherwise)",
+        }
+    }
+}
+
+impl NodeShape {
+    /// flannel's VXLAN node: flannel.1, cni0, eth0.
+    pub fn flannel_default(vxlan_port: u16) -> Self {
+        Self {
+            cni: Owner::Flannel,
+            overlay: Some("flannel.1".into()),
+            overlay_port: Some(vxlan_port),
+            pod_iface: "cni0".into(),
+            underlay: "eth0".into(),
+            learned: ShapeSource::Assumed,
+        }
+    }
+
+    /// The shape the device names (or rule interface names, `+`
+    /// wildcards stripped) tell; `None` when they name no CNI.
+    pub fn from_names<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        vxlan_port: u16,
+        learned: ShapeSource,
+    ) -> Option<Self> {
+        let names: Vec<&str> = names.into_iter().collect();
+        let has = |n: &str| names.contains(&n);
+        let first = |prefix: &str, sample: &str| {
+            names
+                .iter()
+                .find(|n| n.starts_with(prefix) && n.len() > prefix.len())
+                .map_or_else(|| sample.to_owned(), |n| (*n).to_owned())
+        };
+        let underlay = ["eth0", "ens", "enp", "eno", "eth", "bond", "br-ex"]
+            .iter()
+            .find_map(|p| names.iter().find(|n| n.starts_with(p)))
+            .map_or_else(|| "eth0".to_owned(), |n| (*n).to_owned());
+        let shape = |cni, overlay: Option<String>, overlay_port, pod_iface: String| Self {
+            cni,
+            overlay,
+            overlay_port,
+            pod_iface,
+            underlay: underlay.clone(),
+            learned,
+        };
+        let bridge = ["cni0", "cbr0", "kube-bridge"]
+            .into_iter()
+            .find(|b| has(b))
+            .unwrap_or("cni0")
+            .to_owned();
+        if names.iter().any(|n| n.starts_with("cilium_")) {
+            let vxlan = has("cilium_vxlan");
+            return Some(shape(
+                Owner::Cilium,
+                vxlan.then(|| "cilium_vxlan".to_owned()),
+                vxlan.then_some(FLANNEL_VXLAN_PORT),
+                first("lxc", "lxc0a1b2c3d4e5"),
+            ));
+        }
+        if names.iter().any(|n| n.starts_with("cali")) {
+            let (overlay, port) = if has("vxlan.calico") {
+                (Some("vxlan.calico".to_owned()), Some(4789))
+            } else if has("tunl0") {
+                (Some("tunl0".to_owned()), None)
+            } else {
+                (None, None)
+            };
+            return Some(shape(
+                Owner::Calico,
+                overlay,
+                port,
+                first("cali", "cali0a1b2c3d4e5"),
+            ));
+        }
+        if has("weave") {
+            return Some(shape(
+                Owner::Weave,
+                Some("weave".into()),
+                Some(6784),
+                "weave".into(),
+            ));
+        }
+        if let Some(f) = names.iter().find(|n| n.starts_with("flannel")) {
+            let vxlan = f.starts_with("flannel.") || f.starts_with("flannel-v6.");
+            return Some(shape(
+                Owner::Flannel,
+                Some((*f).to_owned()),
+                vxlan.then_some(vxlan_port),
+                bridge,
+            ));
+        }
+        if has("kube-bridge") {
+            let tunnel = names
+                .iter()
+                .find(|n| n.starts_with("tun-"))
+                .map(|n| (*n).to_owned());
+            return Some(shape(Owner::KubeRouter, tunnel, None, bridge));
+        }
+        if has("cni0") || has("cbr0") {
+            return Some(shape(Owner::CniPlugin, None, None, bridge));
+        }
+        if has("docker0") {
+            return Some(shape(Owner::Docker, None, None, "docker0".into()));
+        }
+        None
+    }
+
+    /// The shape a ruleset's interface names and chains tell.
+    pub fn from_rules(rs: &Ruleset, vxlan_port: u16) -> Option<Self> {
+        let mut names: Vec<String> = Vec::new();
+        let mut add = |n: &str| {
+            let n = n.trim_end_matches('+');
+            if !n.is_empty() && !names.iter().any(|m| m == n) {
+                names.push(n.to_owned());
+            }
+        };
+        for t in rs.tables.values() {
+            for c in &t.chains {
+                // The agents' chains say which CNI even where no rule
+                // names its devices.
+                // (kube-router's chains are also its NetworkPolicy
+                // alone, beside flannel: they say nothing of devices.)
+                match chain_owner(&c.name) {
+                    Some(Owner::Calico) => add("cali"),
+                    Some(Owner::Cilium) => add("cilium_"),
+                    Some(Owner::Weave | Owner::WeaveNpc) => add("weave"),
+                    Some(Owner::Flannel) => add("flannel.1"),
+                    _ => {}
+                }
+                for r in &c.rules {
+                    for m in &r.matches {
+                        if let Match::InIface { pat, .. } | Match::OutIface { pat, .. } = m {
+                            add(&pat.0);
+                        }
+                    }
+                }
+            }
+        }
+        Self::from_names(
+            names.iter().map(String::as_str),
+            vxlan_port,
+            ShapeSource::Rules,
+        )
+    }
+
+    /// The device pods of other nodes arrive by: the overlay, else the
+    /// underlay (routed).
+    pub fn remote_iface(&self) -> &str {
+        self.overlay.as_deref().unwrap_or(&self.underlay)
+    }
+}
+
+/// The node's shape: its devices when known (a live node), else what its
+/// rules name, else flannel's defaults.
+pub fn shape_of(rs: Option<&Ruleset>, facts: &NodeFacts, vxlan_port: u16) -> NodeShape {
+    facts
+        .interfaces
+        .as_ref()
+        .and_then(|names| {
+            NodeShape::from_names(
+                names.iter().map(String::as_str),
+                vxlan_port,
+                ShapeSource::Devices,
+            )
+        })
+        .or_else(|| rs.and_then(|rs| NodeShape::from_rules(rs, vxlan_port)))
+        .unwrap_or_else(|| NodeShape::flannel_default(vxlan_port))
+}
+
 /// What is known of the node beyond its rules (live checks fill it in).
 #[derive(Clone, Debug, Default)]
 pub struct NodeFacts {
@@ -153,11 +359,11 @@ impl Finding {
 }
 
 /// A probe: a flow the node must carry, and what it means when it dies.
-struct Probe {
+pub struct Probe {
     /// `None`: a FORWARD probe, named by how it dies.
-    id: Option<FindingId>,
-    severity: Severity,
-    pkt: Packet,
+    pub id: Option<FindingId>,
+    pub severity: Severity,
+    pub pkt: Packet,
 }
 
 fn nth(net: &IpNet, n: u32) -> IpAddr {
@@ -172,7 +378,8 @@ fn nth(net: &IpNet, n: u32) -> IpAddr {
 /// The probe packet of pod egress to the outside (masquerade check).
 const EGRESS_PROBE: usize = 2;
 
-fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
+/// The flows a node of `shape` must carry for pod CIDR `pod`.
+pub fn probes(pod: &IpNet, shape: &NodeShape) -> Vec<Probe> {
     let (local_pod, remote_pod, gw) = if pod.prefix_len() <= 16 || matches!(pod, IpNet::V6(_)) {
         (nth(pod, 0x0102), nth(pod, 0x0202), nth(pod, 0x0101))
     } else {
@@ -217,8 +424,8 @@ fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
                 40000,
                 local_pod,
                 80,
-                Some("flannel.1"),
-                Some("cni0"),
+                Some(shape.remote_iface()),
+                Some(&shape.pod_iface),
             ),
         ),
         forward(
@@ -230,8 +437,8 @@ fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
                 40000,
                 remote_pod,
                 80,
-                Some("cni0"),
-                Some("flannel.1"),
+                Some(&shape.pod_iface),
+                Some(shape.remote_iface()),
             ),
         ),
         forward(
@@ -243,12 +450,12 @@ fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
                 40000,
                 internet,
                 443,
-                Some("cni0"),
-                Some("eth0"),
+                Some(&shape.pod_iface),
+                Some(&shape.underlay),
             ),
         ),
     ];
-    if v4 {
+    if let (true, Some(port)) = (v4, shape.overlay_port) {
         v.push(Probe {
             id: Some(FindingId::InputBlocksVxlan),
             severity: Severity::Critical,
@@ -258,15 +465,26 @@ fn probes(pod: &IpNet, vxlan_port: u16) -> Vec<Probe> {
                 peer,
                 51000,
                 node,
-                vxlan_port,
-                Some("eth0"),
+                port,
+                Some(&shape.underlay),
                 None,
             ),
         });
+    }
+    if v4 {
         v.push(Probe {
             id: Some(FindingId::InputBlocksKubelet),
             severity: Severity::Warning,
-            pkt: mk(Hook::Input, 6, peer, 51000, node, 10250, Some("eth0"), None),
+            pkt: mk(
+                Hook::Input,
+                6,
+                peer,
+                51000,
+                node,
+                10250,
+                Some(&shape.underlay),
+                None,
+            ),
         });
     }
     v
@@ -291,14 +509,19 @@ pub fn first_drop(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet) -> Option<D
 
 /// All findings for one ruleset (one family, one backend); `owners` is
 /// `OwnerContext::new(rs, facts.interfaces)`.
-pub fn check(rs: &Ruleset, owners: &OwnerContext, cluster: &Cluster) -> Vec<Finding> {
+pub fn check(
+    rs: &Ruleset,
+    owners: &OwnerContext,
+    cluster: &Cluster,
+    shape: &NodeShape,
+) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     let family_pods = cluster
         .pod_cidrs
         .iter()
         .filter(|n| Family::of(n.addr()) == rs.family);
     for pod in family_pods {
-        for probe in probes(pod, cluster.vxlan_port) {
+        for probe in probes(pod, shape) {
             let Some(d) = first_drop(rs, owners, &probe.pkt) else {
                 continue;
             };
@@ -330,7 +553,7 @@ pub fn check(rs: &Ruleset, owners: &OwnerContext, cluster: &Cluster) -> Vec<Find
                 }),
             }
         }
-        out.extend(masquerade_mismatch(rs, owners, cluster, pod));
+        out.extend(masquerade_mismatch(rs, owners, pod, shape));
     }
     out.extend(leftover_chains(rs, owners));
     out.extend(services_without_endpoints(rs, owners));
@@ -373,12 +596,10 @@ pub fn node_findings(facts: &NodeFacts) -> Vec<Finding> {
 fn masquerade_mismatch(
     rs: &Ruleset,
     owners: &OwnerContext,
-    cluster: &Cluster,
     pod: &IpNet,
+    shape: &NodeShape,
 ) -> Option<Finding> {
-    let probe = probes(pod, cluster.vxlan_port)
-        .into_iter()
-        .nth(EGRESS_PROBE)?;
+    let probe = probes(pod, shape).into_iter().nth(EGRESS_PROBE)?;
     let mut pkt = probe.pkt;
     pkt.hook = Hook::Postrouting;
     pkt.in_iface = None;
@@ -543,9 +764,19 @@ mod tests {
         .unwrap();
         let pods = vec!["10.224.0.0/16".parse().unwrap()];
         let owners = OwnerContext::new(&rs, None);
-        let flannel = check(&rs, &owners, &Cluster::new(pods.clone()));
+        let flannel = check(
+            &rs,
+            &owners,
+            &Cluster::new(pods.clone()),
+            &NodeShape::flannel_default(8472),
+        );
         assert!(flannel.is_empty(), "{flannel:?}");
-        let other = check(&rs, &owners, &Cluster::new(pods).with_vxlan_port(4789));
+        let other = check(
+            &rs,
+            &owners,
+            &Cluster::new(pods),
+            &NodeShape::flannel_default(4789),
+        );
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].id, FindingId::InputBlocksVxlan);
         assert_eq!(other[0].flows[0].dport, Some(4789));
@@ -560,7 +791,9 @@ mod tests {
             ))
             .unwrap();
             let owners = OwnerContext::new(&rs, None);
-            check(&rs, &owners, &Cluster::new(pods.clone()))
+            let shape = shape_of(Some(&rs), &NodeFacts::default(), 8472);
+            assert_eq!(shape.learned, ShapeSource::Rules, "{shape:?}");
+            check(&rs, &owners, &Cluster::new(pods.clone()), &shape)
         };
         // Certain: every walk of the probe dies there.
         let certain = forward_drop("");
@@ -577,6 +810,82 @@ mod tests {
             d.assumptions.iter().any(|a| a.contains("in ipset BLOCKED")),
             "{:?}",
             d.assumptions
+        );
+    }
+
+    /// The probes cross the devices the node has, not flannel's on every
+    /// node: a weave node is probed through weave and its port 6784, a
+    /// Calico one through its per-pod device and no overlay port unless
+    /// it runs VXLAN; a node that says nothing gets flannel's, said so.
+    #[test]
+    fn probes_follow_the_nodes_own_devices() {
+        let names = |v: &[&'static str]| {
+            NodeShape::from_names(v.iter().copied(), 8472, ShapeSource::Devices)
+        };
+        let weave = names(&["lo", "ens3", "weave", "vethwe-bridge", "datapath"]).unwrap();
+        assert_eq!(
+            (weave.cni, weave.pod_iface.as_str()),
+            (Owner::Weave, "weave")
+        );
+        assert_eq!(
+            (weave.overlay_port, weave.underlay.as_str()),
+            (Some(6784), "ens3")
+        );
+        let calico = names(&["lo", "eth0", "tunl0", "cali12ab34cd56e"]).unwrap();
+        assert_eq!(calico.cni, Owner::Calico);
+        assert_eq!(calico.pod_iface, "cali12ab34cd56e");
+        assert_eq!(
+            (calico.overlay.as_deref(), calico.overlay_port),
+            (Some("tunl0"), None)
+        );
+        let flannel = names(&["lo", "eth0", "flannel.1", "cni0", "veth1"]).unwrap();
+        assert_eq!(
+            flannel,
+            NodeShape {
+                learned: ShapeSource::Devices,
+                ..NodeShape::flannel_default(8472)
+            }
+        );
+        assert_eq!(names(&["lo", "eth0"]), None);
+
+        let pod: IpNet = "10.32.0.0/12".parse().unwrap();
+        let ps = probes(&pod, &weave);
+        assert_eq!(ps[0].pkt.in_iface.as_deref(), Some("weave"));
+        assert!(
+            ps.iter()
+                .all(|p| p.pkt.in_iface.as_deref() != Some("flannel.1"))
+        );
+        assert!(
+            ps.iter()
+                .any(|p| p.id == Some(FindingId::InputBlocksVxlan) && p.pkt.dport == Some(6784))
+        );
+        // No UDP overlay (Calico over IPIP): nothing knocks on 8472.
+        let ps = probes(&pod, &calico);
+        assert!(!ps.iter().any(|p| p.id == Some(FindingId::InputBlocksVxlan)));
+        assert_eq!(ps[1].pkt.out_iface.as_deref(), Some("tunl0"));
+
+        // A dump: its rules name kube-router's bridge.
+        let rs = parse_ruleset("*filter\n:FORWARD ACCEPT [0:0]\n:KUBE-ROUTER-FORWARD - [0:0]\n-A FORWARD -j KUBE-ROUTER-FORWARD\n-A KUBE-ROUTER-FORWARD -o kube-bridge -j ACCEPT\nCOMMIT\n").unwrap();
+        // flannel's chains name no device, and are flannel's still.
+        let fl = parse_ruleset("*filter\n:FORWARD ACCEPT [0:0]\n:FLANNEL-FWD - [0:0]\n-A FORWARD -j FLANNEL-FWD\n-A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT\n-A FORWARD -o docker0 -j DOCKER\nCOMMIT\n").unwrap();
+        let fl = shape_of(Some(&fl), &NodeFacts::default(), 8472);
+        assert_eq!(
+            (fl.cni, fl.overlay.as_deref()),
+            (Owner::Flannel, Some("flannel.1"))
+        );
+        let kr = shape_of(Some(&rs), &NodeFacts::default(), 8472);
+        assert_eq!(
+            (kr.cni, kr.learned),
+            (Owner::KubeRouter, ShapeSource::Rules)
+        );
+        assert_eq!(
+            (kr.pod_iface.as_str(), kr.overlay.as_deref()),
+            ("kube-bridge", None)
+        );
+        let empty = parse_ruleset("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n").unwrap();
+        assert_eq!(
+            shape_of(Some(&empty), &NodeFacts::default(), 8472).learned,
+            ShapeSource::Assumed
         );
     }
 }

@@ -305,6 +305,7 @@ fn flannels_nftables_masquerade_of_another_network_is_found() {
             &rs,
             &owners,
             &netdrop_model::check::Cluster::new(vec![pod.parse().unwrap()]),
+            &netdrop_model::check::NodeShape::flannel_default(8472),
         )
     };
     let f = findings("10.224.0.0/16");
@@ -363,6 +364,7 @@ fn a_gone_cnis_native_table_is_a_leftover() {
         &rs,
         &owners,
         &netdrop_model::check::Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]),
+        &netdrop_model::check::NodeShape::flannel_default(8472),
     );
     assert!(
         f.iter()

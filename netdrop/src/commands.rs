@@ -58,6 +58,37 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             log::warn!("line {}: {}", w.line, w.message);
         }
     }
+    // No --pod-cidr: the rules' own (flannel's FLANNEL-FWD and masquerade
+    // rules name its Network), said as such.
+    let mut cluster = cluster;
+    let mut cidr_note = None;
+    if cluster.pod_cidrs.is_empty() {
+        for (_, rs) in rules.all() {
+            for n in OwnerContext::new(rs, None).flannel_networks {
+                if !cluster.pod_cidrs.contains(&n) {
+                    cluster.pod_cidrs.push(n);
+                }
+            }
+        }
+        cidr_note = Some(if cluster.pod_cidrs.is_empty() {
+            "no --pod-cidr given and none in the rules: pod flows not probed".to_owned()
+        } else {
+            format!(
+                "pod CIDR {} (from flannel's rules; --pod-cidr to say otherwise)",
+                cluster
+                    .pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    let shape = netdrop_model::check::shape_of(
+        rules.all().map(|(_, rs)| rs).next(),
+        &facts,
+        cluster.vxlan_port,
+    );
     let mut findings = check_node(rules.all().map(|(_, rs)| rs), &cluster, &facts);
     findings.sort_by(|a, b| {
         b.unmodelled
@@ -67,6 +98,12 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     });
     if args.output != Output::Json {
         println!("rules read: {}", rules_read(&rules));
+        if let Some(n) = &cidr_note {
+            println!("{n}");
+        }
+        if !cluster.pod_cidrs.is_empty() {
+            println!("probes: {}", probes_text(&shape));
+        }
     }
     print_findings(&findings, args.output)?;
     Ok(if is_failing(&findings) {
@@ -74,6 +111,25 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The node `check` probed, in a line: which CNI's devices, how it knows.
+fn probes_text(shape: &netdrop_model::check::NodeShape) -> String {
+    let remote = match &shape.overlay {
+        Some(o) => format!("other nodes' pods via {o}"),
+        None => format!("other nodes' pods routed over {}", shape.underlay),
+    };
+    let port = match shape.overlay_port {
+        Some(p) => format!("overlay udp {p} from other nodes"),
+        None => "no UDP overlay port".to_owned(),
+    };
+    format!(
+        "{} node ({}): pods on {}, {remote}, egress by {}, {port}, kubelet tcp 10250",
+        explain::owner_name(shape.cni),
+        shape.learned.as_str(),
+        shape.pod_iface,
+        shape.underlay
+    )
 }
 
 /// What `check` read, side by side: every backend's tables with their

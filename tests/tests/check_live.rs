@@ -188,3 +188,50 @@ fn a_leftover_native_cni_table_is_found_and_its_fix_works() {
     let (code, findings, _) = check_json(&node, &[]);
     assert_eq!(code, Some(0), "after the fix: {findings:#?}");
 }
+
+/// `check` probes the node it is given, not flannel's on every node: a
+/// node with weave's bridge is probed through it and weave's overlay port;
+/// flannel's port is none of its business. Without devices that name a
+/// CNI, flannel's defaults, said as assumed.
+#[test]
+fn live_probes_follow_the_nodes_devices() {
+    require_root!();
+    let mut lab = Lab::new("shape");
+    let node = lab.netns("node").unwrap();
+    let check = |node: &str| {
+        let out = Command::new(netdrop_bin())
+            .args(["check", "--netns", node, "--pod-cidr", "10.32.0.0/12"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check(&node);
+    assert!(
+        text.contains("probes: flannel node (assumed: flannel's defaults"),
+        "{text}"
+    );
+    lab.bridge(&node, "weave", Some("10.32.0.1/12")).unwrap();
+    let peer = lab.netns("peer").unwrap();
+    lab.veth((&peer, "eth0", None), (&node, "ens3", None))
+        .unwrap();
+    for port in ["8472", "6784"] {
+        lab.iptables(
+            &node,
+            &["-A", "INPUT", "-p", "udp", "--dport", port, "-j", "DROP"],
+        )
+        .unwrap();
+    }
+    let text = check(&node);
+    assert!(
+        text.contains("probes: Weave Net node (from the node's devices): pods on weave, other nodes' pods via weave, egress by ens3, overlay udp 6784 from other nodes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("blocks: udp 192.0.2.2:51000 -> 192.0.2.1:6784 in ens3"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(":8472"),
+        "flannel's port is not this node's: {text}"
+    );
+}

@@ -83,7 +83,7 @@ fn check_exits_3_on_findings_and_0_without() {
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout).trim(),
-        "rules read: iptables-legacy: filter (18), mangle (1), nat (78)\nno findings: nothing in these rules blocks pod traffic",
+        "rules read: iptables-legacy: filter (18), mangle (1), nat (78)\nprobes: flannel node (from the interfaces and chains its rules name): pods on cni0, other nodes' pods via flannel.1, egress by eth0, overlay udp 8472 from other nodes, kubelet tcp 10250\nno findings: nothing in these rules blocks pod traffic",
         "an iptables-save dump without (nf_tables) in its header is iptables-legacy's"
     );
 }
@@ -179,9 +179,23 @@ fn bad_input_to_check_and_explain() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent/node.rules"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    // check without a pod CIDR: usage error.
+    // check without a pod CIDR takes flannel's from the rules, and says so;
+    // with neither, it says what it could not probe.
     let out = netdrop(&["check", "--rules", &fixture(HEALTHY)]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pod CIDR 10.1.0.0/16 (from flannel's rules"),
+        "{text}"
+    );
+    let none = TempPath::file("no-pods", "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n");
+    let out = netdrop(&["check", "--rules", none.path()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no --pod-cidr given and none in the rules: pod flows not probed"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0));
 }
 
 /// A native nftables ruleset given as `nft -j list ruleset` JSON (real

@@ -53,7 +53,8 @@ pub fn check_node<'a>(
     let mut out = Vec::new();
     for rs in rulesets {
         let owners = OwnerContext::new(rs, facts.interfaces.clone());
-        for f in check::check(rs, &owners, cluster) {
+        let shape = check::shape_of(Some(rs), facts, cluster.vxlan_port);
+        for f in check::check(rs, &owners, cluster, &shape) {
             out.push(explain_finding(&f, Some((rs, &owners)), cluster));
         }
     }
