@@ -48,6 +48,11 @@ pub enum Owner {
     /// (`LOGDROPIN`, `ALLOWIN`, `DENYIN`, ...).
     #[serde(rename = "csf")]
     Csf,
+    /// ferm, which writes the tables its configuration names and leaves
+    /// no mark in them: known from the node (its configuration in force
+    /// for the namespace read), not from the rules.
+    #[serde(rename = "ferm")]
+    Ferm,
     #[serde(rename = "custom")]
     Custom,
 }
@@ -72,6 +77,7 @@ impl Owner {
             Self::Ufw => "ufw",
             Self::Shorewall => "shorewall",
             Self::Csf => "csf",
+            Self::Ferm => "ferm",
             Self::Custom => "custom",
         }
     }
@@ -229,6 +235,8 @@ impl OwnerContext {
             Some(Owner::Shorewall)
         } else if has("LOGDROPIN") && has("ALLOWIN") && has("DENYIN") {
             Some(Owner::Csf)
+        } else if rs.ferm_conf.is_some() {
+            Some(Owner::Ferm)
         } else {
             None
         };
@@ -265,6 +273,8 @@ impl OwnerContext {
             // and actions: every non-built-in chain no agent claims.
             Some(Owner::Shorewall) if !is_builtin_chain(name) => Some(Owner::Shorewall),
             Some(Owner::Csf) if CSF_CHAINS.contains(&name) => Some(Owner::Csf),
+            // ferm writes the user chains its configuration declares.
+            Some(Owner::Ferm) if !is_builtin_chain(name) => Some(Owner::Ferm),
             _ => None,
         })
     }
@@ -454,6 +464,21 @@ mod tests {
 
         let csf = "*filter\n:INPUT DROP [0:0]\n:ALLOWIN - [0:0]\n:DENYIN - [0:0]\n:LOGDROPIN - [0:0]\n:INVALID - [0:0]\n-A INPUT -j INVALID\n-A INPUT -j LOGDROPIN\n-A LOGDROPIN -j DROP\nCOMMIT\n";
         assert_eq!(owner_of(csf, "INPUT", 0), Owner::Csf);
+        // ferm leaves no mark: its configuration in force says it.
+        let plain = "*filter\n:INPUT DROP [0:0]\n:mychain - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j mychain\n-A INPUT -i docker0 -j ACCEPT\nCOMMIT\n";
+        assert_eq!(owner_of(plain, "INPUT", 0), Owner::Custom);
+        let mut rs = parse_ruleset(plain).unwrap();
+        rs.ferm_conf = Some("/etc/ferm/ferm.conf".into());
+        let ctx = OwnerContext::new(&rs, None);
+        let input = rs.tables["filter"].chain("INPUT").unwrap();
+        assert_eq!(ctx.rule_owner("INPUT", &input.rules[0]), Owner::Ferm);
+        assert_eq!(ctx.chain_owner("mychain"), Some(Owner::Ferm));
+        assert_eq!(
+            ctx.rule_owner("INPUT", &input.rules[2]),
+            Owner::Docker,
+            "an agent's rule stays its own"
+        );
+        assert_eq!(ctx.policy_owner("INPUT", Policy::Drop), Owner::Ferm);
         assert_eq!(owner_of(csf, "LOGDROPIN", 0), Owner::Csf);
         // INVALID alone is a common name: csf's only beside its markers.
         let plain = "*filter\n:INPUT ACCEPT [0:0]\n:INVALID - [0:0]\n-A INPUT -j INVALID\nCOMMIT\n";

@@ -19,6 +19,9 @@ pub struct Ruleset {
     /// the suffix of the command that edits these tables
     /// (`iptables-legacy`); `None` where plain `iptables` does.
     pub backend_suffix: Option<String>,
+    /// The ferm configuration in force for these tables (ferm leaves no
+    /// mark in the rules it writes: the node says so, not the dump).
+    pub ferm_conf: Option<std::path::PathBuf>,
     pub tables: BTreeMap<String, Table>,
     /// Things the parser accepted with a remark (elisions, fragments, ...).
     pub warnings: Vec<Diagnostic>,

@@ -58,8 +58,13 @@ pub fn check_json(ns: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>, String)
 /// `table` of namespace `ns`: read with `iptables-save -c`, the operator's
 /// tool, not through netdrop.
 pub fn rule_packets(ns: &str, table: &str, chain: &str, rule: Option<&str>) -> u64 {
+    rule_packets_of("iptables-save", ns, table, chain, rule)
+}
+
+/// [`rule_packets`] as `save` (`iptables-legacy-save`, ...) reads them.
+pub fn rule_packets_of(save: &str, ns: &str, table: &str, chain: &str, rule: Option<&str>) -> u64 {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "iptables-save", "-c", "-t", table])
+        .args(["netns", "exec", ns, save, "-c", "-t", table])
         .output()
         .expect("iptables-save runs");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -16,8 +16,9 @@ const APT_PACKAGES: &[&str] = &[
     "firewalld",
     "docker.io",
     "containernetworking-plugins",
-    // A firewall generator, run in a test namespace (generators.rs).
+    // Firewall generators, run in test namespaces (generators.rs).
     "shorewall",
+    "ferm",
     "iproute2",
     "iputils-ping",
     "prometheus",

@@ -282,8 +282,35 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
         }
     }
     name_commands(&mut node);
+    let ferm = ferm_conf(netns);
+    for (_, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
+        rs.ferm_conf.clone_from(&ferm);
+    }
     read_native(netns, &mut node);
     Ok(node)
+}
+
+/// The ferm configuration in force for the namespace read (ferm leaves no
+/// mark in its rules): `NETDROP_FERM_CONF` when set (a node whose ferm
+/// reads another file, or a namespace ferm was run in); else the host's
+/// /etc/ferm/ferm.conf, for the host's own network namespace only — the
+/// one ferm.service writes — when it exists.
+fn ferm_conf(netns: Option<&str>) -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("NETDROP_FERM_CONF").filter(|p| !p.is_empty()) {
+        let p = std::path::PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
+    let ns = |p: &str| {
+        std::fs::metadata(p).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            (m.dev(), m.ino())
+        })
+    };
+    let host = netns.is_none()
+        && ns("/proc/self/ns/net").is_some()
+        && ns("/proc/self/ns/net") == ns("/proc/1/ns/net");
+    let conf = Path::new("/etc/ferm/ferm.conf");
+    (host && conf.exists()).then(|| conf.to_path_buf())
 }
 
 /// iptables' tables whose rules can drop a packet (`nat` cannot): the ones

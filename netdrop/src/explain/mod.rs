@@ -68,6 +68,7 @@ pub fn owner_name(o: Owner) -> &'static str {
         Owner::Ufw => "ufw",
         Owner::Shorewall => "Shorewall",
         Owner::Csf => "csf (ConfigServer Firewall)",
+        Owner::Ferm => "ferm",
         Owner::Custom => "no known agent (a hand-written rule, or an unknown tool's)",
     }
 }
@@ -647,6 +648,22 @@ fn sentences(
                 format!("Allow just this in /etc/csf/csf.allow: `{line}`, then `csf -r`. csf rewrites the whole ruleset: an `iptables` edit would be lost at its next restart."),
             )
         }
+        (Owner::Ferm, _) => {
+            let conf = rs
+                .ferm_conf
+                .as_deref()
+                .map_or_else(|| "/etc/ferm/ferm.conf".to_owned(), |c| c.display().to_string());
+            let domain = if p.src.is_ipv6() { "ip6" } else { "ip" };
+            let table = if d.table.contains(' ') { "filter" } else { d.table.as_str() };
+            (
+                format!("{flow}: {place} {verb}: ferm writes these rules from {conf}, and nothing in it accepts this before.{shadow}"),
+                format!(
+                    "Allow it in {conf}: in `domain {domain} table {table} chain {}`, before the rule that drops it: `{}`; then `ferm {conf}` (or `systemctl reload ferm`). ferm rewrites the tables from it: an `iptables` edit would be lost at its next run.",
+                    p.hook.as_str(),
+                    ferm_words(ctx, p)
+                ),
+            )
+        }
         (Owner::DistroFirewall, _) => {
             let role = port_role(ctx, p);
             let accept = accept_rule(ctx, p, &d.table, &d.chain, rule_no);
@@ -707,7 +724,10 @@ fn sentences(
 /// policies): an `iptables` edit is undone at their next reload, so their
 /// fixes go into their own configuration.
 fn is_generator(owner: Owner) -> bool {
-    matches!(owner, Owner::Ufw | Owner::Shorewall | Owner::Csf)
+    matches!(
+        owner,
+        Owner::Ufw | Owner::Shorewall | Owner::Csf | Owner::Ferm
+    )
 }
 
 /// Which side of a flow a NetworkPolicy rule is for.
@@ -854,6 +874,29 @@ fn service_fix(service: Option<&str>, advice: &str) -> String {
         }
         None => format!("{advice}."),
     }
+}
+
+/// [`accept_words`] in ferm's configuration language: one ACCEPT line.
+fn ferm_words(ctx: &Cluster, p: &Packet) -> String {
+    if is_reply(p) {
+        return "mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;".to_owned();
+    }
+    let mut w = format!("saddr {}", net_of(ctx, p.src));
+    let pods = p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst);
+    let egress = p.hook == Hook::Forward && ctx.is_pod(p.src);
+    if pods || !egress && p.hook != Hook::Input {
+        w.push_str(&format!(" daddr {}", net_of(ctx, p.dst)));
+    }
+    if !pods && !egress {
+        if let Some(proto) = netdrop_model::rules::proto_name(p.proto) {
+            w.push_str(&format!(" proto {proto}"));
+            if let Some(port) = tcp_udp_port(p) {
+                w.push_str(&format!(" dport {port}"));
+            }
+        }
+    }
+    w.push_str(" ACCEPT;");
+    w
 }
 
 /// The narrowest iptables words that still match this packet's flow (see
