@@ -887,12 +887,13 @@ fn ferm_words(ctx: &Cluster, p: &Packet) -> String {
     if pods || !egress && p.hook != Hook::Input {
         w.push_str(&format!(" daddr {}", net_of(ctx, p.dst)));
     }
-    if !pods && !egress {
-        if let Some(proto) = netdrop_model::rules::proto_name(p.proto) {
-            w.push_str(&format!(" proto {proto}"));
-            if let Some(port) = tcp_udp_port(p) {
-                w.push_str(&format!(" dport {port}"));
-            }
+    if !pods
+        && !egress
+        && let Some(proto) = netdrop_model::rules::proto_name(p.proto)
+    {
+        w.push_str(&format!(" proto {proto}"));
+        if let Some(port) = tcp_udp_port(p) {
+            w.push_str(&format!(" dport {port}"));
         }
     }
     w.push_str(" ACCEPT;");
