@@ -244,7 +244,7 @@ impl NodeShape {
 /// The node's shape: its devices when known (a live node), else what its
 /// rules name, else flannel's defaults.
 pub fn shape_of(rs: Option<&Ruleset>, facts: &NodeFacts, vxlan_port: u16) -> NodeShape {
-    facts
+    let mut shape = facts
         .interfaces
         .as_ref()
         .and_then(|names| {
@@ -255,7 +255,11 @@ pub fn shape_of(rs: Option<&Ruleset>, facts: &NodeFacts, vxlan_port: u16) -> Nod
             )
         })
         .or_else(|| rs.and_then(|rs| NodeShape::from_rules(rs, vxlan_port)))
-        .unwrap_or_else(|| NodeShape::flannel_default(vxlan_port))
+        .unwrap_or_else(|| NodeShape::flannel_default(vxlan_port));
+    if let Some(u) = &facts.underlay {
+        shape.underlay.clone_from(u);
+    }
+    shape
 }
 
 /// What is known of the node beyond its rules (live checks fill it in).
@@ -270,6 +274,40 @@ pub struct NodeFacts {
     pub bridge_nf_call_iptables: Option<bool>,
     /// Rules in both iptables-legacy and iptables-nft.
     pub split_backends: bool,
+    /// The device of the first default route; `None` offline.
+    pub underlay: Option<String>,
+    /// Subnets routed by device (`ip route`, default routes left out):
+    /// where other nodes' pod subnets (overlay) and this node's (bridge)
+    /// show.
+    pub routes: Vec<(IpNet, String)>,
+}
+
+impl NodeFacts {
+    /// The pod subnets the routes show on the shape's overlay and pod
+    /// devices, as one network that holds them all (the routes name each
+    /// node's subnet, not the cluster's CIDR): `None` without two.
+    pub fn routed_pod_cidr(&self, shape: &NodeShape) -> Option<IpNet> {
+        // IPv4's (IPv6 link-local routes sit on every device).
+        let nets: Vec<IpNet> = self
+            .routes
+            .iter()
+            .filter(|(net, dev)| {
+                net.addr().is_ipv4()
+                    && (Some(dev.as_str()) == shape.overlay.as_deref() || *dev == shape.pod_iface)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        if nets.len() < 2 {
+            return None;
+        }
+        let mut common = nets[0];
+        for n in &nets[1..] {
+            while !common.contains(n) {
+                common = common.supernet()?;
+            }
+        }
+        Some(common)
+    }
 }
 
 /// A rule a finding is about (not a verdict: a MASQUERADE, a jump, a reject).
@@ -543,7 +581,12 @@ pub fn check(
                     id,
                     // Certain only when no unknown had to go one way: what
                     // might happen is said, at most as a warning.
-                    severity: if d.assumptions.is_empty() {
+                    // And a probe of an overlay the node was only assumed
+                    // to run: a warning (an IPsec host is no flannel node).
+                    severity: if d.assumptions.is_empty()
+                        && !(shape.learned == ShapeSource::Assumed
+                            && probe.id == Some(FindingId::InputBlocksVxlan))
+                    {
                         probe.severity
                     } else {
                         probe.severity.min(Severity::Warning)
@@ -881,6 +924,21 @@ mod tests {
         assert_eq!(
             (kr.pod_iface.as_str(), kr.overlay.as_deref()),
             ("kube-bridge", None)
+        );
+        // Routes on a live node: each node's pod subnet, on the overlay
+        // and the bridge; the network holding them stands for the CIDR.
+        let facts = NodeFacts {
+            routes: vec![
+                ("10.224.2.0/24".parse().unwrap(), "flannel.1".into()),
+                ("10.224.1.0/24".parse().unwrap(), "cni0".into()),
+                ("192.0.2.0/24".parse().unwrap(), "eth0".into()),
+                ("fe80::/64".parse().unwrap(), "cni0".into()),
+            ],
+            ..NodeFacts::default()
+        };
+        assert_eq!(
+            facts.routed_pod_cidr(&NodeShape::flannel_default(8472)),
+            Some("10.224.0.0/22".parse().unwrap())
         );
         let empty = parse_ruleset("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n").unwrap();
         assert_eq!(

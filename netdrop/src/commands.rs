@@ -70,19 +70,32 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        cidr_note = Some(if cluster.pod_cidrs.is_empty() {
-            "no --pod-cidr given and none in the rules: pod flows not probed".to_owned()
-        } else {
-            format!(
-                "pod CIDR {} (from flannel's rules; --pod-cidr to say otherwise)",
-                cluster
-                    .pod_cidrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        });
+        let routed = facts.routed_pod_cidr(&netdrop_model::check::shape_of(
+            rules.all().map(|(_, rs)| rs).next(),
+            &facts,
+            cluster.vxlan_port,
+        ));
+        cidr_note = Some(
+            if let (true, Some(net)) = (cluster.pod_cidrs.is_empty(), routed) {
+                cluster.pod_cidrs.push(net);
+                format!(
+                    "pod CIDR {net} (holds the pod subnets the node routes on its overlay and pod devices; --pod-cidr to say exactly)"
+                )
+            } else if cluster.pod_cidrs.is_empty() {
+                "no --pod-cidr given and none in the rules or routes: pod flows not probed"
+                    .to_owned()
+            } else {
+                format!(
+                    "pod CIDR {} (from flannel's rules; --pod-cidr to say otherwise)",
+                    cluster
+                        .pod_cidrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
     }
     let shape = netdrop_model::check::shape_of(
         rules.all().map(|(_, rs)| rs).next(),

@@ -138,12 +138,46 @@ impl Netns {
                 Some(read_flag("/proc/sys/net/bridge/bridge-nf-call-iptables").unwrap_or(false)),
             )
         })?;
+        let (underlay, routes) = self.routes();
         Ok(NodeFacts {
             interfaces: Some(interfaces),
             ip_forward,
             bridge_nf_call_iptables,
             split_backends,
+            underlay,
+            routes,
         })
+    }
+
+    /// The first default route's device, and every other route's subnet
+    /// with its device (`ip -j route`, IPv4 and IPv6); empty when `ip`
+    /// cannot say.
+    fn routes(&self) -> (Option<String>, Vec<(ipnet::IpNet, String)>) {
+        let mut underlay = None;
+        let mut routes = Vec::new();
+        for family in ["-4", "-6"] {
+            let mut cmd = std::process::Command::new("ip");
+            if let Some(n) = &self.name {
+                cmd.args(["-n", n]);
+            }
+            let Ok(out) = cmd.args([family, "-j", "route", "show"]).output() else {
+                continue;
+            };
+            let Ok(serde_json::Value::Array(list)) = serde_json::from_slice(&out.stdout) else {
+                continue;
+            };
+            for r in list {
+                let (Some(dst), Some(dev)) = (r["dst"].as_str(), r["dev"].as_str()) else {
+                    continue;
+                };
+                if dst == "default" {
+                    underlay.get_or_insert_with(|| dev.to_owned());
+                } else if let Ok(net) = dst.parse::<ipnet::IpNet>() {
+                    routes.push((net, dev.to_owned()));
+                }
+            }
+        }
+        (underlay, routes)
     }
 
     pub fn interfaces(&self) -> Result<HashMap<u32, String>, NetnsError> {

@@ -274,6 +274,7 @@ fn sysctl_and_backend_findings() {
         ip_forward: Some(false),
         bridge_nf_call_iptables: Some(false),
         split_backends: true,
+        ..NodeFacts::default()
     };
     let f = node_findings(&facts);
     assert_eq!(
@@ -289,6 +290,7 @@ fn sysctl_and_backend_findings() {
         ip_forward: Some(true),
         bridge_nf_call_iptables: Some(true),
         split_backends: false,
+        ..NodeFacts::default()
     };
     assert!(node_findings(&ok).is_empty());
 }

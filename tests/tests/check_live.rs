@@ -88,7 +88,9 @@ fn live_findings_across_both_backends() {
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("CRITICAL input-blocks-vxlan [custom")),
+            // A node with no overlay device is only assumed to run
+            // flannel's: its VXLAN finding is a warning.
+            .any(|l| l.starts_with("WARNING input-blocks-vxlan [custom")),
         "{text}"
     );
     let vx = findings
@@ -233,5 +235,60 @@ fn live_probes_follow_the_nodes_devices() {
     assert!(
         !text.contains(":8472"),
         "flannel's port is not this node's: {text}"
+    );
+}
+
+/// Without `--pod-cidr`, a live node's routes say where pods are: flannel
+/// routes each other node's pod subnet over flannel.1 and its own on cni0;
+/// `check` probes the network that holds them, and says so.
+#[test]
+fn live_pod_cidr_from_the_nodes_routes() {
+    require_root!();
+    let mut lab = Lab::new("rts");
+    let node = lab.netns("node").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.2/24")),
+        (&node, "eth0", Some("192.0.2.1/24")),
+    )
+    .unwrap();
+    lab.ip(&node, &["route", "add", "default", "via", "192.0.2.2"])
+        .unwrap();
+    lab.flannel_vxlan(&node, "192.0.2.1", None).unwrap();
+    lab.ip(&node, &["addr", "add", "10.224.1.0/32", "dev", "flannel.1"])
+        .unwrap();
+    lab.bridge(&node, "cni0", Some("10.224.1.1/24")).unwrap();
+    lab.ip(
+        &node,
+        &[
+            "route",
+            "add",
+            "10.224.2.0/24",
+            "via",
+            "10.224.2.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+    )
+    .unwrap();
+    lab.iptables(&node, &["-P", "FORWARD", "DROP"]).unwrap();
+    let out = Command::new(netdrop_bin())
+        .args(["check", "--netns", &node])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pod CIDR 10.224.0.0/22 (holds the pod subnets the node routes on its overlay and pod devices"),
+        "{text}"
+    );
+    assert!(
+        text.contains("probes: flannel node (from the node's devices): pods on cni0, other nodes' pods via flannel.1, egress by eth0"),
+        "{text}"
+    );
+    assert!(text.contains("CRITICAL forward-policy-drop"), "{text}");
+    assert!(
+        text.contains("blocks: tcp 10.224.0.3:40000 -> 10.224.0.2:80 in flannel.1 out cni0"),
+        "{text}"
     );
 }

@@ -192,7 +192,7 @@ fn bad_input_to_check_and_explain() {
     let out = netdrop(&["check", "--rules", none.path()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("no --pod-cidr given and none in the rules: pod flows not probed"),
+        text.contains("no --pod-cidr given and none in the rules or routes: pod flows not probed"),
         "{text}"
     );
     assert_eq!(out.status.code(), Some(0));
