@@ -2,15 +2,18 @@
 //! JSON: the parsers return a ruleset or an error, and walking packets
 //! through whatever they parsed, resolving their drops and checking the
 //! ruleset never panics (nor runs away: the walk's budgets cut
-//! pathological rulesets short).
+//! pathological rulesets short). A fix for each drop (an accept before
+//! its rule) is read, applied and walked too, as `explain` does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netdrop_model::{
     Decision, Hook, OwnerContext, Packet, Ruleset,
-    check::{Cluster, check},
+    check::{Cluster, NodeShape, check},
+    edit::parse_command,
+    fix::check_fix,
     nft::{parse_nft_json, rule_texts},
-    parse_ruleset, simulate,
+    parse_ruleset, simulate, simulate_path,
 };
 
 fn walk(rs: &Ruleset) {
@@ -23,9 +26,21 @@ fn walk(rs: &Ruleset) {
             for o in simulate(rs, &p).iter().filter(|o| o.verdict.is_drop()) {
                 let _ = Decision::of(rs, &owners, o);
             }
+            let cluster = Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]);
+            for o in simulate_path(rs, &p).iter().filter(|o| o.verdict.is_drop()) {
+                let d = Decision::of(rs, &owners, o);
+                let (Some(site), Some(n)) = (o.decider(), d.rule_no) else {
+                    continue;
+                };
+                let cmd = format!("iptables -t {} -I {} {n} -s 10.224.0.0/16 -j ACCEPT", site.table, site.chain);
+                if let Ok(e) = parse_command(&cmd) {
+                    let _ = check_fix(rs, &cluster, &o.packet, site, &[e]);
+                }
+            }
         }
     }
-    let _ = check(rs, &owners, &Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]));
+    let cluster = Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]);
+    let _ = check(rs, &owners, &cluster, &NodeShape::flannel_default(8472));
 }
 
 fuzz_target!(|data: &[u8]| {
