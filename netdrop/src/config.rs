@@ -83,6 +83,13 @@ pub struct WatchArgs {
     /// Do not attach the TC interface observers.
     #[arg(long)]
     pub no_observers: bool,
+    /// The container runtime's CRI socket, to name pods (default: the
+    /// first of containerd's, CRI-O's and cri-dockerd's that exists).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<String>,
+    /// Name no pods (addresses only; the runtime is never asked).
+    #[arg(long, conflicts_with = "cri_socket")]
+    pub no_pod_names: bool,
     /// How the observers attach: tcx links (kernel ≥ 6.6), netlink clsact
     /// filters (older kernels), or auto (tcx, else netlink).
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]

@@ -226,7 +226,8 @@ fn daemonset_spec_is_what_the_confined_run_reproduces() {
         mounts,
         [
             ("/sys/kernel/btf".to_owned(), true),
-            ("/sys/kernel/tracing".to_owned(), true)
+            ("/sys/kernel/tracing".to_owned(), true),
+            ("/run/containerd".to_owned(), true)
         ]
     );
     let env = &c["env"][0];

@@ -16,6 +16,14 @@ const APT_PACKAGES: &[&str] = &[
     "firewalld",
     "docker.io",
     "containernetworking-plugins",
+    // Real pods: containerd's CRI plugin runs them (pods.rs); the CRI
+    // client is generated from its protobuf at build time; the lab's pause
+    // image is a static binary built from C.
+    "containerd",
+    "runc",
+    "protobuf-compiler",
+    "gcc",
+    "libc6-dev",
     // Firewall generators, run in test namespaces (generators.rs).
     "shorewall",
     "ferm",

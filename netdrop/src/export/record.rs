@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use netdrop_model::{
-    Decision, Evidence, FindingId, Hook, Owner, Severity, Verdict, packet::flow_notation,
-};
+use netdrop_model::{Decision, Evidence, FindingId, Hook, Owner, Severity, Verdict};
 use serde::Serialize;
 
 use crate::decode::flow::Flow;
@@ -74,6 +72,10 @@ pub struct Record {
     pub dport: Option<u16>,
     /// The pod flow inside a VXLAN packet.
     pub inner: Option<Flow>,
+    /// The pods at the flow's ends (the inner flow's, for VXLAN), from the
+    /// node's container runtime; `null` when no pod of it has the address.
+    pub src_pod: Option<crate::attribute::pods::PodRef>,
+    pub dst_pod: Option<crate::attribute::pods::PodRef>,
     pub vxlan: bool,
     pub vni: Option<u32>,
     /// kube-proxy "namespace/name:port".
@@ -141,12 +143,16 @@ impl Record {
     }
 
     fn flow_text(&self) -> Option<String> {
-        Some(flow_notation(
+        // Pods by name on the outer flow when it is the pods' own.
+        let (sp, dp) = if self.inner.is_none() {
+            (self.src_pod.as_ref(), self.dst_pod.as_ref())
+        } else {
+            (None, None)
+        };
+        Some(flow_with_pods(
             self.proto.as_deref().unwrap_or("ip"),
-            self.src?,
-            self.sport,
-            self.dst?,
-            self.dport,
+            (self.src?, self.sport, sp),
+            (self.dst?, self.dport, dp),
         ))
     }
 
@@ -204,8 +210,13 @@ impl Record {
             s.push_str(&format!(": {f}"));
         }
         if let Some(i) = &self.inner {
+            let carried = flow_with_pods(
+                &i.proto,
+                (i.src, i.sport, self.src_pod.as_ref()),
+                (i.dst, i.dport, self.dst_pod.as_ref()),
+            );
             s.push_str(&format!(
-                " (VXLAN vni {} carrying {i})",
+                " (VXLAN vni {} carrying {carried})",
                 self.vni.unwrap_or(0)
             ));
         }
@@ -231,4 +242,30 @@ impl Record {
         }
         s
     }
+}
+
+/// A flow in words with its pods by name: `udp shop/web-0
+/// (10.224.1.2:5000) -> 10.224.2.2:9000` (an end without a pod as
+/// [`netdrop_model::packet::flow_notation`] writes it).
+pub fn flow_with_pods(
+    proto: &str,
+    (src, sport, src_pod): (IpAddr, Option<u16>, Option<&crate::attribute::pods::PodRef>),
+    (dst, dport, dst_pod): (IpAddr, Option<u16>, Option<&crate::attribute::pods::PodRef>),
+) -> String {
+    let end = |a: IpAddr, port: Option<u16>, pod: Option<&crate::attribute::pods::PodRef>| {
+        let at = match (a, port) {
+            (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+            (a, Some(p)) => format!("{a}:{p}"),
+            (a, None) => a.to_string(),
+        };
+        match pod {
+            Some(p) => format!("{}/{} ({at})", p.namespace, p.name),
+            None => at,
+        }
+    };
+    format!(
+        "{proto} {} -> {}",
+        end(src, sport, src_pod),
+        end(dst, dport, dst_pod)
+    )
 }

@@ -6,6 +6,7 @@
 //! way an operator's node is.
 
 pub mod cluster;
+pub mod containerd;
 pub mod traffic;
 
 use std::{

@@ -158,6 +158,8 @@ pub async fn run_until(
         printer,
         shared,
         nodes,
+        pods: (!args.no_pod_names)
+            .then(|| crate::attribute::pods::PodNames::start(args.cri_socket.clone())),
         summary_every: args.summary_interval,
         stats_prev: [0; drop_stat::COUNT as usize],
         obs_stats_prev: HashMap::new(),
@@ -234,6 +236,8 @@ struct Watcher {
     printer: Printer,
     shared: Arc<Shared>,
     nodes: Vec<Node>,
+    /// Pods by name from the node's container runtime (`--no-pod-names`: none).
+    pods: Option<crate::attribute::pods::PodNames>,
     /// How observers attach (`None`: no observers), for nodes that appear.
     obs_opts: Option<ObserverOptions>,
     probe: DropProbe,
@@ -263,8 +267,22 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// The pods at a drop's ends, by name (the inner flow's for VXLAN).
+    fn name_pods(&self, r: &mut Record) {
+        let Some(pods) = &self.pods else { return };
+        let (src, dst) = match (&r.inner, r.src, r.dst) {
+            (Some(i), ..) => (i.src, i.dst),
+            (None, Some(s), Some(d)) => (s, d),
+            _ => return,
+        };
+        let mut names = pods.lookup(&[src, dst]).into_iter();
+        r.src_pod = names.next().flatten();
+        r.dst_pod = names.next().flatten();
+    }
+
     fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
-        for r in self.pipeline.poll(datapath, &mut self.nodes)? {
+        for mut r in self.pipeline.poll(datapath, &mut self.nodes)? {
+            self.name_pods(&mut r.record);
             self.printer.record(&r.record, r.detail);
         }
         self.kernel_stats(datapath);

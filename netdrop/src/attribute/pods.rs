@@ -1,0 +1,366 @@
+//! Pods by name, from the node's own container runtime over CRI (the
+//! socket a DaemonSet mounts read-only; no Kubernetes credentials): each
+//! pod sandbox with its addresses → namespace, name, uid, and the workload
+//! that owns it, told by the labels its controller sets.
+
+use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
+
+use k8s_cri::v1::{
+    ListPodSandboxRequest, PodSandboxState, PodSandboxStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient,
+};
+use serde::Serialize;
+
+/// Where runtimes listen, in the order netdrop tries them.
+pub const CRI_SOCKETS: [&str; 3] = [
+    "/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/var/run/cri-dockerd.sock",
+];
+
+/// A pod as the operator names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip)]
+    pub uid: String,
+    /// `deployment/web`, `statefulset/db`, `daemonset/agent`, `job/x`;
+    /// `None` for a bare pod (or a controller netdrop does not know).
+    pub workload: Option<String>,
+}
+
+/// The node's pods by address.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodIndex {
+    by_ip: HashMap<IpAddr, PodRef>,
+}
+
+impl PodIndex {
+    pub fn get(&self, ip: IpAddr) -> Option<&PodRef> {
+        self.by_ip.get(&ip)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("no container runtime socket (tried {}; --cri-socket to name one)", CRI_SOCKETS.join(", "))]
+    NoSocket,
+    #[error("cannot reach the container runtime at {path}: {why}")]
+    Connect { path: String, why: String },
+    #[error("the container runtime at {path} refused {call}: {why}")]
+    Call {
+        path: String,
+        call: &'static str,
+        why: String,
+    },
+}
+
+/// A CRI client on a runtime's socket. Its calls block (on a runtime of
+/// their own): call them from a thread that is not async.
+pub struct Cri {
+    path: String,
+    rt: tokio::runtime::Runtime,
+    client: RuntimeServiceClient<tonic::transport::Channel>,
+    /// `containerd 1.6.20`.
+    pub runtime: String,
+}
+
+impl Cri {
+    /// The first socket of [`CRI_SOCKETS`] that exists.
+    pub fn find() -> Result<Self, CriError> {
+        let path = CRI_SOCKETS
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or(CriError::NoSocket)?;
+        Self::connect(path)
+    }
+
+    pub fn connect(path: &str) -> Result<Self, CriError> {
+        let connect_err = |why: String| CriError::Connect {
+            path: path.to_owned(),
+            why,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| connect_err(e.to_string()))?;
+        let socket = path.to_owned();
+        let channel = rt
+            .block_on(async move {
+                // The URI is required and unused: the connector dials the socket.
+                tonic::transport::Endpoint::from_static("http://cri.invalid")
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10))
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let socket = socket.clone();
+                        async move {
+                            let s = tokio::net::UnixStream::connect(socket).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                        }
+                    }))
+                    .await
+            })
+            .map_err(|e| connect_err(format!("{e:?}")))?;
+        let mut client = RuntimeServiceClient::new(channel);
+        let version = rt
+            .block_on(client.version(VersionRequest {
+                version: "v1".into(),
+            }))
+            .map_err(|e| CriError::Call {
+                path: path.to_owned(),
+                call: "Version",
+                why: e.message().to_owned(),
+            })?
+            .into_inner();
+        Ok(Self {
+            path: path.to_owned(),
+            runtime: format!("{} {}", version.runtime_name, version.runtime_version),
+            rt,
+            client,
+        })
+    }
+
+    /// Every ready pod sandbox with its addresses. A connection the
+    /// runtime dropped (it restarted) is made again, once.
+    pub fn pods(&mut self) -> Result<PodIndex, CriError> {
+        match self.read_pods() {
+            Err(CriError::Call { .. }) => {
+                *self = Self::connect(&self.path)?;
+                self.read_pods()
+            }
+            r => r,
+        }
+    }
+
+    fn read_pods(&mut self) -> Result<PodIndex, CriError> {
+        let call_err = |call, e: tonic::Status| CriError::Call {
+            path: self.path.clone(),
+            call,
+            why: e.message().to_owned(),
+        };
+        let list = self
+            .rt
+            .block_on(
+                self.client
+                    .list_pod_sandbox(ListPodSandboxRequest { filter: None }),
+            )
+            .map_err(|e| call_err("ListPodSandbox", e))?
+            .into_inner();
+        let mut index = PodIndex::default();
+        for sandbox in list.items {
+            if sandbox.state != PodSandboxState::SandboxReady as i32 {
+                continue;
+            }
+            let Some(meta) = sandbox.metadata else {
+                continue;
+            };
+            let status =
+                match self
+                    .rt
+                    .block_on(self.client.pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: sandbox.id.clone(),
+                        verbose: false,
+                    })) {
+                    Ok(s) => s.into_inner(),
+                    // Gone between the list and the status: not a pod any more.
+                    Err(e) if e.code() == tonic::Code::NotFound => continue,
+                    Err(e) => return Err(call_err("PodSandboxStatus", e)),
+                };
+            let pod = PodRef {
+                workload: workload(&meta.name, &sandbox.labels),
+                namespace: meta.namespace,
+                name: meta.name,
+                uid: meta.uid,
+            };
+            let network = status.status.and_then(|s| s.network);
+            let ips = network
+                .iter()
+                .flat_map(|n| {
+                    std::iter::once(n.ip.as_str())
+                        .chain(n.additional_ips.iter().map(|a| a.ip.as_str()))
+                })
+                .filter_map(|ip| ip.parse::<IpAddr>().ok());
+            for ip in ips {
+                index.by_ip.insert(ip, pod.clone());
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// The node's pods by name for `watch`, from a thread that owns the CRI
+/// client (its calls block; `watch` runs on an async runtime). The runtime
+/// is asked only when a drop needs a name — never on a clock while nothing
+/// drops — and again when its answer is older than [`PodNames::FRESH`], so
+/// a new pod that got an old one's address is named within that.
+pub struct PodNames {
+    ask: std::sync::mpsc::Sender<Question>,
+}
+
+/// Addresses to name, and where the names go.
+type Question = (Vec<IpAddr>, std::sync::mpsc::Sender<Vec<Option<PodRef>>>);
+
+impl PodNames {
+    /// How long an answer of the runtime stands.
+    pub const FRESH: Duration = Duration::from_secs(2);
+    /// After the runtime could not be reached, how long before netdrop
+    /// tries again (drops meanwhile are named by address).
+    pub const RETRY: Duration = Duration::from_secs(10);
+
+    /// `socket`: the runtime's CRI socket; `None` finds it
+    /// ([`CRI_SOCKETS`]). What goes wrong is said once, as a warning.
+    pub fn start(socket: Option<String>) -> Self {
+        let (ask, asked) = std::sync::mpsc::channel::<Question>();
+        std::thread::Builder::new()
+            .name("netdrop-cri".into())
+            .spawn(move || {
+                let mut cri: Option<Cri> = None;
+                let mut index = PodIndex::default();
+                let mut read_at: Option<std::time::Instant> = None;
+                let mut failed_at: Option<std::time::Instant> = None;
+                let mut said: Option<String> = None;
+                for (ips, reply) in asked {
+                    let stale = read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                    let waiting = failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
+                    if stale && !waiting {
+                        let read = match cri.as_mut() {
+                            Some(c) => c.pods(),
+                            None => match &socket {
+                                Some(p) => Cri::connect(p),
+                                None => Cri::find(),
+                            }
+                            .and_then(|mut c| {
+                                log::info!("pods named by the container runtime {} ({})", c.runtime, c.path);
+                                let pods = c.pods();
+                                cri = Some(c);
+                                pods
+                            }),
+                        };
+                        match read {
+                            Ok(i) => {
+                                index = i;
+                                read_at = Some(std::time::Instant::now());
+                                failed_at = None;
+                                said = None;
+                            }
+                            Err(e) => {
+                                let e = e.to_string();
+                                if said.as_deref() != Some(e.as_str()) {
+                                    log::warn!("{e}: drops still counted and explained, pods named by address");
+                                    said = Some(e);
+                                }
+                                // Stale names are worse than none.
+                                index = PodIndex::default();
+                                cri = None;
+                                failed_at = Some(std::time::Instant::now());
+                            }
+                        }
+                    }
+                    let _ = reply.send(ips.iter().map(|ip| index.get(*ip).cloned()).collect());
+                }
+            })
+            .expect("spawning the CRI thread");
+        Self { ask }
+    }
+
+    /// The pods at `ips` (`None`: no pod of this node's runtime).
+    pub fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        if self.ask.send((ips.to_vec(), reply)).is_err() {
+            return vec![None; ips.len()];
+        }
+        answer.recv().unwrap_or_else(|_| vec![None; ips.len()])
+    }
+}
+
+/// The workload that owns pod `name`, from the labels its controller puts
+/// on it (the runtime holds the pod's labels, not its owner references).
+pub fn workload(name: &str, labels: &HashMap<String, String>) -> Option<String> {
+    let label = |k: &str| labels.get(k).map(String::as_str);
+    // `web-7d4b9c8f6d-x2x7q`: Deployment `web`, ReplicaSet `web-7d4b9c8f6d`.
+    if let Some(hash) = label("pod-template-hash") {
+        let rs = name.rsplit_once('-').map_or(name, |(rs, _)| rs);
+        return Some(match rs.strip_suffix(&format!("-{hash}")) {
+            Some(deployment) => format!("deployment/{deployment}"),
+            None => format!("replicaset/{rs}"),
+        });
+    }
+    if let Some(job) = label("batch.kubernetes.io/job-name").or(label("job-name")) {
+        return Some(format!("job/{job}"));
+    }
+    if label("controller-revision-hash").is_some() {
+        // `db-0` of StatefulSet `db`; `agent-x7k2p` of DaemonSet `agent`.
+        let (base, tail) = name.rsplit_once('-')?;
+        let kind = if label("statefulset.kubernetes.io/pod-name").is_some()
+            || tail.chars().all(|c| c.is_ascii_digit())
+        {
+            "statefulset"
+        } else {
+            "daemonset"
+        };
+        return Some(format!("{kind}/{base}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn workloads_from_their_controllers_labels() {
+        let w = |name, kv: &[(&str, &str)]| workload(name, &labels(kv));
+        assert_eq!(
+            w(
+                "web-7d4b9c8f6d-x2x7q",
+                &[("pod-template-hash", "7d4b9c8f6d")]
+            )
+            .as_deref(),
+            Some("deployment/web")
+        );
+        assert_eq!(
+            w(
+                "db-0",
+                &[
+                    ("controller-revision-hash", "db-5c9"),
+                    ("statefulset.kubernetes.io/pod-name", "db-0")
+                ]
+            )
+            .as_deref(),
+            Some("statefulset/db")
+        );
+        assert_eq!(
+            w(
+                "kube-flannel-ds-x7k2p",
+                &[
+                    ("controller-revision-hash", "6b9"),
+                    ("pod-template-generation", "1")
+                ]
+            )
+            .as_deref(),
+            Some("daemonset/kube-flannel-ds")
+        );
+        assert_eq!(
+            w(
+                "backup-28112-abcde",
+                &[("batch.kubernetes.io/job-name", "backup-28112")]
+            )
+            .as_deref(),
+            Some("job/backup-28112")
+        );
+        assert_eq!(w("static-web", &[("app", "web")]), None);
+    }
+}

@@ -1,0 +1,391 @@
+//! Real pods for the lab: Debian's containerd with its CRI plugin, run in a
+//! node namespace with its own root, state and socket, and Debian's CNI
+//! plugins (`bridge` on `cni0`, `host-local` addresses: what flannel's CNI
+//! configuration delegates to). No registry can be reached: the sandbox
+//! (pause) image is built here from a static binary and imported. Pods are
+//! made the way kubelet makes them, by CRI `RunPodSandbox`. Everything —
+//! sandboxes, mounts, processes, files — goes when the [`Containerd`] is
+//! dropped.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_cri::v1::{
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
+};
+
+/// The sandbox image's name (never pulled: built and imported).
+pub const PAUSE_IMAGE: &str = "netdrop.local/pause:1";
+
+/// A containerd serving CRI in a node namespace.
+pub struct Containerd {
+    dir: PathBuf,
+    daemon: Child,
+    /// Its CRI socket.
+    pub socket: String,
+    sandboxes: Vec<String>,
+    /// `/run/containerd` was not there before (the shims' runc state and
+    /// fifos go there whatever the config says): removed when empty.
+    made_run_dir: bool,
+}
+
+/// What `RunPodSandbox` is given.
+pub struct PodSpec<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+impl Containerd {
+    /// Starts containerd in namespace `node` (its pods on `cni0`, addresses
+    /// from `subnet`), its files under a new directory named after `node`.
+    pub fn start(node: &str, subnet: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("netdrop-ctd-{node}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["root", "state", "net.d", "ipam", "image"] {
+            std::fs::create_dir_all(dir.join(d)).with_context(|| format!("creating {d}"))?;
+        }
+        let socket = dir.join("containerd.sock").display().to_string();
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # Pods' namespaces under this containerd's state, not /run/netns.
+  netns_mounts_under_state_dir = true
+  # This machine lets no process lower its oom_score_adj below its own.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{netd}"
+"#,
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            netd = dir.join("net.d").display(),
+        );
+        std::fs::write(dir.join("config.toml"), config)?;
+        let cni = format!(
+            r#"{{"cniVersion":"0.4.0","name":"cbr0","plugins":[{{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}]}}"#,
+            ipam = dir.join("ipam").display()
+        );
+        std::fs::write(dir.join("net.d/10-bridge.conflist"), cni)?;
+        build_pause_image(&dir.join("image"))?;
+        let made_run_dir = !Path::new("/run/containerd").exists();
+        // The stream server binds 127.0.0.1.
+        super::run("ip", &["-n", node, "link", "set", "lo", "up"])?;
+        // nsenter, not `ip netns exec`: that remounts /sys, hiding the
+        // cgroups runc needs.
+        let daemon = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{node}"))
+            .args(["containerd", "--config"])
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log"))?)
+            .spawn()
+            .context("starting containerd")?;
+        let me = Self {
+            dir,
+            daemon,
+            socket,
+            sandboxes: Vec::new(),
+            made_run_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Path::new(&me.socket).exists() {
+            if Instant::now() > deadline {
+                bail!("containerd did not listen on {}: see its log", me.socket);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let image = me.dir.join("image/pause.tar").display().to_string();
+        let out = Command::new("ctr")
+            .args(["--address", &me.socket, "-n", "k8s.io", "images", "import"])
+            .args(["--index-name", PAUSE_IMAGE, &image])
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr images import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The CRI plugin answers once its CNI configuration is loaded.
+        me.wait_ready()?;
+        Ok(me)
+    }
+
+    fn client<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut RuntimeServiceClient<tonic::transport::Channel>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let socket = self.socket.clone();
+        rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::from_static("http://cri.invalid")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
+                .await?;
+            f(&mut RuntimeServiceClient::new(channel)).await
+        })
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = self.client(async |c| {
+                let s = c
+                    .status(k8s_cri::v1::StatusRequest { verbose: false })
+                    .await?
+                    .into_inner();
+                Ok(s.status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .all(|c| c.status || c.r#type != "NetworkReady")
+                }))
+            });
+            if let Ok(true) = ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("containerd's CRI plugin is not ready: {ready:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A pod, as kubelet makes one: its sandbox id.
+    pub fn run_pod(&mut self, pod: &PodSpec<'_>) -> anyhow::Result<String> {
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: pod.name.into(),
+                uid: format!("{}-{}-uid", pod.namespace, pod.name),
+                namespace: pod.namespace.into(),
+                attempt: 0,
+            }),
+            hostname: pod.name.into(),
+            labels: pod
+                .labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .chain([
+                    ("io.kubernetes.pod.name".into(), pod.name.into()),
+                    ("io.kubernetes.pod.namespace".into(), pod.namespace.into()),
+                ])
+                .collect::<HashMap<_, _>>(),
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        };
+        let id = self.client(async |c| {
+            Ok(c.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+        })?;
+        self.sandboxes.push(id.clone());
+        Ok(id)
+    }
+
+    /// The network namespaces of the running pods (files under this
+    /// containerd's state), for `nsenter --net=`.
+    pub fn pod_netns(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("state/io.containerd.grpc.v1.cri/netns"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops and removes a pod (its address goes back to host-local).
+    pub fn remove_pod(&mut self, id: &str) -> anyhow::Result<()> {
+        let id = id.to_owned();
+        self.sandboxes.retain(|s| *s != id);
+        self.client(async |c| {
+            c.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await?;
+            c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Kills containerd (not its pods) and starts it again on the same
+    /// state: what an operator's `systemctl restart containerd` does.
+    pub fn restart(&mut self, node: &str) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on the daemon this struct started.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.daemon = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{node}"))
+            .args(["containerd", "--config"])
+            .arg(self.dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .append(true)
+                    .open(self.dir.join("containerd.log"))?,
+            )
+            .spawn()
+            .context("starting containerd again")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Path::new(&self.socket).exists() {
+            if Instant::now() > deadline {
+                bail!("containerd did not come back on {}", self.socket);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_ready()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for id in self.sandboxes.clone() {
+            let _ = self.remove_pod(&id);
+        }
+        // SAFETY: kill(2) on the daemon this struct started.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // Shims outlive the daemon: they run in the node namespace, which
+        // the lab stops; any mount left under the directory goes now.
+        unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.made_run_dir {
+            remove_empty_dirs(Path::new("/run/containerd"));
+        }
+    }
+}
+
+/// Removes `dir` and the directories under it, if no file is left in them.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).output();
+    }
+}
+
+/// The pause image, as an OCI layout tarball (`image/pause.tar`): one
+/// layer holding a static `/pause` built here from a few lines of C.
+fn build_pause_image(dir: &Path) -> anyhow::Result<()> {
+    let sha256_hex = |bytes: &[u8]| -> anyhow::Result<String> {
+        use sha2::Digest as _;
+        Ok(sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    };
+    let src = dir.join("pause.c");
+    std::fs::write(
+        &src,
+        "#include <signal.h>\n#include <unistd.h>\nstatic void bye(int s) { (void)s; _exit(0); }\nint main(void) { signal(SIGTERM, bye); signal(SIGINT, bye); for (;;) pause(); }\n",
+    )?;
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(rootfs.join("pause"))
+        .arg(&src)
+        .output()
+        .context("running cc (gcc and libc6-dev build the pause binary)")?;
+    if !out.status.success() {
+        bail!("building pause: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let tar = |out: &Path, cwd: &Path, files: &[&str]| -> anyhow::Result<()> {
+        let o = Command::new("tar")
+            .arg("-cf")
+            .arg(out)
+            .arg("-C")
+            .arg(cwd)
+            .args(["--owner=0", "--group=0", "--numeric-owner"])
+            .args(files)
+            .output()?;
+        if !o.status.success() {
+            bail!("tar: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(())
+    };
+    let blob = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+        let digest = sha256_hex(bytes)?;
+        std::fs::write(blobs.join(&digest), bytes)?;
+        Ok((digest, bytes.len()))
+    };
+    let layer_tar = dir.join("layer.tar");
+    tar(&layer_tar, &rootfs, &["pause"])?;
+    let (layer, layer_size) = blob(&std::fs::read(&layer_tar)?)?;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Entrypoint":["/pause"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer}"]}}}}"#
+    );
+    let (config, config_size) = blob(config.as_bytes())?;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer}","size":{layer_size}}}]}}"#
+    );
+    let (manifest, manifest_size) = blob(manifest.as_bytes())?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"{PAUSE_IMAGE}"}}}}]}}"#
+        ),
+    )?;
+    tar(
+        &dir.join("pause.tar"),
+        &layout,
+        &["oci-layout", "index.json", "blobs"],
+    )
+}
