@@ -101,6 +101,33 @@ pub struct Record {
 }
 
 impl Record {
+    /// Sets the pods at the flow's ends, and names them where the
+    /// explanation speaks of the flow (not of a VXLAN packet between
+    /// nodes: its pods are the inner flow's).
+    pub fn set_pods(
+        &mut self,
+        src: Option<crate::attribute::pods::PodRef>,
+        dst: Option<crate::attribute::pods::PodRef>,
+    ) {
+        self.src_pod = src;
+        self.dst_pod = dst;
+        if self.inner.is_some() || (self.src_pod.is_none() && self.dst_pod.is_none()) {
+            return;
+        }
+        let (Some(s), Some(d), Some(proto)) = (self.src, self.dst, self.proto.as_deref()) else {
+            return;
+        };
+        let plain = netdrop_model::packet::flow_notation(proto, s, self.sport, d, self.dport);
+        let named = flow_with_pods(
+            proto,
+            (s, self.sport, self.src_pod.as_ref()),
+            (d, self.dport, self.dst_pod.as_ref()),
+        );
+        if let Some(e) = &mut self.explanation {
+            *e = e.replacen(&plain, &named, 1);
+        }
+    }
+
     /// What makes two records the same drop site (`/explanations` keeps
     /// one entry per site): node, hook, rule and reason, devices.
     pub fn site_key(&self) -> SiteKey {
@@ -268,4 +295,51 @@ pub fn flow_with_pods(
         end(src, sport, src_pod),
         end(dst, dport, dst_pod)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::pods::PodRef;
+
+    #[test]
+    fn pods_are_named_in_the_flow_and_its_explanation() {
+        let pod = |ns: &str, name: &str| PodRef {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: String::new(),
+            workload: None,
+        };
+        let mut r = Record {
+            src: "10.224.1.2".parse().ok(),
+            dst: "10.224.2.2".parse().ok(),
+            proto: Some("udp".into()),
+            sport: Some(5000),
+            dport: Some(9000),
+            explanation: Some(
+                "udp 10.224.1.2:5000 -> 10.224.2.2:9000 in flannel.1 out cni0 reaches the end"
+                    .into(),
+            ),
+            ..Record::default()
+        };
+        r.set_pods(Some(pod("shop", "web-0")), None);
+        assert_eq!(
+            r.explanation.as_deref(),
+            Some(
+                "udp shop/web-0 (10.224.1.2:5000) -> 10.224.2.2:9000 in flannel.1 out cni0 reaches the end"
+            )
+        );
+        assert!(
+            r.text(false)
+                .contains(": udp shop/web-0 (10.224.1.2:5000) -> 10.224.2.2:9000"),
+            "{}",
+            r.text(false)
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["src_pod"],
+            serde_json::json!({"namespace": "shop", "name": "web-0", "workload": null})
+        );
+        assert!(v["dst_pod"].is_null());
+    }
 }

@@ -276,8 +276,11 @@ impl Watcher {
             _ => return,
         };
         let mut names = pods.lookup(&[src, dst]).into_iter();
-        r.src_pod = names.next().flatten();
-        r.dst_pod = names.next().flatten();
+        let (s, d) = (names.next().flatten(), names.next().flatten());
+        if s.is_some() || d.is_some() {
+            r.set_pods(s, d);
+            self.shared.name_site_pods(r);
+        }
     }
 
     fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
