@@ -148,14 +148,18 @@ fn watch_names_the_pod_a_drop_came_from() {
     );
     assert!(r["dst_pod"].is_null(), "the node is no pod: {r}");
     assert!(
-        field(&r, "explanation").starts_with("icmp shop/web-7d4b9c8f6d-x2x7q (10.224.1.2) -> 10.224.1.1"),
+        field(&r, "explanation")
+            .starts_with("icmp shop/web-7d4b9c8f6d-x2x7q (10.224.1.2) -> 10.224.1.1"),
         "{r}"
     );
     // /explanations names it too.
     let addr = w.metrics_addr().unwrap();
     let ex: serde_json::Value = serde_json::from_str(&http_get(&addr, "/explanations")).unwrap();
     assert!(
-        ex.as_array().unwrap().iter().any(|e| e["src_pod"]["name"] == "web-7d4b9c8f6d-x2x7q"),
+        ex.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["src_pod"]["name"] == "web-7d4b9c8f6d-x2x7q"),
         "{ex}"
     );
 

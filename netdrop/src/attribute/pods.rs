@@ -204,6 +204,9 @@ impl Cri {
 /// a new pod that got an old one's address is named within that.
 pub struct PodNames {
     ask: std::sync::mpsc::Sender<Question>,
+    /// The thread is stuck on a runtime that does not answer: drops are
+    /// named by address until it is done, without waiting.
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Addresses to name, and where the names go.
@@ -218,9 +221,15 @@ impl PodNames {
 
     /// `socket`: the runtime's CRI socket; `None` finds it
     /// ([`CRI_SOCKETS`]). What goes wrong is said once, as a warning.
+    /// How long a drop's record waits for its names before it goes out
+    /// with addresses only (a runtime that hangs must not hold `watch`).
+    pub const WAIT: Duration = Duration::from_millis(500);
+
     pub fn start(socket: Option<String>) -> Self {
         let (ask, asked) = std::sync::mpsc::channel::<Question>();
-        std::thread::Builder::new()
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = busy.clone();
+        let spawned = std::thread::Builder::new()
             .name("netdrop-cri".into())
             .spawn(move || {
                 let mut cri: Option<Cri> = None;
@@ -266,19 +275,34 @@ impl PodNames {
                         }
                     }
                     let _ = reply.send(ips.iter().map(|ip| index.get(*ip).cloned()).collect());
+                    done.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
-            })
-            .expect("spawning the CRI thread");
-        Self { ask }
+            });
+        if let Err(e) = spawned {
+            // `ask`'s receiver is gone with the closure: lookups answer None.
+            log::warn!("cannot start the thread that names pods: {e}; pods named by address");
+        }
+        Self { ask, busy }
     }
 
     /// The pods at `ips` (`None`: no pod of this node's runtime).
     pub fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
+        use std::sync::atomic::Ordering;
+        let none = || vec![None; ips.len()];
+        if self.busy.load(Ordering::Relaxed) {
+            return none();
+        }
         let (reply, answer) = std::sync::mpsc::channel();
         if self.ask.send((ips.to_vec(), reply)).is_err() {
-            return vec![None; ips.len()];
+            return none();
         }
-        answer.recv().unwrap_or_else(|_| vec![None; ips.len()])
+        match answer.recv_timeout(Self::WAIT) {
+            Ok(names) => names,
+            Err(_) => {
+                self.busy.store(true, Ordering::Relaxed);
+                none()
+            }
+        }
     }
 }
 
@@ -318,6 +342,36 @@ mod tests {
 
     fn labels(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    /// A runtime that takes connections and never answers holds no record
+    /// back: names come back empty, and then without waiting at all.
+    #[test]
+    fn a_runtime_that_hangs_does_not_hold_watch() {
+        let path =
+            std::env::temp_dir().join(format!("netdrop-hung-cri-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                held.push(c);
+            }
+        });
+        let names = PodNames::start(Some(path.display().to_string()));
+        let ip: IpAddr = "10.224.1.2".parse().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = names.lookup(&[ip]);
+            let second = names.lookup(&[ip]);
+            let _ = tx.send((first, second));
+        });
+        // Far beyond PodNames::WAIT twice; the runtime never answers.
+        let (first, second) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("lookups returned while the runtime hangs");
+        assert_eq!((first, second), (vec![None], vec![None]));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
