@@ -156,14 +156,9 @@ impl Netns {
         let mut underlay = None;
         let mut routes = Vec::new();
         for family in ["-4", "-6"] {
-            let mut cmd = std::process::Command::new("ip");
-            if let Some(n) = &self.name {
-                cmd.args(["-n", n]);
-            }
-            let Ok(out) = cmd.args([family, "-j", "route", "show"]).output() else {
-                continue;
-            };
-            let Ok(serde_json::Value::Array(list)) = serde_json::from_slice(&out.stdout) else {
+            let Some(serde_json::Value::Array(list)) =
+                ip_json(self.name.as_deref(), &[family, "route", "show"])
+            else {
                 continue;
             };
             for r in list {
@@ -201,6 +196,25 @@ impl Netns {
             out
         })
     }
+}
+
+/// `ip [-n NS] -j ARGS...` parsed as JSON (None on any failure).
+pub fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
+    let mut cmd = std::process::Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd.arg("-j").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Whether netdrop runs in the host's own network namespace (init's).
+pub fn in_host_netns() -> bool {
+    let own = inode_of(Path::new("/proc/self/ns/net"));
+    own.is_ok() && own.ok() == inode_of(Path::new("/proc/1/ns/net")).ok()
 }
 
 fn inode_of(path: &Path) -> Result<u64, NetnsError> {

@@ -300,15 +300,7 @@ fn ferm_conf(netns: Option<&str>) -> Option<std::path::PathBuf> {
         let p = std::path::PathBuf::from(p);
         return p.exists().then_some(p);
     }
-    let ns = |p: &str| {
-        std::fs::metadata(p).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt as _;
-            (m.dev(), m.ino())
-        })
-    };
-    let host = netns.is_none()
-        && ns("/proc/self/ns/net").is_some()
-        && ns("/proc/self/ns/net") == ns("/proc/1/ns/net");
+    let host = netns.is_none() && crate::netns::in_host_netns();
     let conf = Path::new("/etc/ferm/ferm.conf");
     (host && conf.exists()).then(|| conf.to_path_buf())
 }

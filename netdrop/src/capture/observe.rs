@@ -3,8 +3,6 @@
 //! nodes never mix counters. Attached through links inside the node's
 //! namespace; dropping [`NodeObservers`] detaches them.
 
-use std::process::Command;
-
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
@@ -23,7 +21,7 @@ use netdrop_common::{
 };
 
 use super::CaptureError;
-use crate::netns::Netns;
+use crate::netns::{Netns, ip_json};
 
 /// Which devices to observe; `None` = find it (flannel.1, cni0, and the
 /// VXLAN device's underlay or the default route's device).
@@ -123,19 +121,6 @@ pub struct NodeObservers {
     /// The (device, ingress?) hooks the observers attached to: a device
     /// they could not attach to is not counted (not even as zero).
     attached: Vec<(String, bool)>,
-}
-
-/// `ip [-n NS] -j ARGS...` parsed as JSON (None on any failure).
-fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = netns {
-        cmd.args(["-n", ns]);
-    }
-    let out = cmd.arg("-j").args(args).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
 }
 
 /// Finds the node's devices in its namespace; also says which of them are
