@@ -60,6 +60,11 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     // No --pod-cidr: the rules' own (flannel's FLANNEL-FWD and masquerade
     // rules name its Network), said as such.
+    let shape = netdrop_model::check::shape_of(
+        rules.all().map(|(_, rs)| rs).next(),
+        &facts,
+        cluster.vxlan_port,
+    );
     let mut cluster = cluster;
     let mut cidr_note = None;
     if cluster.pod_cidrs.is_empty() {
@@ -70,11 +75,7 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let routed = facts.routed_pod_cidr(&netdrop_model::check::shape_of(
-            rules.all().map(|(_, rs)| rs).next(),
-            &facts,
-            cluster.vxlan_port,
-        ));
+        let routed = facts.routed_pod_cidr(&shape);
         cidr_note = Some(
             if let (true, Some(net)) = (cluster.pod_cidrs.is_empty(), routed) {
                 cluster.pod_cidrs.push(net);
@@ -97,11 +98,6 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             },
         );
     }
-    let shape = netdrop_model::check::shape_of(
-        rules.all().map(|(_, rs)| rs).next(),
-        &facts,
-        cluster.vxlan_port,
-    );
     let mut findings = check_node(rules.all().map(|(_, rs)| rs), &cluster, &facts);
     findings.sort_by(|a, b| {
         b.unmodelled

@@ -153,14 +153,18 @@ fn checked(
     if commands.is_empty() {
         return (fix, FixStatus::NotModelled);
     }
-    let walk = |commands: &[String]| {
-        let edits = commands
-            .iter()
-            .map(|c| parse_command(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        check_fix(rs, ctx, p, site, &edits)
+    let edits = match commands
+        .iter()
+        .map(|c| parse_command(c))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            log::debug!("fix not walked: {e}");
+            return (fix, FixStatus::NotModelled);
+        }
     };
-    let mut check = match walk(&commands) {
+    let mut check = match check_fix(rs, ctx, p, site, &edits) {
         Ok(c) => c,
         Err(e) => {
             log::debug!("fix not walked: {e}");
@@ -170,26 +174,29 @@ fn checked(
     let mut fix = fix;
     // Replies that would still die: accept the connection's packets at
     // the top of the chain the fix edits (not a port), and walk again.
-    if check.holds() && check.replies_dropped_at.is_some() {
+    if check.holds()
+        && let Some(dropped) = &check.replies_dropped_at
+    {
         let tool = commands[0].split_whitespace().next().unwrap_or("iptables");
-        let chain = first_chain(&commands[0]);
-        let reply =
-            format!("{tool} -I {chain} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
-        let mut with_reply = commands.clone();
-        with_reply.push(reply.clone());
-        if let Ok(c) = walk(&with_reply)
+        let table = match edits[0].table.as_str() {
+            "filter" => String::new(),
+            t => format!("-t {t} "),
+        };
+        let reply = format!(
+            "{tool} {table}-I {} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            edits[0].chain
+        );
+        let mut with_reply = edits.clone();
+        with_reply.extend(parse_command(&reply).ok());
+        if let Ok(c) = check_fix(rs, ctx, p, site, &with_reply)
             && c.holds()
             && c.replies_dropped_at.is_none()
         {
             fix.push_str(&format!(
                 " Its replies would still be dropped ({}): let the connection's packets back too: `{reply}`.",
-                check
-                    .replies_dropped_at
-                    .as_ref()
-                    .map(netdrop_model::decision::step_notation)
-                    .unwrap_or_default()
+                netdrop_model::decision::step_notation(dropped)
             ));
-            commands = with_reply;
+            commands.push(reply);
             check = c;
         }
     }
@@ -255,17 +262,6 @@ fn checked(
         ));
     }
     (fix, FixStatus::Proven)
-}
-
-/// The chain an `iptables -I CHAIN …` command inserts into.
-fn first_chain(command: &str) -> String {
-    let mut words = command.split_whitespace();
-    while let Some(w) = words.next() {
-        if matches!(w, "-I" | "-A") {
-            return words.next().unwrap_or("FORWARD").to_owned();
-        }
-    }
-    "FORWARD".to_owned()
 }
 
 /// `text` with address `addr` (not one that merely starts like it:
@@ -1168,32 +1164,19 @@ mod tests {
         let o = netdrop_model::simulate(&rs, &p).remove(0);
         let d = Decision::of(&rs, &owners, &o);
         let place = "the DROP policy of filter/FORWARD";
-        let (fix, status) = checked(
-            &rs,
-            &ctx,
-            &p,
-            &d,
-            place,
-            "`iptables -I FORWARD -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`".into(),
-        );
+        let check = |fix: &str| checked(&rs, &ctx, &p, &d, place, fix.to_owned());
+        let (fix, status) =
+            check("`iptables -I FORWARD -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`");
         assert_eq!(status, FixStatus::Proven, "{fix}");
         assert!(
             fix.contains("new connections from other sources keep their verdicts"),
             "{fix}"
         );
-        let (fix, status) = checked(
-            &rs,
-            &ctx,
-            &p,
-            &d,
-            place,
-            "`iptables -I FORWARD -s 10.224.0.0/16 -j ACCEPT; iptables -I FORWARD -d 10.224.0.0/16 -j ACCEPT`".into(),
+        let (fix, status) = check(
+            "`iptables -I FORWARD -s 10.224.0.0/16 -j ACCEPT; iptables -I FORWARD -d 10.224.0.0/16 -j ACCEPT`",
         );
         assert_eq!(status, FixStatus::Withheld, "{fix}");
-        assert!(
-            !fix.contains('`') || !fix.contains("`iptables"),
-            "nothing to paste: {fix}"
-        );
+        assert!(!fix.contains("`iptables"), "nothing to paste: {fix}");
         assert!(
             fix.contains(
                 "tcp 203.0.113.99:40000 -> 10.224.2.2:80 in flannel.1 out cni0 (another source)"
@@ -1202,18 +1185,11 @@ mod tests {
         );
         assert!(fix.contains("`-s 10.224.0.0/16 -d 10.224.0.0/16`"), "{fix}");
         // One that does not let the packet through is no fix either.
-        let (fix, status) = checked(
-            &rs,
-            &ctx,
-            &p,
-            &d,
-            place,
-            "`iptables -I FORWARD -s 10.225.0.0/16 -j ACCEPT`".into(),
-        );
+        let (fix, status) = check("`iptables -I FORWARD -s 10.225.0.0/16 -j ACCEPT`");
         assert_eq!(status, FixStatus::Withheld, "{fix}");
         assert!(fix.contains("does not get this packet past"), "{fix}");
         // Not an iptables rule: not the model's to walk.
-        let (_, status) = checked(&rs, &ctx, &p, &d, place, "`firewall-cmd --reload`".into());
+        let (_, status) = check("`firewall-cmd --reload`");
         assert_eq!(status, FixStatus::NotModelled);
     }
 
