@@ -64,6 +64,23 @@ pub enum CriError {
     },
 }
 
+/// A gRPC channel to the CRI socket at `path`.
+pub async fn channel(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let socket = path.to_owned();
+    // The URI is required and unused: the connector dials the socket.
+    tonic::transport::Endpoint::from_static("http://cri.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+}
+
 /// A CRI client on a runtime's socket. Its calls block (on a runtime of
 /// their own): call them from a thread that is not async.
 pub struct Cri {
@@ -93,22 +110,8 @@ impl Cri {
             .enable_all()
             .build()
             .map_err(|e| connect_err(e.to_string()))?;
-        let socket = path.to_owned();
         let channel = rt
-            .block_on(async move {
-                // The URI is required and unused: the connector dials the socket.
-                tonic::transport::Endpoint::from_static("http://cri.invalid")
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(10))
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            let s = tokio::net::UnixStream::connect(socket).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                        }
-                    }))
-                    .await
-            })
+            .block_on(channel(path))
             .map_err(|e| connect_err(format!("{e:?}")))?;
         let mut client = RuntimeServiceClient::new(channel);
         let version = rt

@@ -82,17 +82,7 @@ state = "{state}"
         let made_run_dir = !Path::new("/run/containerd").exists();
         // The stream server binds 127.0.0.1.
         super::run("ip", &["-n", node, "link", "set", "lo", "up"])?;
-        // nsenter, not `ip netns exec`: that remounts /sys, hiding the
-        // cgroups runc needs.
-        let daemon = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{node}"))
-            .args(["containerd", "--config"])
-            .arg(dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("containerd.log"))?)
-            .spawn()
-            .context("starting containerd")?;
+        let daemon = spawn_daemon(node, &dir)?;
         let me = Self {
             dir,
             daemon,
@@ -100,13 +90,7 @@ state = "{state}"
             sandboxes: Vec::new(),
             made_run_dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !Path::new(&me.socket).exists() {
-            if Instant::now() > deadline {
-                bail!("containerd did not listen on {}: see its log", me.socket);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        me.wait_listening()?;
         let image = me.dir.join("image/pause.tar").display().to_string();
         let out = Command::new("ctr")
             .args(["--address", &me.socket, "-n", "k8s.io", "images", "import"])
@@ -131,19 +115,21 @@ state = "{state}"
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let socket = self.socket.clone();
-        rt.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_static("http://cri.invalid")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let socket = socket.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(socket).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await?;
+        rt.block_on(async {
+            let channel = crate::attribute::pods::channel(&self.socket).await?;
             f(&mut RuntimeServiceClient::new(channel)).await
         })
+    }
+
+    fn wait_listening(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Path::new(&self.socket).exists() {
+            if Instant::now() > deadline {
+                bail!("containerd did not listen on {}: see its log", self.socket);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     fn wait_ready(&self) -> anyhow::Result<()> {
@@ -235,26 +221,8 @@ state = "{state}"
         unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
         let _ = self.daemon.wait();
         let _ = std::fs::remove_file(&self.socket);
-        self.daemon = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{node}"))
-            .args(["containerd", "--config"])
-            .arg(self.dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::options()
-                    .append(true)
-                    .open(self.dir.join("containerd.log"))?,
-            )
-            .spawn()
-            .context("starting containerd again")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !Path::new(&self.socket).exists() {
-            if Instant::now() > deadline {
-                bail!("containerd did not come back on {}", self.socket);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.daemon = spawn_daemon(node, &self.dir)?;
+        self.wait_listening()?;
         self.wait_ready()
     }
 }
@@ -295,6 +263,25 @@ fn remove_empty_dirs(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+/// containerd on `dir`'s configuration in namespace `node`, its log
+/// appended to `dir/containerd.log`. nsenter, not `ip netns exec`: that
+/// remounts /sys, hiding the cgroups runc needs.
+fn spawn_daemon(node: &str, dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))?;
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node}"))
+        .args(["containerd", "--config"])
+        .arg(dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting containerd")
 }
 
 /// Unmounts everything mounted under `dir`, deepest first.
