@@ -65,7 +65,7 @@ pub enum CriError {
 }
 
 /// A gRPC channel to the CRI socket at `path`.
-pub async fn channel(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+async fn channel(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let socket = path.to_owned();
     // The URI is required and unused: the connector dials the socket.
     tonic::transport::Endpoint::from_static("http://cri.invalid")

@@ -115,8 +115,19 @@ state = "{state}"
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            let channel = crate::attribute::pods::channel(&self.socket).await?;
+        // Dialled here, not through the agent's CRI client: the lab uses
+        // the shared helpers only (ARCHITECTURE.md).
+        let socket = self.socket.clone();
+        rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::from_static("http://cri.invalid")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let socket = socket.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(socket).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
+                .await?;
             f(&mut RuntimeServiceClient::new(channel)).await
         })
     }
