@@ -13,6 +13,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 use crate::{
     check::Cluster,
     edit::{Edit, EditError, apply},
@@ -20,6 +22,57 @@ use crate::{
     simulate::{Outcome, Packet, Step, simulate, simulate_with},
     words::Hook,
 };
+
+/// What a fix for a dropped packet may open: the packet's flow, as
+/// narrow as it is (see the module's words). The one place the class is
+/// decided: the probes go by it, and `explain` words its rules by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowClass {
+    /// A packet of a connection already accepted: that connection's.
+    Reply,
+    /// Forwarded between pods: any traffic of the two pod CIDRs.
+    Pods { src: IpNet, dst: IpNet },
+    /// Forwarded pod egress: the pods' traffic to anywhere.
+    Egress { src: IpNet },
+    /// Anything else: its source, its destination (`None` in INPUT: the
+    /// node itself, whichever its address), protocol and port. A pod end
+    /// is its pod CIDR (pod addresses change).
+    Flow {
+        src: IpNet,
+        dst: Option<IpNet>,
+        proto: u8,
+        dport: Option<u16>,
+        icmp_type: Option<String>,
+    },
+}
+
+impl FlowClass {
+    pub fn of(cluster: &Cluster, pkt: &Packet) -> Self {
+        let net = |a: IpAddr| cluster.pod_cidr_of(a).unwrap_or_else(|| IpNet::from(a));
+        let forward = pkt.hook == Hook::Forward;
+        if matches!(pkt.ct, CtState::Established | CtState::Related) {
+            Self::Reply
+        } else if forward && cluster.is_pod(pkt.src) && cluster.is_pod(pkt.dst) {
+            Self::Pods {
+                src: net(pkt.src),
+                dst: net(pkt.dst),
+            }
+        } else if forward && cluster.is_pod(pkt.src) {
+            Self::Egress { src: net(pkt.src) }
+        } else {
+            Self::Flow {
+                src: net(pkt.src),
+                dst: (pkt.hook != Hook::Input).then(|| net(pkt.dst)),
+                proto: pkt.proto,
+                dport: pkt.dport.filter(|_| matches!(pkt.proto, 6 | 17 | 132)),
+                icmp_type: pkt
+                    .icmp_type
+                    .clone()
+                    .filter(|_| matches!(pkt.proto, 1 | 58)),
+            }
+        }
+    }
+}
 
 /// What a probe varies of the dropped packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -130,9 +183,12 @@ fn openness(outcomes: &[Outcome]) -> u8 {
 /// The probes for a packet dropped at its hook: new connections outside
 /// its class (see the module's words).
 pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
-    let pods = pkt.hook == Hook::Forward && cluster.is_pod(pkt.src) && cluster.is_pod(pkt.dst);
-    // Forwarded pod egress: any port of any destination is its class.
-    let egress = pkt.hook == Hook::Forward && cluster.is_pod(pkt.src);
+    // Between pods, or the pods' egress: other ports are the same flow.
+    let (any_port, any_way) = match FlowClass::of(cluster, pkt) {
+        FlowClass::Pods { .. } => (true, true),
+        FlowClass::Egress { .. } => (true, false),
+        FlowClass::Reply | FlowClass::Flow { .. } => (false, false),
+    };
     let new = Packet {
         ct: CtState::New,
         icmp_type: pkt.icmp_type.as_ref().map(|_| "echo-request".to_owned()),
@@ -148,7 +204,7 @@ pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
             },
         });
     }
-    if let (false, 6 | 17 | 132, Some(port)) = (pods || egress, pkt.proto, pkt.dport) {
+    if let (false, 6 | 17 | 132, Some(port)) = (any_port, pkt.proto, pkt.dport) {
         out.push(Probe {
             kind: ProbeKind::OtherPort,
             pkt: Packet {
@@ -157,7 +213,7 @@ pub fn probes(cluster: &Cluster, pkt: &Packet) -> Vec<Probe> {
             },
         });
     }
-    if pkt.hook == Hook::Forward && !pods {
+    if pkt.hook == Hook::Forward && !any_way {
         out.push(Probe {
             kind: ProbeKind::OtherWay,
             pkt: Packet {
@@ -229,6 +285,37 @@ mod tests {
 
     /// Docker's FORWARD policy DROP on a flannel node.
     const DOCKER: &str = "*filter\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+
+    #[test]
+    fn the_flow_class_is_as_narrow_as_the_drop() {
+        let c = cluster();
+        let pods: IpNet = "10.224.0.0/16".parse().unwrap();
+        assert_eq!(
+            FlowClass::of(&c, &fwd("10.224.1.2", "10.224.2.2", 80)),
+            FlowClass::Pods {
+                src: pods,
+                dst: pods
+            }
+        );
+        assert_eq!(
+            FlowClass::of(&c, &fwd("10.224.1.2", "203.0.113.7", 443)),
+            FlowClass::Egress { src: pods }
+        );
+        let mut input = fwd("192.0.2.2", "192.0.2.1", 8472);
+        (input.hook, input.proto) = (Hook::Input, 17);
+        assert_eq!(
+            FlowClass::of(&c, &input),
+            FlowClass::Flow {
+                src: "192.0.2.2/32".parse().unwrap(),
+                dst: None,
+                proto: 17,
+                dport: Some(8472),
+                icmp_type: None,
+            }
+        );
+        input.ct = CtState::Established;
+        assert_eq!(FlowClass::of(&c, &input), FlowClass::Reply);
+    }
 
     #[test]
     fn a_pod_to_pod_accept_holds_and_a_whole_cidr_one_opens_the_pods() {

@@ -7,7 +7,7 @@ pub mod kernel;
 
 use netdrop_model::{
     Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict, check::Cluster,
-    decision::shadowed_accept, packet::flow_notation, rules::Target,
+    decision::shadowed_accept, fix::FlowClass, packet::flow_notation, rules::Target,
 };
 use serde::Serialize;
 
@@ -474,11 +474,7 @@ fn sentences(
     // A native nftables table nobody netdrop knows owns: nft's own commands.
     if d.table.contains(' ') && matches!(owner, Owner::Custom) {
         let (table, chain) = (&d.table, &d.chain);
-        let accept = if is_reply(p) {
-            "ct state established,related accept".to_owned()
-        } else {
-            format!("{} accept", nft_match_words(ctx, p))
-        };
+        let accept = format!("{} accept", nft_match_words(ctx, p));
         let persist = "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).";
         return match (d.rule_no, d.rule_handle) {
             (Some(_), Some(h)) => (
@@ -874,59 +870,73 @@ fn service_fix(service: Option<&str>, advice: &str) -> String {
 
 /// [`accept_words`] in ferm's configuration language: one ACCEPT line.
 fn ferm_words(ctx: &Cluster, p: &Packet) -> String {
-    if is_reply(p) {
-        return "mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;".to_owned();
-    }
-    let mut w = format!("saddr {}", net_of(ctx, p.src));
-    let pods = p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst);
-    let egress = p.hook == Hook::Forward && ctx.is_pod(p.src);
-    if pods || !egress && p.hook != Hook::Input {
-        w.push_str(&format!(" daddr {}", net_of(ctx, p.dst)));
-    }
-    if !pods
-        && !egress
-        && let Some(proto) = netdrop_model::rules::proto_name(p.proto)
-    {
-        w.push_str(&format!(" proto {proto}"));
-        if let Some(port) = tcp_udp_port(p) {
-            w.push_str(&format!(" dport {port}"));
+    let w = match FlowClass::of(ctx, p) {
+        FlowClass::Reply => {
+            return "mod conntrack ctstate (ESTABLISHED RELATED) ACCEPT;".to_owned();
         }
-    }
-    w.push_str(" ACCEPT;");
-    w
+        FlowClass::Pods { src, dst } => {
+            format!("saddr {} daddr {}", net_text(&src), net_text(&dst))
+        }
+        FlowClass::Egress { src } => format!("saddr {}", net_text(&src)),
+        FlowClass::Flow {
+            src,
+            dst,
+            proto,
+            dport,
+            ..
+        } => {
+            let mut w = format!("saddr {}", net_text(&src));
+            if let Some(d) = dst {
+                w.push_str(&format!(" daddr {}", net_text(&d)));
+            }
+            if let Some(name) = netdrop_model::rules::proto_name(proto) {
+                w.push_str(&format!(" proto {name}"));
+                if let Some(port) = dport {
+                    w.push_str(&format!(" dport {port}"));
+                }
+            }
+            w
+        }
+    };
+    format!("{w} ACCEPT;")
 }
 
-/// The narrowest iptables words that still match this packet's flow (see
-/// [`netdrop_model::fix`]): between pods, the two pod CIDRs (any pod
-/// traffic of theirs is the same flow); else its source, its destination
-/// (their pod CIDR when they are pods: pod addresses change), its
-/// protocol and port.
+/// A network as a rule names it: a single address without its `/32`.
+fn net_text(n: &ipnet::IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// The narrowest iptables words that still match this packet's flow: its
+/// [`FlowClass`] (between pods the two pod CIDRs, the pods for their
+/// egress, a reply's connection, else source, destination, protocol and
+/// port).
 fn accept_words(ctx: &Cluster, p: &Packet) -> String {
-    if is_reply(p) {
-        return "-m conntrack --ctstate RELATED,ESTABLISHED".to_owned();
-    }
-    let mut w = format!("-s {} -d {}", net_of(ctx, p.src), net_of(ctx, p.dst));
-    // Between pods (forwarded: a pod's traffic to the node itself is no
-    // pod-to-pod flow), any traffic of the two pod CIDRs.
-    if p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
-        return w;
-    }
-    if p.hook == Hook::Forward && ctx.is_pod(p.src) {
-        // Pod egress: what a pod may reach is not the node's to narrow
-        // (NetworkPolicy's); its replies are let back by conntrack.
-        return format!("-s {}", net_of(ctx, p.src));
-    }
-    if p.hook == Hook::Input {
-        // INPUT's destination is the node itself, whichever its address.
-        w = format!("-s {}", net_of(ctx, p.src));
-    }
-    if let Some(proto) = netdrop_model::rules::proto_name(p.proto) {
-        w.push_str(&format!(" -p {proto}"));
-        match (p.proto, p.dport) {
-            (6 | 17 | 132, Some(port)) => w.push_str(&format!(" --dport {port}")),
-            (1 | 58, _) => {
-                if let Some(t) = &p.icmp_type {
-                    let opt = if p.proto == 1 {
+    match FlowClass::of(ctx, p) {
+        FlowClass::Reply => "-m conntrack --ctstate RELATED,ESTABLISHED".to_owned(),
+        FlowClass::Pods { src, dst } => format!("-s {} -d {}", net_text(&src), net_text(&dst)),
+        FlowClass::Egress { src } => format!("-s {}", net_text(&src)),
+        FlowClass::Flow {
+            src,
+            dst,
+            proto,
+            dport,
+            icmp_type,
+        } => {
+            let mut w = format!("-s {}", net_text(&src));
+            if let Some(d) = dst {
+                w.push_str(&format!(" -d {}", net_text(&d)));
+            }
+            if let Some(name) = netdrop_model::rules::proto_name(proto) {
+                w.push_str(&format!(" -p {name}"));
+                if let Some(port) = dport {
+                    w.push_str(&format!(" --dport {port}"));
+                }
+                if let Some(t) = icmp_type {
+                    let opt = if proto == 1 {
                         "--icmp-type"
                     } else {
                         "--icmpv6-type"
@@ -934,10 +944,9 @@ fn accept_words(ctx: &Cluster, p: &Packet) -> String {
                     w.push_str(&format!(" {opt} {t}"));
                 }
             }
-            _ => {}
+            w
         }
     }
-    w
 }
 
 /// kube-proxy's nftables mode sent the packet to its drop or reject
@@ -950,20 +959,33 @@ fn via_no_endpoints(d: &Decision) -> bool {
 /// [`accept_words`].
 fn nft_match_words(ctx: &Cluster, p: &Packet) -> String {
     let ip = if p.src.is_ipv6() { "ip6" } else { "ip" };
-    let mut w = format!(
-        "{ip} saddr {} {ip} daddr {}",
-        net_of(ctx, p.src),
-        net_of(ctx, p.dst)
-    );
-    if p.hook == Hook::Forward && ctx.is_pod(p.src) && ctx.is_pod(p.dst) {
-        return w;
+    match FlowClass::of(ctx, p) {
+        FlowClass::Reply => "ct state established,related".to_owned(),
+        FlowClass::Pods { src, dst } => format!(
+            "{ip} saddr {} {ip} daddr {}",
+            net_text(&src),
+            net_text(&dst)
+        ),
+        FlowClass::Egress { src } => format!("{ip} saddr {}", net_text(&src)),
+        FlowClass::Flow {
+            src,
+            dst,
+            proto,
+            dport,
+            ..
+        } => {
+            let mut w = format!("{ip} saddr {}", net_text(&src));
+            if let Some(d) = dst {
+                w.push_str(&format!(" {ip} daddr {}", net_text(&d)));
+            }
+            match (netdrop_model::rules::proto_name(proto), dport) {
+                (Some(name), Some(port)) => w.push_str(&format!(" {name} dport {port}")),
+                (Some(name), None) => w.push_str(&format!(" meta l4proto {name}")),
+                _ => {}
+            }
+            w
+        }
     }
-    match (netdrop_model::rules::proto_name(p.proto), tcp_udp_port(p)) {
-        (Some(proto), Some(port)) => w.push_str(&format!(" {proto} dport {port}")),
-        (Some(proto), None) => w.push_str(&format!(" meta l4proto {proto}")),
-        _ => {}
-    }
-    w
 }
 
 /// A packet of a connection conntrack already knows (a reply, or one it
