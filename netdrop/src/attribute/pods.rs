@@ -36,6 +36,14 @@ pub struct PodIndex {
     by_ip: HashMap<IpAddr, PodRef>,
 }
 
+impl FromIterator<(IpAddr, PodRef)> for PodIndex {
+    fn from_iter<T: IntoIterator<Item = (IpAddr, PodRef)>>(iter: T) -> Self {
+        Self {
+            by_ip: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl PodIndex {
     pub fn get(&self, ip: IpAddr) -> Option<&PodRef> {
         self.by_ip.get(&ip)
@@ -200,6 +208,19 @@ impl Cri {
     }
 }
 
+/// Names the pods at addresses (the drop pipeline asks; tests give it a
+/// fixed index).
+pub trait PodLookup: Send {
+    /// The pods at `ips`, in order (`None`: no pod known there).
+    fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>>;
+}
+
+impl PodLookup for PodIndex {
+    fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
+        ips.iter().map(|ip| self.get(*ip).cloned()).collect()
+    }
+}
+
 /// The node's pods by name for `watch`, from a thread that owns the CRI
 /// client (its calls block; `watch` runs on an async runtime). The runtime
 /// is asked only when a drop needs a name — never on a clock while nothing
@@ -222,12 +243,12 @@ impl PodNames {
     /// tries again (drops meanwhile are named by address).
     pub const RETRY: Duration = Duration::from_secs(10);
 
-    /// `socket`: the runtime's CRI socket; `None` finds it
-    /// ([`CRI_SOCKETS`]). What goes wrong is said once, as a warning.
     /// How long a drop's record waits for its names before it goes out
     /// with addresses only (a runtime that hangs must not hold `watch`).
     pub const WAIT: Duration = Duration::from_millis(500);
 
+    /// `socket`: the runtime's CRI socket; `None` finds it
+    /// ([`CRI_SOCKETS`]). What goes wrong is said once, as a warning.
     pub fn start(socket: Option<String>) -> Self {
         let (ask, asked) = std::sync::mpsc::channel::<Question>();
         let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -235,49 +256,24 @@ impl PodNames {
         let spawned = std::thread::Builder::new()
             .name("netdrop-cri".into())
             .spawn(move || {
-                let mut cri: Option<Cri> = None;
-                let mut index = PodIndex::default();
-                let mut read_at: Option<std::time::Instant> = None;
-                let mut failed_at: Option<std::time::Instant> = None;
-                let mut said: Option<String> = None;
+                let mut runtime = Runtime {
+                    socket,
+                    cri: None,
+                    index: PodIndex::default(),
+                    read_at: None,
+                    failed_at: None,
+                    said: None,
+                };
+                // Connected and read once at the start, so the first drop
+                // does not wait for the connection.
+                runtime.refresh();
                 for (ips, reply) in asked {
-                    let stale = read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
-                    let waiting = failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
+                    let stale = runtime.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                    let waiting = runtime.failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
                     if stale && !waiting {
-                        let read = match cri.as_mut() {
-                            Some(c) => c.pods(),
-                            None => match &socket {
-                                Some(p) => Cri::connect(p),
-                                None => Cri::find(),
-                            }
-                            .and_then(|mut c| {
-                                log::info!("pods named by the container runtime {} ({})", c.runtime, c.path);
-                                let pods = c.pods();
-                                cri = Some(c);
-                                pods
-                            }),
-                        };
-                        match read {
-                            Ok(i) => {
-                                index = i;
-                                read_at = Some(std::time::Instant::now());
-                                failed_at = None;
-                                said = None;
-                            }
-                            Err(e) => {
-                                let e = e.to_string();
-                                if said.as_deref() != Some(e.as_str()) {
-                                    log::warn!("{e}: drops still counted and explained, pods named by address");
-                                    said = Some(e);
-                                }
-                                // Stale names are worse than none.
-                                index = PodIndex::default();
-                                cri = None;
-                                failed_at = Some(std::time::Instant::now());
-                            }
-                        }
+                        runtime.refresh();
                     }
-                    let _ = reply.send(ips.iter().map(|ip| index.get(*ip).cloned()).collect());
+                    let _ = reply.send(runtime.index.lookup(&ips));
                     done.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -287,9 +283,63 @@ impl PodNames {
         }
         Self { ask, busy }
     }
+}
 
-    /// The pods at `ips` (`None`: no pod of this node's runtime).
-    pub fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
+/// The naming thread's hold on the runtime.
+struct Runtime {
+    socket: Option<String>,
+    cri: Option<Cri>,
+    index: PodIndex,
+    read_at: Option<std::time::Instant>,
+    failed_at: Option<std::time::Instant>,
+    /// The last failure said (each is said once).
+    said: Option<String>,
+}
+
+impl Runtime {
+    /// Reads the runtime's pods again (connecting first if need be).
+    fn refresh(&mut self) {
+        let read = match self.cri.as_mut() {
+            Some(c) => c.pods(),
+            None => match &self.socket {
+                Some(p) => Cri::connect(p),
+                None => Cri::find(),
+            }
+            .and_then(|mut c| {
+                log::info!(
+                    "pods named by the container runtime {} ({})",
+                    c.runtime,
+                    c.path
+                );
+                let pods = c.pods();
+                self.cri = Some(c);
+                pods
+            }),
+        };
+        match read {
+            Ok(i) => {
+                self.index = i;
+                self.read_at = Some(std::time::Instant::now());
+                self.failed_at = None;
+                self.said = None;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.said.as_deref() != Some(e.as_str()) {
+                    log::warn!("{e}: drops still counted and explained, pods named by address");
+                    self.said = Some(e);
+                }
+                // Stale names are worse than none.
+                self.index = PodIndex::default();
+                self.cri = None;
+                self.failed_at = Some(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+impl PodLookup for PodNames {
+    fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
         use std::sync::atomic::Ordering;
         let none = || vec![None; ips.len()];
         if self.busy.load(Ordering::Relaxed) {

@@ -482,20 +482,6 @@ impl Shared {
         }
     }
 
-    /// `r`, its pods named, replaces its site's entry in `/explanations`
-    /// (if the site has one).
-    pub fn name_site_pods(&self, r: &Record) {
-        if let Ok(mut sites) = self.explanations.lock()
-            && let Some(e) = sites.get_mut(&r.site_key())
-        {
-            e.src_pod.clone_from(&r.src_pod);
-            e.dst_pod.clone_from(&r.dst_pod);
-            if e.explanation.is_some() && r.explanation.is_some() {
-                e.explanation.clone_from(&r.explanation);
-            }
-        }
-    }
-
     /// A netfilter drop site no rule could be matched to.
     pub fn attribution_failure(&self, node: &str) {
         self.metrics

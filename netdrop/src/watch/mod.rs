@@ -154,12 +154,15 @@ pub async fn run_until(
             cluster,
             shared.clone(),
             args.summary_interval,
-        ),
+        )
+        .with_pods((!args.no_pod_names).then(|| {
+            Box::new(crate::attribute::pods::PodNames::start(
+                args.cri_socket.clone(),
+            )) as Box<dyn crate::attribute::pods::PodLookup>
+        })),
         printer,
         shared,
         nodes,
-        pods: (!args.no_pod_names)
-            .then(|| crate::attribute::pods::PodNames::start(args.cri_socket.clone())),
         summary_every: args.summary_interval,
         stats_prev: [0; drop_stat::COUNT as usize],
         obs_stats_prev: HashMap::new(),
@@ -237,7 +240,6 @@ struct Watcher {
     shared: Arc<Shared>,
     nodes: Vec<Node>,
     /// Pods by name from the node's container runtime (`--no-pod-names`: none).
-    pods: Option<crate::attribute::pods::PodNames>,
     /// How observers attach (`None`: no observers), for nodes that appear.
     obs_opts: Option<ObserverOptions>,
     probe: DropProbe,
@@ -267,25 +269,8 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// The pods at a drop's ends, by name (the inner flow's for VXLAN).
-    fn name_pods(&self, r: &mut Record) {
-        let Some(pods) = &self.pods else { return };
-        let (src, dst) = match (&r.inner, r.src, r.dst) {
-            (Some(i), ..) => (i.src, i.dst),
-            (None, Some(s), Some(d)) => (s, d),
-            _ => return,
-        };
-        let mut names = pods.lookup(&[src, dst]).into_iter();
-        let (s, d) = (names.next().flatten(), names.next().flatten());
-        if s.is_some() || d.is_some() {
-            r.set_pods(s, d);
-            self.shared.name_site_pods(r);
-        }
-    }
-
     fn poll(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
-        for mut r in self.pipeline.poll(datapath, &mut self.nodes)? {
-            self.name_pods(&mut r.record);
+        for r in self.pipeline.poll(datapath, &mut self.nodes)? {
             self.printer.record(&r.record, r.detail);
         }
         self.kernel_stats(datapath);

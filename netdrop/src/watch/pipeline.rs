@@ -19,6 +19,7 @@ use netdrop_model::{
 use netdrop_model::{check::Cluster, rules::CtState};
 
 use crate::{
+    attribute::pods::PodLookup,
     capture::Datapath,
     decode::{Decoder, DropSite, flow::Flow, hook_from_kernel},
     explain::{self, Explanation},
@@ -210,6 +211,8 @@ pub struct DropPipeline {
     /// Start of the current poll, before its counts are read: rules read
     /// after it have counters that include every drop it counts.
     counted_at: Instant,
+    /// Names the pods at a drop's ends (`None`: by address only).
+    pods: Option<Box<dyn PodLookup>>,
 }
 
 fn icmp_name(t: u8) -> String {
@@ -279,6 +282,29 @@ impl DropPipeline {
             awaiting_sample: HashMap::new(),
             closing: false,
             counted_at: Instant::now(),
+            pods: None,
+        }
+    }
+
+    /// Drops name their pods through `pods` (before a site's record is
+    /// kept, exported or printed: every copy of it carries the names).
+    pub fn with_pods(mut self, pods: Option<Box<dyn PodLookup>>) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    /// The pods at a drop's ends, by name (the inner flow's for VXLAN).
+    fn name_pods(&self, r: &mut Record) {
+        let Some(pods) = &self.pods else { return };
+        let (src, dst) = match (&r.inner, r.src, r.dst) {
+            (Some(i), ..) => (i.src, i.dst),
+            (None, Some(s), Some(d)) => (s, d),
+            _ => return,
+        };
+        let mut names = pods.lookup(&[src, dst]).into_iter();
+        let (s, d) = (names.next().flatten(), names.next().flatten());
+        if s.is_some() || d.is_some() {
+            r.set_pods(s, d);
         }
     }
 
@@ -829,6 +855,7 @@ impl DropPipeline {
                 r.fix = fix;
             }
         }
+        self.name_pods(&mut r);
         let s = &mut self.sites[i];
         let series = self.shared.site_series(&r, s.series.take());
         series.count(delta.packets, delta.bytes);
@@ -1174,6 +1201,53 @@ mod tests {
 
     /// A fix for a protocol without ports names addresses: the record
     /// keeps them, the info series says `<source>`/`<destination>`.
+    /// The pods are named before the site's record is kept: its summaries
+    /// and its `/explanations` entry name them too, never by address only.
+    #[test]
+    fn a_drops_pods_are_named_in_every_copy_of_its_record() {
+        use crate::attribute::pods::{PodIndex, PodRef};
+        let shared = new_shared();
+        let web = PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            workload: Some("statefulset/web".into()),
+        };
+        let index: PodIndex = [("10.224.7.2".parse().unwrap(), web.clone())]
+            .into_iter()
+            .collect();
+        let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(index)));
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::INPUT, 9999)], vec![(k, counters(3))]);
+        ev.push(vec![], vec![(k, counters(5))]);
+        let explained = |shared: &Shared| {
+            let sites = shared.explanations.lock().unwrap();
+            assert_eq!(sites.len(), 1);
+            sites.values().next().unwrap().clone()
+        };
+
+        let first = p.poll(&mut ev, &mut nodes).unwrap();
+        let r = &first[0].record;
+        assert_eq!(r.src_pod.as_ref(), Some(&web));
+        assert_eq!(r.dst_pod, None, "the node's own address is no pod");
+        let why = r.explanation.as_deref().unwrap();
+        assert!(
+            why.starts_with("udp shop/web-0 (10.224.7.2:5000) -> 10.224.7.1:9999"),
+            "{why}"
+        );
+        assert_eq!(explained(&shared).src_pod.as_ref(), Some(&web));
+
+        std::thread::sleep(Duration::from_millis(20));
+        let second = p.poll(&mut ev, &mut nodes).unwrap();
+        assert!(!second[0].detail);
+        assert_eq!(second[0].record.src_pod.as_ref(), Some(&web));
+        let e = explained(&shared);
+        assert_eq!(e.src_pod.as_ref(), Some(&web), "a summary keeps the names");
+        assert!(e.explanation.unwrap().contains("shop/web-0"));
+    }
+
     #[test]
     fn an_icmp_sites_info_series_names_no_address() {
         let shared = new_shared();
