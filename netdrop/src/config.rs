@@ -10,6 +10,13 @@ use ipnet::IpNet;
 use netdrop_model::check::{Cluster, FLANNEL_VXLAN_PORT};
 
 use crate::capture::{DropProbe, observe::TcAttach};
+
+/// Whether `watch` follows the Kubernetes API for names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesApi {
+    Auto,
+    Off,
+}
 pub use crate::export::stdout::Output;
 
 /// What the cluster is: the one place its facts come from, for the kernel
@@ -85,11 +92,22 @@ pub struct WatchArgs {
     pub no_observers: bool,
     /// The container runtime's CRI socket, to name pods (default: the
     /// first of containerd's, CRI-O's and cri-dockerd's that exists).
+    /// Repeat it to name the pods of several runtimes (a lab watching
+    /// several nodes): an address is named by the first that has it.
     #[arg(long, value_name = "PATH")]
-    pub cri_socket: Option<String>,
-    /// Name no pods (addresses only; the runtime is never asked).
-    #[arg(long, conflicts_with = "cri_socket")]
+    pub cri_socket: Vec<String>,
+    /// Name no pods (addresses only; neither the runtime nor the API is
+    /// asked).
+    #[arg(long, conflicts_with_all = ["cri_socket", "kubeconfig"])]
     pub no_pod_names: bool,
+    /// Names from the Kubernetes API too (pods on other nodes, Services):
+    /// auto follows it when `--kubeconfig` is given or netdrop runs with a
+    /// service account in the cluster; off never asks it.
+    #[arg(long, value_enum, default_value_t = KubernetesApi::Auto)]
+    pub kubernetes: KubernetesApi,
+    /// The kubeconfig to reach the Kubernetes API with (`--kubernetes auto`).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
     /// How the observers attach: tcx links (kernel ≥ 6.6), netlink clsact
     /// filters (older kernels), or auto (tcx, else netlink).
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]

@@ -117,7 +117,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => {}
         }
     };
-    let watch = crate::watch::run_until(demo_watch_args(&args, &netns)?, interrupted);
+    // Every node's runtime names pods: the demo's watch sees both ends.
+    let sockets: Vec<String> = clusters
+        .iter()
+        .flat_map(|(_, c)| c.runtimes.iter().map(|r| r.socket.clone()))
+        .collect();
+    let watch = crate::watch::run_until(demo_watch_args(&args, &netns, &sockets)?, interrupted);
 
     let result = watch.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -129,7 +134,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// The watch the demo runs: `netdrop watch` on the demo's nodes, with the
 /// command line's own defaults for everything the demo does not set.
-fn demo_watch_args(args: &DemoArgs, netns: &[String]) -> anyhow::Result<WatchArgs> {
+fn demo_watch_args(
+    args: &DemoArgs,
+    netns: &[String],
+    cri_sockets: &[String],
+) -> anyhow::Result<WatchArgs> {
     #[derive(clap::Parser)]
     struct Watch {
         #[command(flatten)]
@@ -144,6 +153,9 @@ fn demo_watch_args(args: &DemoArgs, netns: &[String]) -> anyhow::Result<WatchArg
     }
     for n in netns {
         argv.extend(["--netns".into(), n.clone()]);
+    }
+    for s in cri_sockets {
+        argv.extend(["--cri-socket".into(), s.clone()]);
     }
     let mut w = <Watch as clap::Parser>::try_parse_from(argv)
         .context("building the demo's watch arguments")?

@@ -11,8 +11,10 @@ use netdrop_tests::{
 };
 use serde_json::Value;
 
+/// `watch` on both nodes, each node's containerd naming pods (as the
+/// demo runs it).
 fn watch(c: &Cluster) -> Watch {
-    Watch::start(&[
+    let mut args = vec![
         "--netns",
         &c.node1,
         "--netns",
@@ -21,9 +23,30 @@ fn watch(c: &Cluster) -> Watch {
         POD_CIDR,
         "--summary-interval",
         "1s",
-    ])
-    .unwrap()
+    ];
+    for r in &c.runtimes {
+        args.extend(["--cri-socket", r.socket.as_str()]);
+    }
+    Watch::start(&args).unwrap()
 }
+
+/// The pods a record names at its ends: `namespace/name (workload)`.
+fn pods(r: &Value) -> (Option<String>, Option<String>) {
+    let named = |p: &Value| {
+        p.is_object().then(|| {
+            format!(
+                "{}/{} ({})",
+                field(p, "namespace"),
+                field(p, "name"),
+                field(p, "workload")
+            )
+        })
+    };
+    (named(&r["src_pod"]), named(&r["dst_pod"]))
+}
+
+const CLIENT: &str = "default/client-0 (statefulset/client)";
+const WEB_ON_NODE2: &str = "default/web-5c6f8d7b9-q8z7m (deployment/web)";
 
 fn ping(ns: &str, dst: &str) -> bool {
     Command::new("ip")
@@ -163,6 +186,18 @@ fn s1_forward_policy_drop_on_node2() {
     assert_eq!(
         (field(r, "src"), field(r, "dst")),
         ("10.224.1.2", "10.224.2.2")
+    );
+    // Both ends named by their nodes' runtimes: the pod on node1 that
+    // sent, the one on node2 it was for.
+    assert_eq!(
+        pods(r),
+        (Some(CLIENT.into()), Some(WEB_ON_NODE2.into())),
+        "{r}"
+    );
+    assert!(
+        field(r, "explanation").starts_with("udp default/client-0 (10.224.1.2:")
+            && field(r, "explanation").contains("-> default/web-5c6f8d7b9-q8z7m (10.224.2.2:9000)"),
+        "{r}"
     );
     assert_eq!(field(r, "evidence"), "counters", "{r}");
     let fix = field(r, "fix");
@@ -304,6 +339,12 @@ fn s3_input_rejects_vxlan_and_kubelet() {
         ("10.224.1.2", "10.224.2.2", Some(9000)),
         "{vx}"
     );
+    // The VXLAN datagram is the nodes'; the pods are its inner flow's.
+    assert_eq!(
+        pods(vx),
+        (Some(CLIENT.into()), Some(WEB_ON_NODE2.into())),
+        "{vx}"
+    );
     let vx_fix = field(vx, "fix").to_owned();
     assert!(
         vx_fix.contains("`iptables -I INPUT 8 -s 192.0.2.1 -p udp --dport 8472 -j ACCEPT`"),
@@ -378,6 +419,7 @@ fn s4_unnated_egress_and_masquerade_finding() {
         ("10.224.1.2", INTERNET_HOST)
     );
     assert!(field(e, "explanation").contains("un-masqueraded"), "{e}");
+    assert_eq!(pods(e), (Some(CLIENT.into()), None), "node1's pod: {e}");
     // One echo request left un-NATed (ping -c 1): the observers' count.
     let leaving = records
         .iter()

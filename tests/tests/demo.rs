@@ -57,12 +57,23 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(
-        records.iter().any(|r| field(r, "kind") == "drop"
-            && field(r, "hook") == "FORWARD"
-            && r["policy"] == true
-            && field(r, "owner") == "docker"),
-        "{records:#?}"
+    let drop = records
+        .iter()
+        .find(|r| {
+            field(r, "kind") == "drop"
+                && field(r, "hook") == "FORWARD"
+                && r["policy"] == true
+                && field(r, "owner") == "docker"
+        })
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    // The demo's pods are containerd's, named on both ends.
+    assert_eq!(
+        (&drop["src_pod"]["name"], &drop["dst_pod"]["name"]),
+        (
+            &serde_json::json!("client-0"),
+            &serde_json::json!("web-5c6f8d7b9-q8z7m")
+        ),
+        "{drop}"
     );
     // Cluster names are printed as "nodes <node1> and <node2>".
     let node1 = stderr
@@ -76,6 +87,18 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
         "namespaces of {prefix} left behind: {}",
         namespaces()
     );
+    // Nor the runtimes' files and mounts.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(prefix),
+        "mounts of {prefix} left: {mounts}"
+    );
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Ctrl-C at any moment removes the demo's namespaces: while its clusters

@@ -3,6 +3,7 @@
 //! (`netdrop-model`) to walk and attribute drops to; and the node's pods,
 //! from its container runtime, to name a drop's ends.
 
+pub mod api;
 pub mod nf_tables;
 pub mod pods;
 pub mod reader;

@@ -213,6 +213,40 @@ impl Cri {
 pub trait PodLookup: Send {
     /// The pods at `ips`, in order (`None`: no pod known there).
     fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>>;
+
+    /// The Service whose cluster IP `ip` is (`namespace/name`).
+    fn service(&self, _ip: IpAddr) -> Option<String> {
+        None
+    }
+}
+
+/// The node's runtime first (it knows this node's pods first and needs no
+/// credentials), then the cluster's API (pods on other nodes, Services).
+pub struct Names {
+    pub runtime: Option<PodNames>,
+    pub cluster: Option<super::api::ClusterNames>,
+}
+
+impl PodLookup for Names {
+    fn lookup(&self, ips: &[IpAddr]) -> Vec<Option<PodRef>> {
+        let mut names = match &self.runtime {
+            Some(r) => r.lookup(ips),
+            None => vec![None; ips.len()],
+        };
+        if let Some(c) = &self.cluster {
+            for (n, ip) in names.iter_mut().zip(ips) {
+                if n.is_none() {
+                    *n = c.pod(*ip);
+                }
+            }
+        }
+        names
+    }
+
+    fn service(&self, ip: IpAddr) -> Option<String> {
+        let s = self.cluster.as_ref()?.service(ip)?;
+        Some(format!("{}/{}", s.namespace, s.name))
+    }
 }
 
 impl PodLookup for PodIndex {
@@ -247,33 +281,50 @@ impl PodNames {
     /// with addresses only (a runtime that hangs must not hold `watch`).
     pub const WAIT: Duration = Duration::from_millis(500);
 
-    /// `socket`: the runtime's CRI socket; `None` finds it
-    /// ([`CRI_SOCKETS`]). What goes wrong is said once, as a warning.
-    pub fn start(socket: Option<String>) -> Self {
+    /// `sockets`: the runtimes' CRI sockets (an address is named by the
+    /// first that has it); none: the node's is found ([`CRI_SOCKETS`]).
+    /// What goes wrong is said once per runtime, as a warning.
+    pub fn start(sockets: Vec<String>) -> Self {
         let (ask, asked) = std::sync::mpsc::channel::<Question>();
         let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let done = busy.clone();
+        let sockets: Vec<Option<String>> = if sockets.is_empty() {
+            vec![None]
+        } else {
+            sockets.into_iter().map(Some).collect()
+        };
         let spawned = std::thread::Builder::new()
             .name("netdrop-cri".into())
             .spawn(move || {
-                let mut runtime = Runtime {
-                    socket,
-                    cri: None,
-                    index: PodIndex::default(),
-                    read_at: None,
-                    failed_at: None,
-                    said: None,
-                };
+                let mut runtimes: Vec<Runtime> = sockets
+                    .into_iter()
+                    .map(|socket| Runtime {
+                        socket,
+                        cri: None,
+                        index: PodIndex::default(),
+                        read_at: None,
+                        failed_at: None,
+                        said: None,
+                    })
+                    .collect();
                 // Connected and read once at the start, so the first drop
                 // does not wait for the connection.
-                runtime.refresh();
+                for r in &mut runtimes {
+                    r.refresh();
+                }
                 for (ips, reply) in asked {
-                    let stale = runtime.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
-                    let waiting = runtime.failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
-                    if stale && !waiting {
-                        runtime.refresh();
+                    for r in &mut runtimes {
+                        let stale = r.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                        let waiting = r.failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
+                        if stale && !waiting {
+                            r.refresh();
+                        }
                     }
-                    let _ = reply.send(runtime.index.lookup(&ips));
+                    let names = ips
+                        .iter()
+                        .map(|ip| runtimes.iter().find_map(|r| r.index.get(*ip).cloned()))
+                        .collect();
+                    let _ = reply.send(names);
                     done.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -411,7 +462,7 @@ mod tests {
                 held.push(c);
             }
         });
-        let names = PodNames::start(Some(path.display().to_string()));
+        let names = PodNames::start(vec![path.display().to_string()]);
         let ip: IpAddr = "10.224.1.2".parse().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

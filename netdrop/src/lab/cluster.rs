@@ -1,8 +1,12 @@
 //! A two-node flannel cluster in network namespaces, for the demo and the
-//! end-to-end tests.
+//! end-to-end tests. Its pods are real: each node runs Debian's containerd
+//! with its CRI plugin, and the pods are sandboxes it makes, wired by the
+//! CNI `bridge` (on `cni0`) and `host-local` plugins as flannel's CNI
+//! configuration has them — the path a real node's pods take.
 //!
 //! ```text
 //!   pod1 10.224.1.2  pod1b 10.224.1.3          pod2 10.224.2.2
+//!   client-0         web-…-k2x4p               web-…-q8z7m
 //!        \ cni0 10.224.1.1 /                        | cni0 10.224.2.1
 //!        node1 ── flannel.1 (VXLAN 1, UDP 8472) ── node2
 //!          eth0 192.0.2.1 ─── switch (br0) ─── eth0 192.0.2.2
@@ -18,7 +22,10 @@ use std::net::{SocketAddr, TcpListener};
 
 use anyhow::Context as _;
 
-use super::Lab;
+use super::{
+    Lab,
+    containerd::{Containerd, PodSpec},
+};
 use crate::netns::Netns;
 
 pub const POD_CIDR: &str = "10.224.0.0/16";
@@ -43,6 +50,9 @@ pub enum Scenario {
 }
 
 pub struct Cluster {
+    /// Each node's container runtime (stopped before the lab's namespaces
+    /// go: see `Drop`).
+    pub runtimes: Vec<Containerd>,
     pub lab: Lab,
     pub node1: String,
     pub node2: String,
@@ -72,6 +82,60 @@ const NODES: [NodeSpec; 2] = [
     },
 ];
 
+/// A pod of the cluster.
+pub struct LabPod {
+    /// Index of its node in [`NODES`].
+    pub node: usize,
+    /// Its field in [`Cluster`] (`pod1`, `pod1b`, `pod2`).
+    pub role: &'static str,
+    /// The address host-local gives it.
+    pub ip: &'static str,
+    pub name: &'static str,
+    /// The labels its controller sets.
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+/// The cluster's pods (all in namespace `default`). The Service
+/// `default/web`'s endpoints are Deployment `web`'s two replicas, one on
+/// each node; StatefulSet `client`'s pod sits beside the first.
+pub const PODS: [LabPod; 3] = [
+    LabPod {
+        node: 0,
+        role: "pod1",
+        ip: "10.224.1.2",
+        name: "client-0",
+        labels: &[
+            ("app", "client"),
+            ("controller-revision-hash", "client-7f9d6c5b8"),
+            ("statefulset.kubernetes.io/pod-name", "client-0"),
+        ],
+    },
+    LabPod {
+        node: 0,
+        role: "pod1b",
+        ip: "10.224.1.3",
+        name: "web-5c6f8d7b9-k2x4p",
+        labels: &[("app", "web"), ("pod-template-hash", "5c6f8d7b9")],
+    },
+    LabPod {
+        node: 1,
+        role: "pod2",
+        ip: "10.224.2.2",
+        name: "web-5c6f8d7b9-q8z7m",
+        labels: &[("app", "web"), ("pod-template-hash", "5c6f8d7b9")],
+    },
+];
+
+impl Drop for Cluster {
+    /// The runtimes stop their pods first (before the lab deletes the
+    /// namespaces), the last started first.
+    fn drop(&mut self) {
+        while let Some(r) = self.runtimes.pop() {
+            drop(r);
+        }
+    }
+}
+
 impl Cluster {
     pub fn build(tag: &str, scenario: Scenario) -> anyhow::Result<Self> {
         let mut lab = Lab::new(tag);
@@ -79,20 +143,19 @@ impl Cluster {
         let internet = lab.netns("inet")?;
         let node1 = lab.netns("node1")?;
         let node2 = lab.netns("node2")?;
-        let pod1 = lab.netns("pod1")?;
-        let pod1b = lab.netns("pod1b")?;
-        let pod2 = lab.netns("pod2")?;
-        let c = Self {
+        let mut c = Self {
+            runtimes: Vec::new(),
             lab,
             node1,
             node2,
-            pod1,
-            pod1b,
-            pod2,
+            pod1: String::new(),
+            pod1b: String::new(),
+            pod2: String::new(),
             internet,
             switch,
         };
         c.wire().context("wiring the cluster")?;
+        c.run_pods().context("running the cluster's pods")?;
         for (i, spec) in NODES.iter().enumerate() {
             let node = c.node(i);
             let rules = node_rules(spec.n, scenario);
@@ -200,32 +263,40 @@ impl Cluster {
                 ],
             )?;
         }
-        for (pod, node, addr, gw, veth) in [
-            (
-                &self.pod1,
-                &self.node1,
-                "10.224.1.2/24",
-                "10.224.1.1",
-                "veth-pod1",
-            ),
-            (
-                &self.pod1b,
-                &self.node1,
-                "10.224.1.3/24",
-                "10.224.1.1",
-                "veth-pod1b",
-            ),
-            (
-                &self.pod2,
-                &self.node2,
-                "10.224.2.2/24",
-                "10.224.2.1",
-                "veth-pod2",
-            ),
-        ] {
-            l.veth((node, veth, None), (pod, "eth0", Some(addr)))?;
-            l.ip(node, &["link", "set", veth, "master", "cni0"])?;
-            l.ip(pod, &["route", "add", "default", "via", gw])?;
+        Ok(())
+    }
+
+    /// Starts containerd on each node and runs the pods, as kubelet would:
+    /// the [`PODS`], with the labels their controllers set. host-local gives them the first addresses of their
+    /// node's subnet in this order; each pod's namespace gets a lab name.
+    fn run_pods(&mut self) -> anyhow::Result<()> {
+        for (i, spec) in NODES.iter().enumerate() {
+            let subnet = format!("10.224.{}.0/24", spec.n);
+            let node = self.node(i).to_owned();
+            self.runtimes.push(
+                Containerd::start(&node, &subnet)
+                    .with_context(|| format!("starting containerd on {node}"))?,
+            );
+        }
+        for p in &PODS {
+            let pod = self.runtimes[p.node].run_pod(&PodSpec {
+                namespace: "default",
+                name: p.name,
+                labels: p.labels,
+            })?;
+            anyhow::ensure!(
+                pod.ip == p.ip,
+                "pod {} got {} from host-local, not {}",
+                p.name,
+                pod.ip,
+                p.ip
+            );
+            let ns = self.lab.adopt_netns(p.role, &pod.netns)?;
+            match p.role {
+                "pod1" => self.pod1 = ns,
+                "pod1b" => self.pod1b = ns,
+                _ => self.pod2 = ns,
+            }
         }
         Ok(())
     }
@@ -233,8 +304,16 @@ impl Cluster {
     /// Every namespace with its role, for printing.
     pub fn describe(&self) -> String {
         format!(
-            "node1={} node2={} pod1={} (10.224.1.2) pod1b={} (10.224.1.3) pod2={} (10.224.2.2) internet={} ({INTERNET_HOST})",
-            self.node1, self.node2, self.pod1, self.pod1b, self.pod2, self.internet
+            "node1={} node2={} pod1={} (default/{} 10.224.1.2) pod1b={} (default/{} 10.224.1.3) pod2={} (default/{} 10.224.2.2) internet={} ({INTERNET_HOST})",
+            self.node1,
+            self.node2,
+            self.pod1,
+            PODS[0].name,
+            self.pod1b,
+            PODS[1].name,
+            self.pod2,
+            PODS[2].name,
+            self.internet
         )
     }
 

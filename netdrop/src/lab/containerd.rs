@@ -16,8 +16,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use k8s_cri::v1::{
-    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    runtime_service_client::RuntimeServiceClient,
 };
 
 /// The sandbox image's name (never pulled: built and imported).
@@ -30,9 +31,23 @@ pub struct Containerd {
     /// Its CRI socket.
     pub socket: String,
     sandboxes: Vec<String>,
-    /// `/run/containerd` was not there before (the shims' runc state and
-    /// fifos go there whatever the config says): removed when empty.
-    made_run_dir: bool,
+}
+
+/// The lab's containerds running in this process, and whether
+/// `/run/containerd` was made by them (the shims' runc state and fifos go
+/// there whatever the config says): the last one stopped removes it, if
+/// empty.
+static RUNNING: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+/// A running pod of the lab.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    /// Its sandbox id.
+    pub id: String,
+    /// Its network namespace (a file under the runtime's state).
+    pub netns: PathBuf,
+    /// The address the CNI plugins gave it.
+    pub ip: String,
 }
 
 /// What `RunPodSandbox` is given.
@@ -79,7 +94,7 @@ state = "{state}"
         );
         std::fs::write(dir.join("net.d/10-bridge.conflist"), cni)?;
         build_pause_image(&dir.join("image"))?;
-        let made_run_dir = !Path::new("/run/containerd").exists();
+        let run_dir_new = !Path::new("/run/containerd").exists();
         // The stream server binds 127.0.0.1.
         super::run("ip", &["-n", node, "link", "set", "lo", "up"])?;
         let daemon = spawn_daemon(node, &dir)?;
@@ -88,8 +103,13 @@ state = "{state}"
             daemon,
             socket,
             sandboxes: Vec::new(),
-            made_run_dir,
         };
+        if let Ok(mut r) = RUNNING.lock() {
+            if r.0 == 0 {
+                r.1 = run_dir_new;
+            }
+            r.0 += 1;
+        }
         me.wait_listening()?;
         let image = me.dir.join("image/pause.tar").display().to_string();
         let out = Command::new("ctr")
@@ -108,27 +128,36 @@ state = "{state}"
         Ok(me)
     }
 
-    fn client<T>(
+    /// Runs `f` with a CRI client, on a thread of its own with its own
+    /// runtime: callers may be inside an async runtime (the demo) or not.
+    fn client<T: Send>(
         &self,
-        f: impl AsyncFnOnce(&mut RuntimeServiceClient<tonic::transport::Channel>) -> anyhow::Result<T>,
+        f: impl AsyncFnOnce(&mut RuntimeServiceClient<tonic::transport::Channel>) -> anyhow::Result<T>
+        + Send,
     ) -> anyhow::Result<T> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         // Dialled here, not through the agent's CRI client: the lab uses
         // the shared helpers only (ARCHITECTURE.md).
         let socket = self.socket.clone();
-        rt.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_static("http://cri.invalid")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let socket = socket.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(socket).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await?;
-            f(&mut RuntimeServiceClient::new(channel)).await
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let channel = tonic::transport::Endpoint::from_static("http://cri.invalid")
+                        .connect_with_connector(tower::service_fn(move |_| {
+                            let socket = socket.clone();
+                            async move {
+                                let s = tokio::net::UnixStream::connect(socket).await?;
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                            }
+                        }))
+                        .await?;
+                    f(&mut RuntimeServiceClient::new(channel)).await
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the CRI call panicked")))
         })
     }
 
@@ -167,8 +196,9 @@ state = "{state}"
         }
     }
 
-    /// A pod, as kubelet makes one: its sandbox id.
-    pub fn run_pod(&mut self, pod: &PodSpec<'_>) -> anyhow::Result<String> {
+    /// A pod, as kubelet makes one.
+    pub fn run_pod(&mut self, pod: &PodSpec<'_>) -> anyhow::Result<Pod> {
+        let before = self.pod_netns();
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: pod.name.into(),
@@ -199,7 +229,34 @@ state = "{state}"
             .pod_sandbox_id)
         })?;
         self.sandboxes.push(id.clone());
-        Ok(id)
+        let netns = self
+            .pod_netns()
+            .into_iter()
+            .find(|n| !before.contains(n))
+            .with_context(|| {
+                format!(
+                    "pod {}/{}: no new network namespace",
+                    pod.namespace, pod.name
+                )
+            })?;
+        let ip = self.client(async |c| {
+            let status = c
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: id.clone(),
+                    verbose: false,
+                })
+                .await?
+                .into_inner()
+                .status;
+            Ok(status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default())
+        })?;
+        if ip.is_empty() {
+            bail!("pod {}/{} got no address", pod.namespace, pod.name);
+        }
+        Ok(Pod { id, netns, ip })
     }
 
     /// The network namespaces of the running pods (files under this
@@ -211,7 +268,11 @@ state = "{state}"
     }
 
     /// Stops and removes a pod (its address goes back to host-local).
-    pub fn remove_pod(&mut self, id: &str) -> anyhow::Result<()> {
+    pub fn remove_pod(&mut self, pod: &Pod) -> anyhow::Result<()> {
+        self.remove_sandbox(&pod.id)
+    }
+
+    fn remove_sandbox(&mut self, id: &str) -> anyhow::Result<()> {
         let id = id.to_owned();
         self.sandboxes.retain(|s| *s != id);
         self.client(async |c| {
@@ -241,7 +302,7 @@ state = "{state}"
 impl Drop for Containerd {
     fn drop(&mut self) {
         for id in self.sandboxes.clone() {
-            let _ = self.remove_pod(&id);
+            let _ = self.remove_sandbox(&id);
         }
         // SAFETY: kill(2) on the daemon this struct started.
         unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
@@ -258,8 +319,11 @@ impl Drop for Containerd {
         // the lab stops; any mount left under the directory goes now.
         unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
-        if self.made_run_dir {
-            remove_empty_dirs(Path::new("/run/containerd"));
+        if let Ok(mut r) = RUNNING.lock() {
+            r.0 = r.0.saturating_sub(1);
+            if r.0 == 0 && r.1 {
+                remove_empty_dirs(Path::new("/run/containerd"));
+            }
         }
     }
 }
@@ -278,8 +342,11 @@ fn remove_empty_dirs(dir: &Path) {
 
 /// containerd on `dir`'s configuration in namespace `node`, its log
 /// appended to `dir/containerd.log`. nsenter, not `ip netns exec`: that
-/// remounts /sys, hiding the cgroups runc needs.
+/// remounts /sys, hiding the cgroups runc needs. In a process group of its
+/// own: a Ctrl-C at the terminal goes to the demo, which stops the pods
+/// and then the daemon, not to the daemon first.
 fn spawn_daemon(node: &str, dir: &Path) -> anyhow::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -291,6 +358,7 @@ fn spawn_daemon(node: &str, dir: &Path) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .context("starting containerd")
 }

@@ -80,6 +80,23 @@ impl Lab {
         Ok(full)
     }
 
+    /// Names network namespace `netns` (a runtime's pod, say) `<prefix>-<name>`
+    /// under /run/netns, as `ip netns add` would have made it; removed
+    /// with the lab's own (the namespace itself is its owner's).
+    pub fn adopt_netns(&mut self, name: &str, netns: &Path) -> anyhow::Result<String> {
+        let full = format!("{}-{name}", self.prefix);
+        let at = Path::new("/run/netns").join(&full);
+        std::fs::File::create(&at).with_context(|| format!("creating {}", at.display()))?;
+        let at_s = at.display().to_string();
+        let netns_s = netns.display().to_string();
+        if let Err(e) = run("mount", &["--bind", &netns_s, &at_s]) {
+            let _ = std::fs::remove_file(&at);
+            return Err(e);
+        }
+        self.namespaces.push(full.clone());
+        Ok(full)
+    }
+
     /// `ip -n NS ARGS...`
     pub fn ip(&self, ns: &str, args: &[&str]) -> anyhow::Result<()> {
         let mut v = vec!["-n", ns];

@@ -63,6 +63,42 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     run_until(args, std::future::pending()).await
 }
 
+/// Who names pods: the node's runtime, and the cluster's API when it is
+/// reachable by the configuration (`--kubernetes auto`).
+async fn pod_names(
+    args: &WatchArgs,
+) -> anyhow::Result<Option<Box<dyn crate::attribute::pods::PodLookup>>> {
+    use crate::{
+        attribute::{api::ClusterNames, pods},
+        config::KubernetesApi,
+    };
+    if args.no_pod_names {
+        return Ok(None);
+    }
+    let cluster = match args.kubernetes {
+        KubernetesApi::Off => None,
+        KubernetesApi::Auto => match ClusterNames::client(args.kubeconfig.as_deref())
+            .await
+            .context("--kubernetes")?
+        {
+            Some(client) => {
+                log::info!("pods on other nodes and Services named by the Kubernetes API");
+                Some(ClusterNames::start(client))
+            }
+            None => {
+                log::debug!(
+                    "no kubeconfig and no in-cluster service account: the Kubernetes API is not asked"
+                );
+                None
+            }
+        },
+    };
+    Ok(Some(Box::new(pods::Names {
+        runtime: Some(pods::PodNames::start(args.cri_socket.clone())),
+        cluster,
+    })))
+}
+
 /// `run`, which also stops when `stop` completes (`demo` passes the
 /// signals it has listened to since before the watch existed).
 pub async fn run_until(
@@ -101,6 +137,7 @@ pub async fn run_until(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
+    let names = pod_names(&args).await?;
     let shared = metrics::new_shared();
     shared
         .site_limit
@@ -155,11 +192,7 @@ pub async fn run_until(
             shared.clone(),
             args.summary_interval,
         )
-        .with_pods((!args.no_pod_names).then(|| {
-            Box::new(crate::attribute::pods::PodNames::start(
-                args.cri_socket.clone(),
-            )) as Box<dyn crate::attribute::pods::PodLookup>
-        })),
+        .with_pods(names),
         printer,
         shared,
         nodes,
@@ -751,6 +784,7 @@ impl Watcher {
             ..Record::default()
         };
         r.set_flow(flow);
+        self.pipeline.name_pods(&mut r);
         r
     }
 

@@ -225,6 +225,26 @@ fn icmp_name(t: u8) -> String {
     }
 }
 
+/// The pods at `r`'s ends, by name (the inner flow's for VXLAN), and the
+/// Service its destination is, when no rule named one.
+fn name_pods(pods: Option<&dyn PodLookup>, r: &mut Record) {
+    let Some(pods) = pods else { return };
+    let (src, dst) = match (&r.inner, r.src, r.dst) {
+        (Some(i), ..) => (i.src, i.dst),
+        (None, Some(s), Some(d)) => (s, d),
+        _ => return,
+    };
+    let mut names = pods.lookup(&[src, dst]).into_iter();
+    let (s, d) = (names.next().flatten(), names.next().flatten());
+    // A ClusterIP not DNATed yet (no kube-proxy rule named it).
+    if r.service.is_none() && d.is_none() {
+        r.service = pods.service(dst);
+    }
+    if s.is_some() || d.is_some() {
+        r.set_pods(s, d);
+    }
+}
+
 /// Splits `total` into shares proportional to `weights` (largest
 /// remainders first), so the shares add up to `total` exactly.
 fn split(total: u64, weights: &[u64]) -> Vec<u64> {
@@ -293,19 +313,9 @@ impl DropPipeline {
         self
     }
 
-    /// The pods at a drop's ends, by name (the inner flow's for VXLAN).
-    fn name_pods(&self, r: &mut Record) {
-        let Some(pods) = &self.pods else { return };
-        let (src, dst) = match (&r.inner, r.src, r.dst) {
-            (Some(i), ..) => (i.src, i.dst),
-            (None, Some(s), Some(d)) => (s, d),
-            _ => return,
-        };
-        let mut names = pods.lookup(&[src, dst]).into_iter();
-        let (s, d) = (names.next().flatten(), names.next().flatten());
-        if s.is_some() || d.is_some() {
-            r.set_pods(s, d);
-        }
+    /// The pods at a record's ends, by name (the inner flow's for VXLAN).
+    pub fn name_pods(&self, r: &mut Record) {
+        name_pods(self.pods.as_deref(), r);
     }
 
     /// The nodes' namespaces changed (one appeared, went or came back).
@@ -748,6 +758,11 @@ impl DropPipeline {
             series.count(delta.packets, delta.bytes);
             r.packets = total.packets;
             r.bytes = total.bytes;
+            // Names the runtime did not give in time before (it was slow
+            // or away): asked again, at most as often as summaries come.
+            if r.src_pod.is_none() && r.dst_pod.is_none() {
+                name_pods(self.pods.as_deref(), r);
+            }
             let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
             if !due {
                 self.pending.insert(i);
