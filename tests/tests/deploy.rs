@@ -162,6 +162,28 @@ fn kubernetes_manifests_match_the_openapi_schema() {
             text(&out)
         );
     }
+    // The optional API access: read-only, bound to netdrop's account.
+    let api = repo().join("deploy/kubernetes/netdrop-api.yaml");
+    let out = k8s_validate(&api);
+    assert!(out.status.success(), "{}", text(&out));
+    for kind in [
+        "clusterrole/netdrop-names",
+        "clusterrolebinding/netdrop-names",
+    ] {
+        assert!(
+            text(&out).contains(&format!("passed for resource {kind}")),
+            "{}",
+            text(&out)
+        );
+    }
+    let rbac = std::fs::read_to_string(&api).unwrap();
+    assert!(
+        rbac.contains("verbs: [get, list, watch]")
+            && !rbac.contains("create")
+            && !rbac.contains("update")
+            && !rbac.contains("delete"),
+        "{rbac}"
+    );
     // Strict: a misspelled field fails.
     let broken = std::fs::read_to_string(&manifest).unwrap().replacen(
         "hostNetwork: true",

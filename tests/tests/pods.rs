@@ -195,3 +195,97 @@ fn watch_names_the_pod_a_drop_came_from() {
         "every drop of the pod named: {records:#?}"
     );
 }
+
+/// With `--kubeconfig`, the far end of a flow — a pod on another node,
+/// which this node's runtime does not know — is named from the Kubernetes
+/// API, and so is a ClusterIP no rule names. The API is a stand-in server
+/// (no API server runs here; see `netdrop_tests::kube_api`); the pod at
+/// this end, containerd and the drops are real.
+#[test]
+fn the_api_names_the_pod_on_the_other_node_and_the_service() {
+    require_root!();
+    let api = netdrop_tests::kube_api::StandIn::start().unwrap();
+    let mut lab = Lab::new("crk");
+    let node = lab.netns("node").unwrap();
+    let mut ctd = Containerd::start(&node, "10.224.1.0/24").unwrap();
+    let client = ctd
+        .run_pod(&PodSpec {
+            namespace: "shop",
+            name: "client-0",
+            labels: &[
+                ("controller-revision-hash", "client-5c9"),
+                ("statefulset.kubernetes.io/pod-name", "client-0"),
+            ],
+        })
+        .unwrap();
+    let pod = lab.adopt_netns("client", &client.netns).unwrap();
+    // The other node's pods and the Services lie beyond the underlay;
+    // this node's FORWARD drops traffic to both.
+    let other = lab.netns("other").unwrap();
+    lab.veth(
+        (&node, "eth0", Some("192.0.2.1/24")),
+        (&other, "eth0", Some("192.0.2.2/24")),
+    )
+    .unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    for net in ["10.224.2.0/24", "10.96.0.0/12"] {
+        lab.ip(&node, &["route", "add", net, "via", "192.0.2.2"])
+            .unwrap();
+    }
+    lab.iptables_all(
+        &node,
+        &[
+            &["-A", "FORWARD", "-d", "10.224.2.5", "-j", "DROP"],
+            &["-A", "FORWARD", "-d", "10.96.0.10", "-j", "DROP"],
+        ],
+    )
+    .unwrap();
+    let mut w = Watch::start(&[
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--cri-socket",
+        &ctd.socket,
+        "--kubeconfig",
+        api.kubeconfig(),
+        "--summary-interval",
+        "1s",
+    ])
+    .unwrap();
+    let to = |dst: &str| {
+        netdrop_tests::traffic::send_udp(&pod, dst.parse().unwrap(), 2, 32).unwrap();
+    };
+    to("10.224.2.5:8080");
+    to("10.96.0.10:80");
+    let drop_to = |w: &Watch, dst: &str| {
+        w.records()
+            .into_iter()
+            .filter(|r| field(r, "kind") == "drop" && field(r, "dst") == dst)
+            .next_back()
+    };
+    w.wait_for(Duration::from_secs(15), |w| {
+        drop_to(w, "10.224.2.5").is_some() && drop_to(w, "10.96.0.10").is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let records = w.stop().unwrap();
+    let last_to = |dst: &str| {
+        records
+            .iter()
+            .rfind(|r| field(r, "kind") == "drop" && field(r, "dst") == dst)
+            .unwrap()
+            .clone()
+    };
+    let r = last_to("10.224.2.5");
+    assert_eq!(
+        (&r["src_pod"], &r["dst_pod"]),
+        (
+            &serde_json::json!({"namespace": "shop", "name": "client-0", "workload": "statefulset/client"}),
+            &serde_json::json!({"namespace": "shop", "name": "web-7d4b9c8f6d-x2x7q", "workload": "deployment/web"})
+        ),
+        "this end by containerd, the far end by the API: {r}"
+    );
+    let s = last_to("10.96.0.10");
+    assert_eq!(field(&s, "service"), "shop/web", "{s}");
+    assert!(s["dst_pod"].is_null(), "{s}");
+}

@@ -1,0 +1,78 @@
+//! `--kubernetes`: the cluster's names through the Kubernetes API, from a
+//! stand-in server (no API server runs here: see `netdrop_tests::kube_api`
+//! for what is real and what is not). The client is netdrop's own.
+
+use std::time::{Duration, Instant};
+
+use netdrop::attribute::api::ClusterNames;
+use netdrop_tests::kube_api::{StandIn, is_watch, resource_version};
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pods_and_services_named_from_the_api_and_followed() {
+    let api = StandIn::start().unwrap();
+    let client = ClusterNames::client(Some(api.kubeconfig()))
+        .await
+        .unwrap()
+        .expect("a client from the kubeconfig");
+    let names = ClusterNames::start(client);
+    wait_until("both lists", || names.synced()).await;
+
+    // From the lists: a Deployment's pod; no host-network pod (its address
+    // is the node's) and no finished Job's pod (its address is free).
+    let web = names.pod("10.224.2.5".parse().unwrap()).unwrap();
+    assert_eq!(
+        (
+            web.namespace.as_str(),
+            web.name.as_str(),
+            web.workload.as_deref()
+        ),
+        ("shop", "web-7d4b9c8f6d-x2x7q", Some("deployment/web"))
+    );
+    assert_eq!(names.pod("192.0.2.2".parse().unwrap()), None);
+    assert_eq!(names.pod("10.224.2.9".parse().unwrap()), None);
+    assert_eq!(names.pods_len(), 1);
+    let svc = names.service("10.96.0.10".parse().unwrap()).unwrap();
+    assert_eq!((svc.namespace.as_str(), svc.name.as_str()), ("shop", "web"));
+
+    // The watch: the pod deleted, a StatefulSet's pod given its address.
+    api.release();
+    wait_until("api-0 named at the reused address", || {
+        names
+            .pod("10.224.2.5".parse().unwrap())
+            .is_some_and(|p| p.name == "api-0")
+    })
+    .await;
+    let api0 = names.pod("10.224.2.5".parse().unwrap()).unwrap();
+    assert_eq!(api0.workload.as_deref(), Some("statefulset/api"));
+    assert_eq!(names.pods_len(), 1);
+
+    // The stream ended: the watch resumed from the last version it saw,
+    // without listing again.
+    wait_until("a watch resumed from 1003", || {
+        api.requests("/api/v1/pods")
+            .iter()
+            .any(|q| is_watch(q) && resource_version(q) == Some("1003"))
+    })
+    .await;
+    let pods_requests = api.requests("/api/v1/pods");
+    let lists = pods_requests.iter().filter(|q| !is_watch(q)).count();
+    assert_eq!(lists, 1, "{pods_requests:#?}");
+}
+
+/// An unreadable kubeconfig is the operator's error, said as such.
+#[tokio::test]
+async fn a_kubeconfig_that_is_not_there_is_said() {
+    let e = ClusterNames::client(Some("/nonexistent/kubeconfig"))
+        .await
+        .err()
+        .expect("an error");
+    assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}");
+}
