@@ -105,6 +105,10 @@ pub struct WatchArgs {
     /// service account in the cluster; off never asks it.
     #[arg(long, value_enum, default_value_t = KubernetesApi::Auto)]
     pub kubernetes: KubernetesApi,
+    /// Count drops by the namespace and workload at either end too
+    /// (`netdrop_workload_drops_total`; never by pod or address).
+    #[arg(long)]
+    pub metrics_workload_labels: bool,
     /// The kubeconfig to reach the Kubernetes API with (`--kubernetes auto`).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<String>,

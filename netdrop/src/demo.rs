@@ -144,9 +144,17 @@ fn demo_watch_args(
         #[command(flatten)]
         args: WatchArgs,
     }
-    let mut argv: Vec<String> = ["watch", "--pod-cidr", POD_CIDR, "--summary-interval", "10s"]
-        .map(str::to_owned)
-        .to_vec();
+    // Workload labels on: the dashboard's workload table has the demo's.
+    let mut argv: Vec<String> = [
+        "watch",
+        "--pod-cidr",
+        POD_CIDR,
+        "--summary-interval",
+        "10s",
+        "--metrics-workload-labels",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     argv.extend(["--metrics-addr".into(), args.metrics_addr.to_string()]);
     if let Some(d) = args.duration {
         argv.extend(["--duration".into(), format!("{}ms", d.as_millis())]);

@@ -760,9 +760,9 @@ fn every_dashboard_query_answers_on_real_demo_data() {
         "panels without data:\n{}",
         failures.join("\n")
     );
-    // 14 panels; the losses panel and the reload/failure panel have 4 and 2
-    // targets: 18. A panel added or removed changes this on purpose.
-    assert_eq!(checked, 18, "panel targets checked");
+    // 15 panels; the losses panel and the reload/failure panel have 4 and 2
+    // targets: 19. A panel added or removed changes this on purpose.
+    assert_eq!(checked, 19, "panel targets checked");
 
     // Labels never carry pod addresses (the README's promise), with every
     // seed's drops, explanations and fixes in the series.
@@ -786,6 +786,19 @@ fn every_dashboard_query_answers_on_real_demo_data() {
         pod_addresses.is_empty(),
         "pod addresses in metric labels: {pod_addresses:#?}"
     );
+    // Nor pod names, though the demo's workloads are labels (it runs with
+    // --metrics-workload-labels).
+    assert!(
+        metrics.contains(r#"workload="deployment/web""#),
+        "workload series present"
+    );
+    for pod in netdrop::lab::cluster::PODS {
+        assert!(
+            !metrics.contains(pod.name),
+            "pod name {} in metric labels",
+            pod.name
+        );
+    }
 
     alerts_on_real_series(&prom);
 

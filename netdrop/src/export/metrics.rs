@@ -32,6 +32,22 @@ pub struct DropLabels {
     pub owner: String,
 }
 
+/// A workload at one end of dropped packets (`--metrics-workload-labels`):
+/// namespaces and workloads are few; pods and addresses never labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadDropLabels {
+    pub node: String,
+    /// `source` or `destination`.
+    pub end: String,
+    pub namespace: String,
+    /// `deployment/web`; empty for a pod no known controller owns.
+    pub workload: String,
+    pub hook: String,
+    pub table: String,
+    pub chain: String,
+    pub owner: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VxlanDropLabels {
     pub node: String,
@@ -127,6 +143,7 @@ pub struct Metrics {
     pub drops: Family<DropLabels, Counter>,
     pub drop_bytes: Family<DropLabels, Counter>,
     pub vxlan_drops: Family<VxlanDropLabels, Counter>,
+    pub workload_drops: Family<WorkloadDropLabels, Counter>,
     pub unnat_egress: Family<EgressLabels, Counter>,
     pub unnat_egress_bytes: Family<EgressLabels, Counter>,
     pub iface_pod_packets: Family<IfaceLabels, Counter>,
@@ -164,6 +181,9 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Drop-site label sets per node at most (`--max-site-series`).
     pub site_limit: std::sync::atomic::AtomicUsize,
+    /// Count drops by namespace and workload too
+    /// (`--metrics-workload-labels`).
+    pub workload_labels: AtomicBool,
     /// The drop-site label sets made so far, per node.
     site_labels: Mutex<HashMap<String, std::collections::HashSet<DropLabels>>>,
 }
@@ -174,6 +194,7 @@ pub fn new_shared() -> Arc<Shared> {
         drops: Family::default(),
         drop_bytes: Family::default(),
         vxlan_drops: Family::default(),
+        workload_drops: Family::default(),
         unnat_egress: Family::default(),
         unnat_egress_bytes: Family::default(),
         iface_pod_packets: Family::default(),
@@ -211,6 +232,11 @@ pub fn new_shared() -> Arc<Shared> {
         "netdrop_vxlan_drops",
         "Dropped VXLAN packets between nodes, by sending node",
         m.vxlan_drops.clone(),
+    );
+    r.register(
+        "netdrop_workload_drops",
+        "Dropped pod packets by the namespace and workload at either end (--metrics-workload-labels): a site's drops of each poll go to the pods of its latest sample",
+        m.workload_drops.clone(),
     );
     r.register(
         "netdrop_unnat_egress_packets",
@@ -323,6 +349,7 @@ pub fn new_shared() -> Arc<Shared> {
         explanations: Mutex::new(HashMap::new()),
         ready: AtomicBool::new(false),
         site_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        workload_labels: AtomicBool::new(false),
         site_labels: Mutex::new(HashMap::new()),
     })
 }
@@ -370,6 +397,8 @@ pub struct SiteSeries {
     drops: Counter,
     bytes: Counter,
     vxlan: Option<(String, Counter)>,
+    /// The workloads at its ends, as of its record (when counted).
+    workloads: Vec<Counter>,
 }
 
 impl SiteSeries {
@@ -378,6 +407,9 @@ impl SiteSeries {
         self.drops.inc_by(packets);
         self.bytes.inc_by(bytes);
         if let Some((_, c)) = &self.vxlan {
+            c.inc_by(packets);
+        }
+        for c in &self.workloads {
             c.inc_by(packets);
         }
     }
@@ -399,6 +431,7 @@ impl Shared {
                     labels,
                     other,
                     vxlan: None,
+                    workloads: Vec::new(),
                 }
             }
         };
@@ -420,6 +453,30 @@ impl Shared {
                 (peer, c)
             });
         }
+        series.workloads = if self.workload_labels.load(Ordering::Relaxed) {
+            [("source", &r.src_pod), ("destination", &r.dst_pod)]
+                .into_iter()
+                .filter_map(|(end, p)| {
+                    let p = p.as_ref()?;
+                    Some(
+                        m.workload_drops
+                            .get_or_create(&WorkloadDropLabels {
+                                node: series.labels.node.clone(),
+                                end: end.into(),
+                                namespace: p.namespace.clone(),
+                                workload: p.workload.clone().unwrap_or_default(),
+                                hook: series.labels.hook.clone(),
+                                table: series.labels.table.clone(),
+                                chain: series.labels.chain.clone(),
+                                owner: series.labels.owner.clone(),
+                            })
+                            .clone(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         series
     }
 

@@ -142,6 +142,10 @@ pub async fn run_until(
     shared
         .site_limit
         .store(args.max_site_series, std::sync::atomic::Ordering::Relaxed);
+    shared.workload_labels.store(
+        args.metrics_workload_labels,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;

@@ -1231,6 +1231,9 @@ mod tests {
         let index: PodIndex = [("10.224.7.2".parse().unwrap(), web.clone())]
             .into_iter()
             .collect();
+        shared
+            .workload_labels
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(index)));
         let mut nodes = [node(BEFORE, AFTER)];
         let k = key(NETFILTER_DROP, hook::INPUT);
@@ -1261,6 +1264,56 @@ mod tests {
         let e = explained(&shared);
         assert_eq!(e.src_pod.as_ref(), Some(&web), "a summary keeps the names");
         assert!(e.explanation.unwrap().contains("shop/web-0"));
+
+        // --metrics-workload-labels: the workload counts every drop; no
+        // pod name or address is a label.
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("netdrop_workload_drops_total{"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(r#"end="source""#)
+                && line.contains(r#"namespace="shop""#)
+                && line.contains(r#"workload="statefulset/web""#)
+                && line.ends_with(" 5"),
+            "{line}"
+        );
+        let workload_lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("netdrop_workload_drops_total{"))
+            .collect();
+        assert_eq!(workload_lines.len(), 1, "the node is no pod: {text}");
+        assert!(
+            !text.contains("web-0") && !text.contains("10.224.7.2"),
+            "{text}"
+        );
+    }
+
+    /// Without `--metrics-workload-labels`, named pods make no workload
+    /// series.
+    #[test]
+    fn workload_series_only_when_asked() {
+        use crate::attribute::pods::{PodIndex, PodRef};
+        let shared = new_shared();
+        let web = PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            workload: Some("statefulset/web".into()),
+        };
+        let index: PodIndex = [("10.224.7.2".parse().unwrap(), web)].into_iter().collect();
+        let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(index)));
+        let mut nodes = [node(BEFORE, AFTER)];
+        let k = key(NETFILTER_DROP, hook::INPUT);
+        let mut ev = Recorded::default();
+        ev.push(vec![sample(k, hook::INPUT, 9999)], vec![(k, counters(3))]);
+        let out = p.poll(&mut ev, &mut nodes).unwrap();
+        assert!(out[0].record.src_pod.is_some());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        assert!(!text.contains("netdrop_workload_drops_total{"), "{text}");
     }
 
     #[test]
@@ -1283,6 +1336,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
         assert!(text.contains("-s <source> -p icmp"), "{text}");
+
         assert!(!text.contains("192.0.2.7"), "{text}");
     }
 
