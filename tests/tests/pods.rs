@@ -261,8 +261,7 @@ fn the_api_names_the_pod_on_the_other_node_and_the_service() {
     let drop_to = |w: &Watch, dst: &str| {
         w.records()
             .into_iter()
-            .filter(|r| field(r, "kind") == "drop" && field(r, "dst") == dst)
-            .next_back()
+            .rfind(|r| field(r, "kind") == "drop" && field(r, "dst") == dst)
     };
     w.wait_for(Duration::from_secs(15), |w| {
         drop_to(w, "10.224.2.5").is_some() && drop_to(w, "10.96.0.10").is_some()
