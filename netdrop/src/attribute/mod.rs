@@ -4,6 +4,7 @@
 //! from its container runtime, to name a drop's ends.
 
 pub mod api;
+pub mod containerd_events;
 pub mod nf_tables;
 pub mod pods;
 pub mod reader;

@@ -73,7 +73,9 @@ pub enum CriError {
 }
 
 /// A gRPC channel to the CRI socket at `path`.
-async fn channel(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub(crate) async fn channel(
+    path: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let socket = path.to_owned();
     // The URI is required and unused: the connector dials the socket.
     tonic::transport::Endpoint::from_static("http://cri.invalid")
@@ -305,6 +307,7 @@ impl PodNames {
                         read_at: None,
                         failed_at: None,
                         said: None,
+                        changes: None,
                     })
                     .collect();
                 // Connected and read once at the start, so the first drop
@@ -313,10 +316,24 @@ impl PodNames {
                     r.refresh();
                 }
                 for (ips, reply) in asked {
+                    let miss = ips
+                        .iter()
+                        .any(|ip| runtimes.iter().all(|r| r.index.get(*ip).is_none()));
                     for r in &mut runtimes {
-                        let stale = r.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                        let old = r.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                        // Followed by events: read again when a pod
+                        // changed, else only for an address it does not
+                        // know (a pod whose sandbox was not ready yet when
+                        // it was last read), at most every FRESH.
+                        let due = match &r.changes {
+                            Some(c) if c.live.load(std::sync::atomic::Ordering::Relaxed) => {
+                                c.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
+                                    || (miss && old)
+                            }
+                            _ => old,
+                        };
                         let waiting = r.failed_at.is_some_and(|t| t.elapsed() < Self::RETRY);
-                        if stale && !waiting {
+                        if due && !waiting {
                             r.refresh();
                         }
                     }
@@ -345,6 +362,8 @@ struct Runtime {
     failed_at: Option<std::time::Instant>,
     /// The last failure said (each is said once).
     said: Option<String>,
+    /// containerd's events, once connected to one.
+    changes: Option<std::sync::Arc<super::containerd_events::Changes>>,
 }
 
 impl Runtime {

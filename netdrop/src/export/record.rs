@@ -103,29 +103,41 @@ pub struct Record {
 impl Record {
     /// Sets the pods at the flow's ends, and names them where the
     /// explanation speaks of the flow (not of a VXLAN packet between
-    /// nodes: its pods are the inner flow's).
+    /// nodes: its pods are the inner flow's). Names set before are
+    /// replaced (an address a new pod got).
     pub fn set_pods(
         &mut self,
         src: Option<crate::attribute::pods::PodRef>,
         dst: Option<crate::attribute::pods::PodRef>,
     ) {
+        let before = self.flow_words();
         self.src_pod = src;
         self.dst_pod = dst;
-        if self.inner.is_some() || (self.src_pod.is_none() && self.dst_pod.is_none()) {
+        if self.inner.is_some() {
             return;
         }
+        if let (Some(before), Some(after), Some(e)) =
+            (before, self.flow_words(), &mut self.explanation)
+            && before != after
+        {
+            *e = e.replacen(&before, &after, 1);
+        }
+    }
+
+    /// The flow as the explanation says it, with the pods named so far.
+    fn flow_words(&self) -> Option<String> {
         let (Some(s), Some(d), Some(proto)) = (self.src, self.dst, self.proto.as_deref()) else {
-            return;
+            return None;
         };
-        let plain = netdrop_model::packet::flow_notation(proto, s, self.sport, d, self.dport);
-        let named = flow_with_pods(
-            proto,
-            (s, self.sport, self.src_pod.as_ref()),
-            (d, self.dport, self.dst_pod.as_ref()),
-        );
-        if let Some(e) = &mut self.explanation {
-            *e = e.replacen(&plain, &named, 1);
-        }
+        Some(if self.src_pod.is_none() && self.dst_pod.is_none() {
+            netdrop_model::packet::flow_notation(proto, s, self.sport, d, self.dport)
+        } else {
+            flow_with_pods(
+                proto,
+                (s, self.sport, self.src_pod.as_ref()),
+                (d, self.dport, self.dst_pod.as_ref()),
+            )
+        })
     }
 
     /// What makes two records the same drop site (`/explanations` keeps

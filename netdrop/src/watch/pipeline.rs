@@ -235,12 +235,15 @@ fn name_pods(pods: Option<&dyn PodLookup>, r: &mut Record) {
         _ => return,
     };
     let mut names = pods.lookup(&[src, dst]).into_iter();
-    let (s, d) = (names.next().flatten(), names.next().flatten());
+    // An end the runtime does not name now keeps the name it had (no
+    // answer is no proof the pod went).
+    let s = names.next().flatten().or_else(|| r.src_pod.clone());
+    let d = names.next().flatten().or_else(|| r.dst_pod.clone());
     // A ClusterIP not DNATed yet (no kube-proxy rule named it).
     if r.service.is_none() && d.is_none() {
         r.service = pods.service(dst);
     }
-    if s.is_some() || d.is_some() {
+    if s != r.src_pod || d != r.dst_pod {
         r.set_pods(s, d);
     }
 }
@@ -758,11 +761,11 @@ impl DropPipeline {
             series.count(delta.packets, delta.bytes);
             r.packets = total.packets;
             r.bytes = total.bytes;
-            // Names the runtime did not give in time before (it was slow
-            // or away): asked again, at most as often as summaries come.
-            if r.src_pod.is_none() && r.dst_pod.is_none() {
-                name_pods(self.pods.as_deref(), r);
-            }
+            // Names asked again, at most as often as summaries come: ones
+            // the runtime did not give in time before (it was slow or
+            // away), and a new pod at an address (the runtime's answer
+            // comes from its index, read again only when pods changed).
+            name_pods(self.pods.as_deref(), r);
             let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
             if !due {
                 self.pending.insert(i);
@@ -1228,18 +1231,27 @@ mod tests {
             uid: "u1".into(),
             workload: Some("statefulset/web".into()),
         };
+        /// The runtime's index as it is at each call.
+        struct Live(Arc<std::sync::Mutex<PodIndex>>);
+        impl PodLookup for Live {
+            fn lookup(&self, ips: &[std::net::IpAddr]) -> Vec<Option<PodRef>> {
+                self.0.lock().unwrap().lookup(ips)
+            }
+        }
         let index: PodIndex = [("10.224.7.2".parse().unwrap(), web.clone())]
             .into_iter()
             .collect();
+        let index = Arc::new(std::sync::Mutex::new(index));
         shared
             .workload_labels
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(index)));
+        let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(Live(index.clone()))));
         let mut nodes = [node(BEFORE, AFTER)];
         let k = key(NETFILTER_DROP, hook::INPUT);
         let mut ev = Recorded::default();
         ev.push(vec![sample(k, hook::INPUT, 9999)], vec![(k, counters(3))]);
         ev.push(vec![], vec![(k, counters(5))]);
+        ev.push(vec![], vec![(k, counters(6))]);
         let explained = |shared: &Shared| {
             let sites = shared.explanations.lock().unwrap();
             assert_eq!(sites.len(), 1);
@@ -1289,6 +1301,29 @@ mod tests {
             !text.contains("web-0") && !text.contains("10.224.7.2"),
             "{text}"
         );
+
+        // The address goes to a new pod: the site's next summary (no new
+        // sample) names it, in its words too.
+        let api = PodRef {
+            name: "api-0".into(),
+            uid: "u2".into(),
+            workload: Some("statefulset/api".into()),
+            ..web.clone()
+        };
+        *index.lock().unwrap() = [("10.224.7.2".parse().unwrap(), api.clone())]
+            .into_iter()
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        let third = p.poll(&mut ev, &mut nodes).unwrap();
+        let r = &third[0].record;
+        assert!(!third[0].detail);
+        assert_eq!(r.src_pod.as_ref(), Some(&api));
+        let why = r.explanation.as_deref().unwrap();
+        assert!(
+            why.starts_with("udp shop/api-0 (10.224.7.2:5000) -> 10.224.7.1:9999"),
+            "{why}"
+        );
+        assert_eq!(explained(&shared).src_pod.as_ref(), Some(&api));
     }
 
     /// Without `--metrics-workload-labels`, named pods make no workload
