@@ -597,7 +597,7 @@ fn sentences(
                     };
                     (
                         format!("{flow}: {place} {verb}: {engine} enforces NetworkPolicy for the pod at {pod}, and no policy that selects it allows this {} traffic.{shadow}", dir.as_str()),
-                        format!("Find the pod and the policies that select it: `kubectl get pods -A -o wide --field-selector status.podIP={pod}`, then `kubectl -n <its namespace> get networkpolicy`. If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. {engine} applies it by itself; an iptables rule before its chains would bypass the policy, and its next sync would undo it.", policy_rule(ctx, p, dir)),
+                        format!("{} If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. {engine} applies it by itself; an iptables rule before its chains would bypass the policy, and its next sync would undo it.", pod_policies(pod, None), policy_rule(ctx, p, dir)),
                     )
                 }
                 None => (
@@ -755,6 +755,21 @@ fn policy_direction(owner: Owner, chain: &str) -> Option<Direction> {
         Owner::WeaveNpc if chain.contains("EGRESS") => Some(Direction::Egress),
         Owner::WeaveNpc => Some(Direction::Ingress),
         _ => None,
+    }
+}
+
+/// How a fix finds the policies that select the pod at `ip`: by its name
+/// when the pod is known (the node's runtime or the API named it), else
+/// by a `kubectl` that finds it by address. `Record::set_pods` swaps one
+/// for the other when the pod is named after the fix was written.
+pub fn pod_policies(ip: std::net::IpAddr, pod: Option<(&str, &str)>) -> String {
+    match pod {
+        Some((ns, name)) => format!(
+            "See the policies that select pod {ns}/{name}: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`)."
+        ),
+        None => format!(
+            "Find the pod and the policies that select it: `kubectl get pods -A -o wide --field-selector status.podIP={ip}`, then `kubectl -n <its namespace> get networkpolicy`."
+        ),
     }
 }
 

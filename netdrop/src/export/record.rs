@@ -111,6 +111,26 @@ impl Record {
         dst: Option<crate::attribute::pods::PodRef>,
     ) {
         let before = self.flow_words();
+        // A NetworkPolicy fix finds its pod by name once it has one.
+        let ends = match (&self.inner, self.src, self.dst) {
+            (Some(i), ..) => Some((i.src, i.dst)),
+            (None, Some(s), Some(d)) => Some((s, d)),
+            _ => None,
+        };
+        if let (Some(fix), Some((s_ip, d_ip))) = (&mut self.fix, ends) {
+            let words = |ip, p: &Option<crate::attribute::pods::PodRef>| {
+                crate::explain::pod_policies(
+                    ip,
+                    p.as_ref().map(|p| (p.namespace.as_str(), p.name.as_str())),
+                )
+            };
+            for (ip, old, new) in [(s_ip, &self.src_pod, &src), (d_ip, &self.dst_pod, &dst)] {
+                let (was, now) = (words(ip, old), words(ip, new));
+                if was != now {
+                    *fix = fix.replacen(&was, &now, 1);
+                }
+            }
+        }
         self.src_pod = src;
         self.dst_pod = dst;
         if self.inner.is_some() {
@@ -353,5 +373,43 @@ mod tests {
             serde_json::json!({"namespace": "shop", "name": "web-0", "workload": null})
         );
         assert!(v["dst_pod"].is_null());
+    }
+
+    /// A NetworkPolicy fix written before the pod had a name finds it by
+    /// name once it has one, and follows a new pod at the address.
+    #[test]
+    fn a_policy_fix_names_its_pod() {
+        let pod = |ns: &str, name: &str| PodRef {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: String::new(),
+            workload: None,
+        };
+        let dst: IpAddr = "10.224.2.2".parse().unwrap();
+        let mut r = Record {
+            src: "10.224.1.2".parse().ok(),
+            dst: Some(dst),
+            proto: Some("tcp".into()),
+            fix: Some(format!(
+                "{} If this traffic should pass, allow it.",
+                crate::explain::pod_policies(dst, None)
+            )),
+            ..Record::default()
+        };
+        r.set_pods(None, Some(pod("shop", "web-0")));
+        let fix = r.fix.clone().unwrap();
+        assert!(
+            fix.starts_with(
+                "See the policies that select pod shop/web-0: `kubectl -n shop get networkpolicy`"
+            ) && !fix.contains("field-selector")
+                && fix.ends_with("If this traffic should pass, allow it."),
+            "{fix}"
+        );
+        r.set_pods(None, Some(pod("shop", "api-0")));
+        let fix = r.fix.unwrap();
+        assert!(
+            fix.contains("pod shop/api-0") && !fix.contains("web-0"),
+            "{fix}"
+        );
     }
 }
