@@ -6,7 +6,7 @@
 use std::{process::Command, time::Duration};
 
 use netdrop::{
-    attribute::pods::{Cri, PodNames},
+    attribute::pods::{Cri, PodLookup as _, PodNames},
     lab::containerd::{Containerd, PodSpec},
 };
 use netdrop_tests::{Lab, Watch, field, prom::http_get, require_root};
@@ -238,6 +238,50 @@ fn containerds_events_tell_of_pods_that_come_and_go() {
     // containerd restarted: subscribed again.
     ctd.restart(&node).unwrap();
     until("subscribed again", &|| changes.live.load(Ordering::Relaxed));
+}
+
+/// The names `watch` gives follow those events: with answers standing for
+/// ten minutes unless told otherwise, a pod that takes another's address
+/// is named at once — only the events can have said so.
+#[test]
+fn names_follow_containerds_events() {
+    require_root!();
+    let mut lab = Lab::new("crf");
+    let node = lab.netns("node").unwrap();
+    // A /30: one pod address, which the next pod gets again.
+    let mut ctd = Containerd::start(&node, "10.224.1.0/30").unwrap();
+    let web = ctd
+        .run_pod(&PodSpec {
+            namespace: "shop",
+            name: "web-0",
+            labels: &[],
+        })
+        .unwrap();
+    let ip: std::net::IpAddr = web.ip.parse().unwrap();
+    let names = PodNames::start_with(vec![ctd.socket.clone()], Duration::from_secs(600));
+    let name_at = || names.lookup(&[ip])[0].as_ref().map(|p| p.name.clone());
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = name_at();
+            if now.as_deref() == Some(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{now:?}, not {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("web-0");
+    ctd.remove_pod(&web).unwrap();
+    let api = ctd
+        .run_pod(&PodSpec {
+            namespace: "shop",
+            name: "api-0",
+            labels: &[],
+        })
+        .unwrap();
+    assert_eq!(api.ip, web.ip, "host-local gave the address again");
+    until("api-0");
 }
 
 /// With `--kubeconfig`, the far end of a flow — a pod on another node,

@@ -287,6 +287,12 @@ impl PodNames {
     /// first that has it); none: the node's is found ([`CRI_SOCKETS`]).
     /// What goes wrong is said once per runtime, as a warning.
     pub fn start(sockets: Vec<String>) -> Self {
+        Self::start_with(sockets, Self::FRESH)
+    }
+
+    /// [`PodNames::start`], an answer standing for `fresh` when no events
+    /// say otherwise (a test makes it long, so only events can rename).
+    pub fn start_with(sockets: Vec<String>, fresh: Duration) -> Self {
         let (ask, asked) = std::sync::mpsc::channel::<Question>();
         let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let done = busy.clone();
@@ -320,7 +326,7 @@ impl PodNames {
                         .iter()
                         .any(|ip| runtimes.iter().all(|r| r.index.get(*ip).is_none()));
                     for r in &mut runtimes {
-                        let old = r.read_at.is_none_or(|t| t.elapsed() > Self::FRESH);
+                        let old = r.read_at.is_none_or(|t| t.elapsed() > fresh);
                         // Followed by events: read again when a pod
                         // changed, else only for an address it does not
                         // know (a pod whose sandbox was not ready yet when
@@ -381,6 +387,9 @@ impl Runtime {
                     c.runtime,
                     c.path
                 );
+                if self.changes.is_none() && c.runtime.starts_with("containerd ") {
+                    self.changes = Some(super::containerd_events::follow(c.path.clone()));
+                }
                 let pods = c.pods();
                 self.cri = Some(c);
                 pods
