@@ -761,16 +761,16 @@ impl DropPipeline {
             series.count(delta.packets, delta.bytes);
             r.packets = total.packets;
             r.bytes = total.bytes;
-            // Names asked again, at most as often as summaries come: ones
-            // the runtime did not give in time before (it was slow or
-            // away), and a new pod at an address (the runtime's answer
-            // comes from its index, read again only when pods changed).
-            name_pods(self.pods.as_deref(), r);
             let due = s.printed.is_none_or(|t| t.elapsed() >= summary_every);
             if !due {
                 self.pending.insert(i);
                 return None;
             }
+            // Names asked again with each summary: ones the runtime did
+            // not give in time before (it was slow or away), and a new pod
+            // at an address (the runtime answers from its index, read
+            // again only when pods changed).
+            name_pods(self.pods.as_deref(), r);
             self.pending.remove(&i);
             r.new_packets = total.packets - s.printed_packets;
             s.printed = Some(Instant::now());
@@ -1217,8 +1217,6 @@ mod tests {
         }
     }
 
-    /// A fix for a protocol without ports names addresses: the record
-    /// keeps them, the info series says `<source>`/`<destination>`.
     /// The pods are named before the site's record is kept: its summaries
     /// and its `/explanations` entry name them too, never by address only.
     #[test]
@@ -1351,6 +1349,8 @@ mod tests {
         assert!(!text.contains("netdrop_workload_drops_total{"), "{text}");
     }
 
+    /// A fix for a protocol without ports names addresses: the record
+    /// keeps them, the info series says `<source>`/`<destination>`.
     #[test]
     fn an_icmp_sites_info_series_names_no_address() {
         let shared = new_shared();
