@@ -266,9 +266,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts containerd on each node and runs the pods, as kubelet would:
-    /// the [`PODS`], with the labels their controllers set. host-local gives them the first addresses of their
-    /// node's subnet in this order; each pod's namespace gets a lab name.
+    /// Starts containerd on each node and runs the [`PODS`] as kubelet
+    /// would, with the labels their controllers set. host-local gives them
+    /// the first addresses of their node's subnet in this order; each
+    /// pod's namespace gets a lab name.
     fn run_pods(&mut self) -> anyhow::Result<()> {
         for (i, spec) in NODES.iter().enumerate() {
             let subnet = format!("10.224.{}.0/24", spec.n);
