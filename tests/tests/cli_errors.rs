@@ -39,6 +39,27 @@ fn not_root_is_one_clear_sentence_and_exit_1() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A kubeconfig that is not there is said in one sentence, before any
+/// program is loaded.
+#[test]
+fn missing_kubeconfig_is_named() {
+    require_root!();
+    let out = netdrop(&[
+        "watch",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--duration",
+        "1s",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("reading kubeconfig /nonexistent/kubeconfig"),
+        "{err}"
+    );
+    assert!(!err.contains("watching drops"), "{err}");
+}
+
 #[test]
 fn missing_btf_is_named() {
     require_root!();
