@@ -112,16 +112,26 @@ state = "{state}"
         }
         me.wait_listening()?;
         let image = me.dir.join("image/pause.tar").display().to_string();
-        let out = Command::new("ctr")
-            .args(["--address", &me.socket, "-n", "k8s.io", "images", "import"])
-            .args(["--index-name", PAUSE_IMAGE, &image])
-            .output()
-            .context("running ctr")?;
-        if !out.status.success() {
-            bail!(
-                "ctr images import: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        // A freshly started containerd now and then fails an import with
+        // "content digest … not found" (seen once in CI, in one start of
+        // many): the import is tried again, up to three times.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let out = Command::new("ctr")
+                .args(["--address", &me.socket, "-n", "k8s.io", "images", "import"])
+                .args(["--index-name", PAUSE_IMAGE, &image])
+                .output()
+                .context("running ctr")?;
+            if out.status.success() {
+                break;
+            }
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            if tries == 3 {
+                bail!("ctr images import (3 tries): {why}");
+            }
+            log::debug!("ctr images import: {why}; trying again");
+            std::thread::sleep(Duration::from_millis(500));
         }
         // The CRI plugin answers once its CNI configuration is loaded.
         me.wait_ready()?;
@@ -416,6 +426,9 @@ fn build_pause_image(dir: &Path) -> anyhow::Result<()> {
             .arg("-C")
             .arg(cwd)
             .args(["--owner=0", "--group=0", "--numeric-owner"])
+            // The same bytes every build: an image's digests do not
+            // depend on when it was built.
+            .args(["--mtime=@0", "--sort=name"])
             .args(files)
             .output()?;
         if !o.status.success() {
