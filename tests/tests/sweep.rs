@@ -22,8 +22,25 @@ fn leftovers_of_a_dead_run_are_swept_and_live_labs_kept() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    // What the dead run's containerd on that node left: a mount and files.
+    let ctd_dir = std::env::temp_dir().join(format!("netdrop-ctd-{dead}"));
+    let mnt = ctd_dir.join("state/shm");
+    std::fs::create_dir_all(&mnt).unwrap();
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
 
     let swept = Lab::sweep_leftovers();
+    let ctd_left = ctd_dir.exists();
+    if ctd_left {
+        let _ = Command::new("umount").arg(&mnt).status();
+        let _ = std::fs::remove_dir_all(&ctd_dir);
+    }
 
     let list = String::from_utf8(
         Command::new("ip")
@@ -49,4 +66,5 @@ fn leftovers_of_a_dead_run_are_swept_and_live_labs_kept() {
         exited.is_some(),
         "the process left in the namespace was stopped"
     );
+    assert!(!ctd_left, "the dead run's containerd files were removed");
 }

@@ -61,7 +61,7 @@ impl Containerd {
     /// Starts containerd in namespace `node` (its pods on `cni0`, addresses
     /// from `subnet`), its files under a new directory named after `node`.
     pub fn start(node: &str, subnet: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("netdrop-ctd-{node}"));
+        let dir = dir_of(node);
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["root", "state", "net.d", "ipam", "image"] {
             std::fs::create_dir_all(dir.join(d)).with_context(|| format!("creating {d}"))?;
@@ -336,6 +336,21 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// What a containerd of node namespace `node` left when its run was killed
+/// (mounts and files under its directory): unmounted and removed.
+pub fn sweep(node: &str) {
+    let dir = dir_of(node);
+    if dir.exists() {
+        unmount_under(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The directory of node `node`'s containerd.
+fn dir_of(node: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("netdrop-ctd-{node}"))
 }
 
 /// Removes `dir` and the directories under it, if no file is left in them.

@@ -37,7 +37,8 @@ impl Lab {
     }
 
     /// Removes the namespaces of labs whose process is gone (a run killed
-    /// before its cleanup), with the processes still running in them.
+    /// before its cleanup), with the processes still running in them and
+    /// what a node's containerd left (its mounts and files).
     /// Only this lab's own names are touched. Returns what it removed.
     pub fn sweep_leftovers() -> Vec<String> {
         let Ok(out) = run("ip", &["netns", "list"]) else {
@@ -61,6 +62,8 @@ impl Lab {
                 }
             }
             if run("ip", &["netns", "del", name]).is_ok() {
+                // A node's containerd leaves mounts and files of its own.
+                containerd::sweep(name);
                 removed.push(name.to_owned());
             }
         }
