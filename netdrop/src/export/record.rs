@@ -279,6 +279,9 @@ impl Record {
                 self.vni.unwrap_or(0)
             ));
         }
+        if let Some(svc) = &self.service {
+            s.push_str(&format!(" (Service {svc})"));
+        }
         if self.kind != Kind::Finding {
             s.push_str(&format!(" — {} packets", self.packets));
             if self.new_packets != self.packets {
@@ -364,6 +367,14 @@ mod tests {
         assert!(
             r.text(false)
                 .contains(": udp shop/web-0 (10.224.1.2:5000) -> 10.224.2.2:9000"),
+            "{}",
+            r.text(false)
+        );
+        // A Service the destination is (from a kube-proxy rule or the API).
+        r.service = Some("shop/db".into());
+        assert!(
+            r.text(false)
+                .contains("-> 10.224.2.2:9000 (Service shop/db) — "),
             "{}",
             r.text(false)
         );
