@@ -47,6 +47,9 @@ pub struct Rules {
     /// `current.all()` lists them): their deltas are evidence for drops
     /// seen in between. Only what attribution reads is kept.
     pub previous: Option<Vec<(Backend, Family, CounterSnapshot)>>,
+    /// When `previous`'s counters were read, and a later snapshot kept
+    /// for when it becomes a safe baseline (see [`Baselines`]).
+    pub baselines: Baselines,
     pub owners: HashMap<usize, OwnerContext>,
     pub read_at: Instant,
     /// Bumped on every change, so caches keyed by it expire.
@@ -59,6 +62,80 @@ pub struct Rules {
     ///
     /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
     pub legacy_content: [Option<u64>; 2],
+}
+
+/// One read's counters, per ruleset.
+type Snapshot = Vec<(Backend, Family, CounterSnapshot)>;
+
+/// The counter snapshots a read may compare against. Drops the kernel
+/// counts in a poll happened after the previous poll started: only a
+/// snapshot read before then is sure not to include them already. A read
+/// made later in that poll (another hook's drop needed the rules) may, so
+/// it waits here until a later poll makes it safe; until then the older
+/// baseline stands (counters only grow: a longer span still shows the
+/// drops).
+#[derive(Default)]
+pub struct Baselines {
+    /// When `Rules::previous` was read.
+    previous_at: Option<Instant>,
+    /// A snapshot read after the last poll started, with its read time.
+    pending: Option<(Instant, Snapshot)>,
+}
+
+impl Baselines {
+    /// The baseline for a new read, given the outgoing rules' snapshot
+    /// (`out`, read at `out_at`) and the start of the previous poll whose
+    /// rules were asked for (`since`): the newest snapshot read by then,
+    /// else the oldest there is. Returns it with its new `Baselines`.
+    fn next(
+        self,
+        previous: Option<Snapshot>,
+        out: Snapshot,
+        out_at: Instant,
+        since: Option<Instant>,
+    ) -> (Option<Snapshot>, Self) {
+        let mut all: Vec<(Option<Instant>, Snapshot)> = Vec::new();
+        if let Some(p) = previous {
+            all.push((self.previous_at, p));
+        }
+        if let Some((at, p)) = self.pending {
+            all.push((Some(at), p));
+        }
+        all.push((Some(out_at), out));
+        // Oldest first; a snapshot of unknown time counts as oldest.
+        all.sort_by_key(|(at, _)| *at);
+        let safe = |at: &Option<Instant>| match (at, since) {
+            (None, _) => true,
+            (Some(a), Some(s)) => *a <= s,
+            (Some(_), None) => false,
+        };
+        let base = all.iter().rposition(|(at, _)| safe(at)).unwrap_or(0);
+        let pending = all
+            .iter()
+            .enumerate()
+            .find(|(i, (at, _))| *i > base && !safe(at))
+            .map(|(i, _)| i);
+        let mut chosen = None;
+        let mut keep = None;
+        for (i, (at, snap)) in all.into_iter().enumerate() {
+            if i == base {
+                chosen = Some((at, snap));
+            } else if Some(i) == pending {
+                keep = at.map(|a| (a, snap));
+            }
+        }
+        let (previous_at, previous) = match chosen {
+            Some((at, snap)) => (at, Some(snap)),
+            None => (None, None),
+        };
+        (
+            previous,
+            Self {
+                previous_at,
+                pending: keep,
+            },
+        )
+    }
 }
 
 impl RulesView for Rules {
@@ -146,6 +223,9 @@ pub struct Node {
     /// Reads of the ruleset so far (and how many the metrics have).
     pub reads: u64,
     pub reads_published: u64,
+    /// The start of the last poll that asked for the rules (drops counted
+    /// after it happened after it).
+    last_since: Option<Instant>,
 }
 
 impl Node {
@@ -188,6 +268,7 @@ impl Node {
             warned: Default::default(),
             reads: 0,
             reads_published: 0,
+            last_since: None,
         };
         if node.netns.exists() {
             node.refresh_addresses();
@@ -311,6 +392,12 @@ impl Node {
     /// nothing says the rules changed, else all of it. Returns true when
     /// the rules changed.
     pub fn refresh_rules_since(&mut self, since: Instant) -> bool {
+        let changed = self.reread_since(since);
+        self.last_since = Some(since);
+        changed
+    }
+
+    fn reread_since(&mut self, since: Instant) -> bool {
         let Some(rules) = &mut self.rules else {
             return self.retry_due() && self.refresh_rules();
         };
@@ -331,16 +418,32 @@ impl Node {
         self.reads += 1;
         match reader::reread_dropping_tables(self.netns.name.as_deref(), &mut rules.current) {
             Ok(()) if Some(fingerprint(&rules.current)) == self.last_read.map(|(f, _)| f) => {
-                rules.previous = Some(before);
+                let (previous, baselines) = std::mem::take(&mut rules.baselines).next(
+                    rules.previous.take(),
+                    before,
+                    rules.read_at,
+                    self.last_since,
+                );
+                rules.previous = previous;
+                rules.baselines = baselines;
                 rules.read_at = Instant::now();
                 false
             }
             // Changed after all (a legacy table), or unreadable: all of it,
             // still against the counters from before.
             _ => {
+                let (old_previous, old_baselines, old_at) = (
+                    rules.previous.take(),
+                    std::mem::take(&mut rules.baselines),
+                    rules.read_at,
+                );
                 let changed = self.refresh_rules();
+                let since = self.last_since;
                 if let Some(r) = &mut self.rules {
-                    r.previous = Some(before);
+                    let (previous, baselines) =
+                        old_baselines.next(old_previous, before, old_at, since);
+                    r.previous = previous;
+                    r.baselines = baselines;
                 }
                 changed
             }
@@ -406,13 +509,18 @@ impl Node {
         self.generation_watch = nf_tables::GenerationWatch::open(self.netns.name.as_deref()).ok();
         let kernel_generation = self.generation_watch.as_ref().and_then(|w| w.read().ok());
         self.reads += 1;
-        let previous: Option<Vec<(Backend, Family, CounterSnapshot)>> =
-            self.rules.take().map(|r| {
-                r.current
+        let since = self.last_since;
+        let (previous, baselines) = match self.rules.take() {
+            Some(r) => {
+                let out: Snapshot = r
+                    .current
                     .all()
                     .map(|(b, rs)| (*b, rs.family, CounterSnapshot::of(rs)))
-                    .collect()
-            });
+                    .collect();
+                r.baselines.next(r.previous, out, r.read_at, since)
+            }
+            None => (None, Baselines::default()),
+        };
         crate::preflight::release_freed_memory();
         // Taken before the read (a change during it shows at the next
         // check) and after the old model is freed (a large table's copy
@@ -461,6 +569,7 @@ impl Node {
         self.rules = Some(Rules {
             current: read,
             previous,
+            baselines,
             owners,
             read_at: Instant::now(),
             generation,
@@ -486,5 +595,66 @@ impl Node {
                 ..NodeFacts::default()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Snapshots told apart by their INPUT policy's counter.
+    fn snap(packets: u64) -> Snapshot {
+        let rs = netdrop_model::parse::parse_ruleset(&format!(
+            "*filter\n:INPUT ACCEPT [{packets}:0]\nCOMMIT\n"
+        ))
+        .unwrap();
+        vec![(Backend::Nft, Family::Ipv4, CounterSnapshot::of(&rs))]
+    }
+
+    /// A read made after the last poll started may already hold drops
+    /// counted next: it is not the baseline until a later poll makes it
+    /// safe; the older one stands meanwhile.
+    #[test]
+    fn a_baseline_is_a_snapshot_read_before_the_poll_that_counted() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (old, late) = (snap(1), snap(2));
+        // Previous read at 0; the outgoing one at 300, after the last
+        // poll started (200): the old baseline stands, the late one waits.
+        let b = Baselines {
+            previous_at: Some(at(0)),
+            pending: None,
+        };
+        let (prev, b) = b.next(Some(old.clone()), late.clone(), at(300), Some(at(200)));
+        assert_eq!(prev.as_ref(), Some(&old));
+        assert_eq!(b.previous_at, Some(at(0)));
+        assert_eq!(b.pending.as_ref().map(|p| p.0), Some(at(300)));
+        // The next poll started at 500: the late read (300) is safe now;
+        // the outgoing one (600) waits in turn.
+        let newest = snap(3);
+        let (prev, b) = b.next(prev, newest, at(600), Some(at(500)));
+        assert_eq!(prev.as_ref(), Some(&late));
+        assert_eq!(b.previous_at, Some(at(300)));
+        assert_eq!(b.pending.as_ref().map(|p| p.0), Some(at(600)));
+    }
+
+    /// A read before the last poll started is the baseline at once; with
+    /// no poll yet, the oldest snapshot there is.
+    #[test]
+    fn a_safe_read_is_the_baseline_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (old, out) = (snap(1), snap(2));
+        let b = Baselines {
+            previous_at: Some(at(0)),
+            pending: None,
+        };
+        let (prev, b) = b.next(Some(old.clone()), out.clone(), at(100), Some(at(200)));
+        assert_eq!(prev.as_ref(), Some(&out));
+        assert!(b.pending.is_none());
+        let (prev, _) = Baselines::default().next(None, out.clone(), at(100), None);
+        assert_eq!(prev.as_ref(), Some(&out), "the first read is the only one");
     }
 }
