@@ -11,6 +11,24 @@ use netdrop::{
 };
 use netdrop_tests::{Lab, Watch, field, prom::http_get, require_root};
 
+/// A node namespace of a new lab with containerd serving pods from
+/// `subnet` (dropped in reverse: the runtime stops before the lab goes).
+fn node_with_runtime(tag: &str, subnet: &str) -> (Lab, String, Containerd) {
+    let mut lab = Lab::new(tag);
+    let node = lab.netns("node").unwrap();
+    let ctd = Containerd::start(&node, subnet).unwrap();
+    (lab, node, ctd)
+}
+
+/// Waits up to 10 s for `f` to hold; fails with `what` otherwise.
+fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn ping(ns: &str, ip: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip])
@@ -21,9 +39,7 @@ fn ping(ns: &str, ip: &str) -> bool {
 #[test]
 fn the_runtime_names_the_nodes_pods_by_address() {
     require_root!();
-    let mut lab = Lab::new("cri");
-    let node = lab.netns("node").unwrap();
-    let mut ctd = Containerd::start(&node, "10.224.1.0/24").unwrap();
+    let (_lab, node, mut ctd) = node_with_runtime("cri", "10.224.1.0/24");
     let web = ctd
         .run_pod(&PodSpec {
             namespace: "shop",
@@ -97,10 +113,8 @@ fn the_runtime_names_the_nodes_pods_by_address() {
 #[test]
 fn watch_names_the_pod_a_drop_came_from() {
     require_root!();
-    let mut lab = Lab::new("crw");
-    let node = lab.netns("node").unwrap();
     // A /30: one pod address, which the next pod gets again.
-    let mut ctd = Containerd::start(&node, "10.224.1.0/30").unwrap();
+    let (lab, node, mut ctd) = node_with_runtime("crw", "10.224.1.0/30");
     let web = ctd
         .run_pod(&PodSpec {
             namespace: "shop",
@@ -203,18 +217,9 @@ fn watch_names_the_pod_a_drop_came_from() {
 fn containerds_events_tell_of_pods_that_come_and_go() {
     use std::sync::atomic::Ordering;
     require_root!();
-    let mut lab = Lab::new("cre");
-    let node = lab.netns("node").unwrap();
-    let mut ctd = Containerd::start(&node, "10.224.1.0/24").unwrap();
+    let (_lab, node, mut ctd) = node_with_runtime("cre", "10.224.1.0/24");
     let changes = netdrop::attribute::containerd_events::follow(ctd.socket.clone());
-    let until = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    until("subscribed", &|| changes.live.load(Ordering::Relaxed));
+    until("subscribed", || changes.live.load(Ordering::Relaxed));
     changes.dirty.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -228,16 +233,16 @@ fn containerds_events_tell_of_pods_that_come_and_go() {
             labels: &[],
         })
         .unwrap();
-    until("a new pod told", &|| {
+    until("a new pod told", || {
         changes.dirty.swap(false, Ordering::Relaxed)
     });
     ctd.remove_pod(&pod).unwrap();
-    until("a removed pod told", &|| {
+    until("a removed pod told", || {
         changes.dirty.swap(false, Ordering::Relaxed)
     });
     // containerd restarted: subscribed again.
     ctd.restart(&node).unwrap();
-    until("subscribed again", &|| changes.live.load(Ordering::Relaxed));
+    until("subscribed again", || changes.live.load(Ordering::Relaxed));
 }
 
 /// The names `watch` gives follow those events: with answers standing for
@@ -246,10 +251,8 @@ fn containerds_events_tell_of_pods_that_come_and_go() {
 #[test]
 fn names_follow_containerds_events() {
     require_root!();
-    let mut lab = Lab::new("crf");
-    let node = lab.netns("node").unwrap();
     // A /30: one pod address, which the next pod gets again.
-    let mut ctd = Containerd::start(&node, "10.224.1.0/30").unwrap();
+    let (_lab, _node, mut ctd) = node_with_runtime("crf", "10.224.1.0/30");
     let web = ctd
         .run_pod(&PodSpec {
             namespace: "shop",
@@ -260,18 +263,8 @@ fn names_follow_containerds_events() {
     let ip: std::net::IpAddr = web.ip.parse().unwrap();
     let names = PodNames::start_with(vec![ctd.socket.clone()], Duration::from_secs(600));
     let name_at = || names.lookup(&[ip])[0].as_ref().map(|p| p.name.clone());
-    let until = |want: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = name_at();
-            if now.as_deref() == Some(want) {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "{now:?}, not {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    until("web-0");
+    let named = |want: &str| until(want, || name_at().as_deref() == Some(want));
+    named("web-0");
     ctd.remove_pod(&web).unwrap();
     let api = ctd
         .run_pod(&PodSpec {
@@ -281,7 +274,7 @@ fn names_follow_containerds_events() {
         })
         .unwrap();
     assert_eq!(api.ip, web.ip, "host-local gave the address again");
-    until("api-0");
+    named("api-0");
 }
 
 /// With `--kubeconfig`, the far end of a flow — a pod on another node,
@@ -293,9 +286,7 @@ fn names_follow_containerds_events() {
 fn the_api_names_the_pod_on_the_other_node_and_the_service() {
     require_root!();
     let api = netdrop_tests::kube_api::StandIn::start().unwrap();
-    let mut lab = Lab::new("crk");
-    let node = lab.netns("node").unwrap();
-    let mut ctd = Containerd::start(&node, "10.224.1.0/24").unwrap();
+    let (mut lab, node, mut ctd) = node_with_runtime("crk", "10.224.1.0/24");
     let client = ctd
         .run_pod(&PodSpec {
             namespace: "shop",

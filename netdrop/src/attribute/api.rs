@@ -46,8 +46,6 @@ pub struct ServiceRef {
 pub struct ClusterIndex {
     pods: Keyed<PodRef>,
     services: Keyed<ServiceRef>,
-    /// Both watches have listed once (until then a miss means nothing).
-    pub synced: (bool, bool),
 }
 
 /// Values by address, with each object's addresses (an update or delete
@@ -59,6 +57,8 @@ struct Keyed<V> {
     /// Objects listed since the watch (re)started, swapped in when the
     /// list is done: a relist never leaves a half index.
     staged: Option<Box<Keyed<V>>>,
+    /// The watch has listed once (until then a miss means nothing).
+    listed: bool,
 }
 
 impl<V> Default for Keyed<V> {
@@ -67,6 +67,7 @@ impl<V> Default for Keyed<V> {
             by_ip: HashMap::new(),
             of: HashMap::new(),
             staged: None,
+            listed: false,
         }
     }
 }
@@ -105,6 +106,7 @@ impl<V: Clone> Keyed<V> {
                     self.by_ip = s.by_ip;
                     self.of = s.of;
                 }
+                self.listed = true;
             }
         }
     }
@@ -271,36 +273,20 @@ impl ClusterNames {
     /// said once each, as warnings, and retried with the watcher's backoff.
     pub fn start(client: Client) -> Self {
         let index = Arc::new(RwLock::new(ClusterIndex::default()));
-        let pods = {
-            let index = index.clone();
-            follow(
-                Api::<Pod>::all(client.clone()),
-                "pods",
-                move |e| {
-                    if let Ok(mut i) = index.write() {
-                        let done = matches!(e, Change::InitDone);
-                        i.pods.event(e);
-                        i.synced.0 |= done;
-                    }
-                },
-                pod_entry,
-            )
-        };
-        let services = {
-            let index = index.clone();
-            follow(
-                Api::<Service>::all(client),
-                "services",
-                move |e| {
-                    if let Ok(mut i) = index.write() {
-                        let done = matches!(e, Change::InitDone);
-                        i.services.event(e);
-                        i.synced.1 |= done;
-                    }
-                },
-                service_entry,
-            )
-        };
+        let pods = follow(
+            Api::<Pod>::all(client.clone()),
+            "pods",
+            index.clone(),
+            |i| &mut i.pods,
+            pod_entry,
+        );
+        let services = follow(
+            Api::<Service>::all(client),
+            "services",
+            index.clone(),
+            |i| &mut i.services,
+            service_entry,
+        );
         tokio::spawn(pods);
         tokio::spawn(services);
         Self { index }
@@ -316,7 +302,9 @@ impl ClusterNames {
 
     /// Whether both watches have listed once.
     pub fn synced(&self) -> bool {
-        self.index.read().is_ok_and(|i| i.synced == (true, true))
+        self.index
+            .read()
+            .is_ok_and(|i| i.pods.listed && i.services.listed)
     }
 
     pub fn pods_len(&self) -> usize {
@@ -325,16 +313,22 @@ impl ClusterNames {
 }
 
 /// Follows `api`'s objects for as long as the process runs, each reduced
-/// by `entry` and handed to `apply`.
+/// by `entry` into its part (`keyed`) of `index`.
 async fn follow<K, V>(
     api: Api<K>,
     what: &'static str,
-    apply: impl Fn(Change<V>) + Send + 'static,
+    index: Arc<RwLock<ClusterIndex>>,
+    keyed: fn(&mut ClusterIndex) -> &mut Keyed<V>,
     entry: fn(&K) -> Entry<V>,
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    V: Send + 'static,
+    V: Clone + Send + Sync + 'static,
 {
+    let apply = |e: Change<V>| {
+        if let Ok(mut i) = index.write() {
+            keyed(&mut i).event(e);
+        }
+    };
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();

@@ -1217,18 +1217,23 @@ mod tests {
         }
     }
 
+    /// The pod both naming tests find at the sample's source address.
+    fn web_pod() -> crate::attribute::pods::PodRef {
+        crate::attribute::pods::PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            workload: Some("statefulset/web".into()),
+        }
+    }
+
     /// The pods are named before the site's record is kept: its summaries
     /// and its `/explanations` entry name them too, never by address only.
     #[test]
     fn a_drops_pods_are_named_in_every_copy_of_its_record() {
         use crate::attribute::pods::{PodIndex, PodRef};
         let shared = new_shared();
-        let web = PodRef {
-            namespace: "shop".into(),
-            name: "web-0".into(),
-            uid: "u1".into(),
-            workload: Some("statefulset/web".into()),
-        };
+        let web = web_pod();
         /// The runtime's index as it is at each call.
         struct Live(Arc<std::sync::Mutex<PodIndex>>);
         impl PodLookup for Live {
@@ -1328,14 +1333,9 @@ mod tests {
     /// series.
     #[test]
     fn workload_series_only_when_asked() {
-        use crate::attribute::pods::{PodIndex, PodRef};
+        use crate::attribute::pods::PodIndex;
         let shared = new_shared();
-        let web = PodRef {
-            namespace: "shop".into(),
-            name: "web-0".into(),
-            uid: "u1".into(),
-            workload: Some("statefulset/web".into()),
-        };
+        let web = web_pod();
         let index: PodIndex = [("10.224.7.2".parse().unwrap(), web)].into_iter().collect();
         let mut p = pipeline(shared.clone()).with_pods(Some(Box::new(index)));
         let mut nodes = [node(BEFORE, AFTER)];
