@@ -5,6 +5,7 @@
 //! - `demo`: the main job on an embedded default.
 //! - `bench`: benchmarks (not tests), written to BENCHMARKS.md.
 
+mod programs;
 mod setup;
 
 use std::{
@@ -128,6 +129,8 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // From here on every step runs even when one before it failed, so one
+    // failure does not hide the rest; all of them are listed at the end.
     let mut tally = Tally::default();
     // Unit tests (no kernel state) run in parallel...
     cargo_test(
@@ -140,8 +143,10 @@ fn test() -> anyhow::Result<()> {
         ],
         &[],
         &mut tally,
-    )?;
-    fuzz()?;
+    );
+    if let Err(e) = fuzz() {
+        tally.steps.push(format!("{e:#}"));
+    }
     // ...privileged tests share the kernel (programs, namespaces): serially,
     // and none may skip: they fail if not root.
     sh("cargo", &["build", "--package", "netdrop"])?;
@@ -151,10 +156,8 @@ fn test() -> anyhow::Result<()> {
         &["--package", "netdrop-tests", "--tests"],
         &["--test-threads=1"],
         &mut tally,
-    )?;
-    // One closing line over every test binary.
-    println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(())
+    );
+    tally.finish()
 }
 
 /// The parser and the packet walk under libFuzzer for a bounded time
@@ -195,45 +198,125 @@ fn fuzz() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every test step added up to.
 #[derive(Default)]
 struct Tally {
     passed: u64,
     failed: u64,
+    /// `(test binary, test)` of each failed test.
+    tests: Vec<(String, String)>,
+    /// Steps that failed beyond their tests: a binary that crashed or did
+    /// not build, the fuzzer.
+    steps: Vec<String>,
 }
 
-/// `cargo test ARGS -- TEST_ARGS`, echoing its output and adding up its
-/// "test result" lines.
-fn cargo_test(args: &[&str], test_args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
+impl Tally {
+    /// One summary of every failure, then the closing count line.
+    fn finish(&self) -> anyhow::Result<()> {
+        if !self.tests.is_empty() || !self.steps.is_empty() {
+            println!("\nxtask: failures, all steps run:");
+            for (binary, test) in &self.tests {
+                println!("  {test}  ({binary})");
+            }
+            for step in &self.steps {
+                println!("  {step}");
+            }
+        }
+        let failed = self.failed + self.steps.len() as u64;
+        println!("{} passed, {} failed", self.passed, failed);
+        if failed > 0 {
+            bail!("{failed} failed (listed above)");
+        }
+        Ok(())
+    }
+}
+
+/// `cargo test --no-fail-fast ARGS -- TEST_ARGS`, echoing its output and
+/// adding up its results: every test binary runs even when one fails.
+fn cargo_test(args: &[&str], test_args: &[&str], tally: &mut Tally) {
+    if let Err(e) = cargo_test_inner(args, test_args, tally) {
+        tally.steps.push(format!("{e:#}"));
+    }
+}
+
+fn cargo_test_inner(args: &[&str], test_args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader};
     eprintln!(
-        "xtask: cargo test {} -- {}",
+        "xtask: cargo test --no-fail-fast {} -- {}",
         args.join(" "),
         test_args.join(" ")
     );
+    // cargo says which binary runs on stderr, the tests say how they went
+    // on stdout: one pipe for both keeps them in order.
+    let (reader, writer) = std::io::pipe().context("pipe")?;
     let mut child = Command::new("cargo")
-        .arg("test")
+        .args(["test", "--no-fail-fast"])
         .args(args)
         .arg("--")
         .args(test_args)
         .current_dir(workspace_root())
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer.try_clone().context("pipe")?)
+        .stderr(writer)
         .spawn()
         .context("cannot run cargo test")?;
-    let out = child.stdout.take().context("cargo test stdout")?;
-    for line in BufReader::new(out).lines() {
+    let before = (tally.tests.len(), tally.steps.len());
+    let mut reading = Reading::default();
+    for line in BufReader::new(reader).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            tally.passed += count(rest, "passed");
-            tally.failed += count(rest, "failed");
-        }
+        reading.line(&line, tally);
     }
     let status = child.wait()?;
-    if !status.success() {
-        println!("{} passed, {} failed", tally.passed, tally.failed.max(1));
+    reading.end(tally);
+    if !status.success() && (tally.tests.len(), tally.steps.len()) == before {
         bail!("cargo test {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// One `cargo test` run's output, read line by line into a [`Tally`].
+#[derive(Default)]
+struct Reading {
+    /// The test binary running (`tests/engines.rs`), as cargo names it.
+    binary: String,
+    /// `(binary, cargo's rerun words)` of each binary that failed.
+    failed: Vec<(String, String)>,
+    /// Tests that failed in this run.
+    tests: Vec<(String, String)>,
+}
+
+impl Reading {
+    fn line(&mut self, line: &str, tally: &mut Tally) {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("Running ") {
+            self.binary = rest.split(" (").next().unwrap_or(rest).to_owned();
+        } else if trimmed.starts_with("Doc-tests ") {
+            self.binary = trimmed.to_owned();
+        } else if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.passed += count(rest, "passed");
+            tally.failed += count(rest, "failed");
+        } else if let Some(test) = line
+            .strip_prefix("test ")
+            .and_then(|t| t.strip_suffix(" ... FAILED"))
+        {
+            self.tests.push((self.binary.clone(), test.to_owned()));
+        } else if let Some(rerun) = trimmed.strip_prefix("error: test failed, to rerun pass ") {
+            self.failed.push((self.binary.clone(), rerun.to_owned()));
+        }
+    }
+
+    /// A binary that failed without a failed test crashed, timed out or
+    /// did not start: a step of its own.
+    fn end(self, tally: &mut Tally) {
+        for (binary, rerun) in &self.failed {
+            if !self.tests.iter().any(|(b, _)| b == binary) {
+                tally.steps.push(format!(
+                    "{binary} failed without a test result (to rerun: {rerun})"
+                ));
+            }
+        }
+        tally.tests.extend(self.tests);
+    }
 }
 
 /// `ok. 7 passed; 0 failed; ...` → the number before `word`.
@@ -290,4 +373,50 @@ fn demo(duration: &str) -> anyhow::Result<()> {
     let bin = workspace_root().join("target/release/netdrop");
     let bin = bin.to_str().context("target path is not UTF-8")?;
     sh(bin, &["demo", "--duration", duration])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cargo's output with one failed test in one binary and a crash in
+    /// another: both in the summary, the count over every binary.
+    #[test]
+    fn every_failure_of_a_run_is_listed() {
+        let out = "\
+     Running tests/cli_errors.rs (target/debug/deps/cli_errors-1)
+running 2 tests
+test a ... ok
+test b ... ok
+test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
+     Running tests/engines.rs (target/debug/deps/engines-2)
+running 1 test
+test the_engine_that_freed_a_drop_names_its_rule ... FAILED
+test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out
+error: test failed, to rerun pass `-p netdrop-tests --test engines`
+     Running tests/soak.rs (target/debug/deps/soak-3)
+running 1 test
+error: test failed, to rerun pass `-p netdrop-tests --test soak`
+     Running tests/sweep.rs (target/debug/deps/sweep-4)
+test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
+error: 2 targets failed:
+";
+        let mut tally = Tally::default();
+        let mut reading = Reading::default();
+        for line in out.lines() {
+            reading.line(line, &mut tally);
+        }
+        reading.end(&mut tally);
+        assert_eq!((tally.passed, tally.failed), (5, 1));
+        assert_eq!(
+            tally.tests,
+            [(
+                "tests/engines.rs".to_owned(),
+                "the_engine_that_freed_a_drop_names_its_rule".to_owned()
+            )]
+        );
+        assert_eq!(tally.steps.len(), 1, "{:?}", tally.steps);
+        assert!(tally.steps[0].starts_with("tests/soak.rs failed"));
+        assert!(tally.finish().is_err());
+    }
 }

@@ -8,12 +8,17 @@ use anyhow::{Context as _, bail};
 
 use crate::sh;
 
-/// Debian packages: the eBPF linker's LLVM, and the real tools tests use.
-const APT_PACKAGES: &[&str] = &[
+/// Debian packages: the eBPF linker's LLVM, and the real tools tests use
+/// (each program they bring is listed in `programs::PROGRAMS`, which holds
+/// this list complete).
+pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iptables",
     "nftables",
+    "ipset",
     "firewalld",
+    // firewalld's tests start its system bus themselves.
+    "dbus-daemon",
     "docker.io",
     "containernetworking-plugins",
     // Real pods: containerd's CRI plugin runs them (pods.rs); the CRI
@@ -34,6 +39,11 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "time",
 ];
+
+/// `(program, Debian package)`: programs the project's machine image
+/// brings (Node.js's npm, a Python with venv), installed from Debian only
+/// where the program is missing.
+pub const IF_MISSING: &[(&str, &str)] = &[("npm", "npm"), ("python3", "python3-venv")];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The dashboard is checked against a JSON schema made from Grafana's own
 /// TypeScript types; ajv validates it.
@@ -63,6 +73,7 @@ pub fn run() -> anyhow::Result<()> {
     grafana_schema()?;
     kubernetes_validate()?;
     tracefs()?;
+    crate::programs::check()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -80,6 +91,12 @@ fn apt() -> anyhow::Result<()> {
         .iter()
         .copied()
         .filter(|p| !installed(p))
+        .chain(
+            IF_MISSING
+                .iter()
+                .filter(|(prog, _)| crate::programs::find(prog).is_none())
+                .map(|(_, pkg)| *pkg),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());
