@@ -549,8 +549,15 @@ fn unnated_egress_is_seen_on_the_nic_holding_the_default_route() {
     lab.ip(&node, &["route", "add", "default", "via", "192.0.2.2"])
         .unwrap();
 
-    let mut w =
-        netdrop_tests::Watch::start(&["--netns", &node, "--pod-cidr", "10.224.0.0/16"]).unwrap();
+    let mut w = netdrop_tests::Watch::start(&[
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--summary-interval",
+        "1s",
+    ])
+    .unwrap();
     assert!(!w.stderr().contains("to observe"), "{}", w.stderr());
     let internet = "203.0.113.2:9000".parse().unwrap();
     let egress_on = |w: &netdrop_tests::Watch, iface: &str| {
@@ -597,7 +604,43 @@ fn unnated_egress_is_seen_on_the_nic_holding_the_default_route() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", w.stderr()));
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(egress_on(&w, "eth1"), 4, "every packet once");
+    // The flow goes on: its summary record, a second later, carries what
+    // the first one does (it once was an empty shell: no flow, no words).
+    std::thread::sleep(Duration::from_millis(1100));
+    netdrop_tests::traffic::send_udp(&pod, internet, 2, 32).unwrap();
+    let summaries = |w: &netdrop_tests::Watch| {
+        w.records()
+            .into_iter()
+            .filter(|r| netdrop_tests::field(r, "kind") == "egress" && r["new_packets"] == 2)
+            .count()
+    };
+    w.wait_for(Duration::from_secs(10), |w| summaries(w) >= 1)
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
     let records = w.stop().unwrap();
+    let summary = records
+        .iter()
+        .find(|r| netdrop_tests::field(r, "kind") == "egress" && r["new_packets"] == 2)
+        .unwrap();
+    // eth1's six packets (eth0's went with its observer when the route
+    // moved), each 32 bytes of payload in UDP, IPv4 and Ethernet as TC
+    // sees the frame.
+    assert_eq!(summary["packets"], 6, "{summary}");
+    assert_eq!(summary["bytes"], 6 * (32 + 8 + 20 + 14), "{summary}");
+    for (f, want) in [
+        ("src", "10.224.9.2"),
+        ("dst", "203.0.113.2"),
+        ("proto", "udp"),
+        ("hook", "POSTROUTING"),
+        ("out_iface", "eth1"),
+    ] {
+        assert_eq!(netdrop_tests::field(summary, f), want, "{f}: {summary}");
+    }
+    for f in ["explanation", "fix"] {
+        assert!(
+            !netdrop_tests::field(summary, f).is_empty(),
+            "{f}: {summary}"
+        );
+    }
     let on_eth1: Vec<_> = records
         .iter()
         .filter(|r| {

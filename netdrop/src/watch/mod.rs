@@ -206,7 +206,6 @@ pub async fn run_until(
         losses_said: (None, [0; 7]),
         programs_prev: HashMap::new(),
         obs_prev: HashMap::new(),
-        egress_device: HashMap::new(),
         devices_published: HashMap::new(),
         capped_said: HashSet::new(),
         peers_prev: HashMap::new(),
@@ -293,12 +292,12 @@ struct Watcher {
     capped_said: HashSet<String>,
     /// The observed-device series each node has now.
     devices_published: HashMap<usize, Vec<DeviceLabels>>,
-    /// The device each node's latest un-NATed egress sample left by.
-    egress_device: HashMap<usize, String>,
     peers_prev: HashMap<(usize, std::net::IpAddr, u32), u64>,
     /// (node, pod, destination, device) pairs already printed in full.
     egress_seen: HashSet<(usize, IpAddr, IpAddr, String)>,
-    egress_printed: HashMap<usize, (Instant, u64)>,
+    /// Each node's last un-NATed egress record, when and at what count it
+    /// was printed: its summaries carry everything it does.
+    egress_printed: HashMap<usize, (Instant, u64, Record)>,
     /// Active findings per node (their metric labels).
     findings: HashMap<usize, Vec<FindingLabels>>,
     last_recheck: Instant,
@@ -475,7 +474,6 @@ impl Watcher {
         self.peers_prev.retain(|(n, _, _), _| *n != ni);
         self.obs_stats_prev.remove(&label);
         self.egress_printed.remove(&ni);
-        self.egress_device.remove(&ni);
         self.pipeline.set_nodes(
             self.nodes.iter().map(|n| n.netns.clone()).collect(),
             (was != 0).then_some(was),
@@ -697,14 +695,15 @@ impl Watcher {
         }
         // Un-NATed pod egress leaves by any underlay (a second NIC holding
         // the default route, too).
-        let total: u64 = self
+        let (total, total_bytes) = self
             .obs_prev
             .iter()
             .filter(|((n, slot, d), _)| {
                 *n == ni && role_of_slot(*slot) == role::UNDERLAY && *d == direction::EGRESS
             })
-            .map(|(_, c)| c.unnat_packets)
-            .sum();
+            .fold((0u64, 0u64), |(p, b), (_, c)| {
+                (p + c.unnat_packets, b + c.unnat_bytes)
+            });
         let samples = obs.egress_samples();
         let names: Vec<(u32, String)> = samples
             .iter()
@@ -720,7 +719,6 @@ impl Watcher {
             let Some(flow) = Flow::from_hdr(&s.flow) else {
                 continue;
             };
-            self.egress_device.insert(ni, device.clone());
             // Each pod→destination pair once in full per device it leaves
             // by; the count goes on in metrics.
             if !self
@@ -731,26 +729,24 @@ impl Watcher {
             }
             let mut r = self.egress_record(ni, &node, Some(&device), &flow, total);
             r.new_packets = total;
+            r.bytes = total_bytes;
             self.printer.record(&r, true);
-            self.egress_printed.insert(ni, (Instant::now(), total));
+            self.egress_printed.insert(ni, (Instant::now(), total, r));
         }
-        // Summaries of ongoing un-NATed egress.
-        if let Some((t, printed)) = self.egress_printed.get(&ni).copied()
-            && total > printed
+        // Summaries of ongoing un-NATed egress: the latest full record with
+        // its counts brought up to date (and its pods named again), as a
+        // drop site's summaries are.
+        if let Some((t, printed, last)) = self.egress_printed.get(&ni)
+            && total > *printed
             && t.elapsed() >= self.summary_every
         {
-            let underlay = self.egress_device.get(&ni).cloned();
-            let r = Record {
-                kind: Kind::Egress,
-                node: node.clone(),
-                out_iface: underlay,
-                packets: total,
-                new_packets: total - printed,
-                evidence: Some(Evidence::Kernel),
-                ..Record::default()
-            };
+            let mut r = last.clone();
+            r.new_packets = total - printed;
+            r.packets = total;
+            r.bytes = total_bytes;
+            self.pipeline.name_pods(&mut r);
             self.printer.record(&r, false);
-            self.egress_printed.insert(ni, (Instant::now(), total));
+            self.egress_printed.insert(ni, (Instant::now(), total, r));
         }
     }
 
