@@ -71,6 +71,11 @@ pub struct NodeShape {
     /// The node's uplink.
     pub underlay: String,
     pub learned: ShapeSource,
+    /// The node's own addresses (with their prefix) by device, and the
+    /// subnets it routes by device: what its probes' ends are taken from
+    /// ([`ProbeEnds`]). Empty offline.
+    pub addresses: Vec<(IpNet, String)>,
+    pub routes: Vec<(IpNet, String)>,
 }
 
 /// How [`NodeShape`] was learned.
@@ -104,6 +109,8 @@ impl NodeShape {
             pod_iface: "cni0".into(),
             underlay: "eth0".into(),
             learned: ShapeSource::Assumed,
+            addresses: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -133,6 +140,8 @@ impl NodeShape {
             pod_iface,
             underlay: underlay.clone(),
             learned,
+            addresses: Vec::new(),
+            routes: Vec::new(),
         };
         let bridge = ["cni0", "cbr0", "kube-bridge"]
             .into_iter()
@@ -259,6 +268,8 @@ pub fn shape_of(rs: Option<&Ruleset>, facts: &NodeFacts, vxlan_port: u16) -> Nod
     if let Some(u) = &facts.underlay {
         shape.underlay.clone_from(u);
     }
+    shape.addresses.clone_from(&facts.addresses);
+    shape.routes.clone_from(&facts.routes);
     shape
 }
 
@@ -280,6 +291,9 @@ pub struct NodeFacts {
     /// where other nodes' pod subnets (overlay) and this node's (bridge)
     /// show.
     pub routes: Vec<(IpNet, String)>,
+    /// The node's own addresses with their prefix, by device (`ip -j
+    /// addr`; loopback and IPv6 link-local left out).
+    pub addresses: Vec<(IpNet, String)>,
 }
 
 impl NodeFacts {
@@ -307,6 +321,55 @@ impl NodeFacts {
             }
         }
         Some(common)
+    }
+}
+
+/// Where a node's pod CIDR came from when none was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodCidrs {
+    /// The networks flannel's own rules name (`FLANNEL-FWD`, its
+    /// masquerade rules).
+    FlannelRules(Vec<IpNet>),
+    /// The network that holds the pod subnets a live node routes on its
+    /// overlay and pod devices (each node's subnet is routed, not the
+    /// cluster's CIDR).
+    Routed(IpNet),
+    /// Neither said.
+    Unknown,
+}
+
+impl PodCidrs {
+    /// What the rules and the node's routes say, in that order: the one
+    /// inference `check` and `watch` both make.
+    pub fn infer<'a>(
+        rulesets: impl IntoIterator<Item = &'a Ruleset>,
+        facts: &NodeFacts,
+        vxlan_port: u16,
+    ) -> Self {
+        let rulesets: Vec<&Ruleset> = rulesets.into_iter().collect();
+        let mut nets: Vec<IpNet> = Vec::new();
+        for rs in &rulesets {
+            for n in OwnerContext::new(rs, None).flannel_networks {
+                if !nets.contains(&n) {
+                    nets.push(n);
+                }
+            }
+        }
+        if !nets.is_empty() {
+            return Self::FlannelRules(nets);
+        }
+        let shape = shape_of(rulesets.first().copied(), facts, vxlan_port);
+        facts
+            .routed_pod_cidr(&shape)
+            .map_or(Self::Unknown, Self::Routed)
+    }
+
+    pub fn nets(&self) -> Vec<IpNet> {
+        match self {
+            Self::FlannelRules(n) => n.clone(),
+            Self::Routed(n) => vec![*n],
+            Self::Unknown => Vec::new(),
+        }
     }
 }
 
@@ -416,28 +479,145 @@ fn nth(net: &IpNet, n: u32) -> IpAddr {
 /// The probe packet of pod egress to the outside (masquerade check).
 const EGRESS_PROBE: usize = 2;
 
+/// The addresses a node's probes run between, from the node itself where
+/// it says: its address on the underlay and a peer's on the same network,
+/// a pod of its own subnet (the one routed on its pod device) and one of
+/// another node's (routed on the overlay). A probe built from them runs
+/// the way traffic does on *this* node, whichever node of the cluster it
+/// is. What the node does not say (offline, a dump) stays TEST-NET and
+/// the pod CIDR's first subnets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeEnds {
+    /// The node's address on its underlay.
+    pub node: IpAddr,
+    /// Another node, on the underlay's network.
+    pub peer: IpAddr,
+    /// A pod of this node.
+    pub local_pod: IpAddr,
+    /// The node's address on its pod device (the pods' gateway).
+    pub pod_gw: IpAddr,
+    /// A pod of another node.
+    pub remote_pod: IpAddr,
+    /// An address outside the cluster.
+    pub internet: IpAddr,
+    /// Every address of the node known (what INPUT is for).
+    pub locals: Vec<IpAddr>,
+}
+
+impl ProbeEnds {
+    pub fn of(pod: &IpNet, shape: &NodeShape) -> Self {
+        let v4 = pod.addr().is_ipv4();
+        let same_family = |n: &IpNet| n.addr().is_ipv4() == v4;
+        // A host of `net` other than `not` (the network's first hosts).
+        let host_besides = |net: &IpNet, not: Option<IpAddr>| {
+            [1, 2, 3]
+                .into_iter()
+                .map(|i| nth(net, i))
+                .find(|a| Some(*a) != not && net.contains(a))
+        };
+        let addr_on = |dev: &str, within: Option<&IpNet>| {
+            shape.addresses.iter().find(|(a, d)| {
+                d == dev && same_family(a) && within.is_none_or(|w| w.contains(&a.addr()))
+            })
+        };
+        let routed_on = |dev: Option<&str>| {
+            shape.routes.iter().find(|(n, d)| {
+                Some(d.as_str()) == dev && same_family(n) && pod.contains(n) && n != pod
+            })
+        };
+        // The underlay: the node's address there, a peer beside it.
+        let (default_node, default_peer, internet): (IpAddr, IpAddr, IpAddr) = if v4 {
+            (
+                [192, 0, 2, 1].into(),
+                [192, 0, 2, 2].into(),
+                [203, 0, 113, 10].into(),
+            )
+        } else {
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).into(),
+                Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x10).into(),
+            )
+        };
+        let (node, peer) = match addr_on(&shape.underlay, None) {
+            Some((a, _)) => {
+                let net = a.trunc();
+                let peer =
+                    host_besides(&net, Some(a.addr())).unwrap_or(if a.addr() == default_peer {
+                        default_node
+                    } else {
+                        default_peer
+                    });
+                (a.addr(), peer)
+            }
+            None => (default_node, default_peer),
+        };
+        // This node's pod subnet: routed on its pod device, or the network
+        // of its address there; else the pod CIDR's first.
+        let local_net = routed_on(Some(&shape.pod_iface))
+            .map(|(n, _)| *n)
+            .or_else(|| addr_on(&shape.pod_iface, Some(pod)).map(|(a, _)| a.trunc()));
+        let (default_local, default_remote, default_gw) =
+            if pod.prefix_len() <= 16 || matches!(pod, IpNet::V6(_)) {
+                (nth(pod, 0x0102), nth(pod, 0x0202), nth(pod, 0x0101))
+            } else {
+                (nth(pod, 2), nth(pod, 3), nth(pod, 1))
+            };
+        let (local_pod, pod_gw) = match local_net {
+            Some(net) => {
+                let gw = addr_on(&shape.pod_iface, Some(&net))
+                    .map(|(a, _)| a.addr())
+                    .or_else(|| host_besides(&net, None))
+                    .unwrap_or(default_gw);
+                (host_besides(&net, Some(gw)).unwrap_or(default_local), gw)
+            }
+            None => (default_local, default_gw),
+        };
+        // Another node's pods: a subnet routed on the overlay (or the
+        // underlay, routed CNIs), never this node's own.
+        let remote_pod = routed_on(shape.overlay.as_deref())
+            .or_else(|| {
+                routed_on(Some(&shape.underlay))
+                    .filter(|(n, _)| local_net.is_none_or(|l| !l.contains(n)))
+            })
+            // Past the first host, which is the other node's gateway.
+            .and_then(|(n, _)| host_besides(n, Some(nth(n, 1))))
+            .or_else(|| {
+                [default_remote, default_local, nth(pod, 0x0302)]
+                    .into_iter()
+                    .find(|a| local_net.is_none_or(|l| !l.contains(a)) && pod.contains(a))
+            })
+            .unwrap_or(default_remote);
+        let mut locals: Vec<IpAddr> = shape.addresses.iter().map(|(a, _)| a.addr()).collect();
+        for a in [node, pod_gw] {
+            if !locals.contains(&a) {
+                locals.push(a);
+            }
+        }
+        Self {
+            node,
+            peer,
+            local_pod,
+            pod_gw,
+            remote_pod,
+            internet,
+            locals,
+        }
+    }
+}
+
 /// The flows a node of `shape` must carry for pod CIDR `pod`.
 pub fn probes(pod: &IpNet, shape: &NodeShape) -> Vec<Probe> {
-    let (local_pod, remote_pod, gw) = if pod.prefix_len() <= 16 || matches!(pod, IpNet::V6(_)) {
-        (nth(pod, 0x0102), nth(pod, 0x0202), nth(pod, 0x0101))
-    } else {
-        (nth(pod, 2), nth(pod, 3), nth(pod, 1))
-    };
+    let ProbeEnds {
+        node,
+        peer,
+        local_pod,
+        remote_pod,
+        internet,
+        locals,
+        ..
+    } = ProbeEnds::of(pod, shape);
     let v4 = pod.addr().is_ipv4();
-    let (node, peer, internet): (IpAddr, IpAddr, IpAddr) = if v4 {
-        (
-            [192, 0, 2, 1].into(),
-            [192, 0, 2, 2].into(),
-            [203, 0, 113, 10].into(),
-        )
-    } else {
-        (
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).into(),
-            Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x10).into(),
-        )
-    };
-    let locals = vec![node, gw];
     let mk = |hook, proto, src, sport, dst, dport, i: Option<&str>, o: Option<&str>| {
         let mut p = Packet::new(hook, proto, src, dst);
         p.sport = Some(sport);
@@ -853,6 +1033,92 @@ mod tests {
             d.assumptions.iter().any(|a| a.contains("in ipset BLOCKED")),
             "{:?}",
             d.assumptions
+        );
+    }
+
+    /// On the second node of a flannel cluster (192.0.2.2, pods
+    /// 10.224.2.0/24 on cni0, node1's 10.224.1.0/24 over flannel.1) the
+    /// probes run as its traffic does: VXLAN from the peer to this node,
+    /// pods of the other node arriving over flannel.1 for this node's
+    /// pods. (They once ran from this node to the first, and from this
+    /// node's own subnet in over flannel.1.)
+    #[test]
+    fn probes_run_between_the_nodes_own_addresses_and_its_peers() {
+        let facts = NodeFacts {
+            interfaces: Some(
+                ["lo", "eth0", "flannel.1", "cni0"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            underlay: Some("eth0".into()),
+            routes: vec![
+                ("192.0.2.0/24".parse().unwrap(), "eth0".into()),
+                ("10.224.2.0/24".parse().unwrap(), "cni0".into()),
+                ("10.224.1.0/24".parse().unwrap(), "flannel.1".into()),
+            ],
+            addresses: vec![
+                ("192.0.2.2/24".parse().unwrap(), "eth0".into()),
+                ("10.224.2.0/32".parse().unwrap(), "flannel.1".into()),
+                ("10.224.2.1/24".parse().unwrap(), "cni0".into()),
+            ],
+            ..NodeFacts::default()
+        };
+        let shape = shape_of(None, &facts, 8472);
+        let pod: IpNet = "10.224.0.0/16".parse().unwrap();
+        let ends = ProbeEnds::of(&pod, &shape);
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            (
+                ends.node,
+                ends.peer,
+                ends.local_pod,
+                ends.pod_gw,
+                ends.remote_pod
+            ),
+            (
+                a("192.0.2.2"),
+                a("192.0.2.1"),
+                a("10.224.2.2"),
+                a("10.224.2.1"),
+                a("10.224.1.2")
+            )
+        );
+        let ps = probes(&pod, &shape);
+        fn flow(p: &Probe) -> (IpAddr, IpAddr, Option<&str>) {
+            (p.pkt.src, p.pkt.dst, p.pkt.in_iface.as_deref())
+        }
+        assert_eq!(
+            flow(&ps[0]),
+            (a("10.224.1.2"), a("10.224.2.2"), Some("flannel.1"))
+        );
+        assert_eq!(
+            flow(&ps[1]),
+            (a("10.224.2.2"), a("10.224.1.2"), Some("cni0"))
+        );
+        let vxlan = ps
+            .iter()
+            .find(|p| p.id == Some(FindingId::InputBlocksVxlan))
+            .unwrap();
+        assert_eq!(flow(vxlan), (a("192.0.2.1"), a("192.0.2.2"), Some("eth0")));
+        // Every address of the node is its own (INPUT), no other.
+        let locals = vxlan.pkt.local_addrs.as_ref().unwrap();
+        assert!(locals.contains(&a("192.0.2.2")) && locals.contains(&a("10.224.2.1")));
+        assert!(!locals.contains(&a("192.0.2.1")));
+        // Offline, nothing said: TEST-NET and the CIDR's first subnets.
+        let offline = ProbeEnds::of(&pod, &NodeShape::flannel_default(8472));
+        assert_eq!(
+            (
+                offline.node,
+                offline.peer,
+                offline.local_pod,
+                offline.remote_pod
+            ),
+            (
+                a("192.0.2.1"),
+                a("192.0.2.2"),
+                a("10.224.1.2"),
+                a("10.224.2.2")
+            )
         );
     }
 

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use netdrop_model::{
     Decision, Family, OwnerContext, Verdict,
-    check::NodeFacts,
+    check::{NodeFacts, PodCidrs},
     decision::step_notation,
     simulate::{deciding_unknowns, group_outcomes},
     simulate_path,
@@ -58,45 +58,19 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             log::warn!("line {}: {}", w.line, w.message);
         }
     }
-    // No --pod-cidr: the rules' own (flannel's FLANNEL-FWD and masquerade
-    // rules name its Network), said as such.
     let shape = netdrop_model::check::shape_of(
         rules.all().map(|(_, rs)| rs).next(),
         &facts,
         cluster.vxlan_port,
     );
+    // No --pod-cidr: the rules' own (flannel's FLANNEL-FWD and masquerade
+    // rules name its Network), else the node's routes, said as such.
     let mut cluster = cluster;
     let mut cidr_note = None;
     if cluster.pod_cidrs.is_empty() {
-        for (_, rs) in rules.all() {
-            for n in OwnerContext::new(rs, None).flannel_networks {
-                if !cluster.pod_cidrs.contains(&n) {
-                    cluster.pod_cidrs.push(n);
-                }
-            }
-        }
-        let routed = facts.routed_pod_cidr(&shape);
-        cidr_note = Some(
-            if let (true, Some(net)) = (cluster.pod_cidrs.is_empty(), routed) {
-                cluster.pod_cidrs.push(net);
-                format!(
-                    "pod CIDR {net} (holds the pod subnets the node routes on its overlay and pod devices; --pod-cidr to say exactly)"
-                )
-            } else if cluster.pod_cidrs.is_empty() {
-                "no --pod-cidr given and none in the rules or routes: pod flows not probed"
-                    .to_owned()
-            } else {
-                format!(
-                    "pod CIDR {} (from flannel's rules; --pod-cidr to say otherwise)",
-                    cluster
-                        .pod_cidrs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        );
+        let inferred = PodCidrs::infer(rules.all().map(|(_, rs)| rs), &facts, cluster.vxlan_port);
+        cluster.pod_cidrs = inferred.nets();
+        cidr_note = Some(crate::explain::check::pod_cidrs_note(&inferred));
     }
     let mut findings = check_node(rules.all().map(|(_, rs)| rs), &cluster, &facts);
     findings.sort_by(|a, b| {

@@ -146,7 +146,38 @@ impl Netns {
             split_backends,
             underlay,
             routes,
+            addresses: self.addresses(),
         })
+    }
+
+    /// The namespace's own addresses with their prefix, by device (`ip -j
+    /// addr`), loopback's and IPv6 link-local ones left out; empty when
+    /// `ip` cannot say.
+    fn addresses(&self) -> Vec<(ipnet::IpNet, String)> {
+        let Some(serde_json::Value::Array(links)) =
+            ip_json(self.name.as_deref(), &["addr", "show"])
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for link in &links {
+            let Some(dev) = link["ifname"].as_str().filter(|d| *d != "lo") else {
+                continue;
+            };
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                let (Some(local), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64())
+                else {
+                    continue;
+                };
+                if a["scope"].as_str() == Some("link") {
+                    continue;
+                }
+                if let Ok(net) = format!("{local}/{len}").parse::<ipnet::IpNet>() {
+                    out.push((net, dev.to_owned()));
+                }
+            }
+        }
+        out
     }
 
     /// The first default route's device, and every other route's subnet

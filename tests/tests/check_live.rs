@@ -238,13 +238,10 @@ fn live_probes_follow_the_nodes_devices() {
     );
 }
 
-/// Without `--pod-cidr`, a live node's routes say where pods are: flannel
-/// routes each other node's pod subnet over flannel.1 and its own on cni0;
-/// `check` probes the network that holds them, and says so.
-#[test]
-fn live_pod_cidr_from_the_nodes_routes() {
-    require_root!();
-    let mut lab = Lab::new("rts");
+/// A flannel node as its routes show it, with no rule naming the pod CIDR:
+/// its own pods' subnet 10.224.1.0/24 on cni0, another node's
+/// 10.224.2.0/24 over flannel.1, and FORWARD's policy DROP.
+fn routed_flannel_node(lab: &mut Lab) -> String {
     let node = lab.netns("node").unwrap();
     let peer = lab.netns("peer").unwrap();
     lab.veth(
@@ -273,6 +270,17 @@ fn live_pod_cidr_from_the_nodes_routes() {
     )
     .unwrap();
     lab.iptables(&node, &["-P", "FORWARD", "DROP"]).unwrap();
+    node
+}
+
+/// Without `--pod-cidr`, a live node's routes say where pods are: flannel
+/// routes each other node's pod subnet over flannel.1 and its own on cni0;
+/// `check` probes the network that holds them, and says so.
+#[test]
+fn live_pod_cidr_from_the_nodes_routes() {
+    require_root!();
+    let mut lab = Lab::new("rts");
+    let node = routed_flannel_node(&mut lab);
     let out = Command::new(netdrop_bin())
         .args(["check", "--netns", &node])
         .output()
@@ -288,7 +296,142 @@ fn live_pod_cidr_from_the_nodes_routes() {
     );
     assert!(text.contains("CRITICAL forward-policy-drop"), "{text}");
     assert!(
-        text.contains("blocks: tcp 10.224.0.3:40000 -> 10.224.0.2:80 in flannel.1 out cni0"),
+        text.contains("blocks: tcp 10.224.2.2:40000 -> 10.224.1.2:80 in flannel.1 out cni0"),
         "{text}"
     );
+}
+
+/// `watch` without `--pod-cidr` infers the pod CIDR as `check` does (one
+/// function) and reports the same findings of the node (it once skipped
+/// them all). Positive control: `check` finds them first.
+#[test]
+fn watch_without_a_pod_cidr_finds_what_check_finds() {
+    require_root!();
+    let mut lab = Lab::new("wpc");
+    let node = routed_flannel_node(&mut lab);
+    let out = Command::new(netdrop_bin())
+        .args(["check", "--netns", &node, "--output", "json"])
+        .output()
+        .unwrap();
+    let ids = |records: &[serde_json::Value], id: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = records
+            .iter()
+            .filter(|r| matches!(r["severity"].as_str(), Some("warning" | "critical")))
+            .map(|r| {
+                (
+                    r[id].as_str().unwrap_or_default().to_owned(),
+                    r["chain"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let checked: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let from_check = ids(&checked, "id");
+    assert!(
+        from_check.contains(&("forward-policy-drop".into(), "FORWARD".into())),
+        "{checked:#?}"
+    );
+    let mut w = netdrop_tests::Watch::start(&["--netns", &node, "--no-observers"]).unwrap();
+    let findings = |w: &netdrop_tests::Watch| {
+        let r: Vec<_> = w
+            .records()
+            .into_iter()
+            .filter(|r| r["kind"] == "finding")
+            .collect();
+        ids(&r, "finding")
+    };
+    w.wait_for(std::time::Duration::from_secs(10), |w| {
+        findings(w).len() >= from_check.len()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", w.records()));
+    let said = w.stderr();
+    assert_eq!(findings(&w), from_check, "{said}");
+    assert!(said.contains("pod CIDR 10.224.0.0/22"), "{said}");
+    w.stop().unwrap();
+}
+
+/// On a cluster's second node (192.0.2.2; its pods 10.224.2.0/24 on cni0,
+/// the first node's 10.224.1.0/24 over flannel.1) the probes run the way
+/// its traffic does: VXLAN from the peer to this node, the other node's
+/// pods in over flannel.1 to this node's. Rules that match those addresses
+/// find them. (The probes once ran from this node to the first and from
+/// this node's own subnet in over flannel.1: neither rule matched, and
+/// `check` said nothing.)
+#[test]
+fn live_probes_run_between_the_nodes_own_addresses_and_its_peers() {
+    require_root!();
+    let mut lab = Lab::new("n2");
+    let node = lab.netns("node2").unwrap();
+    let peer = lab.netns("node1").unwrap();
+    lab.veth(
+        (&peer, "eth0", Some("192.0.2.1/24")),
+        (&node, "eth0", Some("192.0.2.2/24")),
+    )
+    .unwrap();
+    lab.ip(&node, &["route", "add", "default", "via", "192.0.2.1"])
+        .unwrap();
+    lab.flannel_vxlan(&node, "192.0.2.2", None).unwrap();
+    lab.ip(&node, &["addr", "add", "10.224.2.0/32", "dev", "flannel.1"])
+        .unwrap();
+    lab.bridge(&node, "cni0", Some("10.224.2.1/24")).unwrap();
+    lab.ip(
+        &node,
+        &[
+            "route",
+            "add",
+            "10.224.1.0/24",
+            "via",
+            "10.224.1.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
+    let vxlan_from_node1 = [
+        "-A",
+        "INPUT",
+        "-s",
+        "192.0.2.1",
+        "-p",
+        "udp",
+        "--dport",
+        "8472",
+        "-j",
+        "DROP",
+    ];
+    let node1s_pods = [
+        "-A",
+        "FORWARD",
+        "-i",
+        "flannel.1",
+        "-s",
+        "10.224.1.0/24",
+        "-d",
+        "10.224.2.0/24",
+        "-j",
+        "DROP",
+    ];
+    lab.iptables(&node, &vxlan_from_node1).unwrap();
+    lab.iptables(&node, &node1s_pods).unwrap();
+    let out = Command::new(netdrop_bin())
+        .args(["check", "--netns", &node, "--pod-cidr", "10.224.0.0/16"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("blocks: udp 192.0.2.1:51000 -> 192.0.2.2:8472 in eth0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("blocks: tcp 10.224.1.2:40000 -> 10.224.2.2:80 in flannel.1 out cni0"),
+        "{text}"
+    );
+    assert!(!text.contains("-> 192.0.2.1:8472"), "{text}");
 }

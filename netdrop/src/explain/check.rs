@@ -4,7 +4,7 @@
 
 use netdrop_model::{
     FindingId, Hook, Owner, OwnerContext, Packet, Ruleset, Severity, Verdict,
-    check::{self, Cluster, Finding, NodeFacts, Subject},
+    check::{self, Cluster, Finding, NodeFacts, PodCidrs, Subject},
     decision::step_notation,
 };
 use serde::Serialize;
@@ -62,6 +62,25 @@ pub fn check_node<'a>(
         out.push(explain_finding(&f, None, cluster));
     }
     out
+}
+
+/// Where the pod CIDR came from when none was given, in words.
+pub fn pod_cidrs_note(inferred: &PodCidrs) -> String {
+    match inferred {
+        PodCidrs::FlannelRules(nets) => format!(
+            "pod CIDR {} (from flannel's rules; --pod-cidr to say otherwise)",
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        PodCidrs::Routed(net) => format!(
+            "pod CIDR {net} (holds the pod subnets the node routes on its overlay and pod devices; --pod-cidr to say exactly)"
+        ),
+        PodCidrs::Unknown => {
+            "no --pod-cidr given and none in the rules or routes: pod flows not probed".to_owned()
+        }
+    }
 }
 
 /// Whether any finding is a warning or worse (`check`'s exit code).

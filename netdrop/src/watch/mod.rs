@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use netdrop_common::{ObsCounters, direction, drop_stat, obs_stat, role};
 
-use netdrop_model::{Evidence, FindingId, Hook, Severity};
+use netdrop_model::{Evidence, FindingId, Hook, Severity, check::PodCidrs};
 
 use self::{node::Node, pipeline::DropPipeline};
 use crate::{
@@ -799,15 +799,34 @@ impl Watcher {
             }
             return;
         };
-        if self.pipeline.cluster().pod_cidrs.is_empty() {
+        let facts = node.facts();
+        // No --pod-cidr: the node's own rules or routes say, as `check`
+        // infers it (one function); neither: no pod flows to probe.
+        let mut cluster = self.pipeline.cluster().clone();
+        if cluster.pod_cidrs.is_empty() {
+            let inferred = PodCidrs::infer(
+                rules.current.all().map(|(_, rs)| rs),
+                &facts,
+                cluster.vxlan_port,
+            );
+            if self.nodes[ni].pod_cidrs.as_ref() != Some(&inferred) {
+                log::warn!(
+                    "{}: findings: {}",
+                    self.nodes[ni].label,
+                    explain::check::pod_cidrs_note(&inferred)
+                );
+                self.nodes[ni].pod_cidrs = Some(inferred.clone());
+            }
+            cluster.pod_cidrs = inferred.nets();
+        }
+        let node = &self.nodes[ni];
+        let Some(rules) = &node.rules else {
+            return;
+        };
+        if cluster.pod_cidrs.is_empty() {
             return;
         }
-        let facts = node.facts();
-        let all = check_node(
-            rules.current.all().map(|(_, rs)| rs),
-            self.pipeline.cluster(),
-            &facts,
-        );
+        let all = check_node(rules.current.all().map(|(_, rs)| rs), &cluster, &facts);
         let labels: Vec<FindingLabels> = all
             .iter()
             .map(|f| FindingLabels {

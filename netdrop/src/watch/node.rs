@@ -226,6 +226,9 @@ pub struct Node {
     /// The start of the last poll that asked for the rules (drops counted
     /// after it happened after it).
     last_since: Option<Instant>,
+    /// Without `--pod-cidr`: the pod CIDR last inferred for this node's
+    /// findings (said in the log when it changes).
+    pub pod_cidrs: Option<netdrop_model::check::PodCidrs>,
 }
 
 impl Node {
@@ -269,6 +272,7 @@ impl Node {
             reads: 0,
             reads_published: 0,
             last_since: None,
+            pod_cidrs: None,
         };
         if node.netns.exists() {
             node.refresh_addresses();
