@@ -402,15 +402,7 @@ impl Datapath {
 
     /// Drains the detailed samples the kernel sent since the last call.
     pub fn samples(&mut self) -> Vec<DropSample> {
-        let mut out = Vec::new();
-        while let Some(item) = self.samples.next() {
-            if item.len() >= std::mem::size_of::<DropSample>() {
-                // SAFETY: the kernel wrote a whole DropSample (repr(C), Pod);
-                // read_unaligned because ring buffer items are 8-aligned only.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<DropSample>()) });
-            }
-        }
-        out
+        drain(&mut self.samples)
     }
 
     /// The drop program's own counters (`drop_stat::*`), summed over CPUs.
@@ -637,6 +629,22 @@ where
         what: format!("program {name}"),
         source,
     })
+}
+
+/// Every item a ring buffer holds now, read as `T`; an item shorter than
+/// a `T` (never written by our programs) is passed over. The one place
+/// samples cross from the kernel's memory.
+pub(crate) fn drain<T: aya::Pod>(ring: &mut RingBuf<MapData>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<T>() {
+            // SAFETY: the item holds at least size_of::<T>() bytes and T is
+            // Pod (repr(C), any bit pattern valid); read_unaligned because
+            // ring buffer items are 8-aligned only.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -570,13 +570,6 @@ impl NodeObservers {
 
     /// Un-NATed egress samples since the last call.
     pub fn egress_samples(&mut self) -> Vec<EgressSample> {
-        let mut out = Vec::new();
-        while let Some(item) = self.samples.next() {
-            if item.len() >= std::mem::size_of::<EgressSample>() {
-                // SAFETY: the kernel wrote a whole EgressSample (repr(C), Pod).
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<EgressSample>()) });
-            }
-        }
-        out
+        super::drain(&mut self.samples)
     }
 }
