@@ -13,7 +13,7 @@ use netdrop_model::{
 };
 
 use crate::{
-    attribute::reader::{self, NodeRules},
+    attribute::rules::reader::{self, NodeRules},
     cli::{CheckArgs, ExplainArgs, Output},
     explain::{
         self, Explanation,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use netdrop::attribute::api::ClusterNames;
+use netdrop::attribute::names::api::ClusterNames;
 use netdrop_tests::kube_api::{StandIn, is_watch, resource_version};
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use netdrop::{attribute::nf_tables::GenerationWatch, lab::traffic};
+use netdrop::{attribute::rules::nf_tables::GenerationWatch, lab::traffic};
 use netdrop_tests::{Lab, Watch, peer_and_node, require_root};
 
 fn legacy(lab: &Lab, ns: &str, prog: &str, args: &[&str]) {

@@ -64,8 +64,8 @@ fn tables_read_over_netlink_are_the_ones_nft_lists() {
         let out = lab.exec(&ns, &load).unwrap();
         assert!(out.status.success(), "{out:?}");
 
-        let tables = netdrop::attribute::nf_tables::tables(Some(&ns)).unwrap();
-        let ours = netdrop::attribute::nf_tables::read_items(Some(&ns), &tables).unwrap();
+        let tables = netdrop::attribute::rules::nf_tables::tables(Some(&ns)).unwrap();
+        let ours = netdrop::attribute::rules::nf_tables::read_items(Some(&ns), &tables).unwrap();
         let listed = Command::new("ip")
             .args(["netns", "exec", &ns, "nft", "-j", "list", "ruleset"])
             .output()

@@ -6,7 +6,7 @@
 use std::{process::Command, time::Duration};
 
 use netdrop::{
-    attribute::pods::{Cri, PodLookup as _, PodNames},
+    attribute::names::{PodLookup as _, cri::Cri, lookup::PodNames},
     lab::containerd::{Containerd, PodSpec},
 };
 use netdrop_tests::{Lab, Watch, field, prom::http_get, require_root};
@@ -218,7 +218,7 @@ fn containerds_events_tell_of_pods_that_come_and_go() {
     use std::sync::atomic::Ordering;
     require_root!();
     let (_lab, node, mut ctd) = node_with_runtime("cre", "10.224.1.0/24");
-    let changes = netdrop::attribute::containerd_events::follow(ctd.socket.clone());
+    let changes = netdrop::attribute::names::containerd_events::follow(ctd.socket.clone());
     until("subscribed", || changes.live.load(Ordering::Relaxed));
     changes.dirty.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));

@@ -74,8 +74,8 @@ pub struct Record {
     pub inner: Option<Flow>,
     /// The pods at the flow's ends (the inner flow's, for VXLAN), from the
     /// node's container runtime; `null` when no pod of it has the address.
-    pub src_pod: Option<crate::attribute::pods::PodRef>,
-    pub dst_pod: Option<crate::attribute::pods::PodRef>,
+    pub src_pod: Option<crate::attribute::names::PodRef>,
+    pub dst_pod: Option<crate::attribute::names::PodRef>,
     pub vxlan: bool,
     pub vni: Option<u32>,
     /// kube-proxy "namespace/name:port".
@@ -107,8 +107,8 @@ impl Record {
     /// replaced (an address a new pod got).
     pub fn set_pods(
         &mut self,
-        src: Option<crate::attribute::pods::PodRef>,
-        dst: Option<crate::attribute::pods::PodRef>,
+        src: Option<crate::attribute::names::PodRef>,
+        dst: Option<crate::attribute::names::PodRef>,
     ) {
         let before = self.flow_words();
         // A NetworkPolicy fix finds its pod by name once it has one.
@@ -118,7 +118,7 @@ impl Record {
             _ => None,
         };
         if let (Some(fix), Some((s_ip, d_ip))) = (&mut self.fix, ends) {
-            let words = |ip, p: &Option<crate::attribute::pods::PodRef>| {
+            let words = |ip, p: &Option<crate::attribute::names::PodRef>| {
                 crate::explain::pod_policies(
                     ip,
                     p.as_ref().map(|p| (p.namespace.as_str(), p.name.as_str())),
@@ -311,10 +311,18 @@ impl Record {
 /// [`netdrop_model::packet::flow_notation`] writes it).
 pub fn flow_with_pods(
     proto: &str,
-    (src, sport, src_pod): (IpAddr, Option<u16>, Option<&crate::attribute::pods::PodRef>),
-    (dst, dport, dst_pod): (IpAddr, Option<u16>, Option<&crate::attribute::pods::PodRef>),
+    (src, sport, src_pod): (
+        IpAddr,
+        Option<u16>,
+        Option<&crate::attribute::names::PodRef>,
+    ),
+    (dst, dport, dst_pod): (
+        IpAddr,
+        Option<u16>,
+        Option<&crate::attribute::names::PodRef>,
+    ),
 ) -> String {
-    let end = |a: IpAddr, port: Option<u16>, pod: Option<&crate::attribute::pods::PodRef>| {
+    let end = |a: IpAddr, port: Option<u16>, pod: Option<&crate::attribute::names::PodRef>| {
         let at = match (a, port) {
             (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
             (a, Some(p)) => format!("{a}:{p}"),
@@ -335,7 +343,7 @@ pub fn flow_with_pods(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::pods::PodRef;
+    use crate::attribute::names::PodRef;
 
     #[test]
     fn pods_are_named_in_the_flow_and_its_explanation() {

@@ -67,9 +67,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 /// reachable by the configuration (`--kubernetes auto`).
 async fn pod_names(
     args: &WatchArgs,
-) -> anyhow::Result<Option<Box<dyn crate::attribute::pods::PodLookup>>> {
+) -> anyhow::Result<Option<Box<dyn crate::attribute::names::PodLookup>>> {
     use crate::{
-        attribute::{api::ClusterNames, pods},
+        attribute::names::{
+            api::ClusterNames,
+            lookup::{Names, PodNames},
+        },
         config::KubernetesApi,
     };
     if args.no_pod_names {
@@ -93,8 +96,8 @@ async fn pod_names(
             }
         },
     };
-    Ok(Some(Box::new(pods::Names {
-        runtime: Some(pods::PodNames::start(args.cri_socket.clone())),
+    Ok(Some(Box::new(Names {
+        runtime: Some(PodNames::start(args.cri_socket.clone())),
         cluster,
     })))
 }

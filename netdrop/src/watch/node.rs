@@ -9,7 +9,7 @@ use netdrop_model::{CounterSnapshot, Family, OwnerContext, Ruleset, check::NodeF
 
 use super::pipeline::{NodeView, RulesView};
 use crate::{
-    attribute::{
+    attribute::rules::{
         nf_tables,
         reader::{self, Backend, NodeRules},
     },
@@ -60,7 +60,7 @@ pub struct Rules {
     /// The legacy tables' content hashes then, if there are any: of the
     /// tables below [`xtables::LARGE_TABLE`], and of the larger ones.
     ///
-    /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
+    /// [`xtables::LARGE_TABLE`]: crate::attribute::rules::xtables::LARGE_TABLE
     pub legacy_content: [Option<u64>; 2],
 }
 
@@ -461,7 +461,7 @@ impl Node {
     /// larger ones): a same-size edit moves nothing else. Without a
     /// generation at all, every `legacy_every[0]`.
     ///
-    /// [`xtables::LARGE_TABLE`]: crate::attribute::xtables::LARGE_TABLE
+    /// [`xtables::LARGE_TABLE`]: crate::attribute::rules::xtables::LARGE_TABLE
     pub fn rules_may_have_changed(&mut self, legacy_every: [std::time::Duration; 2]) -> bool {
         let Some(rules) = &self.rules else {
             return self.retry_due();

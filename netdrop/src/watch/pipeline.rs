@@ -19,7 +19,7 @@ use netdrop_model::{
 use netdrop_model::{check::Cluster, rules::CtState};
 
 use crate::{
-    attribute::pods::PodLookup,
+    attribute::names::PodLookup,
     capture::Datapath,
     decode::{Decoder, DropSite, flow::Flow, hook_from_kernel},
     explain::{self, Explanation},
@@ -1218,8 +1218,8 @@ mod tests {
     }
 
     /// The pod both naming tests find at the sample's source address.
-    fn web_pod() -> crate::attribute::pods::PodRef {
-        crate::attribute::pods::PodRef {
+    fn web_pod() -> crate::attribute::names::PodRef {
+        crate::attribute::names::PodRef {
             namespace: "shop".into(),
             name: "web-0".into(),
             uid: "u1".into(),
@@ -1231,7 +1231,7 @@ mod tests {
     /// and its `/explanations` entry name them too, never by address only.
     #[test]
     fn a_drops_pods_are_named_in_every_copy_of_its_record() {
-        use crate::attribute::pods::{PodIndex, PodRef};
+        use crate::attribute::names::{PodIndex, PodRef};
         let shared = new_shared();
         let web = web_pod();
         /// The runtime's index as it is at each call.
@@ -1333,7 +1333,7 @@ mod tests {
     /// series.
     #[test]
     fn workload_series_only_when_asked() {
-        use crate::attribute::pods::PodIndex;
+        use crate::attribute::names::PodIndex;
         let shared = new_shared();
         let web = web_pod();
         let index: PodIndex = [("10.224.7.2".parse().unwrap(), web)].into_iter().collect();

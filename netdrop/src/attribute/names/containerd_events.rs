@@ -98,7 +98,7 @@ pub fn follow(socket: String) -> Arc<Changes> {
 
 /// One subscription, until its stream ends.
 async fn subscribe(socket: &str, changes: &Changes) -> Result<(), tonic::Status> {
-    let channel = super::pods::channel(socket)
+    let channel = super::cri::channel(socket)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel);

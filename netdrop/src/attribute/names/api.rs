@@ -1,6 +1,6 @@
 //! Cluster-wide names, from the Kubernetes API (`--kubernetes`): a watch on
 //! pods and Services, so the far end of a flow (a pod on another node) and
-//! a ClusterIP are named too. The node's own runtime ([`super::pods`])
+//! a ClusterIP are named too. The node's own runtime ([`super::cri`])
 //! stays the first source: it needs no credentials and knows this node's
 //! pods first.
 //!
@@ -22,7 +22,7 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 
-use super::pods::PodRef;
+use super::PodRef;
 
 /// Where `--kubernetes auto` finds the API: `--kubeconfig`, else the
 /// in-cluster service account (a DaemonSet with the RBAC enabled).
