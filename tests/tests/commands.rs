@@ -543,3 +543,106 @@ fn a_ufw_policy_drop_is_fixed_through_ufw() {
     );
     assert!(!fix.contains("iptables -I"), "{fix}");
 }
+
+/// A drop in a native nftables table of a known agent is fixed with nft's
+/// own commands, never `iptables -t ip <table>` (a command that cannot
+/// exist; once printed for Docker's nftables backend). Docker's tables
+/// take a mark it accepts (`bridge-accept-fwmark`), as its nftables
+/// backend asks; the printed nft commands are run here, and nft takes them.
+#[test]
+fn a_native_tables_drop_is_fixed_with_nft_whoever_owns_it() {
+    netdrop_tests::require_root!();
+    // Docker 29's nftables backend, as it lists its table for docker0
+    // (trimmed to the forward path; the rules are Docker's own).
+    let docker = TempPath::file(
+        "docker-nft",
+        r#"table ip docker-bridges {
+	map filter-forward-in-jumps {
+		type ifname : verdict
+		elements = { "docker0" : jump filter-forward-in__docker0 }
+	}
+	chain filter-FORWARD {
+		type filter hook forward priority filter; policy accept;
+		oifname vmap @filter-forward-in-jumps
+	}
+	chain filter-forward-in__docker0 {
+		ct state established,related counter accept
+		iifname "docker0" counter accept comment "ICC"
+		counter drop comment "UNPUBLISHED PORT DROP"
+	}
+}
+"#,
+    );
+    let packet = "FORWARD tcp 203.0.113.5:40000 -> 172.17.0.2:80 in eth0 out docker0";
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        docker.path(),
+        "--packet",
+        packet,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["drops"][0];
+    assert_eq!(
+        (d["verdict"].as_str(), d["owner"].as_str()),
+        (Some("DROP"), Some("docker")),
+        "{v}"
+    );
+    let fix = d["fix"].as_str().unwrap();
+    assert!(!fix.contains("iptables"), "{fix}");
+    assert!(fix.contains("bridge-accept-fwmark"), "{fix}");
+    // nft takes the printed commands (run in a namespace of this test's).
+    let mut lab = netdrop_tests::Lab::new("nftfix");
+    let ns = lab.netns("n").unwrap();
+    // As pasted: the whole backticked command, run by a shell.
+    let nft: Vec<String> = fix
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|c| c.starts_with("nft "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(nft.len(), 1, "{fix}");
+    netdrop_tests::run_in(&ns, &nft);
+    let listed = lab
+        .exec(
+            &ns,
+            &["nft", "list", "table", "ip", "netdrop-docker-accept"],
+        )
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("hook forward priority filter - 1"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("ip daddr 172.17.0.2 tcp dport 80 meta mark set meta mark | 0x01000000"),
+        "{listed}"
+    );
+
+    // flannel's own table, its policy: nft words too, said to be flannel's.
+    let flannel = TempPath::file(
+        "flannel-nft",
+        "table ip flannel-ipv4 {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n}\n",
+    );
+    let packet = "FORWARD tcp 10.224.1.2:40000 -> 10.224.2.2:80 in flannel.1 out cni0";
+    let out = netdrop(&[
+        "explain",
+        "--rules",
+        flannel.path(),
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--packet",
+        packet,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`nft add rule ip flannel-ipv4 forward ip saddr 10.224.0.0/16 ip daddr 10.224.0.0/16 accept`"),
+        "{text}"
+    );
+    assert!(text.contains("set by flannel"), "{text}");
+    assert!(!text.contains("iptables"), "{text}");
+}

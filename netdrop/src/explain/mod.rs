@@ -471,31 +471,17 @@ fn sentences(
         );
     }
 
+    let native = d.table.contains(' ');
     // A native nftables table nobody netdrop knows owns: nft's own commands.
-    if d.table.contains(' ') && matches!(owner, Owner::Custom) {
-        let (table, chain) = (&d.table, &d.chain);
-        let accept = format!("{} accept", nft_match_words(ctx, p));
-        let persist = "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).";
-        return match (d.rule_no, d.rule_handle) {
-            (Some(_), Some(h)) => (
-                format!(
-                    "{flow}: {place} {verb}; it belongs to a native nftables table no known agent owns.{shadow}"
-                ),
-                format!(
-                    "If the rule is not intended, delete it: `nft delete rule {table} {chain} handle {h}`; otherwise accept before it: `nft insert rule {table} {chain} position {h} {accept}`. {persist}"
-                ),
-            ),
-            _ => (
-                format!("{flow} reaches the end of {table}/{chain} and falls to its policy drop."),
-                format!(
-                    "Accept it before the policy: `nft add rule {table} {chain} {accept}`. {persist}"
-                ),
-            ),
-        };
+    if native && matches!(owner, Owner::Custom) {
+        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
     }
 
     // Built-in chain policy (a generator's policy is fixed through the
     // generator, below, like its rules).
+    if d.rule_no.is_none() && !is_generator(owner) && native {
+        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+    }
     if d.rule_no.is_none() && !is_generator(owner) {
         let by = match owner {
             Owner::Docker => "which Docker sets when it enables IP forwarding".to_owned(),
@@ -697,6 +683,8 @@ fn sentences(
             let in_zone = zone.map(|z| format!(" of zone {z}")).unwrap_or_default();
             (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots)."))
         }
+        // A native table's rule: nft's own commands, never iptables'.
+        _ if native => native_sentences(ctx, p, d, flow, place, &verb, &shadow),
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
             (
@@ -709,6 +697,87 @@ fn sentences(
                 ),
             )
         }
+    }
+}
+
+/// A drop in a native nftables table that no owner's own words cover:
+/// nft's commands on the table itself (an `iptables` command cannot reach
+/// it). A table an agent owns is the agent's to rewrite, said so; Docker's
+/// is overridden by a mark Docker accepts, as its nftables backend asks.
+fn native_sentences(
+    ctx: &Cluster,
+    p: &Packet,
+    d: &Decision,
+    flow: &str,
+    place: &str,
+    verb: &str,
+    shadow: &str,
+) -> (String, String) {
+    let (table, chain, owner) = (&d.table, &d.chain, d.owner);
+    let matches = nft_match_words(ctx, p);
+    let accept = format!("{matches} accept");
+    let persist = if matches!(owner, Owner::Custom) {
+        "Make it permanent where the table is loaded from (/etc/nftables.conf, or the tool that writes it).".to_owned()
+    } else {
+        format!(
+            "{} writes this table itself: an edit to it lasts until its next sync or restart, so make the change in {}'s own configuration to keep it.",
+            owner_name(owner),
+            owner_name(owner)
+        )
+    };
+    let whose = if matches!(owner, Owner::Custom) {
+        "it belongs to a native nftables table no known agent owns".to_owned()
+    } else {
+        format!(
+            "it belongs to {}'s nftables table {table}",
+            owner_name(owner)
+        )
+    };
+    if owner == Owner::Docker {
+        // Docker's nftables backend has no DOCKER-USER: an accept in
+        // another table does not save a packet from Docker's drop, a mark
+        // it was told to accept does (dockerd --bridge-accept-fwmark).
+        let hook = p.hook.as_str().to_lowercase();
+        let family = table.split(' ').next().unwrap_or("ip");
+        return (
+            match d.rule_no {
+                Some(_) => format!("{flow}: {place} {verb}; {whose}.{shadow}"),
+                None => format!(
+                    "{flow} reaches the end of {table}/{chain} and falls to its policy drop, set by Docker."
+                ),
+            },
+            format!(
+                "Docker's nftables tables are its own (no DOCKER-USER; an accept in another table does not override its drop): mark this traffic before Docker's chain and have Docker accept the mark: `nft add table {family} netdrop-docker-accept; nft add chain {family} netdrop-docker-accept {hook} '{{ type filter hook {hook} priority filter - 1; }}'; nft add rule {family} netdrop-docker-accept {hook} {matches} meta mark set meta mark or 0x1000000`, then `\"bridge-accept-fwmark\": \"0x1000000/0x1000000\"` in /etc/docker/daemon.json and restart Docker (pick a mark bit nothing else on the node uses). Make the table permanent in /etc/nftables.conf."
+            ),
+        );
+    }
+    match (d.rule_no, d.rule_handle) {
+        (Some(_), Some(h)) => (
+            format!("{flow}: {place} {verb}; {whose}.{shadow}"),
+            format!(
+                "If the rule is not intended, delete it: `nft delete rule {table} {chain} handle {h}`; otherwise accept before it: `nft insert rule {table} {chain} position {h} {accept}`. {persist}"
+            ),
+        ),
+        (Some(_), None) => (
+            format!("{flow}: {place} {verb}; {whose}.{shadow}"),
+            format!(
+                "Accept it before that rule (`nft -a list chain {table} {chain}` shows its handle H): `nft insert rule {table} {chain} position H {accept}`. {persist}"
+            ),
+        ),
+        (None, _) => (
+            match owner {
+                Owner::Custom => format!(
+                    "{flow} reaches the end of {table}/{chain} and falls to its policy drop."
+                ),
+                o => format!(
+                    "{flow} reaches the end of {table}/{chain} and falls to its policy drop, set by {}.",
+                    owner_name(o)
+                ),
+            },
+            format!(
+                "Accept it before the policy: `nft add rule {table} {chain} {accept}`. {persist}"
+            ),
+        ),
     }
 }
 
