@@ -48,6 +48,74 @@ pub fn is_iptables_tool(word: &str) -> bool {
     )
 }
 
+impl Edit {
+    /// Rule `spec` (iptables-save's words after `-A CHAIN`) added to
+    /// `chain` of `table` at `at` (`None`: appended), read once into the
+    /// model: what a fix walks and what it prints are this one value.
+    pub fn new(table: &str, chain: &str, at: Option<usize>, spec: &str) -> Result<Self, EditError> {
+        let bad = |why: &str| EditError::Bad {
+            command: format!("-A {chain} {spec}"),
+            why: why.to_owned(),
+        };
+        if at == Some(0) {
+            return Err(bad("rule positions start at 1"));
+        }
+        let dump = format!("*{table}\n:{chain} ACCEPT [0:0]\n-A {chain} {spec}\nCOMMIT\n");
+        let rs = parse_ruleset(&dump).map_err(|e| bad(&e.to_string()))?;
+        let mut rule = rs
+            .tables
+            .get(table)
+            .and_then(|t| t.chain(chain))
+            .and_then(|c| c.rules.first())
+            .cloned()
+            .ok_or_else(|| bad("no rule"))?;
+        if rule
+            .matches
+            .iter()
+            .any(|m| matches!(m, Match::Unmodelled { .. }))
+        {
+            return Err(bad("its rule uses a match netdrop does not model"));
+        }
+        rule.line = 0;
+        Ok(Self {
+            table: table.to_owned(),
+            chain: chain.to_owned(),
+            at,
+            rule,
+        })
+    }
+
+    /// The rule's words after `-A CHAIN`, as iptables takes them.
+    pub fn spec(&self) -> &str {
+        let text = self.rule.text.trim_start_matches("-A ");
+        text.strip_prefix(self.chain.as_str())
+            .map_or(text, str::trim_start)
+    }
+}
+
+/// A command of a fix on an iptables table, typed: `explain` prints it
+/// with the node's tool, and the walk applies the rules it adds as they
+/// are (never read back from the printed text).
+#[derive(Clone, Debug)]
+pub enum RuleCommand {
+    /// `-I CHAIN [N] SPEC` or `-A CHAIN SPEC`: walked before it is printed.
+    Add(Edit),
+    /// `-D CHAIN N`: rule `rule_no` removed (the other choice a fix offers).
+    Delete {
+        table: String,
+        chain: String,
+        rule_no: usize,
+    },
+    /// `-D CHAIN SPEC`: the rule of that spec removed (a leftover's jump).
+    DeleteRule {
+        table: String,
+        chain: String,
+        spec: String,
+    },
+    /// `-F CHAIN` then `-X CHAIN`: a chain emptied and removed.
+    RemoveChain { table: String, chain: String },
+}
+
 /// Reads `iptables [-w] [-t TABLE] -I CHAIN [N] <rule>` or `... -A CHAIN
 /// <rule>`; the rule is parsed as iptables-save's own lines are.
 pub fn parse_command(command: &str) -> Result<Edit, EditError> {
@@ -113,28 +181,9 @@ pub fn parse_command(command: &str) -> Result<Edit, EditError> {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let dump = format!("*{table}\n:{chain} ACCEPT [0:0]\n-A {chain} {spec}\nCOMMIT\n");
-    let rs = parse_ruleset(&dump).map_err(|e| bad(&e.to_string()))?;
-    let mut rule = rs
-        .tables
-        .get(table)
-        .and_then(|t| t.chain(chain))
-        .and_then(|c| c.rules.first())
-        .cloned()
-        .ok_or_else(|| bad("no rule"))?;
-    if rule
-        .matches
-        .iter()
-        .any(|m| matches!(m, Match::Unmodelled { .. }))
-    {
-        return Err(bad("its rule uses a match netdrop does not model"));
-    }
-    rule.line = 0;
-    Ok(Edit {
-        table: table.to_owned(),
-        chain: chain.to_owned(),
-        at,
-        rule,
+    Edit::new(table, chain, at, &spec).map_err(|e| match e {
+        EditError::Bad { why, .. } => bad(&why),
+        e => e,
     })
 }
 

@@ -3,12 +3,21 @@
 //! (and how to make the fix survive a reboot).
 
 pub mod check;
+mod fix_text;
 pub mod kernel;
 
 use netdrop_model::{
-    Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict, check::Cluster,
-    decision::shadowed_accept, fix::FlowClass, packet::flow_notation, rules::Target,
+    Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict,
+    check::Cluster,
+    decision::shadowed_accept,
+    edit::{Edit, RuleCommand},
+    fix::FlowClass,
+    packet::flow_notation,
+    rules::Target,
 };
+
+pub use self::fix_text::FixText;
+pub(crate) use self::fix_text::with_tool;
 use serde::Serialize;
 
 /// Everything netdrop says about one drop (or one simulated drop): where
@@ -98,8 +107,8 @@ pub fn explain(
         _ => format!("the DROP policy of {}/{}", decision.table, decision.chain),
     };
     let (explanation, fix) = sentences(rs, owners, cluster, pkt, &decision, &flow, &place);
-    let fix = with_tool(&fix, &iptables_tool(rs));
-    let (fix, fix_check) = checked(rs, cluster, pkt, &decision, &place, fix);
+    let tool = iptables_tool(rs);
+    let (fix, fix_check) = checked(rs, cluster, pkt, &decision, &place, fix, &tool);
     let proto = netdrop_model::rules::proto_name(pkt.proto).unwrap_or("IP");
     Explanation {
         site_explanation: explanation.replacen(&flow, &format!("{proto} traffic"), 1),
@@ -115,25 +124,6 @@ pub fn explain(
     }
 }
 
-/// The `iptables -I`/`-A` commands of a fix (inside its backticks,
-/// joined by `&&` or `;`): the rules it adds. Removals (`-D`, `-F`) are
-/// the other choice a fix offers, not part of the rules it adds.
-fn added_rules(fix: &str) -> Vec<String> {
-    fix.split('`')
-        .skip(1)
-        .step_by(2)
-        .flat_map(|code| code.split("&&").flat_map(|c| c.split(';')))
-        .map(str::trim)
-        .filter(|c| {
-            c.split_whitespace()
-                .next()
-                .is_some_and(netdrop_model::edit::is_iptables_tool)
-                && c.split_whitespace().any(|w| matches!(w, "-I" | "-A"))
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
 /// `fix` walked on the model before it is printed (see
 /// [`netdrop_model::fix`]): kept and said so when it holds, completed when
 /// the replies would still die, withheld when it opens more than the flow.
@@ -143,64 +133,54 @@ fn checked(
     p: &Packet,
     d: &Decision,
     place: &str,
-    fix: String,
+    fix: FixText,
+    tool: &str,
 ) -> (String, FixStatus) {
-    use netdrop_model::{edit::parse_command, fix::check_fix};
-    let mut commands = added_rules(&fix);
+    use netdrop_model::fix::check_fix;
+    let edits: Vec<Edit> = fix.added().into_iter().cloned().collect();
     let Some(site) = d.decider() else {
-        return (fix, FixStatus::NotModelled);
+        return (fix.render(tool), FixStatus::NotModelled);
     };
-    if commands.is_empty() {
-        return (fix, FixStatus::NotModelled);
+    if edits.is_empty() {
+        return (fix.render(tool), FixStatus::NotModelled);
     }
-    let edits = match commands
-        .iter()
-        .map(|c| parse_command(c))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(e) => e,
-        Err(e) => {
-            log::debug!("fix not walked: {e}");
-            return (fix, FixStatus::NotModelled);
-        }
-    };
     let mut check = match check_fix(rs, ctx, p, site, &edits) {
         Ok(c) => c,
         Err(e) => {
             log::debug!("fix not walked: {e}");
-            return (fix, FixStatus::NotModelled);
+            return (fix.render(tool), FixStatus::NotModelled);
         }
     };
+    let cmds = fix.added_text(tool);
     let mut fix = fix;
     // Replies that would still die: accept the connection's packets at
     // the top of the chain the fix edits (not a port), and walk again.
     if check.holds()
         && let Some(dropped) = &check.replies_dropped_at
+        && let Ok(reply) = Edit::new(
+            &edits[0].table,
+            &edits[0].chain,
+            Some(1),
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        )
     {
-        let tool = commands[0].split_whitespace().next().unwrap_or("iptables");
-        let table = match edits[0].table.as_str() {
-            "filter" => String::new(),
-            t => format!("-t {t} "),
-        };
-        let reply = format!(
-            "{tool} {table}-I {} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            edits[0].chain
-        );
         let mut with_reply = edits.clone();
-        with_reply.extend(parse_command(&reply).ok());
+        with_reply.push(reply.clone());
         if let Ok(c) = check_fix(rs, ctx, p, site, &with_reply)
             && c.holds()
             && c.replies_dropped_at.is_none()
         {
-            fix.push_str(&format!(
-                " Its replies would still be dropped ({}): let the connection's packets back too: `{reply}`.",
-                netdrop_model::decision::step_notation(dropped)
-            ));
-            commands.push(reply);
+            fix = fix
+                .say(format!(
+                    " Its replies would still be dropped ({}): let the connection's packets back too: ",
+                    netdrop_model::decision::step_notation(dropped)
+                ))
+                .run(RuleCommand::Add(reply))
+                .say(".");
             check = c;
         }
     }
-    let cmds = commands.join("; ");
+
     if !check.passes {
         return (
             format!(
@@ -252,16 +232,16 @@ fn checked(
             probed.join(", ")
         ),
     };
-    fix.push_str(&format!(
+    let mut fix = fix.say(format!(
         " (Walked on netdrop's model of these rules: this packet then gets past {place}{probed}.)"
     ));
     if let Some(next) = &check.then_dropped_at {
-        fix.push_str(&format!(
+        fix = fix.say(format!(
             " It would then be dropped by {}: see that rule too.",
             netdrop_model::decision::step_notation(next)
         ));
     }
-    (fix, FixStatus::Proven)
+    (fix.render(tool), FixStatus::Proven)
 }
 
 /// `text` with address `addr` (not one that merely starts like it:
@@ -301,51 +281,6 @@ pub(crate) fn iptables_tool(rs: &Ruleset) -> String {
         Some(suffix) => format!("{base}-{suffix}"),
         None => base.to_owned(),
     }
-}
-
-/// `fix` with its iptables commands (inside backticks: `iptables`,
-/// `iptables-save`, `iptables-restore`) run as `tool` instead. Prose and
-/// `service iptables save` stay.
-pub(crate) fn with_tool(fix: &str, tool: &str) -> String {
-    if tool == "iptables" {
-        return fix.to_owned();
-    }
-    let mut out = String::with_capacity(fix.len() + 32);
-    for (i, part) in fix.split('`').enumerate() {
-        if i > 0 {
-            out.push('`');
-        }
-        if i % 2 == 0 || part.starts_with("service ") {
-            out.push_str(part);
-            continue;
-        }
-        // Only a command is renamed (`systemctl … iptables` is a unit).
-        let mut command = true;
-        let mut first = true;
-        for word in part.split(' ') {
-            if !first {
-                out.push(' ');
-            }
-            first = false;
-            let at_command = std::mem::replace(
-                &mut command,
-                matches!(word, "&&" | "||" | "|" | ";") || word.ends_with(';'),
-            );
-            if !at_command {
-                out.push_str(word);
-                continue;
-            }
-            match word {
-                "iptables" | "ip6tables" => out.push_str(tool),
-                "iptables-save" | "ip6tables-save" => out.push_str(&format!("{tool}-save")),
-                "iptables-restore" | "ip6tables-restore" => {
-                    out.push_str(&format!("{tool}-restore"))
-                }
-                w => out.push_str(w),
-            }
-        }
-    }
-    out
 }
 
 /// Explains the first drop of a packet's walk (see
@@ -398,7 +333,7 @@ fn sentences(
     d: &Decision,
     flow: &str,
     place: &str,
-) -> (String, String) {
+) -> (String, FixText) {
     let (owner, leftover, service) = (d.owner, d.leftover, d.service.as_deref());
     let target = d.target(rs);
     let text = d.rule.as_deref().unwrap_or_default();
@@ -439,21 +374,30 @@ fn sentences(
             format!(
                 "Remove the leftover table: `nft delete table {}` (check first with `nft list table {}`); if it was persisted (/etc/nftables.conf), remove it there too.",
                 d.table, d.table
-            ),
+            )
+            .into(),
         );
     }
     if leftover {
         let hook_jump = d.path.first().filter(|s| s.rule_no.is_some());
         let removal = match hook_jump {
-            Some(j) => format!(
-                "iptables -t {} -D {}",
-                j.table,
-                j.text.trim_start_matches("-A ").trim()
-            ),
-            None => format!(
-                "iptables -t {} -F {} && iptables -t {} -X {}",
-                d.table, d.chain, d.table, d.chain
-            ),
+            Some(j) => {
+                let (chain, spec) = j
+                    .text
+                    .trim_start_matches("-A ")
+                    .trim()
+                    .split_once(' ')
+                    .unwrap_or((j.text.trim_start_matches("-A ").trim(), ""));
+                RuleCommand::DeleteRule {
+                    table: j.table.clone(),
+                    chain: chain.to_owned(),
+                    spec: spec.to_owned(),
+                }
+            }
+            None => RuleCommand::RemoveChain {
+                table: d.table.clone(),
+                chain: d.chain.clone(),
+            },
         };
         let prefix = leftover_prefix(owner);
         return (
@@ -465,22 +409,26 @@ fn sentences(
                 d.table,
                 p.hook.as_str()
             ),
-            format!(
-                "Unhook and remove the leftover chains: `{removal}`, then delete the rest of them: `iptables-save | grep -v -e '{prefix}' | iptables-restore`. If they were not persisted, a reboot also clears them."
-            ),
+            FixText::words("Unhook and remove the leftover chains: ")
+                .run(removal)
+                .say(format!(
+                    ", then delete the rest of them: `iptables-save | grep -v -e '{prefix}' | iptables-restore`. If they were not persisted, a reboot also clears them."
+                )),
         );
     }
 
     let native = d.table.contains(' ');
     // A native nftables table nobody netdrop knows owns: nft's own commands.
     if native && matches!(owner, Owner::Custom) {
-        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+        let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+        return (why, fix.into());
     }
 
     // Built-in chain policy (a generator's policy is fixed through the
     // generator, below, like its rules).
     if d.rule_no.is_none() && !is_generator(owner) && native {
-        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+        let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+        return (why, fix.into());
     }
     if d.rule_no.is_none() && !is_generator(owner) {
         let by = match owner {
@@ -506,16 +454,25 @@ fn sentences(
         let fix = match p.hook {
             // A reply: its connection was let in; accept the connection's
             // packets, not the port (which would open it to anyone).
-            h if is_reply(p) => format!(
-                "Accept the packets of connections already accepted before the policy: `iptables -I {h} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (not the port: this packet is a reply). {PERSIST}"
-            ),
+            h if is_reply(p) => FixText::words(
+                "Accept the packets of connections already accepted before the policy: ",
+            )
+            .and(insert(
+                &d.table,
+                h.as_str(),
+                Some(1),
+                "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            ))
+            .say(format!(" (not the port: this packet is a reply). {PERSIST}")),
             // Docker's own place for rules of the node's: it never rewrites it.
-            Hook::Forward if has_chain(rs, "filter", "DOCKER-USER") => format!(
-                "Accept this traffic in DOCKER-USER, the chain Docker leaves to the node's own rules: `iptables -I DOCKER-USER {words} -j ACCEPT`. {PERSIST}"
-            ),
-            h => format!(
-                "Accept it before the policy: `iptables -I {h} {words} -j ACCEPT`. {PERSIST}"
-            ),
+            Hook::Forward if has_chain(rs, "filter", "DOCKER-USER") => FixText::words(
+                "Accept this traffic in DOCKER-USER, the chain Docker leaves to the node's own rules: ",
+            )
+            .and(insert("filter", "DOCKER-USER", None, &format!("{words} -j ACCEPT")))
+            .say(format!(". {PERSIST}")),
+            h => FixText::words("Accept it before the policy: ")
+                .and(insert(&d.table, h.as_str(), None, &format!("{words} -j ACCEPT")))
+                .say(format!(". {PERSIST}")),
         };
         return (
             format!(
@@ -531,34 +488,44 @@ fn sentences(
         (Owner::KubeProxy, Some(Target::Reject { .. } | Target::Drop))
             if text.contains("has no endpoints") || via_no_endpoints(d) => (
             format!("{flow}: Service {} has no ready endpoints, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
-            service_fix(service, "Check that the Service's pods exist, are Ready and match its selector"),
+            service_fix(service, "Check that the Service's pods exist, are Ready and match its selector").into(),
         ),
         (Owner::KubeProxy, Some(Target::Drop)) if text.contains("has no local endpoints") => (
             format!("{flow}: Service {} has externalTrafficPolicy: Local and no endpoint on this node, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
-            service_fix(service, "Run an endpoint on every node that receives external traffic (e.g. a DaemonSet), or set externalTrafficPolicy: Cluster"),
+            service_fix(service, "Run an endpoint on every node that receives external traffic (e.g. a DaemonSet), or set externalTrafficPolicy: Cluster").into(),
         ),
         (Owner::KubeProxy, Some(Target::Drop))
             if d.chain == "KUBE-PROXY-FIREWALL" || d.chain.starts_with("firewall-") => (
             format!("{flow}: the source is outside the loadBalancerSourceRanges of Service {}, so kube-proxy {verb} ({place}).", service.unwrap_or("?")),
-            source_range_fix(service, p.src),
+            source_range_fix(service, p.src).into(),
         ),
         (Owner::KubeProxy, Some(Target::Drop)) if text.contains("INVALID") => (
             format!("{flow}: conntrack considers the packet INVALID (often out-of-window TCP or asymmetric routing), and kube-proxy {verb} ({place})."),
-            "Find why conntrack loses the flow (asymmetric routes, MTU, conntrack table full: `conntrack -S`); as a workaround `sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1` (kube-proxy ≥ 1.28 sets it with --conntrack-tcp-be-liberal), persisted in /etc/sysctl.d/.".into(),
+            FixText::words("Find why conntrack loses the flow (asymmetric routes, MTU, conntrack table full: `conntrack -S`); as a workaround `sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1` (kube-proxy ≥ 1.28 sets it with --conntrack-tcp-be-liberal), persisted in /etc/sysctl.d/."),
         ),
         (Owner::Kubelet, Some(Target::Drop)) => (
             format!("{flow}: kubelet's KUBE-FIREWALL {verb}: traffic to 127.0.0.0/8 from outside the node is blocked ({place})."),
-            "Do not send traffic to 127.0.0.0/8 from other hosts or pods; if it is a NodePort on localhost, use the node's address instead.".into(),
+            FixText::words("Do not send traffic to 127.0.0.0/8 from other hosts or pods; if it is a NodePort on localhost, use the node's address instead."),
         ),
         (Owner::Docker, Some(Target::Drop)) if d.chain.starts_with("DOCKER-ISOLATION") => (
             format!("{flow}: Docker's network isolation {verb} ({place}): traffic between two Docker networks is blocked."),
-            "Connect both containers to one Docker network (`docker network connect`), or add an ACCEPT in DOCKER-USER for this flow.".into(),
+            FixText::words("Connect both containers to one Docker network (`docker network connect`), or add an ACCEPT in DOCKER-USER for this flow."),
         ),
         (Owner::CniPlugin, Some(Target::Drop)) if d.chain.starts_with("CNI-ISOLATION") => {
             let (from, to) = (p.in_iface.as_deref().unwrap_or("?"), p.out_iface.as_deref().unwrap_or("?"));
             (
                 format!("{flow}: the CNI firewall plugin's bridge isolation {verb} ({place}): its network config has `\"ingressPolicy\": \"same-bridge\"`, so pods on {from} cannot reach pods on {to}."),
-                format!("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): `iptables -I CNI-ISOLATION-STAGE-1 -i {from} -o {to} -s {src} -d {dst} -j RETURN && iptables -I CNI-ISOLATION-STAGE-1 -i {to} -o {from} -s {dst} -d {src} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN` (the plugin leaves them; delete them when the configs change).", src = net_of(ctx, p.src), dst = net_of(ctx, p.dst)),
+                {
+                    let (src, dst) = (net_of(ctx, p.src), net_of(ctx, p.dst));
+                    let chain = "CNI-ISOLATION-STAGE-1";
+                    let both = [
+                        format!("-i {from} -o {to} -s {src} -d {dst} -j RETURN"),
+                        format!("-i {to} -o {from} -s {dst} -d {src} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"),
+                    ];
+                    FixText::words("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): ")
+                        .and(inserts("filter", chain, &both))
+                        .say(" (the plugin leaves them; delete them when the configs change).")
+                },
             )
         }
         // kube-router names the pod it enforces for in the rule's comment:
@@ -568,7 +535,7 @@ fn sentences(
             let dir = if ingress { Direction::Ingress } else { Direction::Egress };
             (
                 format!("{flow}: {place} {verb}: kube-router enforces NetworkPolicy for pod {ns}/{name}, and no NetworkPolicy that selects it allows this {} traffic.{shadow}", dir.as_str()),
-                format!("See the policies that select the pod: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`). If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. kube-router applies it by itself; an iptables edit would be undone at its next sync.", policy_rule(ctx, p, dir)),
+                format!("See the policies that select the pod: `kubectl -n {ns} get networkpolicy` (and `kubectl -n {ns} get pod {name} --show-labels`). If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. kube-router applies it by itself; an iptables edit would be undone at its next sync.", policy_rule(ctx, p, dir)).into(),
             )
         }
         // Other NetworkPolicy engines: the direction from the chain, the pod
@@ -583,12 +550,12 @@ fn sentences(
                     };
                     (
                         format!("{flow}: {place} {verb}: {engine} enforces NetworkPolicy for the pod at {pod}, and no policy that selects it allows this {} traffic.{shadow}", dir.as_str()),
-                        format!("{} If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. {engine} applies it by itself; an iptables rule before its chains would bypass the policy, and its next sync would undo it.", pod_policies(pod, None), policy_rule(ctx, p, dir)),
+                        format!("{} If this traffic should pass, allow it in one of them, or a new one selecting the pod: {}. {engine} applies it by itself; an iptables rule before its chains would bypass the policy, and its next sync would undo it.", pod_policies(pod, None), policy_rule(ctx, p, dir)).into(),
                     )
                 }
                 None => (
                     format!("{flow}: {place} {verb}: a NetworkPolicy enforced by {engine} does not allow this traffic.{shadow}"),
-                    format!("Find the policies that select the source pod (egress) and the destination pod (ingress): `kubectl get pods -A -o wide --field-selector status.podIP={}` (and {}), then `kubectl -n <namespace> get networkpolicy`; allow this flow in the one that denies it ({engine} applies it; an iptables edit would bypass the policy).", p.src, p.dst),
+                    format!("Find the policies that select the source pod (egress) and the destination pod (ingress): `kubectl get pods -A -o wide --field-selector status.podIP={}` (and {}), then `kubectl -n <namespace> get networkpolicy`; allow this flow in the one that denies it ({engine} applies it; an iptables edit would bypass the policy).", p.src, p.dst).into(),
                 ),
             }
         }
@@ -603,7 +570,7 @@ fn sentences(
             };
             (
                 format!("{flow}: {place} {verb}: ufw's rules do not allow it.{shadow}"),
-                format!("Allow it through ufw: {fix}. ufw writes these chains itself (/etc/ufw/user.rules): an `iptables` edit would be lost at the next `ufw reload`."),
+                format!("Allow it through ufw: {fix}. ufw writes these chains itself (/etc/ufw/user.rules): an `iptables` edit would be lost at the next `ufw reload`.").into(),
             )
         }
         (Owner::Shorewall, _) => {
@@ -612,7 +579,7 @@ fn sentences(
             let port = tcp_udp_port(p).map_or_else(|| "-".into(), |d| d.to_string());
             (
                 format!("{flow}: {place} {verb}: the Shorewall policy from zone {from} to zone {to} does not allow it (Shorewall compiles /etc/shorewall into the whole ruleset).{shadow}"),
-                format!("Add to /etc/shorewall/rules: `ACCEPT {from}:{} {to} {proto} {port}`, then `shorewall check && shorewall reload`. An `iptables` edit would be lost at the next reload.", p.src),
+                format!("Add to /etc/shorewall/rules: `ACCEPT {from}:{} {to} {proto} {port}`, then `shorewall check && shorewall reload`. An `iptables` edit would be lost at the next reload.", p.src).into(),
             )
         }
         (Owner::Csf, _) => {
@@ -623,7 +590,7 @@ fn sentences(
             };
             (
                 format!("{flow}: {place} {verb}: csf (ConfigServer Firewall) does not allow it.{shadow}"),
-                format!("Allow just this in /etc/csf/csf.allow: `{line}`, then `csf -r`. csf rewrites the whole ruleset: an `iptables` edit would be lost at its next restart."),
+                format!("Allow just this in /etc/csf/csf.allow: `{line}`, then `csf -r`. csf rewrites the whole ruleset: an `iptables` edit would be lost at its next restart.").into(),
             )
         }
         (Owner::Ferm, _) => {
@@ -639,7 +606,8 @@ fn sentences(
                     "Allow it in {conf}: in `domain {domain} table {table} chain {}`, before the rule that drops it: `{}`; then `ferm {conf}` (or `systemctl reload ferm`). ferm rewrites the tables from it: an `iptables` edit would be lost at its next run.",
                     p.hook.as_str(),
                     ferm_words(ctx, p)
-                ),
+                )
+                .into(),
             )
         }
         (Owner::DistroFirewall, _) => {
@@ -650,7 +618,7 @@ fn sentences(
                     "{flow}: {place} {verb}. It is the catch-all reject of the distribution's iptables service (iptables-services, /etc/sysconfig/iptables), and nothing before it accepts {}.{shadow}",
                     role.map(str::to_owned).unwrap_or_else(|| if ctx.is_pod(p.src) || ctx.is_pod(p.dst) { format!("pod traffic ({pod})") } else { "this traffic".into() })
                 ),
-                format!("Insert an ACCEPT before it: {accept}. Make it permanent with `service iptables save` (or edit /etc/sysconfig/iptables), or stop the service if the node does not need it: `systemctl disable --now iptables`."),
+                FixText::words("Insert an ACCEPT before it: ").and(accept).say(". Make it permanent with `service iptables save` (or edit /etc/sysconfig/iptables), or stop the service if the node does not need it: `systemctl disable --now iptables`."),
             )
         }
         (Owner::Firewalld, _) if firewalld_policy(&d.chain).is_some() => {
@@ -662,7 +630,7 @@ fn sentences(
             };
             (
                 format!("{flow}: firewalld's policy {policy} {verb} ({place}): nothing in the policy allows it.{shadow}"),
-                format!("{fix} (firewalld keeps --permanent rules across reboots)."),
+                format!("{fix} (firewalld keeps --permanent rules across reboots).").into(),
             )
         }
         (Owner::Firewalld, _) => {
@@ -681,20 +649,26 @@ fn sentences(
                 },
             };
             let in_zone = zone.map(|z| format!(" of zone {z}")).unwrap_or_default();
-            (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots)."))
+            (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots).").into())
         }
         // A native table's rule: nft's own commands, never iptables'.
-        _ if native => native_sentences(ctx, p, d, flow, place, &verb, &shadow),
+        _ if native => {
+            let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+            (why, fix.into())
+        }
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
             (
                 format!("{flow}: {place} {verb}; it belongs to {}.{role}{shadow}", owner_name(owner)),
-                format!(
-                    "If the rule is not intended, delete it: `iptables -t {} -D {} {rule_no}`; otherwise insert an ACCEPT before it: {}. {PERSIST}",
-                    d.table,
-                    d.chain,
-                    accept_rule(ctx, p, &d.table, &d.chain, rule_no)
-                ),
+                FixText::words("If the rule is not intended, delete it: ")
+                    .run(RuleCommand::Delete {
+                        table: d.table.clone(),
+                        chain: d.chain.clone(),
+                        rule_no,
+                    })
+                    .say("; otherwise insert an ACCEPT before it: ")
+                    .and(accept_rule(ctx, p, &d.table, &d.chain, rule_no))
+                    .say(format!(". {PERSIST}")),
             )
         }
     }
@@ -778,6 +752,48 @@ fn native_sentences(
                 "Accept it before the policy: `nft add rule {table} {chain} {accept}`. {persist}"
             ),
         ),
+    }
+}
+
+/// An insert a fix runs, typed: at `at`, or (`None`) at the top, printed
+/// without a position. A rule netdrop's model cannot read stays words
+/// (printed, not walked).
+fn insert(table: &str, chain: &str, at: Option<usize>, spec: &str) -> FixText {
+    match Edit::new(table, chain, Some(at.unwrap_or(1)), spec) {
+        Ok(e) if at.is_none() => FixText::default().run_bare(e),
+        Ok(e) => FixText::default().run(RuleCommand::Add(e)),
+        Err(e) => {
+            log::debug!("fix rule not typed: {e}");
+            let t = if table == "filter" {
+                String::new()
+            } else {
+                format!("-t {table} ")
+            };
+            let pos = at.map(|n| format!(" {n}")).unwrap_or_default();
+            FixText::words(format!("`iptables {t}-I {chain}{pos} {spec}`"))
+        }
+    }
+}
+
+/// Inserts at the top of `chain`, pasted as one command (`a && b`).
+fn inserts(table: &str, chain: &str, specs: &[String]) -> FixText {
+    match specs
+        .iter()
+        .map(|spec| Edit::new(table, chain, Some(1), spec))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(edits) => FixText::default().run_bare_all(edits),
+        Err(e) => {
+            log::debug!("fix rules not typed: {e}");
+            FixText::words(format!(
+                "`{}`",
+                specs
+                    .iter()
+                    .map(|spec| format!("iptables -I {chain} {spec}"))
+                    .collect::<Vec<_>>()
+                    .join(" && ")
+            ))
+        }
     }
 }
 
@@ -1081,29 +1097,30 @@ fn is_reply(p: &Packet) -> bool {
     )
 }
 
-fn accept_rule(ctx: &Cluster, p: &Packet, table: &str, chain: &str, rule_no: usize) -> String {
+fn accept_rule(ctx: &Cluster, p: &Packet, table: &str, chain: &str, rule_no: usize) -> FixText {
     if is_reply(p) {
         // At the top of the hook's own chain: the dropping chain may be
         // shared (a LOGGING chain every path jumps to).
-        format!(
-            "`iptables -I {} 1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` (the packet is part of a connection already accepted: accept those, not its port, which would open the port to new connections too)",
-            p.hook.as_str()
+        insert(
+            "filter",
+            p.hook.as_str(),
+            Some(1),
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         )
+        .say(" (the packet is part of a connection already accepted: accept those, not its port, which would open the port to new connections too)")
     } else {
-        let t = if table == "filter" {
-            String::new()
-        } else {
-            format!("-t {table} ")
-        };
         let peers = if !ctx.is_pod(p.src) && port_role(ctx, p).is_some() {
             " (to let every node in, its network in `-s`, and no wider)"
         } else {
             ""
         };
-        format!(
-            "`iptables {t}-I {chain} {rule_no} {} -j ACCEPT`{peers}",
-            accept_words(ctx, p)
+        insert(
+            table,
+            chain,
+            Some(rule_no),
+            &format!("{} -j ACCEPT", accept_words(ctx, p)),
         )
+        .say(peers)
     }
 }
 
@@ -1270,16 +1287,22 @@ mod tests {
         let o = netdrop_model::simulate(&rs, &p).remove(0);
         let d = Decision::of(&rs, &owners, &o);
         let place = "the DROP policy of filter/FORWARD";
-        let check = |fix: &str| checked(&rs, &ctx, &p, &d, place, fix.to_owned());
-        let (fix, status) =
-            check("`iptables -I FORWARD -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`");
+        let check = |fix: FixText| checked(&rs, &ctx, &p, &d, place, fix, "iptables");
+        let top = |spec: &str| insert("filter", "FORWARD", None, spec);
+        let (fix, status) = check(top("-s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT"));
         assert_eq!(status, FixStatus::Proven, "{fix}");
+        assert!(
+            fix.starts_with("`iptables -I FORWARD -s 10.224.0.0/16 -d 10.224.0.0/16 -j ACCEPT`"),
+            "{fix}"
+        );
         assert!(
             fix.contains("new connections from other sources keep their verdicts"),
             "{fix}"
         );
         let (fix, status) = check(
-            "`iptables -I FORWARD -s 10.224.0.0/16 -j ACCEPT; iptables -I FORWARD -d 10.224.0.0/16 -j ACCEPT`",
+            top("-s 10.224.0.0/16 -j ACCEPT")
+                .say("; ")
+                .and(top("-d 10.224.0.0/16 -j ACCEPT")),
         );
         assert_eq!(status, FixStatus::Withheld, "{fix}");
         assert!(!fix.contains("`iptables"), "nothing to paste: {fix}");
@@ -1291,11 +1314,11 @@ mod tests {
         );
         assert!(fix.contains("`-s 10.224.0.0/16 -d 10.224.0.0/16`"), "{fix}");
         // One that does not let the packet through is no fix either.
-        let (fix, status) = check("`iptables -I FORWARD -s 10.225.0.0/16 -j ACCEPT`");
+        let (fix, status) = check(top("-s 10.225.0.0/16 -j ACCEPT"));
         assert_eq!(status, FixStatus::Withheld, "{fix}");
         assert!(fix.contains("does not get this packet past"), "{fix}");
         // Not an iptables rule: not the model's to walk.
-        let (_, status) = check("`firewall-cmd --reload`");
+        let (_, status) = check(FixText::words("`firewall-cmd --reload`"));
         assert_eq!(status, FixStatus::NotModelled);
     }
 
