@@ -238,37 +238,57 @@ fn live_probes_follow_the_nodes_devices() {
     );
 }
 
-/// A flannel node as its routes show it, with no rule naming the pod CIDR:
-/// its own pods' subnet 10.224.1.0/24 on cni0, another node's
-/// 10.224.2.0/24 over flannel.1, and FORWARD's policy DROP.
-fn routed_flannel_node(lab: &mut Lab) -> String {
-    let node = lab.netns("node").unwrap();
-    let peer = lab.netns("peer").unwrap();
+/// Node `n` (1 or 2) of a two-node flannel cluster as its routes show it,
+/// with no rule naming the pod CIDR: address 192.0.2.n on eth0 (the other
+/// node beside it), its own pods' subnet 10.224.n.0/24 on cni0, the other
+/// node's over flannel.1.
+fn flannel_node(lab: &mut Lab, n: u8) -> String {
+    let other = 3 - n;
+    let node = lab.netns(&format!("node{n}")).unwrap();
+    let peer = lab.netns(&format!("node{other}")).unwrap();
     lab.veth(
-        (&peer, "eth0", Some("192.0.2.2/24")),
-        (&node, "eth0", Some("192.0.2.1/24")),
+        (&peer, "eth0", Some(&format!("192.0.2.{other}/24"))),
+        (&node, "eth0", Some(&format!("192.0.2.{n}/24"))),
     )
     .unwrap();
-    lab.ip(&node, &["route", "add", "default", "via", "192.0.2.2"])
+    let (gw, own) = (format!("192.0.2.{other}"), format!("192.0.2.{n}"));
+    lab.ip(&node, &["route", "add", "default", "via", &gw])
         .unwrap();
-    lab.flannel_vxlan(&node, "192.0.2.1", None).unwrap();
-    lab.ip(&node, &["addr", "add", "10.224.1.0/32", "dev", "flannel.1"])
+    lab.flannel_vxlan(&node, &own, None).unwrap();
+    lab.ip(
+        &node,
+        &[
+            "addr",
+            "add",
+            &format!("10.224.{n}.0/32"),
+            "dev",
+            "flannel.1",
+        ],
+    )
+    .unwrap();
+    lab.bridge(&node, "cni0", Some(&format!("10.224.{n}.1/24")))
         .unwrap();
-    lab.bridge(&node, "cni0", Some("10.224.1.1/24")).unwrap();
+    let (subnet, via) = (format!("10.224.{other}.0/24"), format!("10.224.{other}.0"));
     lab.ip(
         &node,
         &[
             "route",
             "add",
-            "10.224.2.0/24",
+            &subnet,
             "via",
-            "10.224.2.0",
+            &via,
             "dev",
             "flannel.1",
             "onlink",
         ],
     )
     .unwrap();
+    node
+}
+
+/// [`flannel_node`] 1 with FORWARD's policy DROP.
+fn routed_flannel_node(lab: &mut Lab) -> String {
+    let node = flannel_node(lab, 1);
     lab.iptables(&node, &["-P", "FORWARD", "DROP"]).unwrap();
     node
 }
@@ -366,33 +386,7 @@ fn watch_without_a_pod_cidr_finds_what_check_finds() {
 fn live_probes_run_between_the_nodes_own_addresses_and_its_peers() {
     require_root!();
     let mut lab = Lab::new("n2");
-    let node = lab.netns("node2").unwrap();
-    let peer = lab.netns("node1").unwrap();
-    lab.veth(
-        (&peer, "eth0", Some("192.0.2.1/24")),
-        (&node, "eth0", Some("192.0.2.2/24")),
-    )
-    .unwrap();
-    lab.ip(&node, &["route", "add", "default", "via", "192.0.2.1"])
-        .unwrap();
-    lab.flannel_vxlan(&node, "192.0.2.2", None).unwrap();
-    lab.ip(&node, &["addr", "add", "10.224.2.0/32", "dev", "flannel.1"])
-        .unwrap();
-    lab.bridge(&node, "cni0", Some("10.224.2.1/24")).unwrap();
-    lab.ip(
-        &node,
-        &[
-            "route",
-            "add",
-            "10.224.1.0/24",
-            "via",
-            "10.224.1.0",
-            "dev",
-            "flannel.1",
-            "onlink",
-        ],
-    )
-    .unwrap();
+    let node = flannel_node(&mut lab, 2);
     lab.sysctl(&node, "net.ipv4.ip_forward", "1").unwrap();
     let vxlan_from_node1 = [
         "-A",
