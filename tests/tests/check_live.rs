@@ -238,6 +238,16 @@ fn live_probes_follow_the_nodes_devices() {
     );
 }
 
+/// What `netdrop check --netns NS ARGS` prints.
+fn check_text(ns: &str, args: &[&str]) -> String {
+    let out = Command::new(netdrop_bin())
+        .args(["check", "--netns", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Node `n` (1 or 2) of a two-node flannel cluster as its routes show it,
 /// with no rule naming the pod CIDR: address 192.0.2.n on eth0 (the other
 /// node beside it), its own pods' subnet 10.224.n.0/24 on cni0, the other
@@ -301,11 +311,7 @@ fn live_pod_cidr_from_the_nodes_routes() {
     require_root!();
     let mut lab = Lab::new("rts");
     let node = routed_flannel_node(&mut lab);
-    let out = Command::new(netdrop_bin())
-        .args(["check", "--netns", &node])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = check_text(&node, &[]);
     assert!(
         text.contains("pod CIDR 10.224.0.0/22 (holds the pod subnets the node routes on its overlay and pod devices"),
         "{text}"
@@ -414,11 +420,7 @@ fn live_probes_run_between_the_nodes_own_addresses_and_its_peers() {
     ];
     lab.iptables(&node, &vxlan_from_node1).unwrap();
     lab.iptables(&node, &node1s_pods).unwrap();
-    let out = Command::new(netdrop_bin())
-        .args(["check", "--netns", &node, "--pod-cidr", "10.224.0.0/16"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = check_text(&node, &["--pod-cidr", "10.224.0.0/16"]);
     assert!(
         text.contains("blocks: udp 192.0.2.1:51000 -> 192.0.2.2:8472 in eth0"),
         "{text}"
