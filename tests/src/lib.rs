@@ -359,9 +359,15 @@ impl Watch {
 
     /// The value of the first series of metric `name` (a counter's
     /// `..._total` included) whose labels include every `key="value"` of
-    /// `labels`, from this watch's `/metrics`.
+    /// `labels`, from this watch's `/metrics`; `None` when no such series
+    /// is there. A `/metrics` that does not answer fails the test: an
+    /// absent series must not be read off a dead server.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-        let metrics = prom::try_get(&self.metrics_addr()?, "/metrics")?;
+        let addr = self
+            .metrics_addr()
+            .unwrap_or_else(|| panic!("netdrop named no metrics address: {}", self.stderr()));
+        let metrics = prom::try_get(&addr, "/metrics")
+            .unwrap_or_else(|| panic!("GET http://{addr}/metrics failed: {}", self.stderr()));
         metrics
             .lines()
             .find(|l| {
@@ -503,6 +509,20 @@ impl Watch {
         self.child.id()
     }
 
+    /// The programs this netdrop has attached through links, by name
+    /// (see [`linked_programs`]).
+    pub fn linked(&self) -> anyhow::Result<Vec<String>> {
+        Ok(linked_programs(self.pid())?
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect())
+    }
+
+    /// The programs this netdrop holds, by id (see [`held_programs`]).
+    pub fn held(&self) -> anyhow::Result<Vec<u64>> {
+        held_programs(self.pid())
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -577,26 +597,112 @@ pub fn last_drop(
     recs.into_iter().rev().find(|r| pred(r)).unwrap()
 }
 
-/// How many BPF links hold a program named `name` (attached, not only
-/// loaded), as `bpftool` sees them: `bpftool link` names each link's
-/// program by id.
-pub fn links_holding(name: &str) -> usize {
-    let json = |args: &[&str]| -> Value {
-        let out = Command::new("bpftool")
-            .args(args)
-            .output()
-            .expect("bpftool (installed by cargo xtask setup)");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let ids: Vec<u64> = match json(&["-j", "prog", "show", "name", name]) {
-        Value::Array(a) => a.iter().filter_map(|p| p["id"].as_u64()).collect(),
-        p => p["id"].as_u64().into_iter().collect(),
-    };
-    json(&["-j", "link", "show"]).as_array().map_or(0, |l| {
-        l.iter()
-            .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
-            .count()
-    })
+/// The programs process `pid` holds, by id: loaded (`bpf-prog`
+/// descriptors) or attached through a link, by `/proc/PID/fdinfo`.
+pub fn held_programs(pid: u32) -> anyhow::Result<Vec<u64>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(info) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            let id = id.trim().parse::<u64>()?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Waits up to `within` for programs `ids` to be unloaded (nothing left
+/// attached keeps them); an error naming those still loaded, or when
+/// bpftool cannot say.
+pub fn wait_unloaded(ids: &[u64], within: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + within;
+    loop {
+        let left = still_loaded(ids)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("programs {left:?} still loaded after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The BPF programs process `pid` has attached through a link, by the
+/// kernel's own record of its file descriptors (`/proc/PID/fdinfo`: a
+/// `bpf_link` names its `prog_id`), with their names from `bpftool`:
+/// `(program id, name)`. Only what that process attached counts — another
+/// netdrop on the machine (a user's, a demo) does not. An error when /proc
+/// or bpftool cannot say, never an empty answer.
+pub fn linked_programs(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = e?.path();
+        // A descriptor closed while we read is gone, not an error.
+        let Ok(info) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if !info.lines().any(|l| l.starts_with("link_id:")) {
+            continue;
+        }
+        let prog = info
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .with_context(|| format!("{} names a link and no program", path.display()))?;
+        ids.push(prog.trim().parse::<u64>()?);
+    }
+    let names = programs()?;
+    ids.iter()
+        .map(|id| {
+            names
+                .iter()
+                .find(|(i, _)| i == id)
+                .cloned()
+                .with_context(|| format!("program {id} is linked and bpftool does not list it"))
+        })
+        .collect()
+}
+
+/// Every loaded BPF program, `(id, name)`, as `bpftool` lists them; an
+/// error when it cannot.
+pub fn programs() -> anyhow::Result<Vec<(u64, String)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("bpftool (installed by cargo xtask setup)")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let list: Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
+    let list = list.as_array().context("bpftool listed no array")?;
+    Ok(list
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p["id"].as_u64()?,
+                p["name"].as_str().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// Of the programs `ids`, those still loaded (a link left behind keeps
+/// its program loaded); an error when bpftool cannot say.
+pub fn still_loaded(ids: &[u64]) -> anyhow::Result<Vec<u64>> {
+    Ok(programs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| ids.contains(id))
+        .collect())
 }
 
 /// Whether a privileged test may run. As root: yes. Otherwise the test

@@ -173,6 +173,14 @@ fn conntrack_invalid_drop_is_found_by_the_rule_counter() {
     assert!(field(&rec, "rule").contains("INVALID"), "{rec}");
     assert_eq!(field(&rec, "owner"), "kube-proxy", "{rec}");
     assert_eq!(field(&rec, "evidence"), "counters", "{rec}");
+    // Said, not guessed: the walk did not reach the rule (a sample has no
+    // conntrack state), the counter did; nothing unmodelled in the rule.
+    assert_eq!(
+        rec["assumptions"],
+        serde_json::json!(["found by rule counters; the simulation did not reach this rule"]),
+        "{rec}"
+    );
+    assert_eq!(rec["unmodelled"], false, "{rec}");
     assert!(field(&rec, "explanation").contains("INVALID"), "{rec}");
     assert!(
         field(&rec, "fix").contains("nf_conntrack_tcp_be_liberal"),

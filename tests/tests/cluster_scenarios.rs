@@ -432,6 +432,11 @@ fn s4_unnated_egress_and_masquerade_finding() {
         "{e}"
     );
     let f = finding(&records, &c.node1, "masquerade-cidr-mismatch").expect("S4 finding");
+    assert_eq!(
+        field(f, "owner"),
+        "flannel",
+        "flannel's masquerade rules: {f}"
+    );
     assert!(
         field(f, "explanation").contains("masquerades 10.244.0.0/16")
             && field(f, "explanation").contains("10.224.0.0/16"),

@@ -81,6 +81,9 @@ fn tables_read_over_netlink_are_the_ones_nft_lists() {
                 .collect()
         };
         let (a, b) = (rules(&ours), rules(&nft));
+        // Positive control: nft listed rules to compare (two empty maps
+        // would agree on nothing).
+        assert!(!b.is_empty(), "{file:?}: nft listed no rules");
         assert_eq!(a.len(), b.len(), "{file:?}: rule count");
         let differ: Vec<_> = b
             .iter()

@@ -350,12 +350,14 @@ fn iface_pod_packets(w: &netdrop_tests::Watch, iface: &str, role: &str) -> Optio
     )
 }
 
-/// Links holding netdrop's observer programs (tcx), by `bpftool`.
-fn tc_programs_linked() -> usize {
-    ["netdrop_tc_ingress", "netdrop_tc_egress"]
+/// Links this watch holds to netdrop's observer programs (tcx), by the
+/// kernel's record of its descriptors (never another netdrop's).
+fn tc_programs_linked(w: &netdrop_tests::Watch) -> usize {
+    w.linked()
+        .unwrap()
         .iter()
-        .map(|n| netdrop_tests::links_holding(n))
-        .sum()
+        .filter(|n| n.starts_with("netdrop_tc_"))
+        .count()
 }
 
 /// The observer flags as an operator uses them, on a node whose pod
@@ -402,18 +404,25 @@ fn observer_flags_choose_the_devices_and_how_they_attach() {
     // tcx, asked for: two links, no netlink filter, the renamed bridge counted.
     let mut w =
         netdrop_tests::Watch::start(&[&base[..], &["--tc-attach", "tcx"]].concat()).unwrap();
-    assert_eq!(tc_programs_linked(), 2, "ingress + egress links");
+    assert_eq!(tc_programs_linked(&w), 2, "ingress + egress links");
     assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
     send(4);
     counted(&mut w, 4);
     assert!(!w.stderr().contains("no bridge device"), "{}", w.stderr());
+    let held = w.held().unwrap();
     w.stop().unwrap();
-    assert_eq!(tc_programs_linked(), 0);
+    netdrop_tests::wait_unloaded(&held, Duration::from_secs(5)).unwrap();
 
     // The default (auto) where tcx is refused: netlink filters instead.
     let refuse = [("NETDROP_LAB_REFUSE_TCX", "1")];
     let mut w = netdrop_tests::Watch::start_env(&refuse, &base).unwrap();
-    assert_eq!(tc_programs_linked(), 0);
+    assert!(
+        w.linked()
+            .unwrap()
+            .iter()
+            .any(|n| n == "netdrop_kfree_skb_btf")
+    );
+    assert_eq!(tc_programs_linked(&w), 0);
     assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 2);
     send(3);
     counted(&mut w, 3);
@@ -445,7 +454,13 @@ fn observer_flags_choose_the_devices_and_how_they_attach() {
 
     // No observers: nothing attached, no device counted, none missed.
     let mut w = netdrop_tests::Watch::start(&[&base[..], &["--no-observers"]].concat()).unwrap();
-    assert_eq!(tc_programs_linked(), 0);
+    assert!(
+        w.linked()
+            .unwrap()
+            .iter()
+            .any(|n| n == "netdrop_kfree_skb_btf")
+    );
+    assert_eq!(tc_programs_linked(&w), 0);
     assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
     send(2);
     w.wait_for(Duration::from_secs(10), |w| {
