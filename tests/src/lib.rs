@@ -181,6 +181,46 @@ pub fn run_in(ns: &str, commands: &[String]) {
     }
 }
 
+/// A UDP socket bound inside namespace `ns`: what the receiving end got,
+/// an oracle that is not netdrop's (a fix works when the packets arrive).
+pub struct UdpSink(std::net::UdpSocket);
+
+impl UdpSink {
+    pub fn bind(ns: &str, addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let sock = netdrop::netns::Netns::named(ns)?
+            .run_in(|| std::net::UdpSocket::bind(addr))?
+            .with_context(|| format!("binding {addr} in {ns}"))?;
+        Ok(Self(sock))
+    }
+
+    /// Datagrams received, waiting up to `within` for `want` of them.
+    pub fn received(&self, want: u64, within: Duration) -> anyhow::Result<u64> {
+        let end = Instant::now() + within;
+        let mut got = 0;
+        let mut buf = [0u8; 2048];
+        while got < want {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.0.set_read_timeout(Some(left))?;
+            match self.0.recv(&mut buf) {
+                Ok(_) => got += 1,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(got)
+    }
+}
+
 /// A node namespace and a peer node on the underlay, joined by a veth
 /// (peer 192.0.2.2, node 192.0.2.1, both on eth0): (peer, node).
 pub fn peer_and_node(lab: &mut Lab) -> (String, String) {

@@ -9,7 +9,8 @@ use std::{
 };
 
 use netdrop_tests::{
-    Lab, TempPath, Watch, field, peer_and_node, require_root, rule_packets, total_packets, traffic,
+    Lab, TempPath, UdpSink, Watch, field, peer_and_node, require_root, rule_packets, total_packets,
+    traffic,
 };
 
 /// The system D-Bus firewalld registers on: started if none runs, and
@@ -326,8 +327,11 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
         &rec,
         "firewall-cmd --permanent --zone=public --add-port=8472/udp && firewall-cmd --reload",
     );
+    // The node receives them now (its own socket says so, not netdrop).
+    let vxlan_sink = UdpSink::bind(&node, "192.0.2.1:8472".parse().unwrap()).unwrap();
     traffic::send_udp(&peer, "192.0.2.1:8472".parse().unwrap(), 3, 50).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(vxlan_sink.received(3, Duration::from_secs(5)).unwrap(), 3);
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(drops(&w), 3, "VXLAN after the fix: {:#?}", w.records());
 
     // Pod traffic from the peer node's pod to a pod here: FORWARD.
@@ -353,8 +357,14 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
         &rec,
         "firewall-cmd --permanent --zone=trusted --add-source=10.224.0.0/16 && firewall-cmd --reload",
     );
+    let pod_sink = UdpSink::bind(&pod, "10.224.2.2:5000".parse().unwrap()).unwrap();
     traffic::send_udp_from(&peer, from_pod, "10.224.2.2:5000".parse().unwrap(), 4, 20).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pod_sink.received(4, Duration::from_secs(5)).unwrap(),
+        4,
+        "the pod gets them"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         drops(&w),
         7,
@@ -387,7 +397,12 @@ fn firewalld_on_nftables_is_named_in_input_and_forward_and_its_fixes_work() {
         "firewall-cmd --permanent --zone=public --add-interface=cni0 && firewall-cmd --permanent --zone=public --add-forward && firewall-cmd --reload",
     );
     traffic::send_udp_from(&peer, outside, "10.224.2.2:5000".parse().unwrap(), 2, 20).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pod_sink.received(2, Duration::from_secs(5)).unwrap(),
+        2,
+        "the pod gets them"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let records = w.stop().unwrap();
     assert_eq!(
         total_packets(&records, netfilter),
@@ -446,8 +461,14 @@ fn a_firewalld_policy_rejecting_vxlan_is_named_and_its_fix_works() {
     assert!(fix.contains(&format!("`{command}`")), "{fix}");
     let out = firewall_cmd(command.trim_start_matches("firewall-cmd "));
     assert!(out.status.success(), "{out:?}");
+    let sink = UdpSink::bind(&node, vxlan).unwrap();
     traffic::send_udp(&peer, vxlan, 3, 50).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sink.received(3, Duration::from_secs(5)).unwrap(),
+        3,
+        "the node gets them"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let records = w.stop().unwrap();
     assert_eq!(
         total_packets(&records, netfilter),
