@@ -57,49 +57,208 @@ pub enum Owner {
     Custom,
 }
 
+/// A name an owner's chains or native tables carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Name {
+    Prefix(&'static str),
+    Exact(&'static str),
+}
+
+impl Name {
+    pub fn matches(self, name: &str) -> bool {
+        match self {
+            Self::Prefix(p) => name.starts_with(p),
+            Self::Exact(e) => name == e,
+        }
+    }
+}
+
+/// Where an owner's drops are fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FixesThrough {
+    /// A rule on the node, beside or in the owner's (it does not rewrite
+    /// what the fix adds).
+    Rules,
+    /// A generator's configuration: it writes the whole ruleset (or, ufw,
+    /// its chains and the policies) and would undo a rule edit at its next
+    /// reload.
+    Generator,
+    /// The firewall's own tool (firewalld's `firewall-cmd`), which keeps
+    /// its rules across its reloads.
+    OwnTool,
+    /// The cluster's NetworkPolicies, which the owner enforces.
+    NetworkPolicy,
+}
+
+/// One owner, in one row: how its chains and native tables are known, the
+/// devices that exist where it runs, how its leftovers are removed and
+/// where its fixes go. Its words are `explain`'s (`owner_name`, and an arm
+/// of `sentences` when its fixes have their own words). Adding an owner
+/// is a row here, a variant of [`Owner`], and its words.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    pub owner: Owner,
+    /// Stable label (metrics, JSON).
+    pub label: &'static str,
+    /// Its chains' names. [`PROFILES`] is in the order names are tried
+    /// (`WEAVE-NPC` before `WEAVE`, `KUBE-ROUTER` before `KUBE-`).
+    pub chains: &'static [Name],
+    /// Its native nftables tables' names (without the family).
+    pub tables: &'static [Name],
+    /// Interfaces that exist on a node where it runs; its chains on a
+    /// node with none of them are leftovers of an uninstalled agent.
+    pub signature_interfaces: &'static [&'static str],
+    /// What its chains' names share, to remove its leftovers
+    /// (`iptables-save | grep -v -e PREFIX | iptables-restore`).
+    pub leftover_prefix: &'static str,
+    pub fixes: FixesThrough,
+}
+
+const fn row(owner: Owner, label: &'static str, fixes: FixesThrough) -> Profile {
+    Profile {
+        owner,
+        label,
+        chains: &[],
+        tables: &[],
+        signature_interfaces: &[],
+        leftover_prefix: "",
+        fixes,
+    }
+}
+
+use FixesThrough::{Generator, NetworkPolicy, OwnTool, Rules};
+use Name::{Exact, Prefix};
+
+/// Every owner's row, in the order chain names are tried.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        chains: &[Prefix("WEAVE-NPC")],
+        signature_interfaces: &["weave", "vethwe-+", "datapath", "vxlan-6784"],
+        leftover_prefix: "WEAVE",
+        ..row(Owner::WeaveNpc, "weave-npc", NetworkPolicy)
+    },
+    Profile {
+        chains: &[Prefix("WEAVE")],
+        signature_interfaces: &["weave", "vethwe-+", "datapath", "vxlan-6784"],
+        leftover_prefix: "WEAVE",
+        ..row(Owner::Weave, "weave", Rules)
+    },
+    Profile {
+        chains: &[Prefix("ufw-"), Prefix("ufw6-")],
+        ..row(Owner::Ufw, "ufw", Generator)
+    },
+    Profile {
+        chains: &[
+            Prefix("KUBE-ROUTER"),
+            Prefix("KUBE-POD-FW-"),
+            Prefix("KUBE-NWPLCY-"),
+        ],
+        signature_interfaces: &["kube-bridge", "kube-dummy-if"],
+        leftover_prefix: "KUBE-ROUTER",
+        ..row(Owner::KubeRouter, "kube-router", NetworkPolicy)
+    },
+    Profile {
+        chains: &[Exact("KUBE-FIREWALL"), Exact("KUBE-KUBELET-CANARY")],
+        ..row(Owner::Kubelet, "kubelet", Rules)
+    },
+    Profile {
+        chains: &[Prefix("KUBE-")],
+        tables: &[Exact("kube-proxy")],
+        ..row(Owner::KubeProxy, "kube-proxy", Rules)
+    },
+    Profile {
+        chains: &[Prefix("DOCKER")],
+        tables: &[Prefix("docker")],
+        signature_interfaces: &["docker0"],
+        leftover_prefix: "DOCKER",
+        ..row(Owner::Docker, "docker", Rules)
+    },
+    Profile {
+        chains: &[Prefix("FLANNEL")],
+        tables: &[Prefix("flannel")],
+        signature_interfaces: &["flannel.+", "flannel-wg", "flannel-v6.+"],
+        leftover_prefix: "FLANNEL",
+        ..row(Owner::Flannel, "flannel", Rules)
+    },
+    Profile {
+        chains: &[Prefix("cali-")],
+        tables: &[Prefix("calico")],
+        signature_interfaces: &[
+            "cali+",
+            "tunl0",
+            "vxlan.calico",
+            "vxlan-v6.calico",
+            "wireguard.cali",
+        ],
+        leftover_prefix: "cali-",
+        ..row(Owner::Calico, "calico", NetworkPolicy)
+    },
+    Profile {
+        chains: &[Prefix("CILIUM"), Prefix("cilium")],
+        tables: &[Prefix("cilium")],
+        signature_interfaces: &["cilium_host", "cilium_net", "cilium_vxlan", "lxc+"],
+        leftover_prefix: "CILIUM",
+        ..row(Owner::Cilium, "cilium", NetworkPolicy)
+    },
+    Profile {
+        chains: &[Prefix("KIND-")],
+        ..row(Owner::Kindnet, "kindnet", Rules)
+    },
+    Profile {
+        chains: &[Prefix("CNI-")],
+        ..row(Owner::CniPlugin, "cni-plugin", Rules)
+    },
+    Profile {
+        chains: &[
+            Exact("INPUT_direct"),
+            Exact("FORWARD_direct"),
+            Exact("OUTPUT_direct"),
+            Exact("PREROUTING_direct"),
+            Exact("POSTROUTING_direct"),
+            Exact("INPUT_ZONES"),
+            Exact("FORWARD_IN_ZONES"),
+            Exact("FORWARD_OUT_ZONES"),
+            Exact("PREROUTING_ZONES"),
+            Exact("POSTROUTING_ZONES"),
+            Exact("OUTPUT_POLICIES"),
+            Prefix("IN_"),
+            Prefix("FWDI_"),
+            Prefix("FWDO_"),
+            Prefix("FWD_"),
+            Prefix("PRE_"),
+            Prefix("POST_"),
+            Prefix("OUT_"),
+        ],
+        tables: &[Exact("firewalld"), Exact("firewalld_policy_drop")],
+        ..row(Owner::Firewalld, "firewalld", OwnTool)
+    },
+    // Known from the whole ruleset or the node, not from a chain's name.
+    row(Owner::DistroFirewall, "distro-firewall", Rules),
+    row(Owner::Shorewall, "shorewall", Generator),
+    row(Owner::Csf, "csf", Generator),
+    row(Owner::Ferm, "ferm", Generator),
+    row(Owner::Custom, "custom", Rules),
+];
+
 impl Owner {
+    /// This owner's row of [`PROFILES`] (a unit test holds that every
+    /// owner has one).
+    pub fn profile(self) -> &'static Profile {
+        PROFILES
+            .iter()
+            .find(|p| p.owner == self)
+            .unwrap_or(&PROFILES[PROFILES.len() - 1])
+    }
+
     /// Stable label value (metrics, JSON).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::KubeProxy => "kube-proxy",
-            Self::Kubelet => "kubelet",
-            Self::Docker => "docker",
-            Self::Flannel => "flannel",
-            Self::Calico => "calico",
-            Self::Cilium => "cilium",
-            Self::KubeRouter => "kube-router",
-            Self::Kindnet => "kindnet",
-            Self::CniPlugin => "cni-plugin",
-            Self::Firewalld => "firewalld",
-            Self::DistroFirewall => "distro-firewall",
-            Self::Weave => "weave",
-            Self::WeaveNpc => "weave-npc",
-            Self::Ufw => "ufw",
-            Self::Shorewall => "shorewall",
-            Self::Csf => "csf",
-            Self::Ferm => "ferm",
-            Self::Custom => "custom",
-        }
+        self.profile().label
     }
 
     /// Interfaces that exist on a node where this agent runs; its chains on a
     /// node with none of them are leftovers of an uninstalled agent.
     pub fn signature_interfaces(self) -> &'static [&'static str] {
-        match self {
-            Self::Calico => &[
-                "cali+",
-                "tunl0",
-                "vxlan.calico",
-                "vxlan-v6.calico",
-                "wireguard.cali",
-            ],
-            Self::Cilium => &["cilium_host", "cilium_net", "cilium_vxlan", "lxc+"],
-            Self::Flannel => &["flannel.+", "flannel-wg", "flannel-v6.+"],
-            Self::KubeRouter => &["kube-bridge", "kube-dummy-if"],
-            Self::Docker => &["docker0"],
-            Self::Weave | Self::WeaveNpc => &["weave", "vethwe-+", "datapath", "vxlan-6784"],
-            _ => &[],
-        }
+        self.profile().signature_interfaces
     }
 
     /// Agents whose leftovers netdrop recognises.
@@ -110,70 +269,19 @@ impl Owner {
 
 /// Owner of a chain from its name alone (`None` for built-ins and unknown names).
 pub fn chain_owner(name: &str) -> Option<Owner> {
-    const FIREWALLD: &[&str] = &[
-        "INPUT_direct",
-        "FORWARD_direct",
-        "OUTPUT_direct",
-        "PREROUTING_direct",
-        "POSTROUTING_direct",
-        "INPUT_ZONES",
-        "FORWARD_IN_ZONES",
-        "FORWARD_OUT_ZONES",
-        "PREROUTING_ZONES",
-        "POSTROUTING_ZONES",
-        "OUTPUT_POLICIES",
-    ];
-    let o = if name.starts_with("WEAVE-NPC") {
-        Owner::WeaveNpc
-    } else if name.starts_with("WEAVE") {
-        Owner::Weave
-    } else if name.starts_with("ufw-") || name.starts_with("ufw6-") {
-        Owner::Ufw
-    } else if name.starts_with("KUBE-ROUTER")
-        || name.starts_with("KUBE-POD-FW-")
-        || name.starts_with("KUBE-NWPLCY-")
-    {
-        Owner::KubeRouter
-    } else if matches!(name, "KUBE-FIREWALL" | "KUBE-KUBELET-CANARY") {
-        Owner::Kubelet
-    } else if name.starts_with("KUBE-") {
-        Owner::KubeProxy
-    } else if name.starts_with("DOCKER") {
-        Owner::Docker
-    } else if name.starts_with("FLANNEL") {
-        Owner::Flannel
-    } else if name.starts_with("cali-") {
-        Owner::Calico
-    } else if name.starts_with("CILIUM") || name.starts_with("cilium") {
-        Owner::Cilium
-    } else if name.starts_with("KIND-") {
-        Owner::Kindnet
-    } else if name.starts_with("CNI-") {
-        Owner::CniPlugin
-    } else if FIREWALLD.contains(&name)
-        || ["IN_", "FWDI_", "FWDO_", "FWD_", "PRE_", "POST_", "OUT_"]
-            .iter()
-            .any(|p| name.starts_with(p))
-    {
-        Owner::Firewalld
-    } else {
-        return None;
-    };
-    Some(o)
+    PROFILES
+        .iter()
+        .find(|p| p.chains.iter().any(|c| c.matches(name)))
+        .map(|p| p.owner)
 }
 
 /// The owner of a native nftables table (`inet firewalld`), by its name.
 pub fn table_owner(table: &str) -> Option<Owner> {
     let (_, name) = table.split_once(' ')?;
-    Some(match name {
-        "firewalld" | "firewalld_policy_drop" => Owner::Firewalld,
-        "kube-proxy" => Owner::KubeProxy,
-        n if n.starts_with("docker") => Owner::Docker,
-        n if n.starts_with("flannel") => Owner::Flannel,
-        n if n.starts_with("cilium") => Owner::Cilium,
-        n if n.starts_with("calico") => Owner::Calico,
-        _ => return None,
-    })
+    PROFILES
+        .iter()
+        .find(|p| p.tables.iter().any(|t| t.matches(name)))
+        .map(|p| p.owner)
 }
 
 /// Chains csf writes (ConfigServer Firewall's `csf.pl`); generic names
@@ -380,6 +488,50 @@ impl OwnerContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every owner has one row, its label is its JSON name, and no two
+    /// rows share a label.
+    #[test]
+    fn every_owner_has_one_profile() {
+        let all = [
+            Owner::KubeProxy,
+            Owner::Kubelet,
+            Owner::Docker,
+            Owner::Flannel,
+            Owner::Calico,
+            Owner::Cilium,
+            Owner::KubeRouter,
+            Owner::Kindnet,
+            Owner::CniPlugin,
+            Owner::Firewalld,
+            Owner::DistroFirewall,
+            Owner::Weave,
+            Owner::WeaveNpc,
+            Owner::Ufw,
+            Owner::Shorewall,
+            Owner::Csf,
+            Owner::Ferm,
+            Owner::Custom,
+        ];
+        assert_eq!(PROFILES.len(), all.len());
+        for o in all {
+            assert_eq!(PROFILES.iter().filter(|p| p.owner == o).count(), 1, "{o:?}");
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::json!(o.profile().label)
+            );
+        }
+        // Names are tried in order: the longer names first.
+        assert_eq!(chain_owner("WEAVE-NPC-INGRESS"), Some(Owner::WeaveNpc));
+        assert_eq!(chain_owner("KUBE-ROUTER-INPUT"), Some(Owner::KubeRouter));
+        assert_eq!(chain_owner("KUBE-FIREWALL"), Some(Owner::Kubelet));
+        assert_eq!(chain_owner("KUBE-SERVICES"), Some(Owner::KubeProxy));
+        assert_eq!(chain_owner("IN_public_allow"), Some(Owner::Firewalld));
+        assert_eq!(chain_owner("INPUT"), None);
+        assert_eq!(table_owner("ip docker-bridges"), Some(Owner::Docker));
+        assert_eq!(table_owner("inet firewalld"), Some(Owner::Firewalld));
+        assert_eq!(table_owner("inet filter"), None);
+    }
     use crate::parse::parse_ruleset;
 
     #[test]

@@ -12,6 +12,7 @@ use netdrop_model::{
     decision::shadowed_accept,
     edit::{Edit, RuleCommand},
     fix::FlowClass,
+    owner::FixesThrough,
     packet::flow_notation,
     rules::Target,
 };
@@ -540,7 +541,7 @@ fn sentences(
         }
         // Other NetworkPolicy engines: the direction from the chain, the pod
         // by its address (its name needs the cluster: `kubectl` finds it).
-        (Owner::Calico | Owner::Cilium | Owner::KubeRouter | Owner::WeaveNpc, _) => {
+        (o, _) if o.profile().fixes == FixesThrough::NetworkPolicy => {
             let engine = owner_name(owner);
             match policy_direction(owner, &d.chain) {
                 Some(dir) => {
@@ -801,10 +802,12 @@ fn inserts(table: &str, chain: &str, specs: &[String]) -> FixText {
 /// policies): an `iptables` edit is undone at their next reload, so their
 /// fixes go into their own configuration.
 fn is_generator(owner: Owner) -> bool {
-    matches!(
-        owner,
-        Owner::Ufw | Owner::Shorewall | Owner::Csf | Owner::Ferm
-    )
+    owner.profile().fixes == FixesThrough::Generator
+}
+
+/// What an owner's chains share, to remove its leftovers.
+pub(crate) fn leftover_prefix(owner: Owner) -> &'static str {
+    owner.profile().leftover_prefix
 }
 
 /// Which side of a flow a NetworkPolicy rule is for.
@@ -925,18 +928,6 @@ fn shorewall_zones(chain: &str) -> (String, String) {
     match pair {
         Some((a, b)) => (a.to_owned(), b.to_owned()),
         None => ("<source zone>".into(), "<destination zone>".into()),
-    }
-}
-
-fn leftover_prefix(owner: Owner) -> &'static str {
-    match owner {
-        Owner::Calico => "cali-",
-        Owner::Cilium => "CILIUM",
-        Owner::KubeRouter => "KUBE-ROUTER",
-        Owner::Flannel => "FLANNEL",
-        Owner::Docker => "DOCKER",
-        Owner::Weave | Owner::WeaveNpc => "WEAVE",
-        _ => "",
     }
 }
 
