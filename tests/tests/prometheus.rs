@@ -157,3 +157,71 @@ fn readyz_is_503_until_attached_and_healthz_answers_throughout() {
         "readyz/healthz as the watch started"
     );
 }
+
+/// `GET path` at `addr` from inside namespace `ns`: (status, body).
+fn get_in(ns: &str, addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let addr: SocketAddr = addr.parse()?;
+    let mut s = netdrop::netns::Netns::named(ns)?
+        .run_in(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)))??;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status in {resp:?}"))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// As the DaemonSet deploys it (`--metrics-addr 0.0.0.0:9595` on the node's
+/// own network), `/explanations` — pods, addresses, rules and the commands
+/// that open them — answers clients on the node only: another host gets
+/// 403 and nothing of it, while `/metrics`, `/healthz` and `/readyz`
+/// answer it. Positive control: the node itself reads the drop there.
+#[test]
+fn explanations_answer_the_node_itself_only() {
+    require_root!();
+    let mut lab = netdrop_tests::Lab::new("exp");
+    let (peer, node) = netdrop_tests::peer_and_node(&mut lab);
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9000", "-j", "DROP"],
+    )
+    .unwrap();
+    let w = Watch::start_via(
+        &["ip", "netns", "exec", &node],
+        &["--all", "--no-observers", "--metrics-addr", "0.0.0.0:9595"],
+    )
+    .unwrap();
+    traffic::send_udp(&peer, "192.0.2.1:9000".parse().unwrap(), 2, 20).unwrap();
+    let on_node = || get_in(&node, "127.0.0.1:9595", "/explanations").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !on_node().1.contains("192.0.2.2") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, body) = on_node();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("192.0.2.2") && body.contains("--dport 9000"),
+        "{body}"
+    );
+
+    let (status, body) = get_in(&peer, "192.0.2.1:9595", "/explanations").unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        !body.contains("192.0.2.2") && !body.contains("9000"),
+        "nothing of it: {body}"
+    );
+    assert!(body.contains("clients on the node itself only"), "{body}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, body) = get_in(&peer, "192.0.2.1:9595", path).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    w.stop().unwrap();
+}

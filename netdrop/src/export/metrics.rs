@@ -574,17 +574,25 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
             }
         }
     };
+    // /explanations names pods, addresses, rules and the commands that
+    // would open them: served to clients on the node itself only (as
+    // deployed, the endpoint listens on every address of a host-network
+    // pod); /metrics carries none of that.
     let explanations = {
         let shared = shared.clone();
-        move || {
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>| {
             let shared = shared.clone();
             async move {
+                if !explanations_allowed(peer.ip()) {
+                    return (axum::http::StatusCode::FORBIDDEN, EXPLANATIONS_LOCAL_ONLY)
+                        .into_response();
+                }
                 let list: Vec<Record> = shared
                     .explanations
                     .lock()
                     .map(|l| l.values().cloned().collect())
                     .unwrap_or_default();
-                axum::Json(list)
+                axum::Json(list).into_response()
             }
         }
     };
@@ -606,12 +614,46 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
         .route("/explanations", get(explanations))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
-    axum::serve(listener, app).await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
+}
+
+/// What a client off the node gets from `/explanations`.
+pub const EXPLANATIONS_LOCAL_ONLY: &str = "403: /explanations names pods, addresses and firewall rules, so it answers clients on the node itself only (curl http://127.0.0.1:PORT/explanations there, or kubectl exec into the netdrop pod); /metrics, /healthz and /readyz answer anyone\n";
+
+/// Whether a client at `peer` may read `/explanations`: the node's own
+/// loopback only (an IPv4-mapped IPv6 loopback too).
+pub fn explanations_allowed(peer: std::net::IpAddr) -> bool {
+    match peer {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explanations_answer_the_node_itself_only() {
+        for ok in ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"] {
+            assert!(explanations_allowed(ok.parse().unwrap()), "{ok}");
+        }
+        for no in [
+            "10.224.1.2",
+            "192.0.2.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+        ] {
+            assert!(!explanations_allowed(no.parse().unwrap()), "{no}");
+        }
+    }
 
     fn scrape(shared: &Shared) -> String {
         let mut out = String::new();
