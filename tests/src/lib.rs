@@ -411,11 +411,11 @@ impl Watch {
         metrics
             .lines()
             .find(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{'))
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+                l.strip_prefix(name).is_some_and(|rest| {
+                    rest.starts_with('{') || labels.is_empty() && rest.starts_with(' ')
+                }) && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
             })?
             .rsplit(' ')
             .next()?
@@ -498,7 +498,13 @@ impl Watch {
 
     /// Stops netdrop with SIGTERM (its final report is flushed), waits,
     /// and reads its output to the end: every line, or an error.
-    pub fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+    pub fn stop(self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.stop_with_stderr()?.0)
+    }
+
+    /// [`Watch::stop`], with everything netdrop said on stderr, its last
+    /// lines included (the closing status line).
+    pub fn stop_with_stderr(mut self) -> anyhow::Result<(Vec<Value>, String)> {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
@@ -514,7 +520,7 @@ impl Watch {
         if !bad.is_empty() {
             bail!("netdrop printed lines that are not JSON records: {bad:#?}");
         }
-        Ok(self.records.lock().unwrap().clone())
+        Ok((self.records.lock().unwrap().clone(), self.stderr()))
     }
 
     /// Runs `send` (traffic after a fix, say), gives netdrop 2 s to see

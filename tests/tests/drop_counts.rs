@@ -331,3 +331,57 @@ fn drop_sites_beyond_the_series_cap_are_counted_in_other_and_said() {
         );
     }
 }
+
+/// The kernel's drop-site map full (the lab shrinks it to one site with
+/// `NETDROP_LAB_DROP_SITES`; a hundred sites overflow the per-CPU cache in
+/// front of it): drops of sites that find no room cannot be counted at a
+/// site. They are counted as such — `netdrop_drops_uncounted_total` and the
+/// status line — and what was counted plus what was not is exactly what
+/// the rule's own counter says (the kernel's, read with iptables-save).
+#[test]
+fn drops_beyond_a_full_site_map_are_counted_as_uncounted_and_said() {
+    require_root!();
+    let mut lab = Lab::new("full");
+    let (client, server) = drop_pair(&mut lab, 9997);
+    let rule = "-A INPUT -s 10.224.7.2/32 -j DROP";
+    lab.iptables(&server, &["-I", "INPUT", "-s", "10.224.7.2", "-j", "DROP"])
+        .unwrap();
+    let mut watch = Watch::start_env(
+        &[("NETDROP_LAB_DROP_SITES", "1")],
+        &[
+            "--netns",
+            &server,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--no-observers",
+            // Each poll drains the map: the three sites must meet in one.
+            "--interval",
+            "8s",
+        ],
+    )
+    .unwrap();
+    // A drop site per IP protocol: 100 of them, far more than the
+    // per-CPU site cache holds without collisions, and the map holds one.
+    traffic::send_ip_protocols(&client, "10.224.7.1".parse().unwrap(), 143..=242).unwrap();
+    let dropped = netdrop_tests::rule_packets(&server, "filter", "INPUT", Some(rule));
+    assert_eq!(dropped, 100, "the kernel dropped them");
+    let uncounted = |w: &Watch| w.metric("netdrop_drops_uncounted_total", &[]).unwrap_or(0);
+    let is_ours = |r: &serde_json::Value| field(r, "node") == server;
+    watch
+        .wait_for(Duration::from_secs(30), |w| {
+            total_packets(&w.records(), is_ours) + uncounted(w) >= dropped
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}", watch.records()));
+    let lost = uncounted(&watch);
+    let records = watch.stop_with_stderr().unwrap();
+    let counted = total_packets(&records.0, is_ours);
+    assert!(lost > 0, "the third site found the map full: {records:#?}");
+    assert_eq!(counted + lost, dropped, "{records:#?}");
+    assert!(
+        records
+            .1
+            .contains("drops not counted at any site (the site map is full"),
+        "{}",
+        records.1
+    );
+}

@@ -343,12 +343,16 @@ impl Datapath {
         // and not `--btf`).
         let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()).ok();
         let object = kfunc::patch_calls(crate::EBPF_OBJECT, cast.unwrap_or(0))?.0;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(btf.as_ref())
             .override_global("LAYOUT", &layout, true)
             .override_global("DROP_CONFIG", &config, true)
-            .override_global("TP_LAYOUT", &tp_layout, true)
-            .load(object.bytes())?;
+            .override_global("TP_LAYOUT", &tp_layout, true);
+        if let Some(n) = lab_drop_sites() {
+            loader.map_max_entries("DROPS", n);
+        }
+        let mut ebpf = loader.load(object.bytes())?;
 
         let order = match opts.probe {
             DropProbe::TpBtf if cast.is_none() => return Err(CaptureError::NoCast),
@@ -629,6 +633,16 @@ where
         what: format!("program {name}"),
         source,
     })
+}
+
+/// The lab's small drop-site map (`NETDROP_LAB_DROP_SITES=N`, the `lab`
+/// build only): a test fills it with a few sites to drive the kernel's
+/// "map full" path, which 16,384 sites would take too long to reach.
+fn lab_drop_sites() -> Option<u32> {
+    if !cfg!(feature = "lab") {
+        return None;
+    }
+    std::env::var("NETDROP_LAB_DROP_SITES").ok()?.parse().ok()
 }
 
 /// Every item a ring buffer holds now, read as `T`; an item shorter than

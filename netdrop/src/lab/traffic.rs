@@ -80,47 +80,81 @@ pub fn send_stray_tcp_acks(
     dst: std::net::SocketAddrV4,
     count: u64,
 ) -> anyhow::Result<()> {
+    let mut seg = [0u8; 20];
+    seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    seg[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
+    seg[8..12].copy_from_slice(&1u32.to_be_bytes()); // ack
+    seg[12] = 5 << 4; // data offset: 5 words
+    seg[13] = 0x10; // ACK
+    seg[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
     let ns = Netns::named(ns)?;
     ns.run_in(move || -> anyhow::Result<()> {
-        // SAFETY: plain socket(2); the fd is owned (and closed) below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("opening a raw TCP socket");
-        }
-        // SAFETY: fd is a fresh, valid descriptor.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut seg = [0u8; 20];
-        seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
-        seg[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
-        seg[8..12].copy_from_slice(&1u32.to_be_bytes()); // ack
-        seg[12] = 5 << 4; // data offset: 5 words
-        seg[13] = 0x10; // ACK
-        seg[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(dst.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
+        let fd = raw_socket(libc::IPPROTO_TCP)?;
         for _ in 0..count {
-            // SAFETY: valid buffer and sockaddr of the sizes given.
-            let n = unsafe {
-                libc::sendto(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    seg.as_ptr().cast(),
-                    seg.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error()).context("sending a raw TCP segment");
-            }
+            raw_send(&fd, &seg, *dst.ip())?;
         }
         Ok(())
     })?
+}
+
+/// One IPv4 packet to `dst` of each IP protocol number in `protos` (an
+/// 8-byte payload; the kernel writes the IP header): a drop site per
+/// protocol, as many as a test needs.
+pub fn send_ip_protocols(
+    ns: &str,
+    dst: std::net::Ipv4Addr,
+    protos: std::ops::RangeInclusive<u8>,
+) -> anyhow::Result<()> {
+    let ns = Netns::named(ns)?;
+    ns.run_in(move || -> anyhow::Result<()> {
+        for proto in protos {
+            let fd = raw_socket(i32::from(proto))?;
+            raw_send(&fd, &[0u8; 8], dst)?;
+        }
+        Ok(())
+    })?
+}
+
+/// A raw IPv4 socket of protocol `proto`, owned.
+fn raw_socket(proto: i32) -> anyhow::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned (and closed) by the caller.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("opening a raw socket of protocol {proto}"));
+    }
+    // SAFETY: fd is a fresh, valid descriptor.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `payload` sent to `dst` on raw socket `fd`.
+fn raw_send(
+    fd: &std::os::fd::OwnedFd,
+    payload: &[u8],
+    dst: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid buffer and sockaddr of the sizes given.
+    let n = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("sending a raw packet");
+    }
+    Ok(())
 }
