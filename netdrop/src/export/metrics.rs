@@ -614,12 +614,47 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
         .route("/explanations", get(explanations))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            // Out of descriptors, say: the listener stays, the next
+            // connection may be served.
+            Err(e) => {
+                log::warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                },
+            );
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("metrics endpoint: {peer}: {e}");
+            }
+        });
+    }
 }
+
+/// How long a client may take to send a request's head: a slow one is cut
+/// off, and holds nothing (every connection is served on its own, one
+/// request each).
+pub const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most a request's head may take (hyper's buffer; its least is 8 KiB).
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// What a client off the node gets from `/explanations`.
 pub const EXPLANATIONS_LOCAL_ONLY: &str = "403: /explanations names pods, addresses and firewall rules, so it answers clients on the node itself only (curl http://127.0.0.1:PORT/explanations there, or kubectl exec into the netdrop pod); /metrics, /healthz and /readyz answer anyone\n";
@@ -638,6 +673,67 @@ pub fn explanations_allowed(peer: std::net::IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that never finishes its request's head is cut off, one
+    /// whose head is too large gets no answer but the refusal, and scrapes
+    /// are served all the while (on loopback, in this process).
+    #[test]
+    fn slow_and_oversized_requests_are_cut_off_while_scrapes_go_on() {
+        use std::{
+            io::{Read as _, Write as _},
+            net::TcpStream,
+            time::{Duration, Instant},
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            tokio::spawn(serve(new_shared(), l));
+            a
+        });
+        let get = |head: &[u8]| -> String {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(head).unwrap();
+            let mut out = Vec::new();
+            // A refused head may be answered, then reset: what was read counts.
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        // Served while the slow one hangs.
+        let scrape = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+        assert!(scrape.contains("netdrop_drops_uncounted_total"), "{scrape}");
+        // The slow one is cut off: a bound that catches a server that
+        // never does (the limit itself is REQUEST_HEAD_TIMEOUT).
+        let started = Instant::now();
+        slow.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut out = Vec::new();
+        let closed = slow.read_to_end(&mut out);
+        assert!(closed.is_ok(), "still open after 30 s: {closed:?}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(!String::from_utf8_lossy(&out).contains(" 200 "), "{out:?}");
+        // Too large a head: refused, nothing served.
+        let mut big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 2 * MAX_REQUEST_HEAD));
+        big.extend(b"\r\n\r\n");
+        let refused = get(&big);
+        assert!(!refused.contains("netdrop_"), "{refused}");
+        assert!(
+            refused.is_empty() || refused.starts_with("HTTP/1.1 431"),
+            "{refused}"
+        );
+        let scrape = get(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    }
 
     #[test]
     fn explanations_answer_the_node_itself_only() {
