@@ -360,6 +360,17 @@ fn tc_programs_linked(w: &netdrop_tests::Watch) -> usize {
         .count()
 }
 
+/// This watch attached its drop probe (the positive control: its links
+/// are seen) and no observer.
+fn assert_drop_probe_alone(w: &netdrop_tests::Watch) {
+    let linked = w.linked().unwrap();
+    assert!(
+        linked.iter().any(|n| n == "netdrop_kfree_skb_btf"),
+        "{linked:?}"
+    );
+    assert_eq!(tc_programs_linked(w), 0, "{linked:?}");
+}
+
 /// The observer flags as an operator uses them, on a node whose pod
 /// bridge is not called cni0: `--bridge-iface` names it; `--tc-attach
 /// tcx` attaches links only; the default falls back to netlink filters
@@ -416,13 +427,7 @@ fn observer_flags_choose_the_devices_and_how_they_attach() {
     // The default (auto) where tcx is refused: netlink filters instead.
     let refuse = [("NETDROP_LAB_REFUSE_TCX", "1")];
     let mut w = netdrop_tests::Watch::start_env(&refuse, &base).unwrap();
-    assert!(
-        w.linked()
-            .unwrap()
-            .iter()
-            .any(|n| n == "netdrop_kfree_skb_btf")
-    );
-    assert_eq!(tc_programs_linked(&w), 0);
+    assert_drop_probe_alone(&w);
     assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 2);
     send(3);
     counted(&mut w, 3);
@@ -454,13 +459,7 @@ fn observer_flags_choose_the_devices_and_how_they_attach() {
 
     // No observers: nothing attached, no device counted, none missed.
     let mut w = netdrop_tests::Watch::start(&[&base[..], &["--no-observers"]].concat()).unwrap();
-    assert!(
-        w.linked()
-            .unwrap()
-            .iter()
-            .any(|n| n == "netdrop_kfree_skb_btf")
-    );
-    assert_eq!(tc_programs_linked(&w), 0);
+    assert_drop_probe_alone(&w);
     assert_eq!(tc_filters(&lab, &node, "br-pods", ours), 0);
     send(2);
     w.wait_for(Duration::from_secs(10), |w| {
