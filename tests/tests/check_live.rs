@@ -431,3 +431,67 @@ fn live_probes_run_between_the_nodes_own_addresses_and_its_peers() {
     );
     assert!(!text.contains("-> 192.0.2.1:8472"), "{text}");
 }
+
+/// A rule nft adds to iptables-nft's own `filter` table with a set
+/// (`ip saddr { 192.0.2.7, 192.0.2.8 } drop`) is printed by
+/// iptables-nft-save 1.8.9 as `-A INPUT -j DROP`: a drop of everything.
+/// netdrop reads the table over netlink too and marks that rule
+/// unmodelled with the match the kernel runs: `explain` says the packet's
+/// end depends on it, and `check`'s findings on it are warnings that say
+/// unmodelled, never a confident critical drop. (Read as printed before:
+/// DROP, and the VXLAN probe critical.)
+#[test]
+fn a_rule_iptables_nft_save_prints_without_its_set_is_not_read_as_printed() {
+    require_root!();
+    let mut lab = Lab::new("lossy");
+    let node = lab.netns("n").unwrap();
+    lab.iptables(
+        &node,
+        &["-A", "INPUT", "-p", "udp", "--dport", "9000", "-j", "DROP"],
+    )
+    .unwrap();
+    lab.exec(
+        &node,
+        &[
+            "nft",
+            "add rule ip filter INPUT ip saddr { 192.0.2.7, 192.0.2.8 } drop",
+        ],
+    )
+    .unwrap();
+    // Positive control: the trap is there.
+    let saved = lab
+        .exec(&node, &["iptables-nft-save", "-t", "filter"])
+        .unwrap();
+    let saved = String::from_utf8_lossy(&saved.stdout);
+    assert!(saved.lines().any(|l| l == "-A INPUT -j DROP"), "{saved}");
+
+    let out = Command::new(netdrop_bin())
+        .args([
+            "explain",
+            "--netns",
+            &node,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--output",
+            "json",
+        ])
+        .args(["--packet", "INPUT udp 10.224.1.2:1000 -> 10.224.0.1:9001"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "DEPENDS", "{v}");
+    assert!(
+        v["depends_on"]
+            .to_string()
+            .contains("ip saddr { 192.0.2.7, 192.0.2.8 }"),
+        "{v}"
+    );
+    let (_, findings, text) = check_json(&node, &[]);
+    let vxlan = findings
+        .iter()
+        .find(|f| f["id"] == "input-blocks-vxlan")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(vxlan["severity"], "warning", "{vxlan}");
+    assert_eq!(vxlan["unmodelled"], true, "{vxlan}");
+}

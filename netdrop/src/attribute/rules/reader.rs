@@ -7,7 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use netdrop_model::{ParseError, Ruleset, parse::parse_reader};
+use netdrop_model::{ParseError, Ruleset, parse::parse_reader, rules::Match};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -287,7 +287,108 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
         rs.ferm_conf.clone_from(&ferm);
     }
     read_native(netns, &mut node);
+    mark_lossy_rules(netns, &mut node);
     Ok(node)
+}
+
+/// What a lossy-printed rule is marked with (its unmodelled match's text
+/// starts so): kept across re-reads of the same rules.
+const LOSSY: &str = "nft:";
+
+/// Whether `rs` was read through iptables-nft (its tables are nf_tables').
+fn read_through_nft(backend: Backend, rs: &Ruleset) -> bool {
+    backend == Backend::Nft
+        || backend == Backend::Default
+            && rs
+                .generator
+                .as_deref()
+                .is_some_and(|g| g.contains("nf_tables"))
+}
+
+/// iptables-nft's tables that can drop, read over netlink too: a rule nft
+/// added to them that iptables-nft-save cannot say is printed without
+/// what it cannot say (1.8.9: `ip saddr { 192.0.2.7, 192.0.2.8 } drop`
+/// prints as `-A INPUT -j DROP`, a drop of everything). Such a rule is
+/// marked unmodelled, with the match the kernel runs, so the walk branches
+/// on it instead of reading a confident drop (or accept) it is not.
+fn mark_lossy_rules(netns: Option<&str>, node: &mut NodeRules) {
+    let mut problems = Vec::new();
+    for (fam, list) in [("ip", &mut node.v4), ("ip6", &mut node.v6)] {
+        for (backend, rs) in list.iter_mut() {
+            if !read_through_nft(*backend, rs) {
+                continue;
+            }
+            let wanted: Vec<(String, String)> = DROPPING_TABLES
+                .iter()
+                .filter(|t| rs.tables.get(**t).is_some_and(|t| t.nft_family.is_none()))
+                .map(|t| (fam.to_owned(), (*t).to_owned()))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let items = match super::nf_tables::read_items(netns, &wanted) {
+                Ok(i) => i,
+                Err(e) => {
+                    problems.push(format!(
+                        "iptables-nft's tables could not be read over netlink, so a rule nft added that iptables-nft-save prints without its set or concatenation is read as printed: {e}"
+                    ));
+                    continue;
+                }
+            };
+            // Each chain's rules, in order, as the kernel holds them.
+            let mut chains: Vec<((String, String), Vec<&serde_json::Value>)> = Vec::new();
+            for r in items.iter().filter_map(|i| i.get("rule")) {
+                let (Some(t), Some(c)) = (r["table"].as_str(), r["chain"].as_str()) else {
+                    continue;
+                };
+                let key = (t.to_owned(), c.to_owned());
+                match chains.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push(&r["expr"]),
+                    None => chains.push((key, vec![&r["expr"]])),
+                }
+            }
+            for ((table, chain), exprs) in chains {
+                let Some(c) = rs.tables.get_mut(&table).and_then(|t| t.chain_mut(&chain)) else {
+                    continue;
+                };
+                if c.rules.len() != exprs.len() {
+                    problems.push(format!(
+                        "{table}/{chain} changed between its two reads: rules nft added that iptables-nft-save cannot print are not looked for"
+                    ));
+                    continue;
+                }
+                for (rule, expr) in c.rules.iter_mut().zip(exprs) {
+                    if let Some(what) = beyond_iptables(expr) {
+                        rule.matches.push(Match::Unmodelled {
+                            text: format!(
+                                "{LOSSY} {what} (added with nft; iptables-nft-save does not print it)"
+                            ),
+                        });
+                    }
+                }
+                c.seal();
+            }
+        }
+    }
+    node.problems.extend(problems);
+}
+
+/// The first of a rule's nft expressions that iptables cannot say (a set
+/// or a concatenation, a map or verdict map), as nft's JSON has it.
+fn beyond_iptables(expr: &serde_json::Value) -> Option<String> {
+    expr.as_array()?.iter().find_map(|stmt| {
+        let lossy = match stmt.get("match") {
+            Some(m) => {
+                m["left"].get("concat").is_some()
+                    || m["right"].get("set").is_some()
+                    || m["right"].as_str().is_some_and(|r| r.starts_with('@'))
+            }
+            None => ["vmap", "map", "set", "numgen", "jhash"]
+                .iter()
+                .any(|k| stmt.get(*k).is_some()),
+        };
+        lossy.then(|| netdrop_model::nft::render(std::slice::from_ref(stmt)))
+    })
 }
 
 /// The ferm configuration in force for the namespace read (ferm leaves no
@@ -359,7 +460,11 @@ pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Resu
             .collect();
         for name in names {
             let mut fresh = save_with(netns, prog, &["-t", &name])?;
-            if let Some(t) = fresh.tables.remove(&name) {
+            if let Some(mut t) = fresh.tables.remove(&name) {
+                // The same rules (the caller checked): their lossy marks too.
+                if let Some(old) = rs.tables.get(&name) {
+                    keep_lossy_marks(old, &mut t);
+                }
                 rs.tables.insert(name, t);
             }
         }
@@ -387,6 +492,30 @@ pub fn reread_dropping_tables(netns: Option<&str>, node: &mut NodeRules) -> Resu
         }
     }
     Ok(())
+}
+
+/// `fresh`'s rules get the lossy-print marks `old`'s had, by position.
+fn keep_lossy_marks(old: &netdrop_model::rules::Table, fresh: &mut netdrop_model::rules::Table) {
+    for c in &old.chains {
+        let Some(f) = fresh.chain_mut(&c.name) else {
+            continue;
+        };
+        if f.rules.len() != c.rules.len() {
+            continue;
+        }
+        let mut changed = false;
+        for (o, n) in c.rules.iter().zip(f.rules.iter_mut()) {
+            for m in &o.matches {
+                if matches!(m, Match::Unmodelled { text } if text.starts_with(LOSSY)) {
+                    n.matches.push(m.clone());
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            f.seal();
+        }
+    }
 }
 
 /// A native table's own name (the model names it with its family: `inet
