@@ -495,3 +495,44 @@ fn a_rule_iptables_nft_save_prints_without_its_set_is_not_read_as_printed() {
     assert_eq!(vxlan["severity"], "warning", "{vxlan}");
     assert_eq!(vxlan["unmodelled"], true, "{vxlan}");
 }
+
+/// `check`'s probes on a Cilium node, a plain bridge CNI's and a Docker
+/// host's, by their devices (made here with the names each gives them): the device
+/// pods hang off, how other nodes' pods arrive, and no overlay port where
+/// there is no UDP overlay.
+#[test]
+fn live_probes_for_cilium_a_plain_bridge_and_docker0() {
+    require_root!();
+    let mut lab = Lab::new("shp");
+    // Bridges all (this kernel has no dummy links): only the names count.
+    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+        (
+            "cil",
+            &[
+                ("ens3", "bridge"),
+                ("cilium_host", "bridge"),
+                ("cilium_vxlan", "bridge"),
+                ("lxc1a2b3c", "bridge"),
+            ],
+            "probes: Cilium node (from the node's devices): pods on lxc1a2b3c, other nodes' pods via cilium_vxlan, egress by ens3, overlay udp 8472 from other nodes",
+        ),
+        (
+            "cbr",
+            &[("eth0", "bridge"), ("cbr0", "bridge")],
+            "probes: a CNI plugin (bridge, portmap or firewall) node (from the node's devices): pods on cbr0, other nodes' pods routed over eth0, egress by eth0, no UDP overlay port",
+        ),
+        (
+            "dkr",
+            &[("eth0", "bridge"), ("docker0", "bridge")],
+            "probes: Docker node (from the node's devices): pods on docker0, other nodes' pods routed over eth0, egress by eth0, no UDP overlay port",
+        ),
+    ];
+    for (name, links, want) in cases {
+        let node = lab.netns(name).unwrap();
+        for (link, kind) in links {
+            lab.ip(&node, &["link", "add", link, "type", kind]).unwrap();
+        }
+        let text = check_text(&node, &["--pod-cidr", "10.224.0.0/16"]);
+        assert!(text.contains(want), "{name}: {text}");
+    }
+}

@@ -310,6 +310,23 @@ fn drop_sites_beyond_the_series_cap_are_counted_in_other_and_said() {
         w.metric("netdrop_drop_sites_capped", &[("node", &server)]),
         Some(1)
     );
+    // /explanations still names every site, the capped one too.
+    let explained: Vec<serde_json::Value> = serde_json::from_str(&netdrop_tests::prom::http_get(
+        &w.metrics_addr().unwrap(),
+        "/explanations",
+    ))
+    .unwrap();
+    for (rule, packets) in [
+        ("-A INPUT -p udp -m udp --dport 9000 -j DROP", 3),
+        ("-A BLOCK -j DROP", 5),
+    ] {
+        let site = explained
+            .iter()
+            .find(|r| field(r, "rule") == rule)
+            .unwrap_or_else(|| panic!("{rule} not in /explanations: {explained:#?}"));
+        assert_eq!(site["packets"], packets, "{site}");
+        assert!(!field(site, "fix").is_empty(), "{site}");
+    }
     let records = w.stop().unwrap();
     let capped: Vec<_> = records
         .iter()
