@@ -505,7 +505,13 @@ fn live_probes_for_cilium_a_plain_bridge_and_docker0() {
     require_root!();
     let mut lab = Lab::new("shp");
     // Bridges all (this kernel has no dummy links): only the names count.
-    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+    // (namespace, its devices and their kinds, the probes line).
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let cases: [Case; 3] = [
         (
             "cil",
             &[
