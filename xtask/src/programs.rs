@@ -88,7 +88,6 @@ const NOT_RUN: &[&str] = &[
     "file",
     "size",
     "ssh",
-    "idle",
     "as",
     "kubectl",
     "curl",

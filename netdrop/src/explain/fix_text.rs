@@ -50,51 +50,32 @@ impl FixText {
     }
 
     /// A command after what is there, printed in backticks.
-    pub fn run(self, command: RuleCommand) -> Self {
-        self.run_all(vec![command])
+    pub fn run(mut self, command: RuleCommand) -> Self {
+        self.pieces.push(Piece::Commands(vec![Command {
+            command,
+            bare_insert: false,
+        }]));
+        self
     }
 
-    /// An insert at the top of its chain, printed without its position.
-    pub fn run_bare(mut self, edit: Edit) -> Self {
-        self.pieces.push(Piece::Commands(vec![Command {
-            command: RuleCommand::Add(edit),
-            bare_insert: true,
-        }]));
+    /// Rules added, pasted as one command (`a && b`); `bare`: inserts at
+    /// the top of their chains, printed without their position.
+    pub fn run_adds(mut self, edits: Vec<Edit>, bare: bool) -> Self {
+        self.pieces.push(Piece::Commands(
+            edits
+                .into_iter()
+                .map(|e| Command {
+                    command: RuleCommand::Add(e),
+                    bare_insert: bare,
+                })
+                .collect(),
+        ));
         self
     }
 
     /// Another fix's words and commands after these.
     pub fn and(mut self, more: FixText) -> Self {
         self.pieces.extend(more.pieces);
-        self
-    }
-
-    /// Inserts at the top of their chains pasted as one (`a && b`), each
-    /// printed without its position.
-    pub fn run_bare_all(mut self, edits: Vec<Edit>) -> Self {
-        self.pieces.push(Piece::Commands(
-            edits
-                .into_iter()
-                .map(|e| Command {
-                    command: RuleCommand::Add(e),
-                    bare_insert: true,
-                })
-                .collect(),
-        ));
-        self
-    }
-
-    /// Commands pasted as one (`a && b`).
-    pub fn run_all(mut self, commands: Vec<RuleCommand>) -> Self {
-        self.pieces.push(Piece::Commands(
-            commands
-                .into_iter()
-                .map(|command| Command {
-                    command,
-                    bare_insert: false,
-                })
-                .collect(),
-        ));
         self
     }
 
@@ -249,7 +230,7 @@ mod tests {
             .say("; or accept before it: ")
             .run(RuleCommand::Add(add))
             .say(", and ")
-            .run_bare(top)
+            .run_adds(vec![top], true)
             .say(". Then `iptables-save > /etc/iptables/rules.v4`.");
         assert_eq!(
             fix.render("iptables-legacy"),

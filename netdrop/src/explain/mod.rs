@@ -383,12 +383,8 @@ fn sentences(
         let hook_jump = d.path.first().filter(|s| s.rule_no.is_some());
         let removal = match hook_jump {
             Some(j) => {
-                let (chain, spec) = j
-                    .text
-                    .trim_start_matches("-A ")
-                    .trim()
-                    .split_once(' ')
-                    .unwrap_or((j.text.trim_start_matches("-A ").trim(), ""));
+                let rule = j.text.trim_start_matches("-A ").trim();
+                let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
                 RuleCommand::DeleteRule {
                     table: j.table.clone(),
                     chain: chain.to_owned(),
@@ -418,20 +414,18 @@ fn sentences(
         );
     }
 
+    // A native nftables table: nft's own commands, for a table nobody
+    // netdrop knows owns, and for any owner's chain policy.
     let native = d.table.contains(' ');
-    // A native nftables table nobody netdrop knows owns: nft's own commands.
-    if native && matches!(owner, Owner::Custom) {
+    let policy = d.rule_no.is_none() && !is_generator(owner);
+    if native && (owner == Owner::Custom || policy) {
         let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
         return (why, fix.into());
     }
 
     // Built-in chain policy (a generator's policy is fixed through the
     // generator, below, like its rules).
-    if d.rule_no.is_none() && !is_generator(owner) && native {
-        let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
-        return (why, fix.into());
-    }
-    if d.rule_no.is_none() && !is_generator(owner) {
+    if policy {
         let by = match owner {
             Owner::Docker => "which Docker sets when it enables IP forwarding".to_owned(),
             o => format!("set by {}", owner_name(o)),
@@ -519,12 +513,12 @@ fn sentences(
                 {
                     let (src, dst) = (net_of(ctx, p.src), net_of(ctx, p.dst));
                     let chain = "CNI-ISOLATION-STAGE-1";
-                    let both = [
+                    let (there, back) = (
                         format!("-i {from} -o {to} -s {src} -d {dst} -j RETURN"),
                         format!("-i {to} -o {from} -s {dst} -d {src} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"),
-                    ];
+                    );
                     FixText::words("If these networks should talk, set `\"ingressPolicy\": \"open\"` for the firewall plugin in their network configs (/etc/cni/net.d/); pods get the change when they are next set up. Until then, both ways (replies and ICMP errors come back through the same isolation): ")
-                        .and(inserts("filter", chain, &both))
+                        .and(inserts("filter", chain, None, &[&there, &back]))
                         .say(" (the plugin leaves them; delete them when the configs change).")
                 },
             )
@@ -677,7 +671,7 @@ fn sentences(
 
 /// A drop in a native nftables table that no owner's own words cover:
 /// nft's commands on the table itself (an `iptables` command cannot reach
-/// it). A table an agent owns is the agent's to rewrite, said so; Docker's
+/// it; still words: nft's commands are not typed yet). A table an agent owns is the agent's to rewrite, said so; Docker's
 /// is overridden by a mark Docker accepts, as its nftables backend asks.
 fn native_sentences(
     ctx: &Cluster,
@@ -757,40 +751,34 @@ fn native_sentences(
 }
 
 /// An insert a fix runs, typed: at `at`, or (`None`) at the top, printed
-/// without a position. A rule netdrop's model cannot read stays words
-/// (printed, not walked).
+/// without a position.
 fn insert(table: &str, chain: &str, at: Option<usize>, spec: &str) -> FixText {
-    match Edit::new(table, chain, Some(at.unwrap_or(1)), spec) {
-        Ok(e) if at.is_none() => FixText::default().run_bare(e),
-        Ok(e) => FixText::default().run(RuleCommand::Add(e)),
+    inserts(table, chain, at, &[spec])
+}
+
+/// Inserts into `chain` at `at` (`None`: the top, printed without a
+/// position), pasted as one command (`a && b`). Rules netdrop's model
+/// cannot read stay words (printed, not walked).
+fn inserts(table: &str, chain: &str, at: Option<usize>, specs: &[&str]) -> FixText {
+    match specs
+        .iter()
+        .map(|spec| Edit::new(table, chain, Some(at.unwrap_or(1)), spec))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(edits) => FixText::default().run_adds(edits, at.is_none()),
         Err(e) => {
-            log::debug!("fix rule not typed: {e}");
+            log::debug!("fix rules not typed: {e}");
             let t = if table == "filter" {
                 String::new()
             } else {
                 format!("-t {table} ")
             };
             let pos = at.map(|n| format!(" {n}")).unwrap_or_default();
-            FixText::words(format!("`iptables {t}-I {chain}{pos} {spec}`"))
-        }
-    }
-}
-
-/// Inserts at the top of `chain`, pasted as one command (`a && b`).
-fn inserts(table: &str, chain: &str, specs: &[String]) -> FixText {
-    match specs
-        .iter()
-        .map(|spec| Edit::new(table, chain, Some(1), spec))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(edits) => FixText::default().run_bare_all(edits),
-        Err(e) => {
-            log::debug!("fix rules not typed: {e}");
             FixText::words(format!(
                 "`{}`",
                 specs
                     .iter()
-                    .map(|spec| format!("iptables -I {chain} {spec}"))
+                    .map(|spec| format!("iptables {t}-I {chain}{pos} {spec}"))
                     .collect::<Vec<_>>()
                     .join(" && ")
             ))

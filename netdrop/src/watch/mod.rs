@@ -804,36 +804,35 @@ impl Watcher {
         };
         let facts = node.facts();
         // No --pod-cidr: the node's own rules or routes say, as `check`
-        // infers it (one function); neither: no pod flows to probe.
+        // infers it (one function); neither: no pod flows to probe, and
+        // the node's findings go.
         let mut cluster = self.pipeline.cluster().clone();
-        if cluster.pod_cidrs.is_empty() {
-            let inferred = PodCidrs::infer(
+        let inferred = cluster.pod_cidrs.is_empty().then(|| {
+            PodCidrs::infer(
                 rules.current.all().map(|(_, rs)| rs),
                 &facts,
                 cluster.vxlan_port,
-            );
-            if self.nodes[ni].pod_cidrs.as_ref() != Some(&inferred) {
-                log::warn!(
-                    "{}: findings: {}",
-                    self.nodes[ni].label,
-                    explain::check::pod_cidrs_note(&inferred)
-                );
-                self.nodes[ni].pod_cidrs = Some(inferred.clone());
-            }
-            cluster.pod_cidrs = inferred.nets();
+            )
+        });
+        if let Some(i) = &inferred {
+            cluster.pod_cidrs = i.nets();
         }
-        let node = &self.nodes[ni];
-        let Some(rules) = &node.rules else {
-            return;
+        let all = if cluster.pod_cidrs.is_empty() {
+            Vec::new()
+        } else {
+            check_node(rules.current.all().map(|(_, rs)| rs), &cluster, &facts)
         };
-        if cluster.pod_cidrs.is_empty() {
-            return;
+        let label = node.label.clone();
+        if let Some(i) = inferred
+            && self.nodes[ni].pod_cidrs.as_ref() != Some(&i)
+        {
+            log::warn!("{label}: findings: {}", explain::check::pod_cidrs_note(&i));
+            self.nodes[ni].pod_cidrs = Some(i);
         }
-        let all = check_node(rules.current.all().map(|(_, rs)| rs), &cluster, &facts);
         let labels: Vec<FindingLabels> = all
             .iter()
             .map(|f| FindingLabels {
-                node: node.label.clone(),
+                node: label.clone(),
                 finding: f.id.as_str().to_owned(),
                 severity: f.severity.as_str().to_owned(),
                 owner: f.owner.map(|o| o.as_str()).unwrap_or_default().to_owned(),
@@ -851,7 +850,7 @@ impl Watcher {
             }
             let r = Record {
                 kind: Kind::Finding,
-                node: node.label.clone(),
+                node: label.clone(),
                 hook: f.hook,
                 table: f.table,
                 chain: f.chain,

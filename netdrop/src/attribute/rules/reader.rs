@@ -566,16 +566,8 @@ const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"
 /// installed there is nothing to add (and nothing native can be read: said
 /// once, as a problem, if native tables may exist).
 fn read_native(netns: Option<&str>, node: &mut NodeRules) {
-    let nft_backend = |rules: &[(Backend, Ruleset)]| {
-        rules.iter().any(|(b, rs)| {
-            *b == Backend::Nft
-                || (*b == Backend::Default
-                    && rs
-                        .generator
-                        .as_deref()
-                        .is_some_and(|g| g.contains("nf_tables")))
-        })
-    };
+    let nft_backend =
+        |rules: &[(Backend, Ruleset)]| rules.iter().any(|(b, rs)| read_through_nft(*b, rs));
     let (v4_nft, v6_nft) = (nft_backend(&node.v4), nft_backend(&node.v6));
     let iptables_nft = |fam: &str, name: &str| {
         IPTABLES_TABLES.contains(&name) && ((fam == "ip" && v4_nft) || (fam == "ip6" && v6_nft))
