@@ -643,22 +643,32 @@ pub fn last_drop(
     recs.into_iter().rev().find(|r| pred(r)).unwrap()
 }
 
-/// The programs process `pid` holds, by id: loaded (`bpf-prog`
-/// descriptors) or attached through a link, by `/proc/PID/fdinfo`.
-pub fn held_programs(pid: u32) -> anyhow::Result<Vec<u64>> {
+/// The BPF programs process `pid` has descriptors of, by the kernel's own
+/// record (`/proc/PID/fdinfo`): `(program id, through a link)` — a
+/// `bpf-prog` descriptor names its `prog_id`, a `bpf_link` its `link_id`
+/// and the `prog_id` it holds. A descriptor closed while they are read is
+/// gone, not an error.
+fn fd_programs(pid: u32) -> anyhow::Result<Vec<(u64, bool)>> {
     let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids = Vec::new();
+    let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
         let Ok(info) = std::fs::read_to_string(e?.path()) else {
             continue;
         };
         if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-            let id = id.trim().parse::<u64>()?;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+            let link = info.lines().any(|l| l.starts_with("link_id:"));
+            out.push((id.trim().parse::<u64>()?, link));
         }
     }
+    Ok(out)
+}
+
+/// The programs process `pid` holds, by id: loaded or attached through a
+/// link.
+pub fn held_programs(pid: u32) -> anyhow::Result<Vec<u64>> {
+    let mut ids: Vec<u64> = fd_programs(pid)?.into_iter().map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    ids.dedup();
     Ok(ids)
 }
 
@@ -679,30 +689,16 @@ pub fn wait_unloaded(ids: &[u64], within: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// The BPF programs process `pid` has attached through a link, by the
-/// kernel's own record of its file descriptors (`/proc/PID/fdinfo`: a
-/// `bpf_link` names its `prog_id`), with their names from `bpftool`:
+/// The BPF programs process `pid` has attached through a link (see
+/// [`fd_programs`]), with their names from `bpftool`:
 /// `(program id, name)`. Only what that process attached counts — another
 /// netdrop on the machine (a user's, a demo) does not. An error when /proc
 /// or bpftool cannot say, never an empty answer.
 pub fn linked_programs(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        let path = e?.path();
-        // A descriptor closed while we read is gone, not an error.
-        let Ok(info) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if !info.lines().any(|l| l.starts_with("link_id:")) {
-            continue;
-        }
-        let prog = info
-            .lines()
-            .find_map(|l| l.strip_prefix("prog_id:"))
-            .with_context(|| format!("{} names a link and no program", path.display()))?;
-        ids.push(prog.trim().parse::<u64>()?);
-    }
+    let ids: Vec<u64> = fd_programs(pid)?
+        .into_iter()
+        .filter_map(|(id, link)| link.then_some(id))
+        .collect();
     let names = programs()?;
     ids.iter()
         .map(|id| {

@@ -109,29 +109,47 @@ fn demo_explains_s1_ends_on_time_and_cleans_up() {
 fn ctrl_c_during_build_or_watch_cleans_up() {
     require_root!();
     for after in [Duration::from_millis(700), Duration::from_secs(8)] {
+        let said = netdrop_tests::TempPath::new("demo-ctrl-c-stderr");
         let mut child = Command::new(netdrop_bin())
             .args(["demo", "--duration", "300s", "--output", "json"])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&said.0).unwrap())
             .spawn()
             .unwrap();
         // Lab prefixes are "nd<tag>.<pid>x<n>".
         let ours = format!(".{}x", child.id());
         std::thread::sleep(after);
         if after >= Duration::from_secs(8) {
-            // By then the clusters stand: the cleanup below has work to do.
-            assert!(
-                namespaces().contains(&ours),
-                "no demo namespace after {after:?}: {}",
-                namespaces()
-            );
+            // The clusters stand before the Ctrl-C, so the cleanup has work
+            // to do. Their build can take longer than 8 s on a loaded
+            // machine (once in CI): waited for, up to a bound that catches
+            // a demo that never builds them.
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            while !namespaces().contains(&ours) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "the demo exited ({status}) before its namespaces stood: {}",
+                        std::fs::read_to_string(&said.0).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "no demo namespace 60 s in: {}",
+                    std::fs::read_to_string(&said.0).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = exit_within(&mut child, Duration::from_secs(30))
             .unwrap_or_else(|| panic!("demo still running 30 s after Ctrl-C ({after:?} in)"));
-        assert!(status.success(), "{after:?}: {status}");
+        assert!(
+            status.success(),
+            "{after:?}: {status}: {}",
+            std::fs::read_to_string(&said.0).unwrap_or_default()
+        );
         assert!(
             !namespaces().contains(&ours),
             "{after:?}: namespaces left behind: {}",
