@@ -137,7 +137,7 @@ pub fn attribute(
             let mut decision = Decision::of(after, owners, &o);
             decision
                 .assumptions
-                .push("found by rule counters; the simulation did not reach this rule".into());
+                .push(crate::question::Assumption::FoundByCounters);
             return Some(Attribution {
                 evidence: Evidence::Counters,
                 decision,

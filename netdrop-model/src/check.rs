@@ -720,7 +720,7 @@ pub fn first_drop(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet) -> Option<D
     let mut d = Decision::of(rs, owners, drop);
     if outcomes.iter().any(|o| o.verdict == Verdict::Accept) {
         d.assumptions
-            .push("other branches of the walk accept this packet".into());
+            .push(crate::question::Assumption::OtherBranchesAccept);
     }
     Some(d)
 }
@@ -1030,7 +1030,13 @@ mod tests {
             panic!("{possible:?}")
         };
         assert!(
-            d.assumptions.iter().any(|a| a.contains("in ipset BLOCKED")),
+            d.assumptions
+                .iter()
+                .flat_map(|a| a.questions())
+                .any(|q| matches!(
+                    q,
+                    crate::question::Question::InIpset { name, .. } if name == "BLOCKED"
+                )),
             "{:?}",
             d.assumptions
         );

@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     owner::{Owner, OwnerContext, chain_owner},
+    question::Assumption,
     rules::{Policy, Rule, Ruleset, Target},
     simulate::{Outcome, Packet, Step, simulate_without},
     words::{Hook, Verdict},
@@ -35,8 +36,10 @@ pub struct Decision {
     /// The rules walked to get there.
     #[serde(serialize_with = "path_notation")]
     pub path: Vec<Step>,
-    /// What the model had to assume (random branches, ipsets, unmodelled matches).
-    pub assumptions: Vec<String>,
+    /// What the model had to assume (random branches, ipsets, unmodelled
+    /// matches), typed; `explain` says them.
+    #[serde(skip)]
+    pub assumptions: Vec<Assumption>,
     pub unmodelled: bool,
 }
 

@@ -11,6 +11,8 @@
 //!   whole way through the node (PREROUTING's DNAT → INPUT or FORWARD →
 //!   POSTROUTING);
 //! - [`owner`]: whose rule it is, and leftovers of CNIs that are gone;
+//! - [`question`]: what the walk cannot see (an ipset's members, an address
+//!   type, a random branch), the answers its branches take, what they assume;
 //! - [`decision`]: where a walk ended, resolved against the ruleset;
 //! - [`attribution`]: a kernel drop joined with the rules and their counters;
 //! - [`check`]: the pod flows a node must carry, and the findings;
@@ -30,6 +32,7 @@ pub mod nft;
 pub mod owner;
 pub mod packet;
 pub mod parse;
+pub mod question;
 pub mod rules;
 pub mod simulate;
 pub mod words;

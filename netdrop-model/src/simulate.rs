@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::question::{Answer, Assumption, Condition, Question, Side};
+
 use super::rules::*;
 use crate::words::Hook;
 pub use crate::words::Verdict;
@@ -94,11 +96,14 @@ pub struct Outcome {
     pub reject_with: Option<String>,
     /// Every rule the packet matched, in order; the last one decided.
     pub path: Vec<Step>,
-    /// What this branch assumed (a statistic branch, an ipset membership...).
-    pub assumptions: Vec<String>,
+    /// What this branch assumed (a statistic branch, an ipset membership...),
+    /// in walk order.
+    #[serde(skip)]
+    pub assumptions: Vec<Assumption>,
     /// The questions this branch's path hung on (`in ipset X`), each once
     /// and without its answer: what the outcome depends on.
-    pub unknowns: Vec<String>,
+    #[serde(skip)]
+    pub unknowns: Vec<Question>,
     /// A match netdrop does not model influenced this branch.
     pub unmodelled: bool,
     /// The source NAT applied in POSTROUTING, if any (`MASQUERADE`, `SNAT ...`).
@@ -154,8 +159,8 @@ pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
 /// The questions the branches of a walk hung on, each once: what the
 /// outcome depends on. None when every branch ends alike: whatever the
 /// answers, the packet meets the same end.
-pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<Question> {
+    let mut out: Vec<Question> = Vec::new();
     if group_outcomes(outcomes).len() <= 1 {
         return out;
     }
@@ -212,7 +217,7 @@ impl<'a> Budget<'a> {
 const MAX_ASSUMPTIONS: usize = 16;
 
 impl State {
-    fn assume(&mut self, what: String) {
+    fn assume(&mut self, what: Assumption) {
         if self.assumptions.len() < MAX_ASSUMPTIONS && !self.assumptions.contains(&what) {
             self.assumptions.push(what);
         }
@@ -223,7 +228,7 @@ impl State {
 struct State {
     pkt: Packet,
     path: Vec<Step>,
-    assumptions: Vec<String>,
+    assumptions: Vec<Assumption>,
     unmodelled: bool,
     snat: Option<String>,
     dnat: Option<String>,
@@ -231,19 +236,11 @@ struct State {
     /// list, an address type): the same question later on the path gets
     /// the same answer, so no branch assumes a set holds the packet at one
     /// rule and not at the next.
-    facts: Vec<Fact>,
+    facts: Vec<Answer>,
     /// The questions asked on the way (see [`Outcome::unknowns`]).
-    unknowns: Vec<String>,
+    unknowns: Vec<Question>,
     /// The hooks walked so far.
     hooks: Vec<Hook>,
-}
-
-/// One unknown decided: `key` (what is unknown, e.g. `ipset X src`) is
-/// `holds` on this branch.
-#[derive(Clone, Debug, PartialEq)]
-struct Fact {
-    key: String,
-    holds: bool,
 }
 
 impl State {
@@ -276,27 +273,18 @@ impl State {
         };
     }
 
-    fn decide(&mut self, fact: Fact) {
-        if !self.facts.iter().any(|f| f.key == fact.key) {
+    fn decide(&mut self, fact: Answer) {
+        if !self.facts.iter().any(|f| f.question == fact.question) {
             self.facts.push(fact);
         }
     }
 
-    fn asked(&mut self, questions: &[String]) {
+    fn asked<'q>(&mut self, questions: impl IntoIterator<Item = &'q Question>) {
         for q in questions {
             if !self.unknowns.contains(q) {
                 self.unknowns.push(q.clone());
             }
         }
-    }
-}
-
-/// A question answered `yes` or not, as an assumption says it.
-fn phrase(question: &str, yes: bool) -> String {
-    if yes {
-        question.to_owned()
-    } else {
-        format!("not {question}")
     }
 }
 
@@ -308,27 +296,10 @@ enum Ending {
 enum Tri {
     Yes,
     No,
-    /// Unknown; the string says why (becomes an assumption of each branch).
-    Maybe(String, bool),
-    /// Unknown, and decided by one fact: the match holds iff the answer
-    /// to `question` (its key: `key`) is `holds`. The walk decides the
-    /// fact once per branch.
-    Unknown {
-        question: String,
-        key: String,
-        holds: bool,
-    },
-}
-
-/// A rule whose outcome is unknown: why, whether unmodelled, the facts
-/// that decide it with their questions (the rule matches iff all hold;
-/// `only_facts`: nothing else is unknown), and every question it asks.
-struct Undecided {
-    why: String,
-    unmodelled: bool,
-    facts: Vec<(Fact, String)>,
-    only_facts: bool,
-    questions: Vec<String>,
+    /// Unknown: the match holds when the condition does. A condition that
+    /// is one remembered answer ([`Question::remembered`]) the branch
+    /// decides once.
+    Maybe(Condition),
 }
 
 /// Walks `pkt` through every table of its hook; returns every possible
@@ -464,27 +435,23 @@ fn route(mut st: State, given: &Packet) -> Vec<(State, bool)> {
     if given.out_iface.is_some() || dst.is_multicast() {
         return vec![(st, false)];
     }
-    let key = format!("destination {dst} address type LOCAL");
-    if let Some(f) = st.facts.iter().find(|f| f.key == key) {
+    let question = Question::AddressType {
+        side: Side::Destination,
+        addr: dst,
+        types: vec!["LOCAL".into()],
+    };
+    if let Some(f) = st.facts.iter().find(|f| f.question == question) {
         let local = f.holds;
         return vec![(st, local)];
     }
-    let question = format!("destination {dst} is an address of the node (its addresses decide)");
-    st.asked(std::slice::from_ref(&question));
+    st.asked([&question]);
     let mut other = st.clone();
     for (st, holds) in [(&mut st, true), (&mut other, false)] {
-        st.decide(Fact {
-            key: key.clone(),
+        st.decide(Answer {
+            question: question.clone(),
             holds,
         });
-        st.assume(format!(
-            "routing: {}",
-            if holds {
-                format!("{dst} is the node's (INPUT)")
-            } else {
-                format!("{dst} is not the node's (forwarded)")
-            }
-        ));
+        st.assume(Assumption::Routed { dst, local: holds });
     }
     vec![(st, true), (other, false)]
 }
@@ -522,12 +489,12 @@ fn walk_hook<'a>(
                     Ending::Verdict(_, _) if other_engine => {
                         let at = st.path.last().map(|s| s.text.clone()).unwrap_or_default();
                         st.path.truncate(before);
-                        st.assumptions.push(format!(
-                            "not dropped by `{at}` ({}/{}): the kernel freed the packet in {}",
-                            table.name,
-                            chain.name,
-                            freed_by.map(Engine::as_str).unwrap_or("?")
-                        ));
+                        st.assumptions.push(Assumption::FreedElsewhere {
+                            rule: at,
+                            table: table.name.clone(),
+                            chain: chain.name.clone(),
+                            freed_by,
+                        });
                         next.push(st);
                     }
                     Ending::Verdict(v, with) => done.push(finish(st, v, with)),
@@ -598,10 +565,9 @@ fn walk_chain<'a>(
             }
             if budget.steps == 0 {
                 st.unmodelled = true;
-                st.assume(format!(
-                    "walk cut short in {} (ruleset too large or looping)",
-                    chain.name
-                ));
+                st.assume(Assumption::WalkCutShort {
+                    chain: chain.name.clone(),
+                });
                 break;
             }
             budget.steps -= 1;
@@ -630,46 +596,38 @@ fn walk_chain<'a>(
                     continue;
                 }
                 Err(true) => {}
-                Ok(Undecided {
-                    why,
-                    unmodelled,
-                    facts,
-                    only_facts,
-                    questions,
-                }) => {
-                    st.asked(&questions);
-                    st.unmodelled |= unmodelled;
+                Ok(when) => {
+                    st.asked(when.iter().flat_map(Condition::questions));
+                    st.unmodelled |= when.iter().any(Condition::unmodelled);
+                    let at = |matched, when: Vec<Condition>| Assumption::AtRule {
+                        table: table.name.clone(),
+                        chain: chain.name.clone(),
+                        rule_no: i + 1,
+                        matched,
+                        when,
+                    };
                     if budget.branches > 1 {
                         budget.branches -= 1;
                         // Branch where the rule does not match: one fact
                         // that alone decides it is then known the other way.
                         let mut other = st.clone();
-                        match (facts.as_slice(), only_facts) {
-                            ([(f, question)], true) => {
-                                other.assume(format!(
-                                    "{} #{}: {}",
-                                    chain.name,
-                                    i + 1,
-                                    phrase(question, !f.holds)
-                                ));
-                                other.decide(Fact {
-                                    key: f.key.clone(),
-                                    holds: !f.holds,
-                                });
-                            }
-                            _ => other.assume(format!("{} #{}: not {why}", chain.name, i + 1)),
+                        if let [only] = when.as_slice()
+                            && let Some(f) = only.as_fact()
+                        {
+                            other.decide(f.not());
                         }
+                        other.assume(at(false, when.clone()));
                         work.push((i + 1, other));
-                        st.assume(format!("{} #{}: {why}", chain.name, i + 1));
-                        for (f, _) in facts {
-                            st.decide(f);
+                        for f in when.iter().filter_map(Condition::as_fact) {
+                            st.decide(f.clone());
                         }
+                        st.assume(at(true, when));
                     } else {
-                        st.assume(format!(
-                            "{} #{}: assumed no match (too many branches)",
-                            chain.name,
-                            i + 1
-                        ));
+                        st.assume(Assumption::BranchLimit {
+                            table: table.name.clone(),
+                            chain: chain.name.clone(),
+                            rule_no: i + 1,
+                        });
                         i += 1;
                         continue;
                     }
@@ -716,8 +674,9 @@ fn walk_chain<'a>(
                     let goto = matches!(rule.target, Target::Goto(_));
                     let Some(sub) = budget.chain(table, name) else {
                         // A jump to a chain the dump never shows acts like an empty chain.
-                        st.assumptions
-                            .push(format!("chain {name} is not in the dump; treated as empty"));
+                        st.assumptions.push(Assumption::MissingChain {
+                            chain: name.clone(),
+                        });
                         i += 1;
                         continue;
                     };
@@ -730,9 +689,13 @@ fn walk_chain<'a>(
                         });
                     if depth >= MAX_DEPTH || looping {
                         st.assume(if looping {
-                            format!("jump loop into {name}; not followed")
+                            Assumption::JumpLoop {
+                                chain: name.clone(),
+                            }
                         } else {
-                            format!("jump depth limit at {name}")
+                            Assumption::JumpDepth {
+                                chain: name.clone(),
+                            }
                         });
                         st.unmodelled = true;
                         i += 1;
@@ -792,12 +755,12 @@ fn walk_chain<'a>(
                     modelled: false, ..
                 } => {
                     st.unmodelled = true;
-                    st.assume(format!(
-                        "{} #{}: target {} not modelled; assumed to continue",
-                        chain.name,
-                        i + 1,
-                        rule.target.name()
-                    ));
+                    st.assume(Assumption::TargetUnmodelled {
+                        table: table.name.clone(),
+                        chain: chain.name.clone(),
+                        rule_no: i + 1,
+                        target: rule.target.name().to_string(),
+                    });
                 }
                 Target::None | Target::Log | Target::Nflog | Target::Other { .. } => {}
             }
@@ -829,56 +792,30 @@ pub(crate) fn could_match(rule: &Rule, pkt: &Packet) -> bool {
     })
 }
 
-/// Whether `rule` matches (`Err(matches)`: decided), or what it depends on.
-fn eval_rule(rule: &Rule, pkt: &Packet, known: &[Fact]) -> Result<Undecided, bool> {
-    let mut u: Option<Undecided> = None;
+/// Whether `rule` matches (`Err(matches)`: decided), or what it needs
+/// that the model cannot see (all of it).
+fn eval_rule(rule: &Rule, pkt: &Packet, known: &[Answer]) -> Result<Vec<Condition>, bool> {
+    let mut when = Vec::new();
     for m in &rule.matches {
-        let (why, question, unmodelled, fact) = match eval_match(m, pkt, known) {
+        match eval_match(m, pkt, known) {
             Tri::No => return Err(false),
-            Tri::Yes => continue,
-            Tri::Maybe(why, unmodelled) => (why.clone(), why, unmodelled, None),
-            Tri::Unknown {
-                question,
-                key,
-                holds,
-            } => (
-                phrase(&question, holds),
-                question,
-                false,
-                Some(Fact { key, holds }),
-            ),
-        };
-        let u = u.get_or_insert_with(|| Undecided {
-            why: String::new(),
-            unmodelled: false,
-            facts: Vec::new(),
-            only_facts: true,
-            questions: Vec::new(),
-        });
-        if !u.why.is_empty() {
-            u.why.push_str(" and ");
+            Tri::Yes => {}
+            Tri::Maybe(c) => when.push(c),
         }
-        u.why.push_str(&why);
-        u.unmodelled |= unmodelled;
-        match fact {
-            Some(f) => u.facts.push((f, question.clone())),
-            None => u.only_facts = false,
-        }
-        u.questions.push(question);
     }
-    u.ok_or(true)
+    if when.is_empty() { Err(true) } else { Ok(when) }
 }
 
-/// A fact-decided match: its value if the branch knows the fact, else
-/// unknown.
-fn by_fact(known: &[Fact], question: String, key: String, holds: bool) -> Tri {
-    match known.iter().find(|f| f.key == key) {
+/// A match that holds when `question`'s answer is `holds`: decided if the
+/// branch already answered it (a remembered question), else unknown.
+fn ask(known: &[Answer], question: Question, holds: bool) -> Tri {
+    let knew = question
+        .remembered()
+        .then(|| known.iter().find(|f| f.question == question))
+        .flatten();
+    match knew {
         Some(f) => tri(f.holds == holds, false),
-        None => Tri::Unknown {
-            question,
-            key,
-            holds,
-        },
+        None => Tri::Maybe(Condition::Is(Answer { question, holds })),
     }
 }
 
@@ -886,7 +823,7 @@ fn tri(b: bool, neg: bool) -> Tri {
     if b != neg { Tri::Yes } else { Tri::No }
 }
 
-fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
+fn eval_match(m: &Match, pkt: &Packet, known: &[Answer]) -> Tri {
     match m {
         Match::Src { neg, net } => tri(net.contains(&pkt.src), *neg),
         Match::Dst { neg, net } => tri(net.contains(&pkt.dst), *neg),
@@ -904,7 +841,13 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
         ),
         Match::Proto { neg, proto } => {
             if pkt.proto == 0 {
-                Tri::Maybe(format!("protocol {proto}"), false)
+                ask(
+                    known,
+                    Question::Protocol {
+                        proto: proto.to_string(),
+                    },
+                    !neg,
+                )
             } else {
                 tri(pkt.proto == *proto, *neg)
             }
@@ -927,13 +870,19 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
             };
             match r {
                 Some(b) => tri(b, *neg),
-                None => Tri::Maybe("port".into(), false),
+                None => ask(known, Question::Port, !neg),
             }
         }
         Match::TcpSyn { neg } => tri(pkt.proto == 6 && pkt.ct == CtState::New, *neg),
         Match::IcmpType { neg, icmp_type } => match &pkt.icmp_type {
             Some(t) => tri(icmp_type_eq(t, icmp_type), *neg),
-            None => Tri::Maybe(format!("icmp type {icmp_type}"), false),
+            None => ask(
+                known,
+                Question::IcmpType {
+                    icmp_type: icmp_type.to_string(),
+                },
+                !neg,
+            ),
         },
         Match::Comment(_) | Match::Limit { .. } => Tri::Yes,
         Match::Mark { neg, value, mask } => tri(pkt.mark & mask == *value, *neg),
@@ -943,57 +892,60 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
             tri(hit, *neg)
         }
         Match::AddrType { src, dst, .. } => {
-            let mut res = Tri::Yes;
-            for (side, cond, addr) in [("source", src, pkt.src), ("destination", dst, pkt.dst)] {
+            let mut unknown = Vec::new();
+            for (side, cond, addr) in [
+                (Side::Source, src, pkt.src),
+                (Side::Destination, dst, pkt.dst),
+            ] {
                 let Some(cond) = cond else { continue };
-                match addrtype_is(&cond.types, addr, pkt.local_addrs.as_deref()) {
-                    Some(b) => {
-                        if let Tri::No = tri(b, cond.neg) {
-                            return Tri::No;
-                        }
-                    }
-                    None => {
-                        let types = cond.types.join(",");
-                        let key = format!("{side} {addr} address type {types}");
-                        let question = format!(
-                            "{side} address type {types} (the node's addresses and routes decide)"
-                        );
-                        res = match (by_fact(known, question, key, !cond.neg), res) {
-                            (Tri::No, _) => return Tri::No,
-                            (Tri::Yes, res) => res,
-                            (unknown, Tri::Yes) => unknown,
-                            // Both sides unknown: no one fact decides it.
-                            (unknown, first) => Tri::Maybe(
-                                format!("{} and {}", plain_why(first), plain_why(unknown)),
-                                false,
-                            ),
-                        };
-                    }
+                let t = match addrtype_is(&cond.types, addr, pkt.local_addrs.as_deref()) {
+                    Some(b) => tri(b, cond.neg),
+                    None => ask(
+                        known,
+                        Question::AddressType {
+                            side,
+                            addr,
+                            types: cond.types.clone(),
+                        },
+                        !cond.neg,
+                    ),
+                };
+                match t {
+                    Tri::No => return Tri::No,
+                    Tri::Yes => {}
+                    Tri::Maybe(c) => unknown.push(c),
                 }
             }
-            res
+            all_of(unknown)
         }
         Match::Recent(r) => {
             if r.set {
                 // `--set` records the address and always matches.
                 return tri(true, r.neg);
             }
-            let side = if r.dest { "destination" } else { "source" };
-            let addr = if r.dest { pkt.dst } else { pkt.src };
-            by_fact(
+            let (side, addr) = if r.dest {
+                (Side::Destination, pkt.dst)
+            } else {
+                (Side::Source, pkt.src)
+            };
+            ask(
                 known,
-                format!("{side} in recent list {}", r.name),
-                format!("recent list {} holds {addr}", r.name),
+                Question::InRecentList {
+                    name: r.name.to_string(),
+                    side,
+                    addr,
+                },
                 !r.neg,
             )
         }
-        Match::Statistic { probability, every } => Tri::Maybe(
+        Match::Statistic { probability, every } => ask(
+            known,
             match (probability, every) {
-                (Some(p), _) => format!("random {:.0}% branch", p * 100.0),
-                (_, Some(n)) => format!("every {n}th packet"),
-                _ => "statistic".into(),
+                (Some(p), _) => Question::Random { probability: *p },
+                (_, Some(n)) => Question::EveryNth { every: *n },
+                _ => Question::Statistic,
             },
-            false,
+            true,
         ),
         Match::Physdev {
             is_in,
@@ -1034,7 +986,15 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
                                 return Tri::No;
                             }
                         }
-                        None => res = Tri::Maybe(format!("bridge port {}", pat.0), false),
+                        None => {
+                            res = ask(
+                                known,
+                                Question::BridgePort {
+                                    pattern: pat.0.to_string(),
+                                },
+                                !neg,
+                            )
+                        }
                     }
                 }
                 res
@@ -1047,68 +1007,69 @@ fn eval_match(m: &Match, pkt: &Packet, known: &[Fact]) -> Tri {
             }
             tri(r.from <= a && a <= r.to, r.neg)
         }
-        Match::MacSource { neg, mac } => by_fact(
+        Match::MacSource { neg, mac } => ask(
             known,
-            format!("sent from MAC {mac}"),
-            format!("source MAC {mac}"),
+            Question::FromMac {
+                mac: mac.to_string(),
+            },
             !neg,
         ),
-        Match::Set(set) => by_fact(
+        Match::Set(set) => ask(
             known,
-            format!("in ipset {}", set.name),
-            format!("ipset {} {} holds the packet", set.name, set.flags),
+            Question::InIpset {
+                name: set.name.to_string(),
+                flags: set.flags.to_string(),
+            },
             !set.neg,
         ),
         Match::OneOf { neg, options } => {
-            let mut res = Tri::No;
+            let mut unknown = Vec::new();
             for o in options {
                 match eval_match(o, pkt, known) {
-                    Tri::Yes => {
-                        res = Tri::Yes;
-                        break;
-                    }
+                    Tri::Yes => return tri(true, *neg),
                     Tri::No => {}
-                    maybe => res = plain(maybe),
+                    Tri::Maybe(c) => unknown.push(c),
                 }
             }
-            match res {
-                Tri::Yes => tri(true, *neg),
-                Tri::No => tri(false, *neg),
-                maybe => maybe,
+            if unknown.is_empty() {
+                tri(false, *neg)
+            } else {
+                Tri::Maybe(Condition::AnyOf {
+                    neg: *neg,
+                    of: unknown,
+                })
             }
         }
         Match::AllOf { options } => {
-            let mut res = Tri::Yes;
+            let mut unknown = Vec::new();
             for o in options {
                 match eval_match(o, pkt, known) {
                     Tri::No => return Tri::No,
                     Tri::Yes => {}
-                    maybe => res = plain(maybe),
+                    Tri::Maybe(c) => unknown.push(c),
                 }
             }
-            res
+            all_of(unknown)
         }
         Match::NfProto { neg, v6 } => tri(pkt.src.is_ipv6() == *v6, *neg),
-        Match::Unmodelled { text } => Tri::Maybe(format!("`{text}`"), true),
+        Match::Unmodelled { text } => ask(
+            known,
+            Question::Unmodelled {
+                text: text.to_string(),
+            },
+            true,
+        ),
     }
 }
 
-/// An unknown inside a set of options: not decided by one fact alone.
-fn plain(t: Tri) -> Tri {
-    match t {
-        Tri::Unknown { .. } => Tri::Maybe(plain_why(t), false),
-        t => t,
-    }
-}
-
-/// What an unknown match requires, in words.
-fn plain_why(t: Tri) -> String {
-    match t {
-        Tri::Unknown {
-            question, holds, ..
-        } => phrase(&question, holds),
-        Tri::Maybe(why, _) => why,
-        Tri::Yes | Tri::No => String::new(),
+/// What holds when every one of `unknown` does: yes when there is
+/// nothing unknown, the one condition when there is one (a remembered
+/// answer stays one the branch decides), else all of them together.
+fn all_of(mut unknown: Vec<Condition>) -> Tri {
+    match unknown.len() {
+        0 => Tri::Yes,
+        1 => Tri::Maybe(unknown.remove(0)),
+        _ => Tri::Maybe(Condition::AllOf(unknown)),
     }
 }
 
@@ -1125,7 +1086,12 @@ fn iface(have: Option<&str>, pat: &IfacePattern, neg: bool, hook_has_one: bool) 
         Some(i) => tri(pat.matches(i), neg),
         // The hook has no such device: the kernel compares with "".
         None if !hook_has_one => tri(false, neg),
-        None => Tri::Maybe(format!("interface {}", pat.0), false),
+        None => Tri::Maybe(Condition::Is(Answer {
+            question: Question::Interface {
+                pattern: pat.0.to_string(),
+            },
+            holds: !neg,
+        })),
     }
 }
 
@@ -1411,9 +1377,38 @@ mod tests {
         // which way it took.
         assert!(out.iter().all(|o| !o.unmodelled));
         let drop = out.iter().find(|o| o.verdict == Verdict::Drop).unwrap();
-        assert_eq!(drop.assumptions, ["INPUT #1: in ipset BAD"]);
+        assert_eq!(drop.assumptions, [at(1, true, [ipset("BAD", true)])]);
         let accept = out.iter().find(|o| o.verdict == Verdict::Accept).unwrap();
-        assert_eq!(accept.assumptions, ["INPUT #1: not in ipset BAD"]);
+        assert_eq!(accept.assumptions, [at(1, false, [ipset("BAD", true)])]);
+    }
+
+    /// The answer "the packet is (`holds`) in ipset `name`, by its source".
+    fn ipset(name: &str, holds: bool) -> Condition {
+        Condition::Is(Answer {
+            question: Question::InIpset {
+                name: name.into(),
+                flags: "src".into(),
+            },
+            holds,
+        })
+    }
+
+    /// Rule `rule_no` of filter's INPUT matched (or not) when `when`.
+    fn at<const N: usize>(rule_no: usize, matched: bool, when: [Condition; N]) -> Assumption {
+        Assumption::AtRule {
+            table: "filter".into(),
+            chain: "INPUT".into(),
+            rule_no,
+            matched,
+            when: when.to_vec(),
+        }
+    }
+
+    fn in_set(name: &str) -> Question {
+        Question::InIpset {
+            name: name.into(),
+            flags: "src".into(),
+        }
     }
 
     /// Verdicts of every outcome, sorted, with the policy steps named.
@@ -1461,7 +1456,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(deciding_unknowns(&out), ["in ipset ONE", "in ipset TWO"]);
+        assert_eq!(deciding_unknowns(&out), [in_set("ONE"), in_set("TWO")]);
         // Asked the negated way first, a set is still one question, and
         // each branch says its answer plainly.
         let rs = parse_ruleset(
@@ -1469,18 +1464,15 @@ mod tests {
         )
         .unwrap();
         let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
-        assert_eq!(deciding_unknowns(&out), ["in ipset BLOCKED"]);
-        let mut said: Vec<&str> = out
-            .iter()
-            .flat_map(|o| &o.assumptions)
-            .map(String::as_str)
-            .collect();
-        said.sort();
+        assert_eq!(deciding_unknowns(&out), [in_set("BLOCKED")]);
+        let said: Vec<&Assumption> = out.iter().flat_map(|o| &o.assumptions).collect();
+        // The rule asks "not in the set": matched when the set does not
+        // hold the packet, and not matched when it does.
         assert_eq!(
             said,
             [
-                "INPUT #1: in ipset BLOCKED",
-                "INPUT #1: not in ipset BLOCKED"
+                &at(1, false, [ipset("BLOCKED", false)]),
+                &at(1, true, [ipset("BLOCKED", false)])
             ]
         );
     }
@@ -1529,11 +1521,19 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:#?}");
         let drop = out.iter().find(|o| o.verdict == Verdict::Drop).unwrap();
         assert_eq!(drop.decider().unwrap().rule_no, Some(2));
-        assert_eq!(drop.assumptions, ["INPUT #2: source in recent list SSH"]);
+        let ssh = Condition::Is(Answer {
+            question: Question::InRecentList {
+                name: "SSH".into(),
+                side: Side::Source,
+                addr: "192.0.2.2".parse().unwrap(),
+            },
+            holds: true,
+        });
+        assert_eq!(drop.assumptions, [at(2, true, [ssh.clone()])]);
         let accept = out.iter().find(|o| o.verdict == Verdict::Accept).unwrap();
         assert_eq!(
             accept.assumptions,
-            ["INPUT #2: not source in recent list SSH"],
+            [at(2, false, [ssh])],
             "rule 3 asks the same list: decided already"
         );
     }
@@ -1632,10 +1632,11 @@ mod tests {
                 (Hook::Forward, Verdict::Drop)
             ]
         );
-        assert!(
-            out.iter()
-                .all(|o| o.assumptions.iter().any(|a| a.starts_with("routing: ")))
-        );
+        assert!(out.iter().all(|o| {
+            o.assumptions
+                .iter()
+                .any(|a| matches!(a, Assumption::Routed { .. }))
+        }));
         assert_eq!(
             deciding_unknowns(&out).len(),
             1,

@@ -262,10 +262,10 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
             "hook": pkt.hook.as_str(),
             "flow": flow,
             "verdict": if drops.is_empty() { "ACCEPT" } else if accepted.is_empty() { drops[0].decision.verdict.as_str() } else { "DEPENDS" },
-            "depends_on": unknowns,
+            "depends_on": explain::unknowns::questions(&unknowns),
             "branches": outcomes.len(),
             "drops": drops,
-            "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path.iter().map(step_notation).collect::<Vec<_>>(), "hooks": o.hooks, "assumptions": o.assumptions, "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
+            "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path.iter().map(step_notation).collect::<Vec<_>>(), "hooks": o.hooks, "assumptions": explain::unknowns::assumptions(&o.assumptions), "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -279,7 +279,7 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
             if unknowns.is_empty() {
                 "nothing".to_owned()
             } else {
-                unknowns.join("; ")
+                explain::unknowns::questions(&unknowns).join("; ")
             }
         );
     }
@@ -299,7 +299,7 @@ fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result
                 if o.assumptions.is_empty() {
                     "nothing else decides".to_owned()
                 } else {
-                    o.assumptions.join("; ")
+                    explain::unknowns::assumptions(&o.assumptions).join("; ")
                 }
             );
         }

@@ -129,7 +129,7 @@ pub fn explain_finding(
             e.reject_with = d.reject_with.clone();
             e.service = d.service.clone();
             e.path = d.path.iter().map(step_notation).collect();
-            e.assumptions = d.assumptions.clone();
+            e.assumptions = super::unknowns::assumptions(&d.assumptions);
             match (rules, f.flows.first()) {
                 (Some((rs, owners)), Some(pkt)) => {
                     let x = super::explain(rs, owners, cluster, pkt, d.clone());

@@ -5,6 +5,7 @@
 pub mod check;
 mod fix_text;
 pub mod kernel;
+pub mod unknowns;
 
 use netdrop_model::{
     Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict,
@@ -27,6 +28,9 @@ use serde::Serialize;
 pub struct Explanation {
     #[serde(flatten)]
     pub decision: Decision,
+    /// What the model had to assume, in words (the decision's typed
+    /// assumptions said once).
+    pub assumptions: Vec<String>,
     pub explanation: String,
     pub fix: String,
     /// Whether netdrop walked the fix on its model before printing it.
@@ -118,6 +122,7 @@ pub fn explain(
             pkt.dst,
             "<destination>",
         ),
+        assumptions: unknowns::assumptions(&decision.assumptions),
         decision,
         explanation,
         fix,

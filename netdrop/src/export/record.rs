@@ -190,7 +190,7 @@ impl Record {
         self.owner = Some(d.owner);
         self.leftover = d.leftover;
         self.service = d.service.clone();
-        self.assumptions = d.assumptions.clone();
+        self.assumptions = crate::explain::unknowns::assumptions(&d.assumptions);
         self.unmodelled = d.unmodelled;
     }
     pub fn set_flow(&mut self, f: &Flow) {
