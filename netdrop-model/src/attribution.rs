@@ -114,21 +114,30 @@ pub fn attribute(
         _ => true,
     };
     let outcomes = simulate_freed_by(after, pkt, engine);
-    let mut candidates: Vec<&Outcome> = outcomes
+    // Each drop with the assumptions its verdict hangs on (a fork every
+    // way of which drops is no assumption of the drop).
+    let dep = crate::simulate::depends(&outcomes);
+    let mut candidates: Vec<(Decision, &Outcome)> = outcomes
         .iter()
-        .filter(|o| o.verdict.is_drop())
-        .filter(|o| o.decider().is_none_or(|d| possible(&d.table)))
+        .enumerate()
+        .filter(|(_, o)| o.verdict.is_drop())
+        .filter(|(_, o)| o.decider().is_none_or(|d| possible(&d.table)))
+        .map(|(i, o)| {
+            let mut d = Decision::of(after, owners, o);
+            d.assumptions = dep.essential(i, o);
+            (d, o)
+        })
         .collect();
-    candidates.sort_by_key(|o| (o.unmodelled, o.assumptions.len()));
+    candidates.sort_by_key(|(d, o)| (o.unmodelled, d.assumptions.len()));
     if let Some(before) = before {
         // A simulated drop whose counter confirms it wins.
-        if let Some(o) = candidates
+        if let Some((d, _)) = candidates
             .iter()
-            .find(|o| o.decider().is_some_and(|d| grew(before, after, d, drops)))
+            .find(|(_, o)| o.decider().is_some_and(|d| grew(before, after, d, drops)))
         {
             return Some(Attribution {
                 evidence: Evidence::Counters,
-                decision: Decision::of(after, owners, o),
+                decision: d.clone(),
             });
         }
         // The model missed it (an ipset, an unmodelled match...): a dropping
@@ -144,10 +153,13 @@ pub fn attribute(
             });
         }
     }
-    candidates.first().map(|o| Attribution {
-        evidence: Evidence::Simulated,
-        decision: Decision::of(after, owners, o),
-    })
+    candidates
+        .into_iter()
+        .next()
+        .map(|(decision, _)| Attribution {
+            evidence: Evidence::Simulated,
+            decision,
+        })
 }
 
 fn counter_only(

@@ -710,14 +710,19 @@ pub fn probes(pod: &IpNet, shape: &NodeShape) -> Vec<Probe> {
 
 /// The first dropping outcome of a packet's walk along its whole way
 /// (one that needed no assumption if there is one), resolved; `None` if
-/// every outcome accepts.
+/// every outcome accepts. Its assumptions are those its verdict hangs on:
+/// a fork whose every way drops (one that picks a NAT rule or a mark)
+/// leaves the drop certain.
 pub fn first_drop(rs: &Ruleset, owners: &OwnerContext, pkt: &Packet) -> Option<Decision> {
     let outcomes = simulate_path(rs, pkt);
-    let drop = outcomes
+    let dep = crate::simulate::depends(&outcomes);
+    let (i, drop) = outcomes
         .iter()
-        .filter(|o| o.verdict.is_drop())
-        .min_by_key(|o| (o.unmodelled, o.assumptions.len()))?;
+        .enumerate()
+        .filter(|(_, o)| o.verdict.is_drop())
+        .min_by_key(|(i, o)| (o.unmodelled, dep.essential(*i, o).len()))?;
     let mut d = Decision::of(rs, owners, drop);
+    d.assumptions = dep.essential(i, drop);
     if outcomes.iter().any(|o| o.verdict == Verdict::Accept) {
         d.assumptions
             .push(crate::question::Assumption::OtherBranchesAccept);

@@ -213,10 +213,20 @@ impl Assumption {
         }
     }
 
-    /// The questions this assumption answered.
-    pub fn questions(&self) -> Vec<&Question> {
+    /// The questions this assumption answered (routing's: whether the
+    /// destination is the node's).
+    pub fn questions(&self) -> Vec<Question> {
         match self {
-            Self::AtRule { when, .. } => when.iter().flat_map(Condition::questions).collect(),
+            Self::AtRule { when, .. } => when
+                .iter()
+                .flat_map(Condition::questions)
+                .cloned()
+                .collect(),
+            Self::Routed { dst, .. } => vec![Question::AddressType {
+                side: Side::Destination,
+                addr: *dst,
+                types: vec!["LOCAL".into()],
+            }],
             _ => Vec::new(),
         }
     }

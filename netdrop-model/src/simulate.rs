@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::question::{Answer, Assumption, Condition, Question, Side};
+use crate::question::{Answer, Assumption, Condition, Fork, Question, Side};
 
 use super::rules::*;
 use crate::words::Hook;
@@ -168,6 +168,149 @@ pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<Question> {
         if !out.contains(q) {
             out.push(q.clone());
         }
+    }
+    out
+}
+
+/// What the outcomes of one walk hang on, split the way a user asks: the
+/// questions whose answers change the verdict, and those that change only
+/// how it ends (the rule that decides, source or destination NAT).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Depends {
+    /// Questions whose answers change the verdict, in walk order.
+    pub verdict: Vec<Question>,
+    /// Questions that change how the packet ends but not the verdict.
+    pub rest: Vec<Question>,
+    /// For each outcome (same order), the indices of its assumptions that
+    /// are ways of a fork that changes the verdict.
+    pub deciding: Vec<Vec<usize>>,
+}
+
+impl Depends {
+    /// The assumptions of outcome `i` its verdict hangs on: the ways of
+    /// forks that change the verdict, and whatever is not a way of a fork
+    /// (a match taken not to match, a walk cut short…). A fork whose every
+    /// way ends in the same verdict is left out: that verdict is certain.
+    pub fn essential(&self, i: usize, o: &Outcome) -> Vec<Assumption> {
+        let deciding = self.deciding.get(i);
+        o.assumptions
+            .iter()
+            .enumerate()
+            .filter(|(k, a)| a.fork().is_none() || deciding.is_none_or(|d| d.contains(k)))
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+}
+
+/// How one outcome ends, for telling forks apart: its verdict, the rule
+/// that decided, its NAT.
+fn ending(o: &Outcome) -> (Verdict, Option<&Step>, Option<&str>, Option<&str>) {
+    (o.verdict, o.decider(), o.snat.as_deref(), o.dnat.as_deref())
+}
+
+/// The ways of forks an outcome took, each with its assumption's index.
+fn forks_of(o: &Outcome) -> Vec<(usize, Fork<'_>, bool)> {
+    o.assumptions
+        .iter()
+        .enumerate()
+        .filter_map(|(k, a)| a.fork().map(|(f, way)| (k, f, way)))
+        .collect()
+}
+
+/// One fork of a walk: the ways taken before it, and the endings reached
+/// down each of its two ways.
+struct ForkSeen<'a> {
+    before: Vec<(Fork<'a>, bool)>,
+    at: Fork<'a>,
+    questions: Vec<Question>,
+    yes: Vec<usize>,
+    no: Vec<usize>,
+}
+
+/// Which questions change the verdict of a walk, and which only how it
+/// ends. Each fork of the walk (a rule it could not decide, routing) is
+/// looked at with the branches below it: it changes the verdict when the
+/// verdicts reachable down its two ways differ (a fork under which every
+/// way accepts changes nothing a user asked, however many NAT rules it
+/// picks between).
+pub fn depends(outcomes: &[Outcome]) -> Depends {
+    let mut seen: Vec<ForkSeen<'_>> = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let forks = forks_of(o);
+        for (n, (k, at, way)) in forks.iter().enumerate() {
+            let before: Vec<(Fork<'_>, bool)> =
+                forks[..n].iter().map(|(_, f, w)| (*f, *w)).collect();
+            let pos = match seen.iter().position(|s| s.at == *at && s.before == before) {
+                Some(p) => p,
+                None => {
+                    seen.push(ForkSeen {
+                        before,
+                        at: *at,
+                        questions: o.assumptions[*k].questions(),
+                        yes: Vec::new(),
+                        no: Vec::new(),
+                    });
+                    seen.len() - 1
+                }
+            };
+            let s = &mut seen[pos];
+            if *way { s.yes.push(i) } else { s.no.push(i) }
+        }
+    }
+    // A branch that assumed as much as it may lost the rest: its forks
+    // are not all known, so every question is taken to matter.
+    let complete = outcomes
+        .iter()
+        .all(|o| o.assumptions.len() < MAX_ASSUMPTIONS);
+    let differ = |a: &[usize], b: &[usize], key: &dyn Fn(&Outcome) -> String| {
+        let set = |v: &[usize]| {
+            let mut s: Vec<String> = v.iter().map(|i| key(&outcomes[*i])).collect();
+            s.sort();
+            s.dedup();
+            s
+        };
+        set(a) != set(b)
+    };
+    let verdict_of = |o: &Outcome| o.verdict.as_str().to_owned();
+    let ending_of = |o: &Outcome| format!("{:?}", ending(o));
+    let all_alike = outcomes.windows(2).all(|w| w[0].verdict == w[1].verdict);
+    let mut out = Depends {
+        deciding: vec![Vec::new(); outcomes.len()],
+        ..Depends::default()
+    };
+    let push = |into: &mut Vec<Question>, qs: &[Question]| {
+        for q in qs {
+            if !into.contains(q) {
+                into.push(q.clone());
+            }
+        }
+    };
+    for s in &seen {
+        let changes_verdict = if complete {
+            differ(&s.yes, &s.no, &verdict_of)
+        } else {
+            !all_alike
+        };
+        if changes_verdict {
+            push(&mut out.verdict, &s.questions);
+            for i in s.yes.iter().chain(&s.no) {
+                let o = &outcomes[*i];
+                if let Some(k) = forks_of(o)
+                    .iter()
+                    .find(|(_, f, _)| *f == s.at)
+                    .map(|(k, ..)| *k)
+                {
+                    out.deciding[*i].push(k);
+                }
+            }
+        } else if differ(&s.yes, &s.no, &ending_of) {
+            push(&mut out.rest, &s.questions);
+        }
+    }
+    out.rest.retain(|q| !out.verdict.contains(q));
+    for d in &mut out.deciding {
+        d.sort_unstable();
+        d.dedup();
     }
     out
 }
@@ -1475,6 +1618,44 @@ mod tests {
                 &at(1, true, [ipset("BLOCKED", false)])
             ]
         );
+    }
+
+    #[test]
+    fn only_questions_that_change_the_verdict_are_what_it_depends_on() {
+        // Every way accepts; they differ in which rule masquerades.
+        let all_accept = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -m set --match-set MASQ src -j MASQUERADE\n-A POSTROUTING -m set --match-set LOOP src -j MASQUERADE\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n";
+        let rs = parse_ruleset(all_accept).unwrap();
+        let mut p = pkt(Hook::Forward, "10.224.1.2", "10.224.2.2");
+        p.in_iface = Some("flannel.1".into());
+        p.out_iface = Some("cni0".into());
+        let out = simulate_path(&rs, &p);
+        assert!(out.len() > 1 && out.iter().all(|o| o.verdict == Verdict::Accept));
+        let d = depends(&out);
+        assert!(d.verdict.is_empty(), "{d:?}");
+        assert_eq!(d.rest, [in_set("MASQ"), in_set("LOOP")]);
+        // Certain: no outcome's verdict hangs on an assumption.
+        assert!(
+            out.iter()
+                .enumerate()
+                .all(|(i, o)| d.essential(i, o).is_empty())
+        );
+
+        // A set above the fork that decides, which does not itself
+        // change the verdict, and a set that does.
+        let mixed = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -m set --match-set MASQ src -j MASQUERADE\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\n:MARKED - [0:0]\n-A FORWARD -m set --match-set NOTE src -j MARKED\n-A FORWARD -m set --match-set BAD src -j DROP\n-A MARKED -j RETURN\nCOMMIT\n";
+        let rs = parse_ruleset(mixed).unwrap();
+        let out = simulate_path(&rs, &p);
+        let d = depends(&out);
+        assert_eq!(d.verdict, [in_set("BAD")], "{d:?}");
+        assert_eq!(d.rest, [in_set("MASQ")], "{d:?}");
+        let (i, drop) = out
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.verdict == Verdict::Drop)
+            .unwrap();
+        let essential = d.essential(i, drop);
+        assert_eq!(essential.len(), 1, "{essential:?}");
+        assert_eq!(essential[0].questions(), [in_set("BAD")]);
     }
 
     #[test]

@@ -5,10 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use netdrop_model::{
-    Decision, Family, OwnerContext, Verdict,
+    Family, OwnerContext,
     check::{NodeFacts, PodCidrs},
-    decision::step_notation,
-    simulate::{deciding_unknowns, group_outcomes},
     simulate_path,
 };
 
@@ -16,7 +14,7 @@ use crate::{
     attribute::rules::reader::{self, NodeRules},
     cli::{CheckArgs, ExplainArgs, Output},
     explain::{
-        self, Explanation,
+        self,
         check::{ExplainedFinding, check_node, is_failing},
     },
     netns::Netns,
@@ -228,119 +226,14 @@ pub fn run_explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 /// `explain` of the packet through one ruleset: along its whole way
 /// through the node, from the first hook it crosses to the last.
 fn explain_in(rs: &netdrop_model::Ruleset, args: &ExplainArgs) -> anyhow::Result<()> {
-    let pkt = args.packet.clone();
     let owners = OwnerContext::new(rs, None);
     let cluster = args.cluster.cluster();
-    // Each drop is explained as the packet was where it died (DNAT
-    // applied, its devices at that hook).
-    let explain = |o: &netdrop_model::Outcome| {
-        explain::explain(
-            rs,
-            &owners,
-            &cluster,
-            &o.packet,
-            Decision::of(rs, &owners, o),
-        )
-    };
-    let outcomes = simulate_path(rs, &pkt);
-    // Branches that end alike are one answer, however many there are.
-    let groups = group_outcomes(&outcomes);
-    let unknowns = deciding_unknowns(&outcomes);
-    let drops: Vec<Explanation> = groups
-        .iter()
-        .filter(|g| g.first.verdict.is_drop())
-        .map(|g| explain(g.first))
-        .collect();
-    let flow = explain::flow_text(&pkt);
+    let outcomes = simulate_path(rs, &args.packet);
+    let answer = explain::answer::Answer::new(rs, &owners, &cluster, &args.packet, &outcomes);
     if args.output == Output::Json {
-        let accepted: Vec<_> = groups
-            .iter()
-            .filter(|g| g.first.verdict == Verdict::Accept)
-            .map(|g| g.first)
-            .collect();
-        let v = serde_json::json!({
-            "hook": pkt.hook.as_str(),
-            "flow": flow,
-            "verdict": if drops.is_empty() { "ACCEPT" } else if accepted.is_empty() { drops[0].decision.verdict.as_str() } else { "DEPENDS" },
-            "depends_on": explain::unknowns::questions(&unknowns),
-            "branches": outcomes.len(),
-            "drops": drops,
-            "accepts": accepted.iter().map(|o| serde_json::json!({"path": o.path.iter().map(step_notation).collect::<Vec<_>>(), "hooks": o.hooks, "assumptions": explain::unknowns::assumptions(&o.assumptions), "dnat": o.dnat, "snat": o.snat})).collect::<Vec<_>>(),
-        });
-        println!("{v}");
-        return Ok(());
-    }
-    if groups.len() > 1 || !unknowns.is_empty() {
-        println!(
-            "{} {flow}: {} way{} to end, depending on what netdrop cannot see: {}",
-            pkt.hook.as_str(),
-            groups.len(),
-            if groups.len() == 1 { "" } else { "s" },
-            if unknowns.is_empty() {
-                "nothing".to_owned()
-            } else {
-                explain::unknowns::questions(&unknowns).join("; ")
-            }
-        );
-    }
-    for g in &groups {
-        let o = g.first;
-        if groups.len() > 1 || !unknowns.is_empty() {
-            let more = match g.branches {
-                1 => String::new(),
-                n => format!(
-                    " (and {} more branch{} ending so)",
-                    n - 1,
-                    if n == 2 { "" } else { "es" }
-                ),
-            };
-            println!(
-                "when {}{more}:",
-                if o.assumptions.is_empty() {
-                    "nothing else decides".to_owned()
-                } else {
-                    explain::unknowns::assumptions(&o.assumptions).join("; ")
-                }
-            );
-        }
-        println!("{} {flow}: {}", pkt.hook.as_str(), o.verdict.as_str());
-        println!(
-            "  way: {} ({} in {})",
-            o.hooks
-                .iter()
-                .map(|h| h.as_str())
-                .collect::<Vec<_>>()
-                .join(" → "),
-            match o.verdict {
-                Verdict::Accept => "passed, last",
-                Verdict::Reject => "rejected",
-                _ => "dropped",
-            },
-            o.hook.as_str()
-        );
-        for s in &o.path {
-            println!("  {} {}", s.hook.as_str(), step_notation(s));
-        }
-        if let Some(d) = &o.dnat {
-            println!("  DNAT to {d}");
-        }
-        if let Some(s) = &o.snat {
-            println!("  source NAT: {s}");
-        }
-        if o.verdict.is_drop() {
-            let e = explain(o);
-            println!(
-                "  owner: {}{}",
-                e.decision.owner.as_str(),
-                if e.decision.leftover {
-                    " (leftover)"
-                } else {
-                    ""
-                }
-            );
-            println!("  why: {}", e.explanation);
-            println!("  fix: {}", e.fix);
-        }
+        println!("{}", answer.json());
+    } else {
+        print!("{}", answer.text());
     }
     Ok(())
 }

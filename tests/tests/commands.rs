@@ -338,7 +338,19 @@ fn explain_summarises_branches_by_how_they_end() {
     let first = out.lines().next().unwrap_or_default();
     assert_eq!(
         first,
-        "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472: 3 ways to end, depending on what netdrop cannot see: in ipset ONE; in ipset TWO",
+        "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472: DROP or ACCEPT, depending on: in ipset ONE; in ipset TWO",
+        "{out}"
+    );
+    // The ways by verdict, each with the answers it takes, before each is
+    // told in full.
+    let summary: Vec<&str> = out.lines().skip(1).take(3).collect();
+    assert_eq!(
+        summary,
+        [
+            "  DROP at filter/INPUT policy DROP, when INPUT #1: not in ipset ONE; INPUT #2: not in ipset TWO",
+            "  ACCEPT (passed, last in INPUT), when INPUT #1: in ipset ONE",
+            "  ACCEPT (passed, last in INPUT), when INPUT #1: not in ipset ONE; INPUT #2: in ipset TWO",
+        ],
         "{out}"
     );
     // One answer per way: the policy drop once, with its explanation once.
@@ -355,9 +367,127 @@ fn explain_summarises_branches_by_how_they_end() {
         v["depends_on"],
         serde_json::json!(["in ipset ONE", "in ipset TWO"])
     );
+    assert_eq!(v["varies_with"], serde_json::json!([]));
     assert_eq!(v["branches"], 4);
     assert_eq!(v["drops"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        v["drops"][0]["when"],
+        serde_json::json!(["INPUT #1: not in ipset ONE", "INPUT #2: not in ipset TWO"])
+    );
     assert_eq!(v["accepts"].as_array().map(Vec::len), Some(2));
+}
+
+/// When every way the walk can take ends in the same verdict, `explain`
+/// says it first, as certain; the questions that change only NAT or the
+/// rule that decides come after it, and not in `depends_on` (issue #32's
+/// Calico/IPVS node: four ways, all ACCEPT, differing in MASQUERADE).
+#[test]
+fn explain_leads_with_the_verdict_every_way_agrees_on() {
+    let rules = fixture("indexdoc-calico-ipvs-nat-leftover-kube-sep-chains.rules");
+    let packet = "FORWARD tcp 10.224.1.2:40000 -> 10.224.2.2:80 in flannel.1 out cni0";
+    let args = [
+        "explain",
+        "--rules",
+        &rules,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--packet",
+        packet,
+    ];
+    let text = netdrop(&args);
+    assert_eq!(text.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&text.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("{packet}: ACCEPT").as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(
+            "  certain: every way the walk can take ends so; what netdrop cannot see changes only the rule that decides and source NAT"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("  varies with: ") && lines[2].contains("in ipset KUBE-LOOP-BACK"),
+        "{out}"
+    );
+    // One line per way, not a block each.
+    let ways: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("  - ACCEPT "))
+        .collect();
+    assert_eq!(ways.len(), 4, "{out}");
+    assert_eq!(lines.len(), 3 + 4, "{out}");
+    assert!(!out.contains("DROP"), "{out}");
+
+    let json = netdrop(&[&args[..], &["--output", "json"]].concat());
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["verdict"], "ACCEPT", "{v}");
+    assert_eq!(v["depends_on"], serde_json::json!([]), "{v}");
+    let varies = v["varies_with"].as_array().cloned().unwrap_or_default();
+    assert!(
+        varies.contains(&serde_json::json!("in ipset KUBE-LOOP-BACK")),
+        "{v}"
+    );
+    assert!(v["branches"].as_u64().unwrap_or(0) > 4, "{v}");
+    let accepts = v["accepts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(accepts.len(), 4, "{v}");
+    // Each accept keeps every assumption it took; none hangs its verdict
+    // on one.
+    assert!(
+        accepts.iter().all(|a| a["when"] == serde_json::json!([])),
+        "{v}"
+    );
+    assert!(
+        accepts
+            .iter()
+            .all(|a| !a["assumptions"].as_array().unwrap().is_empty()),
+        "{v}"
+    );
+}
+
+/// A walk with one way and nothing unknown: the verdict alone, no
+/// "certain" line, and empty `depends_on` and `varies_with`.
+#[test]
+fn explain_of_a_single_way_is_its_verdict() {
+    let file = TempPath::file(
+        "single",
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp --dport 8472 -j DROP\nCOMMIT\n",
+    );
+    let packet = "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472";
+    let text = netdrop(&["explain", "--rules", file.path(), "--packet", packet]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("{packet}: DROP").as_str()),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("  way: PREROUTING → INPUT (dropped in INPUT)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("certain") && !out.contains("depending on"),
+        "{out}"
+    );
+    let json = netdrop(&[
+        "explain",
+        "--rules",
+        file.path(),
+        "--packet",
+        packet,
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["verdict"], "DROP");
+    assert_eq!(v["depends_on"], serde_json::json!([]));
+    assert_eq!(v["varies_with"], serde_json::json!([]));
+    assert_eq!(v["branches"], 1);
 }
 
 /// A dropped reply is fixed by accepting the connections already accepted,

@@ -2,6 +2,7 @@
 //! on — whose rule it is, why it matched, and the command that fixes it
 //! (and how to make the fix survive a reboot).
 
+pub mod answer;
 pub mod check;
 mod fix_text;
 pub mod kernel;

@@ -64,8 +64,29 @@ pub fn questions<'q>(qs: impl IntoIterator<Item = &'q Question>) -> Vec<String> 
 
 /// An answer: `in ipset X`, `not in ipset X`.
 pub fn answer(a: &Answer) -> String {
-    let q = question(&a.question);
-    if a.holds { q } else { format!("not {q}") }
+    match (&a.question, a.holds) {
+        (
+            Question::AddressType {
+                side: s,
+                addr,
+                types,
+            },
+            holds,
+        ) => {
+            let is = if holds { "is" } else { "is not" };
+            if types.len() == 1 && types[0].eq_ignore_ascii_case("LOCAL") {
+                format!("{} {addr} {is} the node's", side(*s))
+            } else {
+                format!(
+                    "{} {addr} {is} of address type {}",
+                    side(*s),
+                    types.join(",")
+                )
+            }
+        }
+        (q, true) => question(q),
+        (q, false) => format!("not {}", question(q)),
+    }
 }
 
 /// What a match needs, in words.
@@ -208,6 +229,14 @@ mod tests {
         assert_eq!(
             question(&local),
             "destination 192.0.2.1 is an address of the node (its addresses decide)"
+        );
+        let not_local = Answer {
+            question: local,
+            holds: false,
+        };
+        assert_eq!(
+            answer(&not_local),
+            "destination 192.0.2.1 is not the node's"
         );
     }
 }
