@@ -4,7 +4,9 @@
 //! - `test`: fmt, clippy (host and eBPF), unit tests, privileged tests.
 //! - `demo`: the main job on an embedded default.
 //! - `bench`: benchmarks (not tests), written to BENCHMARKS.md.
+//! - `image`: the DaemonSet's image, built here, as an OCI archive.
 
+mod image;
 mod programs;
 mod setup;
 
@@ -34,6 +36,10 @@ enum Cmd {
     /// Benchmarks (not tests): drop and forwarding floods, per-event kernel
     /// cost, model scale, time to answer; writes BENCHMARKS.md.
     Bench,
+    /// Build the image users build from deploy/kubernetes/Containerfile
+    /// (its runtime stage, on a Debian base made here) and write it as an
+    /// OCI archive, target/image/netdrop.oci.tar.
+    Image,
     /// Run `netdrop demo` (needs root).
     Demo {
         /// Passed to `netdrop demo --duration`.
@@ -48,6 +54,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => test(),
         Cmd::Demo { duration } => demo(&duration),
         Cmd::Bench => bench(),
+        Cmd::Image => {
+            require_root("cargo xtask image")?;
+            image::run().map(|_| ())
+        }
     }
 }
 
@@ -150,6 +160,10 @@ fn test() -> anyhow::Result<()> {
     // ...privileged tests share the kernel (programs, namespaces): serially,
     // and none may skip: they fail if not root.
     sh("cargo", &["build", "--package", "netdrop"])?;
+    // The DaemonSet's pod runs the image (tests/tests/daemonset.rs).
+    if let Err(e) = image::run() {
+        tally.steps.push(format!("cargo xtask image: {e:#}"));
+    }
     // SAFETY: single-threaded here; the variable is read by the test processes.
     unsafe { std::env::set_var("NETDROP_PRIVILEGED", "1") };
     cargo_test(

@@ -55,6 +55,8 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("containerd", "containerd"),
     ("ctr", "containerd"),
     ("runc", "runc"),
+    ("mmdebstrap", "mmdebstrap"),
+    ("buildah", "buildah"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     ("/usr/lib/cni/host-local", "containernetworking-plugins"),
     ("/usr/lib/cni/firewall", "containernetworking-plugins"),

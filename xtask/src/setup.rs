@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "gcc",
     "libc6-dev",
+    // The image (`cargo xtask image`): a Debian base from Debian's
+    // packages, the Containerfile's runtime stage built without a daemon.
+    "mmdebstrap",
+    "buildah",
     // Firewall generators, run in test namespaces (generators.rs).
     "shorewall",
     "ferm",

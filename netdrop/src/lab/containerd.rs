@@ -50,6 +50,43 @@ pub struct Pod {
     pub ip: String,
 }
 
+/// A pod on the node's own network (`hostNetwork: true`) with one
+/// container, as kubelet asks the runtime for one: what a DaemonSet's
+/// pod spec says, in CRI's terms.
+#[derive(Clone, Debug, Default)]
+pub struct HostPodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub container: String,
+    pub image: String,
+    /// The container's `args` (the image's entrypoint stays).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `(container path, host path, read-only)`.
+    pub mounts: Vec<(String, String, bool)>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privs: bool,
+    pub readonly_rootfs: bool,
+    pub run_as_user: Option<i64>,
+    /// `seccompProfile: Unconfined` (else the runtime's default).
+    pub seccomp_unconfined: bool,
+    /// `resources.limits.memory`, bytes (0: none).
+    pub memory_limit: i64,
+}
+
+/// A running host-network pod of the lab.
+#[derive(Clone, Debug)]
+pub struct HostPod {
+    pub sandbox: String,
+    pub container: String,
+    /// The container's log, as kubelet has the runtime write it (CRI log
+    /// format: `<time> <stream> <P|F> <line>`): what `kubectl logs` reads.
+    pub log: PathBuf,
+}
+
 /// What `RunPodSandbox` is given.
 pub struct PodSpec<'a> {
     pub namespace: &'a str,
@@ -267,6 +304,231 @@ state = "{state}"
             bail!("pod {}/{} got no address", pod.namespace, pod.name);
         }
         Ok(Pod { id, netns, ip })
+    }
+
+    /// Imports an OCI archive under `name` (`ctr images import`), as a
+    /// node that loaded the image would have it.
+    pub fn import_image(&self, archive: &Path, name: &str) -> anyhow::Result<()> {
+        let out = Command::new("ctr")
+            .args(["--address", &self.socket, "-n", "k8s.io", "images", "import"])
+            .args(["--index-name", name])
+            .arg(archive)
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr images import {}: {}",
+                archive.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// A pod on the node's network with its one container started, made
+    /// as kubelet makes it: `RunPodSandbox` (host network), then
+    /// `CreateContainer` and `StartContainer`.
+    pub fn run_host_pod(&mut self, spec: &HostPodSpec) -> anyhow::Result<HostPod> {
+        use k8s_cri::v1::{
+            Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec,
+            Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+            LinuxContainerSecurityContext, LinuxSandboxSecurityContext, Mount, NamespaceMode,
+            NamespaceOption, SecurityProfile, StartContainerRequest, security_profile::ProfileType,
+        };
+        let logs = self
+            .dir
+            .join("logs")
+            .join(format!("{}_{}", spec.namespace, spec.name));
+        std::fs::create_dir_all(&logs).context("creating the pod's log directory")?;
+        let host_network = NamespaceOption {
+            network: NamespaceMode::Node as i32,
+            pid: NamespaceMode::Container as i32,
+            ipc: NamespaceMode::Pod as i32,
+            ..Default::default()
+        };
+        let sandbox = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: spec.name.clone(),
+                uid: format!("{}-{}-uid", spec.namespace, spec.name),
+                namespace: spec.namespace.clone(),
+                attempt: 0,
+            }),
+            log_directory: logs.display().to_string(),
+            labels: [
+                ("io.kubernetes.pod.name".to_owned(), spec.name.clone()),
+                (
+                    "io.kubernetes.pod.namespace".to_owned(),
+                    spec.namespace.clone(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(host_network.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let log_path = format!("{}/0.log", spec.container);
+        let container = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: spec.container.clone(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: spec.image.clone(),
+                ..Default::default()
+            }),
+            args: spec.args.clone(),
+            envs: spec
+                .env
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|(c, h, ro)| Mount {
+                    container_path: c.clone(),
+                    host_path: h.clone(),
+                    readonly: *ro,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: log_path.clone(),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: spec.memory_limit,
+                    ..Default::default()
+                }),
+                security_context: Some(LinuxContainerSecurityContext {
+                    capabilities: Some(Capability {
+                        add_capabilities: spec.cap_add.clone(),
+                        drop_capabilities: spec.cap_drop.clone(),
+                        ..Default::default()
+                    }),
+                    privileged: spec.privileged,
+                    namespace_options: Some(host_network),
+                    run_as_user: spec.run_as_user.map(|value| Int64Value { value }),
+                    readonly_rootfs: spec.readonly_rootfs,
+                    no_new_privs: spec.no_new_privs,
+                    seccomp: Some(SecurityProfile {
+                        profile_type: if spec.seccomp_unconfined {
+                            ProfileType::Unconfined as i32
+                        } else {
+                            ProfileType::RuntimeDefault as i32
+                        },
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let sandbox_config = sandbox.clone();
+        let sandbox_id = self.client(async |c| {
+            Ok(c.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+        })?;
+        self.sandboxes.push(sandbox_id.clone());
+        let container_id = self.client(async |c| {
+            let id = c
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: sandbox_id.clone(),
+                    config: Some(container),
+                    sandbox_config: Some(sandbox_config),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            c.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+            Ok(id)
+        })?;
+        Ok(HostPod {
+            sandbox: sandbox_id,
+            container: container_id,
+            log: logs.join(log_path),
+        })
+    }
+
+    /// Stops a host-network pod as kubelet deletes one: its container
+    /// gets SIGTERM and `grace` seconds before SIGKILL, then the sandbox
+    /// goes.
+    pub fn delete_host_pod(&mut self, pod: &HostPod, grace: i64) -> anyhow::Result<()> {
+        let id = pod.container.clone();
+        self.client(async |c| {
+            c.stop_container(k8s_cri::v1::StopContainerRequest {
+                container_id: id,
+                timeout: grace,
+            })
+            .await?;
+            Ok(())
+        })?;
+        self.remove_sandbox(&pod.sandbox)
+    }
+
+    /// Whether a container is running, and its exit code once it is not.
+    pub fn container_state(&self, id: &str) -> anyhow::Result<(bool, i32)> {
+        let id = id.to_owned();
+        self.client(async |c| {
+            let s = c
+                .container_status(k8s_cri::v1::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await?
+                .into_inner()
+                .status
+                .context("no container status")?;
+            Ok((
+                s.state == k8s_cri::v1::ContainerState::ContainerRunning as i32,
+                s.exit_code,
+            ))
+        })
+    }
+
+    /// A running container's main process, as the runtime reports it.
+    pub fn container_pid(&self, id: &str) -> anyhow::Result<u32> {
+        let id = id.to_owned();
+        let info = self.client(async |c| {
+            Ok(c.container_status(k8s_cri::v1::ContainerStatusRequest {
+                container_id: id,
+                verbose: true,
+            })
+            .await?
+            .into_inner()
+            .info)
+        })?;
+        let v: serde_json::Value = serde_json::from_str(
+            info.get("info")
+                .context("the runtime reported no container info")?,
+        )
+        .context("the runtime's container info")?;
+        v["pid"]
+            .as_u64()
+            .filter(|p| *p > 0)
+            .map(|p| p as u32)
+            .context("the runtime reported no pid")
+    }
+
+    /// The directory holding this containerd's socket: what a node's
+    /// `/run/containerd` is to a pod that mounts it.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The network namespaces of the running pods (files under this

@@ -1,0 +1,323 @@
+//! The DaemonSet's pod, run as kubelet runs it: the image `cargo xtask
+//! image` built from `deploy/kubernetes/Containerfile`, imported into a lab
+//! node's containerd, and started through the CRI (`RunPodSandbox` with the
+//! node's network, `CreateContainer`, `StartContainer`) with what
+//! `deploy/kubernetes/netdrop.yaml` says — read from it, not restated.
+//!
+//! Stand-ins, for what cannot run here: kubelet (this test makes the CRI
+//! calls kubelet makes, and resolves `fieldRef: spec.nodeName` to the
+//! node's name) and the host paths of a lab node, whose containerd keeps its
+//! socket in a directory of its own: that directory is what is mounted where
+//! the manifest mounts the node's `/run/containerd`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use netdrop::{
+    lab::{
+        cluster::{Cluster, Scenario},
+        containerd::{HostPod, HostPodSpec},
+        traffic,
+    },
+    netns::Netns,
+};
+use netdrop_tests::{field, held_programs, prom, require_root, rule_packets, wait_unloaded};
+use serde::Deserialize as _;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The manifest's documents, as JSON values.
+fn manifest() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/netdrop.yaml")).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("netdrop.yaml parses"))
+        .collect()
+}
+
+/// `256Mi` → bytes.
+fn quantity(q: &str) -> i64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: i64 = n.parse().expect("a memory quantity");
+    n * match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => panic!("unit {other} not read by this test"),
+    }
+}
+
+/// What the pod needs from the DaemonSet: its CRI spec, the port the
+/// probes name, its probes' paths, and its grace period.
+struct FromManifest {
+    spec: HostPodSpec,
+    port: u16,
+    probes: Vec<String>,
+    grace: i64,
+}
+
+fn from_manifest(node: &str, containerd_dir: &Path) -> FromManifest {
+    let docs = manifest();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true, "the pod runs on the node's network");
+    let c = &pod["containers"][0];
+    let s = &c["securityContext"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let env = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                // kubelet's part: the node the pod runs on.
+                Some("spec.nodeName") => node.to_owned(),
+                Some(other) => panic!("fieldRef {other} not resolved by this test"),
+                None => e["value"].as_str().unwrap_or_default().to_owned(),
+            };
+            (field(e, "name").to_owned(), value)
+        })
+        .collect();
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let mounts = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| {
+            let v = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .expect("a volume for each mount");
+            let host = field(&v["hostPath"], "path");
+            // The lab node's containerd keeps its socket in its own
+            // directory: that is this node's /run/containerd.
+            let host = if host == "/run/containerd" {
+                containerd_dir.display().to_string()
+            } else {
+                host.to_owned()
+            };
+            (
+                field(m, "mountPath").to_owned(),
+                host,
+                m["readOnly"] == true,
+            )
+        })
+        .collect();
+    let port_name = &c["readinessProbe"]["httpGet"]["port"];
+    let port = c["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| &p["name"] == port_name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("the probes' port") as u16;
+    FromManifest {
+        spec: HostPodSpec {
+            namespace: ds["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            name: format!("netdrop-{node}"),
+            container: field(c, "name").to_owned(),
+            image: field(c, "image").to_owned(),
+            args: strings(&c["args"]),
+            env,
+            mounts,
+            cap_add: strings(&s["capabilities"]["add"]),
+            cap_drop: strings(&s["capabilities"]["drop"]),
+            privileged: s["privileged"] == true,
+            no_new_privs: s["allowPrivilegeEscalation"] == false,
+            readonly_rootfs: s["readOnlyRootFilesystem"] == true,
+            run_as_user: s["runAsUser"].as_i64(),
+            seccomp_unconfined: s["seccompProfile"]["type"] == "Unconfined",
+            memory_limit: quantity(field(&c["resources"]["limits"], "memory")),
+        },
+        port,
+        probes: ["livenessProbe", "readinessProbe"]
+            .iter()
+            .map(|p| field(&c[*p]["httpGet"], "path").to_owned())
+            .collect(),
+        grace: pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30),
+    }
+}
+
+/// The records the container wrote to its log, read as `kubectl logs`
+/// reads the CRI log file (`<time> <stream> <F|P> <line>`), and the lines
+/// that were not records (its stderr).
+fn log_records(log: &Path) -> (Vec<Value>, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut records = Vec::new();
+    let mut other = String::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_, stream, _, body) = (parts.next(), parts.next(), parts.next(), parts.next());
+        let body = body.unwrap_or_default();
+        match (stream, serde_json::from_str::<Value>(body)) {
+            (Some("stdout"), Ok(v)) => records.push(v),
+            _ => {
+                other.push_str(body);
+                other.push('\n');
+            }
+        }
+    }
+    (records, other)
+}
+
+fn wait<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An HTTP status from inside the node's namespace, at the node's address.
+fn status_at(node: &str, addr: &str, path: &str) -> Option<u16> {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    Netns::named(node)
+        .ok()?
+        .run_in(move || prom::status(&addr, &path))
+        .ok()
+        .flatten()
+}
+
+fn get_at(node: &str, addr: &str, path: &str) -> Option<String> {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    Netns::named(node)
+        .ok()?
+        .run_in(move || prom::try_get(&addr, &path))
+        .ok()
+        .flatten()
+}
+
+/// The memory limit of a process's cgroup, in bytes: cgroup v1's memory
+/// controller (`memory.limit_in_bytes`, as on this machine's hybrid
+/// hierarchy) or v2's `memory.max`.
+fn memory_limit(pid: u32) -> String {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == "memory").then_some(path)
+    });
+    let file = match v1 {
+        Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+        None => {
+            let path = cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("a cgroup path");
+            format!("/sys/fs/cgroup{path}/memory.max")
+        }
+    };
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// The pod of the manifest on node2 of scenario S1 (its FORWARD policy
+/// drops pod traffic): the drop is in the container's log with the pod
+/// named through the mounted containerd socket, the probes answer at the
+/// node's address, the memory limit is the cgroup's; then a rolling update
+/// as kubelet does one: the old container gets SIGTERM and leaves nothing
+/// attached, the new one is ready and counts the next drops.
+#[test]
+fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
+    require_root!();
+    let archive = root().join("target/image/netdrop.oci.tar");
+    assert!(
+        archive.exists(),
+        "{} is missing: `cargo xtask image` builds it (cargo xtask test does, before these tests)",
+        archive.display()
+    );
+    let mut c = Cluster::build("ds", Scenario::S1).unwrap();
+    let node = c.node2.clone();
+    let runtime = &mut c.runtimes[1];
+    let m = from_manifest(&node, runtime.socket_dir());
+    runtime.import_image(&archive, &m.spec.image).unwrap();
+    let pod = runtime.run_host_pod(&m.spec).unwrap();
+    let addr = format!("192.0.2.2:{}", m.port);
+    let ready = |pod: &HostPod| {
+        let end = Instant::now() + Duration::from_secs(60);
+        while status_at(&node, &addr, "/readyz") != Some(200) {
+            assert!(Instant::now() < end, "not ready within 60 s: {}", log_records(&pod.log).1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let log_tail = |pod: &HostPod| log_records(&pod.log).1;
+    ready(&pod);
+    // The probes' paths answer at the port they name.
+    for path in &m.probes {
+        assert_eq!(status_at(&node, &addr, path), Some(200), "{path}: {}", log_tail(&pod));
+    }
+    let pid = c.runtimes[1].container_pid(&pod.container).unwrap();
+    assert_eq!(
+        memory_limit(pid),
+        m.spec.memory_limit.to_string(),
+        "the manifest's memory limit is the container's cgroup's"
+    );
+
+    // Positive control: the kernel's own counter of the policy grows by
+    // what was sent, and the container's log has the drop.
+    let dst: SocketAddr = "10.224.2.2:9000".parse().unwrap();
+    let policy = || rule_packets(&c.node2, "filter", "FORWARD", None);
+    let before = policy();
+    traffic::send_udp(&c.pod1, dst, 5, 64).unwrap();
+    let drop = wait(Duration::from_secs(30), "the drop in the pod's log", || {
+        log_records(&pod.log)
+            .0
+            .into_iter()
+            .find(|r| field(r, "kind") == "drop" && field(r, "dst") == "10.224.2.2")
+    });
+    assert_eq!(policy() - before, 5, "the policy's counter agrees");
+    assert_eq!(field(&drop, "node"), node, "{drop}");
+    assert_eq!((field(&drop, "chain"), field(&drop, "owner")), ("FORWARD", "docker"), "{drop}");
+    assert_eq!(
+        field(&drop["dst_pod"], "name"),
+        "web-5c6f8d7b9-q8z7m",
+        "named through the mounted containerd socket: {drop}"
+    );
+    let metrics = get_at(&node, &addr, "/metrics").unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("netdrop_drops_total{") && l.contains("chain=\"FORWARD\"")),
+        "{metrics}"
+    );
+
+    // Rolling update: the old pod deleted as kubelet deletes it.
+    let held = held_programs(pid).unwrap();
+    assert!(!held.is_empty(), "the container holds its programs");
+    c.runtimes[1].delete_host_pod(&pod, m.grace).unwrap();
+    wait_unloaded(&held, Duration::from_secs(20)).unwrap();
+    let (_, stderr) = log_records(&pod.log);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let mut next = m.spec.clone();
+    next.name.push_str("-2");
+    let pod2 = c.runtimes[1].run_host_pod(&next).unwrap();
+    ready(&pod2);
+    let before = policy();
+    traffic::send_udp(&c.pod1, dst, 3, 64).unwrap();
+    wait(Duration::from_secs(30), "the new pod counts the next drops", || {
+        log_records(&pod2.log)
+            .0
+            .into_iter()
+            .find(|r| field(r, "kind") == "drop" && field(r, "dst") == "10.224.2.2")
+    });
+    assert_eq!(policy() - before, 3);
+    c.runtimes[1].delete_host_pod(&pod2, m.grace).unwrap();
+}
