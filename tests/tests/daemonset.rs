@@ -265,6 +265,19 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
         assert_eq!(status_at(&node, &addr, path), Some(200), "{path}: {}", log_tail(&pod));
     }
     let pid = c.runtimes[1].container_pid(&pod.container).unwrap();
+    // The manifest's seccomp profile is in force: the runtime's default
+    // profile is a filter (mode 2), Unconfined none (0).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let seccomp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    assert_eq!(
+        seccomp,
+        if m.spec.seccomp_unconfined { "0" } else { "2" },
+        "{status}"
+    );
     assert_eq!(
         memory_limit(pid),
         m.spec.memory_limit.to_string(),
