@@ -16,6 +16,8 @@ pub struct Prometheus {
     child: Child,
     pub addr: String,
     dir: PathBuf,
+    /// The network namespace it runs in (its API is reached there).
+    netns: Option<String>,
 }
 
 impl Drop for Prometheus {
@@ -77,12 +79,6 @@ impl Prometheus {
     /// Like [`Prometheus::start`], evaluating the rule files `rules` every
     /// second (their alerts: [`Prometheus::alerts`]).
     pub fn start_with_rules(targets: &[&str], rules: &[&std::path::Path]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "netdrop-prom-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).expect("creating Prometheus' directory");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rule_files: Vec<String> = rules.iter().map(|r| format!("'{}'", r.display())).collect();
         let config = format!(
@@ -90,9 +86,34 @@ impl Prometheus {
             rule_files.join(", "),
             targets.join(", ")
         );
+        Self::start_config(&config, None, &[])
+    }
+
+    /// Prometheus with configuration `config` (YAML, or JSON, which YAML
+    /// reads), with `files` (name, content) beside it (file-based
+    /// discovery's targets), run in network namespace `netns` when given.
+    pub fn start_config(config: &str, netns: Option<&str>, files: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "netdrop-prom-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("creating Prometheus' directory");
         std::fs::write(dir.join("prometheus.yml"), config).expect("writing prometheus.yml");
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).expect("writing a file for Prometheus");
+        }
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new("prometheus")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "prometheus"]);
+                c
+            }
+            None => Command::new("prometheus"),
+        };
+        let child = cmd
+            .current_dir(&dir)
             .arg(format!(
                 "--config.file={}",
                 dir.join("prometheus.yml").display()
@@ -106,23 +127,41 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("Debian's prometheus (installed by cargo xtask setup)");
-        Self { child, addr, dir }
+        Self {
+            child,
+            addr,
+            dir,
+            netns: netns.map(str::to_owned),
+        }
+    }
+
+    /// A GET of its API, in its namespace.
+    fn get(&self, path: &str) -> Option<String> {
+        match &self.netns {
+            None => try_get(&self.addr, path),
+            Some(ns) => {
+                let (addr, path) = (self.addr.clone(), path.to_owned());
+                netdrop::netns::Netns::named(ns)
+                    .ok()?
+                    .run_in(move || try_get(&addr, &path))
+                    .ok()
+                    .flatten()
+            }
+        }
     }
 
     /// The `data` of an API call, when its status is "success".
     pub fn api(&self, path: &str) -> Option<Value> {
-        let body = try_get(&self.addr, path)?;
+        let body = self.get(path)?;
         let v: Value = serde_json::from_str(&body).ok()?;
         (v["status"] == "success").then(|| v["data"].clone())
     }
 
     /// Result of an instant query; `Err` carries Prometheus' error.
     pub fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let body = try_get(
-            &self.addr,
-            &format!("/api/v1/query?query={}", urlencode(promql)),
-        )
-        .ok_or("Prometheus is not answering")?;
+        let body = self
+            .get(&format!("/api/v1/query?query={}", urlencode(promql)))
+            .ok_or("Prometheus is not answering")?;
         let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         if v["status"] != "success" {
             return Err(format!("{}: {}", v["errorType"], v["error"]));

@@ -69,12 +69,20 @@ fn from_manifest(node: &str, containerd_dir: &Path) -> FromManifest {
         .find(|d| d["kind"] == "DaemonSet")
         .expect("a DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["hostNetwork"], true, "the pod runs on the node's network");
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "the pod runs on the node's network"
+    );
     let c = &pod["containers"][0];
     let s = &c["securityContext"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str()).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let env = c["env"]
@@ -151,6 +159,33 @@ fn from_manifest(node: &str, containerd_dir: &Path) -> FromManifest {
     }
 }
 
+/// A Prometheus configuration with `deploy/prometheus/scrape.yaml`'s job
+/// and relabelling, its Kubernetes discovery replaced by a file of targets
+/// (and that file): the pod at `addr` on `node`, with the labels discovery
+/// gives it. JSON, which Prometheus reads as YAML.
+fn scrape_config(node: &str, addr: &str) -> (String, String) {
+    let text = std::fs::read_to_string(root().join("deploy/prometheus/scrape.yaml")).unwrap();
+    let v = Value::deserialize(serde_yaml_ng::Deserializer::from_str(&text)).unwrap();
+    let job = &v["scrape_configs"][0];
+    assert!(job["kubernetes_sd_configs"].is_array(), "{job}");
+    let config = serde_json::json!({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": job["job_name"],
+            "file_sd_configs": [{"files": ["targets.json"], "refresh_interval": "1s"}],
+            "relabel_configs": job["relabel_configs"],
+        }],
+    });
+    let targets = serde_json::json!([{
+        "targets": [addr],
+        "labels": {
+            "__meta_kubernetes_pod_container_port_name": "metrics",
+            "__meta_kubernetes_pod_node_name": node,
+        },
+    }]);
+    (config.to_string(), targets.to_string())
+}
+
 /// The records the container wrote to its log, read as `kubectl logs`
 /// reads the CRI log file (`<time> <stream> <F|P> <line>`), and the lines
 /// that were not records (its stderr).
@@ -211,7 +246,10 @@ fn memory_limit(pid: u32) -> String {
     let v1 = cgroup.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        controllers.split(',').any(|c| c == "memory").then_some(path)
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
     });
     let file = match v1 {
         Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
@@ -254,7 +292,11 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
     let ready = |pod: &HostPod| {
         let end = Instant::now() + Duration::from_secs(60);
         while status_at(&node, &addr, "/readyz") != Some(200) {
-            assert!(Instant::now() < end, "not ready within 60 s: {}", log_records(&pod.log).1);
+            assert!(
+                Instant::now() < end,
+                "not ready within 60 s: {}",
+                log_records(&pod.log).1
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -262,7 +304,12 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
     ready(&pod);
     // The probes' paths answer at the port they name.
     for path in &m.probes {
-        assert_eq!(status_at(&node, &addr, path), Some(200), "{path}: {}", log_tail(&pod));
+        assert_eq!(
+            status_at(&node, &addr, path),
+            Some(200),
+            "{path}: {}",
+            log_tail(&pod)
+        );
     }
     let pid = c.runtimes[1].container_pid(&pod.container).unwrap();
     // The manifest's seccomp profile is in force: the runtime's default
@@ -298,7 +345,11 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
     });
     assert_eq!(policy() - before, 5, "the policy's counter agrees");
     assert_eq!(field(&drop, "node"), node, "{drop}");
-    assert_eq!((field(&drop, "chain"), field(&drop, "owner")), ("FORWARD", "docker"), "{drop}");
+    assert_eq!(
+        (field(&drop, "chain"), field(&drop, "owner")),
+        ("FORWARD", "docker"),
+        "{drop}"
+    );
     assert_eq!(
         field(&drop["dst_pod"], "name"),
         "web-5c6f8d7b9-q8z7m",
@@ -311,6 +362,27 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
             .any(|l| l.starts_with("netdrop_drops_total{") && l.contains("chain=\"FORWARD\"")),
         "{metrics}"
     );
+
+    // Real Prometheus scrapes the pod at the node's address with
+    // scrape.yaml's relabelling. Kubernetes discovery cannot run here: a
+    // file-based target stands in for it, carrying the labels discovery
+    // gives the pod (its container port's name, its node).
+    let scrape = scrape_config(&node, &addr);
+    let prom =
+        prom::Prometheus::start_config(&scrape.0, Some(&c.node1), &[("targets.json", &scrape.1)]);
+    let series = wait(
+        Duration::from_secs(30),
+        "Prometheus has the drop's series",
+        || {
+            prom.query(&format!(
+                "netdrop_drops_total{{job=\"netdrop\",instance=\"{node}\",chain=\"FORWARD\"}}"
+            ))
+            .ok()
+            .filter(|r| !r.is_empty())
+        },
+    );
+    assert_eq!(series[0]["metric"]["instance"], node.as_str(), "{series:?}");
+    std::mem::drop(prom);
 
     // Rolling update: the old pod deleted as kubelet deletes it.
     let held = held_programs(pid).unwrap();
@@ -325,12 +397,16 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
     ready(&pod2);
     let before = policy();
     traffic::send_udp(&c.pod1, dst, 3, 64).unwrap();
-    wait(Duration::from_secs(30), "the new pod counts the next drops", || {
-        log_records(&pod2.log)
-            .0
-            .into_iter()
-            .find(|r| field(r, "kind") == "drop" && field(r, "dst") == "10.224.2.2")
-    });
+    wait(
+        Duration::from_secs(30),
+        "the new pod counts the next drops",
+        || {
+            log_records(&pod2.log)
+                .0
+                .into_iter()
+                .find(|r| field(r, "kind") == "drop" && field(r, "dst") == "10.224.2.2")
+        },
+    );
     assert_eq!(policy() - before, 3);
     c.runtimes[1].delete_host_pod(&pod2, m.grace).unwrap();
 }

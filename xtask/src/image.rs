@@ -181,9 +181,8 @@ fn report(tag: &str, archive: &Path) -> anyhow::Result<()> {
             .collect();
         let size = output("du", &["-sm", &mount])?;
         let archive_mb = std::fs::metadata(archive)?.len() / (1 << 20);
-        let binary_mb = std::fs::metadata(Path::new(&mount).join("usr/local/bin/netdrop"))?
-            .len()
-            / (1 << 20);
+        let binary_mb =
+            std::fs::metadata(Path::new(&mount).join("usr/local/bin/netdrop"))?.len() / (1 << 20);
         eprintln!(
             "xtask: image {tag}: {} MiB unpacked ({archive_mb} MiB archive, {}), netdrop {binary_mb} MiB, {} Debian packages: {}",
             size.split_whitespace().next().unwrap_or("?"),
@@ -203,8 +202,9 @@ mod tests {
 
     #[test]
     fn the_runtime_stage_is_the_containerfiles_own() {
-        let text = std::fs::read_to_string(workspace_root().join("deploy/kubernetes/Containerfile"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(workspace_root().join("deploy/kubernetes/Containerfile"))
+                .unwrap();
         let (base, stage) = runtime_stage(&text).unwrap();
         assert_eq!(base, "docker.io/library/debian:12-slim");
         assert!(stage.starts_with("FROM docker.io/library/debian:12-slim"));

@@ -310,7 +310,14 @@ state = "{state}"
     /// node that loaded the image would have it.
     pub fn import_image(&self, archive: &Path, name: &str) -> anyhow::Result<()> {
         let out = Command::new("ctr")
-            .args(["--address", &self.socket, "-n", "k8s.io", "images", "import"])
+            .args([
+                "--address",
+                &self.socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+            ])
             .args(["--index-name", name])
             .arg(archive)
             .output()
