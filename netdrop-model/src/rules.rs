@@ -23,6 +23,11 @@ pub struct Ruleset {
     /// mark in the rules it writes: the node says so, not the dump).
     pub ferm_conf: Option<std::path::PathBuf>,
     pub tables: BTreeMap<String, Table>,
+    /// Tables iptables-nft-save said it cannot print whole (`# Table
+    /// `filter' contains incompatible base-chains, use 'nft' tool…`, or
+    /// `is incompatible`): chains or rules only nft can say are missing
+    /// from the dump. A live read takes them from the kernel instead.
+    pub incompatible: Vec<String>,
     /// Things the parser accepted with a remark (elisions, fragments, ...).
     pub warnings: Vec<Diagnostic>,
 }

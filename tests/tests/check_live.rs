@@ -496,6 +496,80 @@ fn a_rule_iptables_nft_save_prints_without_its_set_is_not_read_as_printed() {
     assert_eq!(vxlan["unmodelled"], true, "{vxlan}");
 }
 
+/// A table iptables-nft-save cannot print whole (a base chain nft added
+/// at another priority: what a newer iptables-nft or nft itself leaves in
+/// iptables' tables) is read over netlink as nftables, not taken from the
+/// partial print: a drop by the chain the print leaves out is named, with
+/// an nft fix. (Before: the print alone, a confident ACCEPT, and silence.)
+#[test]
+fn a_table_iptables_nft_save_cannot_print_whole_is_read_over_netlink() {
+    require_root!();
+    let mut lab = Lab::new("skew");
+    let (peer, node) = netdrop_tests::peer_and_node(&mut lab);
+    lab.iptables(
+        &node,
+        &[
+            "-A", "INPUT", "-p", "udp", "--dport", "8472", "-j", "ACCEPT",
+        ],
+    )
+    .unwrap();
+    for cmd in [
+        "add chain ip filter extra { type filter hook input priority 5; }",
+        "add rule ip filter extra udp dport 9999 counter drop",
+    ] {
+        lab.exec(&node, &["nft", cmd]).unwrap();
+    }
+    // Positive controls: iptables-nft-save leaves the chain out, saying
+    // so in a comment; and the kernel drops a real packet there.
+    let saved = lab.exec(&node, &["iptables-nft-save"]).unwrap();
+    let saved = String::from_utf8_lossy(&saved.stdout);
+    assert!(
+        saved.contains("incompatible") && !saved.contains("9999"),
+        "{saved}"
+    );
+    netdrop::lab::traffic::send_udp(&peer, "192.0.2.1:9999".parse().unwrap(), 3, 8).unwrap();
+    let listed = lab
+        .exec(&node, &["nft", "list", "chain", "ip", "filter", "extra"])
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("counter packets 3 "),
+        "the kernel dropped them there: {listed}"
+    );
+
+    let out = Command::new(netdrop_bin())
+        .args(["explain", "--netns", &node, "--output", "json"])
+        .args(["--packet", "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:9999"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "DROP", "{v}");
+    let d = &v["drops"][0];
+    assert_eq!(
+        (d["table"].as_str(), d["chain"].as_str()),
+        (Some("ip filter"), Some("extra")),
+        "{d}"
+    );
+    assert!(
+        d["fix"].as_str().unwrap_or_default().contains("`nft "),
+        "{d}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot print table ip filter whole"),
+        "said once: {stderr}"
+    );
+    // What iptables-nft-save did print still holds: VXLAN passes.
+    let out = Command::new(netdrop_bin())
+        .args(["explain", "--netns", &node, "--output", "json"])
+        .args(["--packet", "INPUT udp 192.0.2.2:1000 -> 192.0.2.1:8472"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "ACCEPT", "{v}");
+}
+
 /// `check`'s probes on a Cilium node, a plain bridge CNI's and a Docker
 /// host's, by their devices (made here with the names each gives them): the device
 /// pods hang off, how other nodes' pods arrive, and no overlay port where

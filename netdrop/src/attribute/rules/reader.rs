@@ -286,9 +286,54 @@ pub fn read_live(netns: Option<&str>) -> Result<NodeRules, ReadError> {
     for (_, rs) in node.v4.iter_mut().chain(node.v6.iter_mut()) {
         rs.ferm_conf.clone_from(&ferm);
     }
+    read_incompatible(netns, &mut node);
     read_native(netns, &mut node);
     mark_lossy_rules(netns, &mut node);
     Ok(node)
+}
+
+/// iptables-nft's tables that iptables-nft-save could not print whole (a
+/// base chain or rule only nft can say; iptables-nft of another version
+/// than the node's wrote it, or nft did): read over netlink and walked as
+/// nftables tables in place of the partial print, and said once. Never
+/// the print alone: it misses what drops.
+fn read_incompatible(netns: Option<&str>, node: &mut NodeRules) {
+    let mut problems = Vec::new();
+    for (fam, list) in [("ip", &mut node.v4), ("ip6", &mut node.v6)] {
+        for (backend, rs) in list.iter_mut() {
+            if rs.incompatible.is_empty() || !read_through_nft(*backend, rs) {
+                continue;
+            }
+            let wanted: Vec<(String, String)> = rs
+                .incompatible
+                .iter()
+                .map(|t| (fam.to_owned(), t.clone()))
+                .collect();
+            let names = wanted
+                .iter()
+                .map(|(f, t)| format!("{f} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match super::nf_tables::read_tables(netns, &wanted) {
+                Ok(native) => {
+                    for t in &rs.incompatible {
+                        rs.tables.remove(t);
+                    }
+                    for t in native.v4.into_iter().chain(native.v6) {
+                        rs.tables.insert(t.name.clone(), t);
+                    }
+                    rs.incompatible.clear();
+                    problems.push(format!(
+                        "iptables-nft-save cannot print table {names} whole (chains or rules only nft can say): read over netlink as nftables instead, its fixes in nft's syntax"
+                    ));
+                }
+                Err(e) => problems.push(format!(
+                    "iptables-nft-save cannot print table {names} whole, and reading it over netlink failed: drops by what it left out cannot be attributed: {e}"
+                )),
+            }
+        }
+    }
+    node.problems.extend(problems);
 }
 
 /// What a lossy-printed rule is marked with (its unmodelled match's text
