@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+pub mod docker;
 pub mod kube_api;
 pub mod prom;
 

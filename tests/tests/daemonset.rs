@@ -24,7 +24,10 @@ use netdrop::{
     },
     netns::Netns,
 };
-use netdrop_tests::{field, held_programs, prom, require_root, rule_packets, wait_unloaded};
+use netdrop_tests::{
+    docker::{DockerDirs, start_dockerd},
+    field, held_programs, prom, require_root, rule_packets, wait_unloaded,
+};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -409,4 +412,167 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
     );
     assert_eq!(policy() - before, 3);
     c.runtimes[1].delete_host_pod(&pod2, m.grace).unwrap();
+}
+
+/// The same image as Docker users run it (also on nodes without
+/// Kubernetes): `docker load`, then `docker run --network host` with the
+/// manifest's securityContext in Docker's flags (read from the manifest),
+/// its host paths but the containerd socket (no pods here to name), on a
+/// node whose INPUT drops a pod's UDP. The same checks as the CRI's pod: the
+/// drop in the container's log, the probes, the metric, and `docker stop`
+/// (SIGTERM) leaving nothing loaded.
+///
+/// Debian 12's dockerd (20.10) does not know `CAP_BPF` or `CAP_PERFMON`
+/// and refuses to create such a container; where it does, the test runs
+/// the fallback the README gives for it (`SYS_ADMIN` in their place) and
+/// says which one ran.
+#[test]
+fn the_image_runs_under_docker_as_docker_users_run_it() {
+    require_root!();
+    let archive = root().join("target/image/netdrop.docker.tar");
+    assert!(
+        archive.exists(),
+        "{} is missing: `cargo xtask image` builds it",
+        archive.display()
+    );
+    let dirs =
+        DockerDirs(std::env::temp_dir().join(format!("netdrop-dkr-img-{}", std::process::id())));
+    let mut lab = netdrop_tests::Lab::new("dimg");
+    let (client, node) = netdrop_tests::drop_pair(&mut lab, 9999);
+    let dockerd = start_dockerd(&lab, &node, &dirs);
+    let load = dockerd
+        .cli(&["load", "-i", archive.to_str().unwrap()])
+        .unwrap();
+    assert!(load.status.success(), "docker load: {load:?}");
+
+    let m = from_manifest(&node, Path::new("/nonexistent"));
+    let mut base: Vec<String> = vec![
+        "run".into(),
+        "--detach".into(),
+        "--network=host".into(),
+        format!("--memory={}", m.spec.memory_limit),
+        "--env".into(),
+        format!("NODE_NAME={node}"),
+    ];
+    if m.spec.readonly_rootfs {
+        base.push("--read-only".into());
+    }
+    if m.spec.no_new_privs {
+        base.push("--security-opt=no-new-privileges".into());
+    }
+    if m.spec.seccomp_unconfined {
+        base.push("--security-opt=seccomp=unconfined".into());
+    }
+    if let Some(u) = m.spec.run_as_user {
+        base.push(format!("--user={u}"));
+    }
+    for (container, host, ro) in &m.spec.mounts {
+        if container == "/run/containerd" {
+            continue;
+        }
+        base.push(format!(
+            "--volume={host}:{container}{}",
+            if *ro { ":ro" } else { "" }
+        ));
+    }
+    for cap in &m.spec.cap_drop {
+        base.push(format!("--cap-drop={cap}"));
+    }
+    let run = |caps: &[String]| {
+        let mut args = base.clone();
+        args.extend(caps.iter().map(|c| format!("--cap-add={c}")));
+        args.push(m.spec.image.clone());
+        args.extend(m.spec.args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dockerd.cli(&args).unwrap()
+    };
+    let mut out = run(&m.spec.cap_add);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let fallback = !out.status.success() && stderr.contains("CAP_BPF");
+    if fallback {
+        // Debian 12's dockerd: "unknown capability: CAP_BPF". The README's
+        // fallback: SYS_ADMIN grants what BPF and PERFMON do.
+        let caps: Vec<String> = m
+            .spec
+            .cap_add
+            .iter()
+            .filter(|c| !matches!(c.as_str(), "BPF" | "PERFMON"))
+            .cloned()
+            .chain(["SYS_ADMIN".to_owned()])
+            .collect();
+        eprintln!(
+            "dockerd refused CAP_BPF ({}); running the README's fallback: {caps:?}",
+            stderr.trim()
+        );
+        out = run(&caps);
+    }
+    assert!(out.status.success(), "docker run: {out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let logs = || {
+        let o = dockerd.cli(&["logs", &id]).unwrap();
+        let records: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (records, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let addr = format!("10.224.7.1:{}", m.port);
+    let end = Instant::now() + Duration::from_secs(60);
+    while status_at(&node, &addr, "/readyz") != Some(200) {
+        assert!(Instant::now() < end, "not ready within 60 s: {}", logs().1);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for path in &m.probes {
+        assert_eq!(status_at(&node, &addr, path), Some(200), "{path}");
+    }
+    // Positive control: the rule's own counter.
+    let rule = Some("-A INPUT -p udp -m udp --dport 9999 -j DROP");
+    let before = rule_packets(&node, "filter", "INPUT", rule);
+    traffic::send_udp(&client, "10.224.7.1:9999".parse().unwrap(), 4, 16).unwrap();
+    let drop = wait(Duration::from_secs(30), "the drop in docker logs", || {
+        logs()
+            .0
+            .into_iter()
+            .find(|r| field(r, "kind") == "drop" && r["dport"] == 9999)
+    });
+    assert_eq!(rule_packets(&node, "filter", "INPUT", rule) - before, 4);
+    assert_eq!(
+        (field(&drop, "chain"), field(&drop, "node")),
+        ("INPUT", node.as_str()),
+        "{drop}"
+    );
+    let metrics = get_at(&node, &addr, "/metrics").unwrap_or_default();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("netdrop_drops_total{") && l.contains("chain=\"INPUT\"")),
+        "{metrics}"
+    );
+    let pid: u32 = String::from_utf8_lossy(
+        &dockerd
+            .cli(&["inspect", "--format", "{{.State.Pid}}", &id])
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let held = held_programs(pid).unwrap();
+    assert!(!held.is_empty(), "the container holds its programs");
+    let stop = dockerd
+        .cli(&["stop", "--time", &m.grace.to_string(), &id])
+        .unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    wait_unloaded(&held, Duration::from_secs(20)).unwrap();
+    let code = dockerd
+        .cli(&["inspect", "--format", "{{.State.ExitCode}}", &id])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout).trim(),
+        "0",
+        "SIGTERM is a clean stop: {}",
+        logs().1
+    );
+    let _ = dockerd.cli(&["rm", &id]);
+    std::mem::drop(dockerd);
 }

@@ -12,7 +12,8 @@
 //! with mmdebstrap when containers-storage does not hold it yet (the
 //! registry's is not reachable). The image is tagged as the DaemonSet names
 //! it and written as an OCI archive, `target/image/netdrop.oci.tar`, which
-//! containerd imports (`ctr images import`) and `docker load` reads.
+//! containerd imports (`ctr images import`), and as a Docker archive,
+//! `target/image/netdrop.docker.tar`, which `docker load` reads.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,6 +26,9 @@ use crate::{sh, workspace_root};
 
 /// The archive `cargo xtask image` writes, relative to the workspace.
 pub const ARCHIVE: &str = "target/image/netdrop.oci.tar";
+
+/// The same image for `docker load`.
+pub const DOCKER_ARCHIVE: &str = "target/image/netdrop.docker.tar";
 
 /// The runtime stage's line that copies the build stage's binary.
 const COPY_FROM_BUILD: &str = "COPY --from=build /src/target/release/netdrop ";
@@ -76,6 +80,18 @@ pub fn run() -> anyhow::Result<PathBuf> {
             "--quiet",
             &tag,
             &format!("oci-archive:{}:{tag}", archive.display()),
+        ],
+    )?;
+    // Docker 20.10 (Debian 12's) loads only its own archive format.
+    let docker = root.join(DOCKER_ARCHIVE);
+    let _ = std::fs::remove_file(&docker);
+    sh(
+        "buildah",
+        &[
+            "push",
+            "--quiet",
+            &tag,
+            &format!("docker-archive:{}:{tag}", docker.display()),
         ],
     )?;
     report(&tag, &archive)?;
