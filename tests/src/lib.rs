@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod docker;
 pub mod kube_api;
+pub mod manifest;
 pub mod prom;
 
 pub use netdrop::lab::{Lab, traffic};

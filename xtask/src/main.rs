@@ -364,6 +364,8 @@ fn bench() -> anyhow::Result<()> {
             "netdrop-bench",
         ],
     )?;
+    // Section 10 runs the DaemonSet's image.
+    image::run()?;
     let release = workspace_root().join("target/release");
     let out = workspace_root().join("BENCHMARKS.md");
     eprintln!("xtask: netdrop-bench {}", out.display());

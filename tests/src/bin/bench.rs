@@ -28,7 +28,7 @@ use netdrop_model::{generate, parse::parse_reader};
 use netdrop_tests::{Watch, netdrop_bin};
 
 /// Rounds per figure; `NETDROP_BENCH_ROUNDS` overrides (quick looks while
-/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer,idle,soak` picks
+/// profiling), `NETDROP_BENCH=drop,forward,model,nft,pipeline,answer,idle,soak,pod` picks
 /// sections.
 fn rounds() -> usize {
     std::env::var("NETDROP_BENCH_ROUNDS")
@@ -949,6 +949,168 @@ fn soak(r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The memory of a process's cgroup, bytes: `(limit, peak, times the
+/// limit was hit)` — cgroup v1's memory controller (this machine's hybrid
+/// hierarchy) or v2's `memory.max`/`memory.peak`/`memory.events`.
+fn cgroup_memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let v1 = cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path.to_owned())
+    });
+    let read = |p: String| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| p.clone())?
+            .trim()
+            .to_owned())
+    };
+    let num = |v: String| v.parse::<u64>().unwrap_or(u64::MAX);
+    Ok(match v1 {
+        Some(path) => {
+            let d = format!("/sys/fs/cgroup/memory{path}");
+            (
+                num(read(format!("{d}/memory.limit_in_bytes"))?),
+                num(read(format!("{d}/memory.max_usage_in_bytes"))?),
+                num(read(format!("{d}/memory.failcnt"))?),
+            )
+        }
+        None => {
+            let path = cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .context("no cgroup path")?;
+            let d = format!("/sys/fs/cgroup{path}");
+            let events = read(format!("{d}/memory.events"))?;
+            let max_hits = events
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))
+                .map_or(0, |v| v.parse().unwrap_or(0));
+            (
+                num(read(format!("{d}/memory.max"))?),
+                num(read(format!("{d}/memory.peak"))?),
+                max_hits,
+            )
+        }
+    })
+}
+
+/// The DaemonSet's pod (the image `cargo xtask image` built, run through a
+/// node's containerd CRI with the manifest's settings, memory limit
+/// included) on a node holding a 10k-Service kube-proxy ruleset, iptables
+/// mode (restored whole with `iptables-nft-restore`) and nftables mode
+/// (`nft -f`), alternating between two rulesets one Service apart every
+/// 3 s for 45 s (three restores at least): its cgroup's memory peak
+/// against the manifest's limit.
+fn pod_at_scale(r: &mut Report) -> anyhow::Result<()> {
+    use netdrop::lab::containerd::Containerd;
+    let archive = std::path::Path::new("target/image/netdrop.oci.tar");
+    anyhow::ensure!(
+        archive.exists(),
+        "{} is missing: cargo xtask image builds it",
+        archive.display()
+    );
+    let services = 10_000usize;
+    writeln!(
+        r.0,
+        "\n## 10. The DaemonSet's pod at scale\n\nThe image `cargo xtask image` builds, run as the DaemonSet's pod through a node namespace's containerd (CRI, host network, the manifest's settings read from `netdrop.yaml`: its memory limit is the container's cgroup's), on a node holding a generated {services}-Service × 3 kube-proxy ruleset, restored whole every 3 s (or back to back when a load takes longer) for 45 s and at least three restores, alternating with one a Service larger (kube-proxy's churn). The cgroup's memory peak (cgroup v1 `memory.max_usage_in_bytes` here; v2 `memory.peak`) covers start-up, the first read and every re-read. One run per mode.\n\n| mode | rules | restores | peak MiB | limit MiB | limit hit | running after |\n|---|---|---|---|---|---|---|"
+    )?;
+    let mut lab = Lab::new("bpod");
+    for mode in ["iptables", "nftables"] {
+        let ns = lab.netns(&format!("p{}", &mode[..3]))?;
+        let mut rt = Containerd::start(&ns, "10.224.9.0/24")?;
+        let m = netdrop_tests::manifest::from_manifest(&ns, rt.socket_dir());
+        rt.import_image(archive, &m.spec.image)?;
+        let texts: Vec<String> = [services, services + 1]
+            .iter()
+            .map(|n| match mode {
+                "iptables" => generate::kube_proxy_ruleset(*n, 3),
+                _ => generate::kube_proxy_nft_ruleset(*n, 3),
+            })
+            .collect();
+        let rules = match mode {
+            "iptables" => texts[0].lines().filter(|l| l.starts_with("-A")).count(),
+            _ => texts[0]
+                .lines()
+                .filter(|l| l.starts_with("add rule"))
+                .count(),
+        };
+        let load = |text: &str| -> anyhow::Result<()> {
+            let (prog, args): (&str, Vec<&str>) = match mode {
+                "iptables" => ("iptables-nft-restore", vec![]),
+                // A whole table replaced: flushed, then loaded.
+                _ => ("nft", vec!["-f", "-"]),
+            };
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &ns, prog])
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()?;
+            let mut stdin = child.stdin.take().context("stdin")?;
+            if mode == "nftables" {
+                std::io::Write::write_all(
+                    &mut stdin,
+                    b"table ip kube-proxy\ndelete table ip kube-proxy\n",
+                )?;
+            }
+            std::io::Write::write_all(&mut stdin, text.as_bytes())?;
+            drop(stdin);
+            anyhow::ensure!(child.wait()?.success(), "{prog} failed");
+            Ok(())
+        };
+        load(&texts[0])?;
+        let pod = rt.run_host_pod(&m.spec)?;
+        let addr = format!("127.0.0.1:{}", m.port);
+        let ready_by = Instant::now() + Duration::from_secs(120);
+        loop {
+            let a = addr.clone();
+            let ok = Netns::named(&ns)?
+                .run_in(move || netdrop_tests::prom::status(&a, "/readyz"))?
+                == Some(200);
+            if ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < ready_by,
+                "the pod was not ready within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let pid = rt.container_pid(&pod.container)?;
+        // 45 s, and at least three restores (nft takes tens of seconds
+        // to load a 10k-Service table here), at most 4 minutes.
+        let start = Instant::now();
+        let mut restores = 0;
+        while (start.elapsed() < Duration::from_secs(45) || restores < 3)
+            && start.elapsed() < Duration::from_secs(240)
+        {
+            load(&texts[(restores + 1) % 2])?;
+            restores += 1;
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let (limit, peak, hits) = cgroup_memory(pid)?;
+        let running = rt.container_state(&pod.container)?.0;
+        writeln!(
+            r.0,
+            "| {mode} ({}) | {rules} | {restores} | {:.0} | {:.0} | {hits} | {} |",
+            if mode == "iptables" {
+                "iptables-nft"
+            } else {
+                "kube-proxy nftables mode"
+            },
+            peak as f64 / (1 << 20) as f64,
+            limit as f64 / (1 << 20) as f64,
+            if running { "yes" } else { "no" },
+        )?;
+        rt.delete_host_pod(&pod, m.grace)?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let out = std::env::args()
         .nth(1)
@@ -1013,6 +1175,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: soak");
         if wanted("soak") {
             soak(&mut r)?;
+        }
+        eprintln!("bench: the DaemonSet's pod at scale");
+        if wanted("pod") {
+            pod_at_scale(&mut r)?;
         }
         Ok(())
     })();
