@@ -367,3 +367,95 @@ fn the_api_names_the_pod_on_the_other_node_and_the_service() {
     assert_eq!(field(&s, "service"), "shop/web", "{s}");
     assert!(s["dst_pod"].is_null(), "{s}");
 }
+
+/// A runtime that is gone (crashed: its socket a stale file) costs names,
+/// never drops: they are recorded and explained with the pod unnamed, the
+/// failure is said once however often it is retried, and when the runtime
+/// comes back the next drops name the pod again (retried every 10 s).
+#[test]
+fn a_runtime_that_is_gone_costs_names_not_drops() {
+    require_root!();
+    let (lab, node, mut ctd) = node_with_runtime("crg", "10.224.1.0/30");
+    ctd.run_pod(&PodSpec {
+        namespace: "shop",
+        name: "web-7d4b9c8f6d-x2x7q",
+        labels: &[("pod-template-hash", "7d4b9c8f6d")],
+    })
+    .unwrap();
+    lab.iptables(&node, &["-A", "INPUT", "-p", "icmp", "-j", "DROP"])
+        .unwrap();
+    let pod_netns = ctd.pod_netns();
+    assert_eq!(pod_netns.len(), 1, "{pod_netns:?}");
+    let ping_node = || {
+        let _ = Command::new("nsenter")
+            .arg(format!("--net={}", pod_netns[0].display()))
+            .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.224.1.1"])
+            .output();
+    };
+    ctd.crash();
+    // Positive control: the socket is there, and nothing answers on it.
+    assert!(std::path::Path::new(&ctd.socket).exists());
+    assert!(std::os::unix::net::UnixStream::connect(&ctd.socket).is_err());
+
+    let mut w = Watch::start(&[
+        "--netns",
+        &node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--cri-socket",
+        &ctd.socket,
+        "--summary-interval",
+        "1s",
+    ])
+    .unwrap();
+    let drops = |w: &Watch| -> Vec<serde_json::Value> {
+        w.records()
+            .into_iter()
+            .filter(|r| field(r, "kind") == "drop" && field(r, "src") == "10.224.1.2")
+            .collect()
+    };
+    let rule = Some("-A INPUT -p icmp -j DROP");
+    let before = netdrop_tests::rule_packets(&node, "filter", "INPUT", rule);
+    ping_node();
+    w.wait_for(Duration::from_secs(15), |w| !drops(w).is_empty())
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", w.stderr()));
+    assert_eq!(
+        netdrop_tests::rule_packets(&node, "filter", "INPUT", rule) - before,
+        2,
+        "the kernel dropped both"
+    );
+    let r = &drops(&w)[0];
+    assert!(r["src_pod"].is_null(), "{r}");
+    assert!(
+        field(r, "explanation").starts_with("icmp 10.224.1.2 -> 10.224.1.1"),
+        "{r}"
+    );
+    // Past the 10 s retry, drops still coming: still one warning.
+    let end = std::time::Instant::now() + Duration::from_secs(12);
+    while std::time::Instant::now() < end {
+        ping_node();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let said = w.stderr().matches("pods named by address").count();
+    assert_eq!(said, 1, "{}", w.stderr());
+    assert!(drops(&w).iter().all(|r| r["src_pod"].is_null()));
+
+    // Back: the next drops name the pod (the retry is every 10 s).
+    ctd.restart(&node).unwrap();
+    let named = |w: &Watch| {
+        drops(w)
+            .iter()
+            .any(|r| r["src_pod"]["name"] == "web-7d4b9c8f6d-x2x7q")
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(25);
+    while !named(&w) {
+        assert!(
+            std::time::Instant::now() < end,
+            "not named 25 s after the runtime came back: {}",
+            w.stderr()
+        );
+        ping_node();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    w.stop().unwrap();
+}

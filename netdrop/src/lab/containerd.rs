@@ -565,6 +565,14 @@ state = "{state}"
         })
     }
 
+    /// Kills containerd with SIGKILL (its pods' shims live on) and leaves
+    /// its socket file behind, stale: a runtime that crashed. `restart`
+    /// brings it back.
+    pub fn crash(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+
     /// Kills containerd (not its pods) and starts it again on the same
     /// state: what an operator's `systemctl restart containerd` does.
     pub fn restart(&mut self, node: &str) -> anyhow::Result<()> {
