@@ -10,6 +10,12 @@
 //! events come when [`StandIn::release`] is called, after which that
 //! stream ends; later watches stay open and silent. Services: the list,
 //! then silent watches.
+//!
+//! [`Failures`] makes it fail as API servers do: lists answered 500 a
+//! number of times first, and the watch resumed after the released events
+//! (from 1003) answered `410 Gone` ("too old resource version"), after
+//! which a list is answered with a later state (resource version 1100:
+//! `pods-list-after-gone.json`, a pod the first list did not have).
 
 use std::{
     net::SocketAddr,
@@ -36,6 +42,18 @@ struct Seen {
     /// (path, query) of every request.
     requests: Mutex<Vec<(&'static str, String)>>,
     release: Notify,
+    failures: Mutex<Failures>,
+    /// The 410 was sent: lists answer the later state.
+    gone_sent: std::sync::atomic::AtomicBool,
+}
+
+/// How the stand-in fails.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Failures {
+    /// Pod lists answered `500` before one succeeds.
+    pub list_errors: u32,
+    /// The watch resumed from 1003 answered `410 Gone`.
+    pub gone: bool,
 }
 
 /// The running stand-in, with a kubeconfig that points at it. Stopped
@@ -63,24 +81,48 @@ fn idle_watch() -> Body {
     Body::from_stream(futures::stream::pending::<Result<String, std::io::Error>>())
 }
 
-async fn pods(State(seen): State<Arc<Seen>>, RawQuery(q): RawQuery) -> Body {
+async fn pods(State(seen): State<Arc<Seen>>, RawQuery(q): RawQuery) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use std::sync::atomic::Ordering;
     let q = q.unwrap_or_default();
     seen.requests
         .lock()
         .unwrap()
         .push(("/api/v1/pods", q.clone()));
+    let failures = *seen.failures.lock().unwrap();
     if !is_watch(&q) {
-        return Body::from(fixture("pods-list.json"));
+        if failures.list_errors > 0 {
+            seen.failures.lock().unwrap().list_errors -= 1;
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"etcdserver: request timed out","reason":"InternalError","code":500}"#,
+            )
+                .into_response();
+        }
+        let list = if seen.gone_sent.load(Ordering::SeqCst) {
+            "pods-list-after-gone.json"
+        } else {
+            "pods-list.json"
+        };
+        return Body::from(fixture(list)).into_response();
+    }
+    if failures.gone && resource_version(&q) == Some("1003") {
+        seen.gone_sent.store(true, Ordering::SeqCst);
+        return Body::from(
+            r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1003 (1100)","reason":"Expired","code":410}}
+"#,
+        )
+        .into_response();
     }
     if resource_version(&q) != Some("1000") {
-        return idle_watch();
+        return idle_watch().into_response();
     }
     let seen = seen.clone();
     let events = async move {
         seen.release.notified().await;
         Ok::<_, std::io::Error>(fixture("pods-watch-from-1000.jsonl"))
     };
-    Body::from_stream(futures::stream::once(events))
+    Body::from_stream(futures::stream::once(events)).into_response()
 }
 
 async fn services(State(seen): State<Arc<Seen>>, RawQuery(q): RawQuery) -> Body {
@@ -98,7 +140,15 @@ async fn services(State(seen): State<Arc<Seen>>, RawQuery(q): RawQuery) -> Body 
 
 impl StandIn {
     pub fn start() -> anyhow::Result<Self> {
-        let seen = Arc::new(Seen::default());
+        Self::start_failing(Failures::default())
+    }
+
+    /// A stand-in that fails as `failures` says.
+    pub fn start_failing(failures: Failures) -> anyhow::Result<Self> {
+        let seen = Arc::new(Seen {
+            failures: Mutex::new(failures),
+            ..Seen::default()
+        });
         let app = Router::new()
             .route("/api/v1/pods", get(pods))
             .route("/api/v1/services", get(services))

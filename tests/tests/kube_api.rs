@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use netdrop::attribute::names::api::ClusterNames;
-use netdrop_tests::kube_api::{StandIn, is_watch, resource_version};
+use netdrop_tests::kube_api::{Failures, StandIn, is_watch, resource_version};
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -75,4 +75,59 @@ async fn a_kubeconfig_that_is_not_there_is_said() {
         .err()
         .expect("an error");
     assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}");
+}
+
+/// The API fails as API servers do, and the names recover without a
+/// restart: lists answered 500 are retried (with backoff) until one
+/// succeeds; a resumed watch answered `410 Gone` is followed by a new list,
+/// whose later state is then named (a pod only that list has).
+#[tokio::test]
+async fn the_api_failing_is_retried_and_410_gone_relists() {
+    let api = StandIn::start_failing(Failures {
+        list_errors: 2,
+        gone: true,
+    })
+    .unwrap();
+    let client = ClusterNames::client(Some(api.kubeconfig()))
+        .await
+        .unwrap()
+        .expect("a client from the kubeconfig");
+    let names = ClusterNames::start(client);
+    wait_until("both lists, after two failed", || names.synced()).await;
+    let lists = |api: &StandIn| {
+        api.requests("/api/v1/pods")
+            .iter()
+            .filter(|q| !is_watch(q))
+            .count()
+    };
+    assert_eq!(
+        lists(&api),
+        3,
+        "two failed lists, then one: {:#?}",
+        api.requests("/api/v1/pods")
+    );
+    assert!(names.pod("10.224.2.5".parse().unwrap()).is_some());
+
+    api.release();
+    // The watch resumed from 1003 is told 410 Gone: listed again, and the
+    // later state (db-… at 10.224.2.7, in no event) is named.
+    wait_until("the pod only the new list has", || {
+        names
+            .pod("10.224.2.7".parse().unwrap())
+            .is_some_and(|p| p.name == "db-6b8f9c7d5-k4m2p")
+    })
+    .await;
+    assert!(
+        api.requests("/api/v1/pods")
+            .iter()
+            .any(|q| is_watch(q) && resource_version(q) == Some("1003")),
+        "the watch resumed from 1003 first"
+    );
+    assert_eq!(lists(&api), 4, "{:#?}", api.requests("/api/v1/pods"));
+    let db = names.pod("10.224.2.7".parse().unwrap()).unwrap();
+    assert_eq!(db.workload.as_deref(), Some("deployment/db"));
+    assert_eq!(
+        names.pod("10.224.2.5".parse().unwrap()).map(|p| p.name),
+        Some("api-0".into())
+    );
 }
