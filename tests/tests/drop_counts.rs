@@ -402,3 +402,56 @@ fn drops_beyond_a_full_site_map_are_counted_as_uncounted_and_said() {
         records.1
     );
 }
+
+/// Samples lost in the kernel (the lab shrinks the sample ring buffer to
+/// one page with `NETDROP_LAB_SAMPLE_RING`, ~26 samples; `--sample-rate`
+/// lets a burst sample nearly every drop, and the drain waits 8 s): lost
+/// samples are counted (`netdrop_samples_lost_total`) and said in the
+/// status line, and the drops themselves stay counted exactly — the rule's
+/// own counter says how many.
+#[test]
+fn samples_lost_in_a_full_ring_buffer_are_counted_and_the_drops_stay_exact() {
+    require_root!();
+    let mut lab = Lab::new("ring");
+    let (client, server) = drop_pair(&mut lab, 9996);
+    let mut watch = Watch::start_env(
+        &[("NETDROP_LAB_SAMPLE_RING", "4096")],
+        &[
+            "--netns",
+            &server,
+            "--pod-cidr",
+            "10.224.0.0/16",
+            "--no-observers",
+            "--sample-rate",
+            "1000000",
+            "--interval",
+            "8s",
+        ],
+    )
+    .unwrap();
+    let rule = "-A INPUT -p udp -m udp --dport 9996 -j DROP";
+    let before = netdrop_tests::rule_packets(&server, "filter", "INPUT", Some(rule));
+    traffic::send_udp(&client, "10.224.7.1:9996".parse().unwrap(), 2000, 8).unwrap();
+    let dropped = netdrop_tests::rule_packets(&server, "filter", "INPUT", Some(rule)) - before;
+    assert_eq!(dropped, 2000, "the kernel dropped them");
+    let lost = |w: &Watch| w.metric("netdrop_samples_lost_total", &[]).unwrap_or(0);
+    let is_ours = |r: &serde_json::Value| field(r, "node") == server;
+    watch
+        .wait_for(Duration::from_secs(30), |w| {
+            total_packets(&w.records(), is_ours) >= dropped && lost(w) > 0
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", watch.records(), watch.stderr()));
+    let lost_now = lost(&watch);
+    let (records, stderr) = watch.stop_with_stderr().unwrap();
+    assert_eq!(
+        total_packets(&records, is_ours),
+        dropped,
+        "counts stay exact: {records:#?}"
+    );
+    // Most of the burst could not fit one page.
+    assert!(lost_now > 1000, "{lost_now} lost");
+    assert!(
+        stderr.contains("drop samples lost (ring buffer full"),
+        "{stderr}"
+    );
+}

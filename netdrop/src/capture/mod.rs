@@ -352,6 +352,9 @@ impl Datapath {
         if let Some(n) = lab_drop_sites() {
             loader.map_max_entries("DROPS", n);
         }
+        if let Some(bytes) = lab_sample_ring() {
+            loader.map_max_entries("DROP_SAMPLES", bytes);
+        }
         let mut ebpf = loader.load(object.bytes())?;
 
         let order = match opts.probe {
@@ -643,6 +646,17 @@ fn lab_drop_sites() -> Option<u32> {
         return None;
     }
     std::env::var("NETDROP_LAB_DROP_SITES").ok()?.parse().ok()
+}
+
+/// The lab's small drop-sample ring buffer (`NETDROP_LAB_SAMPLE_RING=BYTES`,
+/// a power of two of pages; the `lab` build only): a test overflows it
+/// with a burst to drive the kernel's "sample lost" path, which 256 KiB
+/// and a 250 ms drain would take a flood this machine cannot send.
+fn lab_sample_ring() -> Option<u32> {
+    if !cfg!(feature = "lab") {
+        return None;
+    }
+    std::env::var("NETDROP_LAB_SAMPLE_RING").ok()?.parse().ok()
 }
 
 /// Every item a ring buffer holds now, read as `T`; an item shorter than
