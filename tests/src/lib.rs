@@ -116,6 +116,19 @@ pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
     (client, server)
 }
 
+/// `netdrop ARGS` (the binary under test), its output.
+pub fn netdrop(args: &[&str]) -> std::process::Output {
+    Command::new(netdrop_bin()).args(args).output().unwrap()
+}
+
+/// One ping from namespace `ns` to `dst` (1 s): answered or not.
+pub fn ping(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// A file or directory under the temp dir (`netdrop-NAME-PID`), removed on
 /// drop, even when a test fails.
 pub struct TempPath(pub PathBuf);
@@ -129,6 +142,13 @@ impl TempPath {
     pub fn file(name: &str, text: &str) -> Self {
         let t = Self::new(name);
         std::fs::write(&t.0, text).unwrap();
+        t
+    }
+
+    /// A file holding `bytes`.
+    pub fn bytes(name: &str, bytes: &[u8]) -> Self {
+        let t = Self::new(name);
+        std::fs::write(&t.0, bytes).unwrap();
         t
     }
 

@@ -3,11 +3,7 @@
 
 use std::process::{Command, Output};
 
-use netdrop_tests::{netdrop_bin, require_root};
-
-fn netdrop(args: &[&str]) -> Output {
-    Command::new(netdrop_bin()).args(args).output().unwrap()
-}
+use netdrop_tests::{netdrop, netdrop_bin, require_root};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

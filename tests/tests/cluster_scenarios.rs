@@ -3,11 +3,11 @@
 //! traffic, and `netdrop watch --output json` must name the node, hook,
 //! table, chain, rule or policy, owner and fix — and change no rule.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use netdrop::lab::cluster::{Cluster, INTERNET_HOST, POD_CIDR, SERVICE_IP, Scenario};
 use netdrop_tests::{
-    Watch, field, fix_commands, require_root, rule_packets, run_in, total_packets, traffic,
+    Watch, field, fix_commands, ping, require_root, rule_packets, run_in, total_packets, traffic,
 };
 use serde_json::Value;
 
@@ -47,14 +47,6 @@ fn pods(r: &Value) -> (Option<String>, Option<String>) {
 
 const CLIENT: &str = "default/client-0 (statefulset/client)";
 const WEB_ON_NODE2: &str = "default/web-5c6f8d7b9-q8z7m (deployment/web)";
-
-fn ping(ns: &str, dst: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn tcp(ns: &str, dst: &str) -> bool {
     traffic::tcp_connect(ns, dst.parse().unwrap(), Duration::from_millis(800)).unwrap()

@@ -1,9 +1,9 @@
 //! `netdrop check --rules` and `netdrop explain` as an operator runs them:
 //! exit codes, text and JSON, on public dumps (no privileges needed).
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use netdrop_tests::{TempPath, netdrop_bin};
+use netdrop_tests::{TempPath, netdrop};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
@@ -12,10 +12,6 @@ fn fixture(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
-}
-
-fn netdrop(args: &[&str]) -> Output {
-    Command::new(netdrop_bin()).args(args).output().unwrap()
 }
 
 const REJECTING: &str = "helowd-centos7-flannel-docker-reject-host-prohibited.rules";

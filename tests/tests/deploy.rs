@@ -45,12 +45,6 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-fn scratch(name: &str, content: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("netdrop-{}-{name}", std::process::id()));
-    std::fs::write(&p, content).unwrap();
-    p
-}
-
 fn ajv_validate(dashboard: &Path) -> Output {
     run(Command::new(tool("grafana/node_modules/.bin/ajv")).args([
         "validate",
@@ -73,9 +67,8 @@ fn dashboard_is_valid_against_grafanas_schema() {
         std::fs::read_to_string(&dashboard)
             .unwrap()
             .replacen("\"gridPos\"", "\"gridpos\"", 1);
-    let broken = scratch("broken-dashboard.json", &broken);
-    let out = ajv_validate(&broken);
-    let _ = std::fs::remove_file(&broken);
+    let broken = netdrop_tests::TempPath::file("broken-dashboard.json", &broken);
+    let out = ajv_validate(&broken.0);
     assert!(!out.status.success(), "a misspelled field passed");
 }
 
@@ -190,9 +183,8 @@ fn kubernetes_manifests_match_the_openapi_schema() {
         "hostNetwerk: true",
         1,
     );
-    let broken = scratch("broken.yaml", &broken);
-    let out = k8s_validate(&broken);
-    let _ = std::fs::remove_file(&broken);
+    let broken = netdrop_tests::TempPath::file("broken.yaml", &broken);
+    let out = k8s_validate(&broken.0);
     assert!(!out.status.success(), "a misspelled field passed");
 }
 

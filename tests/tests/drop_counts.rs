@@ -74,15 +74,6 @@ fn tracepoint_fallback_counts_exactly_the_dropped_packets() {
     assert!(said.contains("(drop probe tracepoint)"), "{said}");
 }
 
-/// Removes a file when dropped (test failures included).
-struct Remove(std::path::PathBuf);
-
-impl Drop for Remove {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A kernel without `BPF_FEAT_RDONLY_CAST_TO_VOID` (older kernels), shown
 /// to netdrop as this kernel's BTF with that enumerator renamed: `auto`
 /// picks the probe-read build and counts right; `tp-btf` says what to use.
@@ -96,10 +87,8 @@ fn a_kernel_that_cannot_cast_gets_the_probe_read_build() {
         .position(|w| w == name)
         .expect("this kernel's BTF names BPF_FEAT_RDONLY_CAST_TO_VOID");
     btf[at + name.len() - 2] = b'X';
-    let path = std::env::temp_dir().join(format!("netdrop-vmlinux-no-cast-{}", std::process::id()));
-    std::fs::write(&path, &btf).unwrap();
-    let _remove = Remove(path.clone());
-    let path = path.to_str().unwrap();
+    let file = netdrop_tests::TempPath::bytes("vmlinux-no-cast", &btf);
+    let path = file.path();
 
     let said = counts_exactly_n(&["--btf", path]);
     assert!(said.contains("(drop probe tp_btf_probe_read)"), "{said}");
@@ -138,10 +127,8 @@ fn a_kernel_without_tp_btf_falls_back_to_the_tracepoint() {
         .position(|w| w == name)
         .expect("this kernel's BTF names btf_trace_kfree_skb");
     btf[at] = b'x';
-    let path = std::env::temp_dir().join(format!("netdrop-vmlinux-no-tp-{}", std::process::id()));
-    std::fs::write(&path, &btf).unwrap();
-    let _remove = Remove(path.clone());
-    let said = counts_exactly_n(&["--btf", path.to_str().unwrap()]);
+    let file = netdrop_tests::TempPath::bytes("vmlinux-no-tp", &btf);
+    let said = counts_exactly_n(&["--btf", file.path()]);
     assert!(said.contains("(drop probe tracepoint)"), "{said}");
     for (tried, next) in [
         ("tp_btf", "tp_btf_probe_read"),

@@ -9,7 +9,7 @@ use netdrop::{
     attribute::names::{PodLookup as _, cri::Cri, lookup::PodNames},
     lab::containerd::{Containerd, PodSpec},
 };
-use netdrop_tests::{Lab, Watch, field, prom::http_get, require_root};
+use netdrop_tests::{Lab, Watch, field, ping, prom::http_get, require_root};
 
 /// A node namespace of a new lab with containerd serving pods from
 /// `subnet` (dropped in reverse: the runtime stops before the lab goes).
@@ -27,13 +27,6 @@ fn until(what: &str, f: impl Fn() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn ping(ns: &str, ip: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
