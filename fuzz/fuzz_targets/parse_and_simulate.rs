@@ -27,7 +27,10 @@ fn walk(rs: &Ruleset) {
                 let _ = Decision::of(rs, &owners, o);
             }
             let cluster = Cluster::new(vec!["10.224.0.0/16".parse().unwrap()]);
-            for o in simulate_path(rs, &p).iter().filter(|o| o.verdict.is_drop()) {
+            let outcomes = simulate_path(rs, &p);
+            // Which questions change the verdict: over any walk's forks.
+            let _ = netdrop_model::simulate::depends(&outcomes);
+            for o in outcomes.iter().filter(|o| o.verdict.is_drop()) {
                 let d = Decision::of(rs, &owners, o);
                 let (Some(site), Some(n)) = (o.decider(), d.rule_no) else {
                     continue;

@@ -156,22 +156,6 @@ pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
     out
 }
 
-/// The questions the branches of a walk hung on, each once: what the
-/// outcome depends on. None when every branch ends alike: whatever the
-/// answers, the packet meets the same end.
-pub fn deciding_unknowns(outcomes: &[Outcome]) -> Vec<Question> {
-    let mut out: Vec<Question> = Vec::new();
-    if group_outcomes(outcomes).len() <= 1 {
-        return out;
-    }
-    for q in outcomes.iter().flat_map(|o| &o.unknowns) {
-        if !out.contains(q) {
-            out.push(q.clone());
-        }
-    }
-    out
-}
-
 /// What the outcomes of one walk hang on, split the way a user asks: the
 /// questions whose answers change the verdict, and those that change only
 /// how it ends (the rule that decides, source or destination NAT).
@@ -1599,7 +1583,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(deciding_unknowns(&out), [in_set("ONE"), in_set("TWO")]);
+        assert_eq!(depends(&out).verdict, [in_set("ONE"), in_set("TWO")]);
         // Asked the negated way first, a set is still one question, and
         // each branch says its answer plainly.
         let rs = parse_ruleset(
@@ -1607,7 +1591,7 @@ mod tests {
         )
         .unwrap();
         let out = simulate(&rs, &pkt(Hook::Input, "192.0.2.2", "192.0.2.1"));
-        assert_eq!(deciding_unknowns(&out), [in_set("BLOCKED")]);
+        assert_eq!(depends(&out).verdict, [in_set("BLOCKED")]);
         let said: Vec<&Assumption> = out.iter().flat_map(|o| &o.assumptions).collect();
         // The rule asks "not in the set": matched when the set does not
         // hold the packet, and not matched when it does.
@@ -1819,10 +1803,10 @@ mod tests {
                 .any(|a| matches!(a, Assumption::Routed { .. }))
         }));
         assert_eq!(
-            deciding_unknowns(&out).len(),
+            depends(&out).verdict.len(),
             1,
             "{:?}",
-            deciding_unknowns(&out)
+            depends(&out).verdict
         );
     }
 
