@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::{
     decision::{Decision, service_of},
-    owner::{Owner, OwnerContext, chain_owner},
+    owner::{OverlayPort, Owner, OwnerContext, PodDevices, chain_owner},
     rules::{Match, Rule, Ruleset, Target},
     simulate::{Packet, simulate, simulate_path},
     words::{Family, FindingId, Hook, Severity, Verdict},
@@ -123,86 +123,52 @@ impl NodeShape {
     ) -> Option<Self> {
         let names: Vec<&str> = names.into_iter().collect();
         let has = |n: &str| names.contains(&n);
-        let first = |prefix: &str, sample: &str| {
-            names
-                .iter()
-                .find(|n| n.starts_with(prefix) && n.len() > prefix.len())
-                .map_or_else(|| sample.to_owned(), |n| (*n).to_owned())
-        };
         let underlay = ["eth0", "ens", "enp", "eno", "eth", "bond", "br-ex"]
             .iter()
             .find_map(|p| names.iter().find(|n| n.starts_with(p)))
             .map_or_else(|| "eth0".to_owned(), |n| (*n).to_owned());
-        let shape = |cni, overlay: Option<String>, overlay_port, pod_iface: String| Self {
-            cni,
-            overlay,
-            overlay_port,
-            pod_iface,
-            underlay: underlay.clone(),
-            learned,
-            addresses: Vec::new(),
-            routes: Vec::new(),
-        };
         let bridge = ["cni0", "cbr0", "kube-bridge"]
             .into_iter()
             .find(|b| has(b))
             .unwrap_or("cni0")
             .to_owned();
-        if names.iter().any(|n| n.starts_with("cilium_")) {
-            let vxlan = has("cilium_vxlan");
-            return Some(shape(
-                Owner::Cilium,
-                vxlan.then(|| "cilium_vxlan".to_owned()),
-                vxlan.then_some(FLANNEL_VXLAN_PORT),
-                first("lxc", "lxc0a1b2c3d4e5"),
-            ));
-        }
-        if names.iter().any(|n| n.starts_with("cali")) {
-            let (overlay, port) = if has("vxlan.calico") {
-                (Some("vxlan.calico".to_owned()), Some(4789))
-            } else if has("tunl0") {
-                (Some("tunl0".to_owned()), None)
-            } else {
-                (None, None)
+        // Each CNI's devices are its profile's (owner.rs): the first CNI,
+        // by rank, whose mark the node has.
+        let mut cnis: Vec<(&crate::owner::Profile, crate::owner::Devices)> = crate::owner::PROFILES
+            .iter()
+            .filter_map(|p| p.devices.map(|d| (p, d)))
+            .collect();
+        cnis.sort_by_key(|(_, d)| d.rank);
+        let (profile, devices) = cnis
+            .into_iter()
+            .find(|(_, d)| d.marks.iter().any(|m| names.iter().any(|n| m.matches(n))))?;
+        let overlay = devices.overlays.iter().find_map(|(name, port)| {
+            let dev = names.iter().find(|n| name.matches(n))?;
+            let port = match port {
+                OverlayPort::None => None,
+                OverlayPort::Fixed(p) => Some(*p),
+                OverlayPort::Configured => Some(vxlan_port),
             };
-            return Some(shape(
-                Owner::Calico,
-                overlay,
-                port,
-                first("cali", "cali0a1b2c3d4e5"),
-            ));
-        }
-        if has("weave") {
-            return Some(shape(
-                Owner::Weave,
-                Some("weave".into()),
-                Some(6784),
-                "weave".into(),
-            ));
-        }
-        if let Some(f) = names.iter().find(|n| n.starts_with("flannel")) {
-            let vxlan = f.starts_with("flannel.") || f.starts_with("flannel-v6.");
-            return Some(shape(
-                Owner::Flannel,
-                Some((*f).to_owned()),
-                vxlan.then_some(vxlan_port),
-                bridge,
-            ));
-        }
-        if has("kube-bridge") {
-            let tunnel = names
+            Some(((*dev).to_owned(), port))
+        });
+        let pod_iface = match devices.pods {
+            PodDevices::PerPod { prefix, sample } => names
                 .iter()
-                .find(|n| n.starts_with("tun-"))
-                .map(|n| (*n).to_owned());
-            return Some(shape(Owner::KubeRouter, tunnel, None, bridge));
-        }
-        if has("cni0") || has("cbr0") {
-            return Some(shape(Owner::CniPlugin, None, None, bridge));
-        }
-        if has("docker0") {
-            return Some(shape(Owner::Docker, None, None, "docker0".into()));
-        }
-        None
+                .find(|n| n.starts_with(prefix) && n.len() > prefix.len())
+                .map_or_else(|| sample.to_owned(), |n| (*n).to_owned()),
+            PodDevices::Bridge => bridge,
+            PodDevices::Named(n) => n.to_owned(),
+        };
+        Some(Self {
+            cni: profile.owner,
+            overlay_port: overlay.as_ref().and_then(|(_, p)| *p),
+            overlay: overlay.map(|(d, _)| d),
+            pod_iface,
+            underlay,
+            learned,
+            addresses: Vec::new(),
+            routes: Vec::new(),
+        })
     }
 
     /// The shape a ruleset's interface names and chains tell.
@@ -983,6 +949,96 @@ fn services_without_endpoints(rs: &Ruleset, owners: &OwnerContext) -> Vec<Findin
 mod tests {
     use super::*;
     use crate::parse_ruleset;
+
+    #[test]
+    fn each_cnis_devices_come_from_its_profile() {
+        let shape = |names: &[&str]| {
+            NodeShape::from_names(names.iter().copied(), 8472, ShapeSource::Devices)
+                .map(|s| (s.cni, s.overlay, s.overlay_port, s.pod_iface, s.underlay))
+        };
+        let o = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            shape(&["eth0", "cilium_host", "cilium_vxlan", "lxc12ab", "cni0"]),
+            Some((
+                Owner::Cilium,
+                o("cilium_vxlan"),
+                Some(8472),
+                "lxc12ab".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["ens3", "tunl0", "cali1234"]),
+            Some((
+                Owner::Calico,
+                o("tunl0"),
+                None,
+                "cali1234".into(),
+                "ens3".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["eth0", "vxlan.calico", "tunl0", "calic0ffee"]),
+            Some((
+                Owner::Calico,
+                o("vxlan.calico"),
+                Some(4789),
+                "calic0ffee".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["eth0", "weave", "cni0"]),
+            Some((
+                Owner::Weave,
+                o("weave"),
+                Some(6784),
+                "weave".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["eth0", "cbr0", "flannel.1"]),
+            Some((
+                Owner::Flannel,
+                o("flannel.1"),
+                Some(8472),
+                "cbr0".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["eth0", "cni0", "flannel-wg"]),
+            Some((
+                Owner::Flannel,
+                o("flannel-wg"),
+                None,
+                "cni0".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["eth0", "kube-bridge", "tun-1a2b"]),
+            Some((
+                Owner::KubeRouter,
+                o("tun-1a2b"),
+                None,
+                "kube-bridge".into(),
+                "eth0".into()
+            ))
+        );
+        assert_eq!(
+            shape(&["bond0", "cbr0"]),
+            Some((Owner::CniPlugin, None, None, "cbr0".into(), "bond0".into()))
+        );
+        assert_eq!(
+            shape(&["eth0", "docker0"]),
+            Some((Owner::Docker, None, None, "docker0".into(), "eth0".into()))
+        );
+        // A Calico overlay without a pod's device says nothing alone.
+        assert_eq!(shape(&["eth0", "vxlan.calico"]), None);
+        assert_eq!(shape(&["eth0", "lo"]), None);
+    }
 
     #[test]
     fn the_vxlan_probe_uses_the_clusters_port() {

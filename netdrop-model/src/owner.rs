@@ -112,6 +112,51 @@ pub struct Profile {
     /// (`iptables-save | grep -v -e PREFIX | iptables-restore`).
     pub leftover_prefix: &'static str,
     pub fixes: FixesThrough,
+    /// For a CNI: the devices its nodes have, which `check`'s probes
+    /// cross (`NodeShape::from_names` tries the profiles that have them,
+    /// in [`Devices::rank`] order).
+    pub devices: Option<Devices>,
+}
+
+/// The devices a CNI's node has, as `check`'s probes need them.
+#[derive(Clone, Copy, Debug)]
+pub struct Devices {
+    /// Tried in this order (lower first): a node with Cilium's and a
+    /// bridge is Cilium's.
+    pub rank: u8,
+    /// A device name that says the CNI runs (`Prefix`: any longer name
+    /// starting so).
+    pub marks: &'static [Name],
+    /// Where pods hang off.
+    pub pods: PodDevices,
+    /// Its overlay devices, the first present wins, each with its port.
+    pub overlays: &'static [(Name, OverlayPort)],
+}
+
+/// Where a CNI's pods hang off the node.
+#[derive(Clone, Copy, Debug)]
+pub enum PodDevices {
+    /// One device per pod, named with this prefix (a sample name when the
+    /// node has none yet).
+    PerPod {
+        prefix: &'static str,
+        sample: &'static str,
+    },
+    /// A bridge: the first of the bridges the node has (`cni0`, `cbr0`,
+    /// `kube-bridge`), `cni0` if none.
+    Bridge,
+    /// This one device.
+    Named(&'static str),
+}
+
+/// The UDP port of an overlay device.
+#[derive(Clone, Copy, Debug)]
+pub enum OverlayPort {
+    /// Not UDP (IP-in-IP, WireGuard's own), or none.
+    None,
+    Fixed(u16),
+    /// The VXLAN port `check` is given (`--vxlan-port`, flannel's 8472).
+    Configured,
 }
 
 const fn row(owner: Owner, label: &'static str, fixes: FixesThrough) -> Profile {
@@ -123,6 +168,7 @@ const fn row(owner: Owner, label: &'static str, fixes: FixesThrough) -> Profile 
         signature_interfaces: &[],
         leftover_prefix: "",
         fixes,
+        devices: None,
     }
 }
 
@@ -141,6 +187,12 @@ pub const PROFILES: &[Profile] = &[
         chains: &[Prefix("WEAVE")],
         signature_interfaces: &["weave", "vethwe-+", "datapath", "vxlan-6784"],
         leftover_prefix: "WEAVE",
+        devices: Some(Devices {
+            rank: 2,
+            marks: &[Exact("weave")],
+            pods: PodDevices::Named("weave"),
+            overlays: &[(Exact("weave"), OverlayPort::Fixed(6784))],
+        }),
         ..row(Owner::Weave, "weave", Rules)
     },
     Profile {
@@ -155,6 +207,12 @@ pub const PROFILES: &[Profile] = &[
         ],
         signature_interfaces: &["kube-bridge", "kube-dummy-if"],
         leftover_prefix: "KUBE-ROUTER",
+        devices: Some(Devices {
+            rank: 4,
+            marks: &[Exact("kube-bridge")],
+            pods: PodDevices::Bridge,
+            overlays: &[(Prefix("tun-"), OverlayPort::None)],
+        }),
         ..row(Owner::KubeRouter, "kube-router", NetworkPolicy)
     },
     Profile {
@@ -171,6 +229,12 @@ pub const PROFILES: &[Profile] = &[
         tables: &[Prefix("docker")],
         signature_interfaces: &["docker0"],
         leftover_prefix: "DOCKER",
+        devices: Some(Devices {
+            rank: 6,
+            marks: &[Exact("docker0")],
+            pods: PodDevices::Named("docker0"),
+            overlays: &[],
+        }),
         ..row(Owner::Docker, "docker", Rules)
     },
     Profile {
@@ -178,6 +242,16 @@ pub const PROFILES: &[Profile] = &[
         tables: &[Prefix("flannel")],
         signature_interfaces: &["flannel.+", "flannel-wg", "flannel-v6.+"],
         leftover_prefix: "FLANNEL",
+        devices: Some(Devices {
+            rank: 3,
+            marks: &[Prefix("flannel")],
+            pods: PodDevices::Bridge,
+            overlays: &[
+                (Prefix("flannel."), OverlayPort::Configured),
+                (Prefix("flannel-v6."), OverlayPort::Configured),
+                (Prefix("flannel"), OverlayPort::None),
+            ],
+        }),
         ..row(Owner::Flannel, "flannel", Rules)
     },
     Profile {
@@ -191,6 +265,18 @@ pub const PROFILES: &[Profile] = &[
             "wireguard.cali",
         ],
         leftover_prefix: "cali-",
+        devices: Some(Devices {
+            rank: 1,
+            marks: &[Prefix("cali")],
+            pods: PodDevices::PerPod {
+                prefix: "cali",
+                sample: "cali0a1b2c3d4e5",
+            },
+            overlays: &[
+                (Exact("vxlan.calico"), OverlayPort::Fixed(4789)),
+                (Exact("tunl0"), OverlayPort::None),
+            ],
+        }),
         ..row(Owner::Calico, "calico", NetworkPolicy)
     },
     Profile {
@@ -198,6 +284,15 @@ pub const PROFILES: &[Profile] = &[
         tables: &[Prefix("cilium")],
         signature_interfaces: &["cilium_host", "cilium_net", "cilium_vxlan", "lxc+"],
         leftover_prefix: "CILIUM",
+        devices: Some(Devices {
+            rank: 0,
+            marks: &[Prefix("cilium_")],
+            pods: PodDevices::PerPod {
+                prefix: "lxc",
+                sample: "lxc0a1b2c3d4e5",
+            },
+            overlays: &[(Exact("cilium_vxlan"), OverlayPort::Fixed(8472))],
+        }),
         ..row(Owner::Cilium, "cilium", NetworkPolicy)
     },
     Profile {
@@ -206,6 +301,13 @@ pub const PROFILES: &[Profile] = &[
     },
     Profile {
         chains: &[Prefix("CNI-")],
+        // The plain bridge plugin.
+        devices: Some(Devices {
+            rank: 5,
+            marks: &[Exact("cni0"), Exact("cbr0")],
+            pods: PodDevices::Bridge,
+            overlays: &[],
+        }),
         ..row(Owner::CniPlugin, "cni-plugin", Rules)
     },
     Profile {
