@@ -116,6 +116,67 @@ pub enum RuleCommand {
     RemoveChain { table: String, chain: String },
 }
 
+/// A native nftables table by its identity: family and name (the model
+/// names it `inet firewalld`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NftTable {
+    pub family: String,
+    pub name: String,
+}
+
+impl NftTable {
+    /// The table the model names `FAMILY NAME`; `None` for an iptables
+    /// table (`filter`).
+    pub fn of(model_name: &str) -> Option<Self> {
+        let (family, name) = model_name.split_once(' ')?;
+        Some(Self {
+            family: family.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Where an `nft insert rule` goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NftPosition {
+    /// Before the rule of this handle.
+    Handle(u64),
+    /// Before a rule whose handle the reader looks up (`position H`).
+    Unknown,
+}
+
+/// A command of a fix on a native nftables table, typed until it is
+/// printed (nft's syntax: an `iptables` command cannot reach such a
+/// table). Not walked: the model walks iptables rules it can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NftCommand {
+    /// `nft delete rule T C handle H`.
+    DeleteRule {
+        table: NftTable,
+        chain: String,
+        handle: u64,
+    },
+    /// `nft insert rule T C position P STATEMENT`.
+    InsertRule {
+        table: NftTable,
+        chain: String,
+        position: NftPosition,
+        statement: String,
+    },
+    /// `nft add rule T C STATEMENT` (at the end: before the policy).
+    AddRule {
+        table: NftTable,
+        chain: String,
+        statement: String,
+    },
+    /// `nft delete table T`.
+    DeleteTable { table: NftTable },
+    /// `nft list table T` (to look before deleting).
+    ListTable { table: NftTable },
+    /// `nft -a list chain T C` (shows the handles).
+    ListChain { table: NftTable, chain: String },
+}
+
 /// Reads `iptables [-w] [-t TABLE] -I CHAIN [N] <rule>` or `... -A CHAIN
 /// <rule>`; the rule is parsed as iptables-save's own lines are.
 pub fn parse_command(command: &str) -> Result<Edit, EditError> {

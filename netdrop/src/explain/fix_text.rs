@@ -5,7 +5,7 @@
 //! [`FixText::render`], with the node's own tool (`iptables-legacy`,
 //! `ip6tables`, …).
 
-use netdrop_model::edit::{Edit, RuleCommand};
+use netdrop_model::edit::{Edit, NftCommand, NftPosition, RuleCommand};
 
 /// A fix: words and commands, in the order they are said.
 #[derive(Clone, Debug, Default)]
@@ -20,6 +20,8 @@ enum Piece {
     Words(String),
     /// Commands pasted as one (`a && b`), each typed.
     Commands(Vec<Command>),
+    /// An nft command on a native table, typed.
+    Nft(NftCommand),
 }
 
 /// A typed command and how it is worded.
@@ -55,6 +57,12 @@ impl FixText {
             command,
             bare_insert: false,
         }]));
+        self
+    }
+
+    /// An nft command after what is there, printed in backticks.
+    pub fn nft(mut self, command: NftCommand) -> Self {
+        self.pieces.push(Piece::Nft(command));
         self
     }
 
@@ -102,7 +110,7 @@ impl FixText {
     fn commands(&self) -> impl Iterator<Item = &Command> {
         self.pieces.iter().flat_map(|p| match p {
             Piece::Commands(c) => c.as_slice(),
-            Piece::Words(_) => &[],
+            Piece::Words(_) | Piece::Nft(_) => &[],
         })
     }
 
@@ -122,6 +130,11 @@ impl FixText {
                             .collect::<Vec<_>>()
                             .join(" && "),
                     );
+                    out.push('`');
+                }
+                Piece::Nft(c) => {
+                    out.push('`');
+                    out.push_str(&nft_text(c));
                     out.push('`');
                 }
             }
@@ -162,6 +175,43 @@ impl Command {
             RuleCommand::RemoveChain { table, chain } => {
                 format!("{tool} -t {table} -F {chain} && {tool} -t {table} -X {chain}")
             }
+        }
+    }
+}
+
+/// An nft command as nft takes it.
+fn nft_text(c: &NftCommand) -> String {
+    let t = |t: &netdrop_model::edit::NftTable| format!("{} {}", t.family, t.name);
+    match c {
+        NftCommand::DeleteRule {
+            table,
+            chain,
+            handle,
+        } => format!("nft delete rule {} {chain} handle {handle}", t(table)),
+        NftCommand::InsertRule {
+            table,
+            chain,
+            position,
+            statement,
+        } => {
+            let at = match position {
+                NftPosition::Handle(h) => h.to_string(),
+                NftPosition::Unknown => "H".to_owned(),
+            };
+            format!(
+                "nft insert rule {} {chain} position {at} {statement}",
+                t(table)
+            )
+        }
+        NftCommand::AddRule {
+            table,
+            chain,
+            statement,
+        } => format!("nft add rule {} {chain} {statement}", t(table)),
+        NftCommand::DeleteTable { table } => format!("nft delete table {}", t(table)),
+        NftCommand::ListTable { table } => format!("nft list table {}", t(table)),
+        NftCommand::ListChain { table, chain } => {
+            format!("nft -a list chain {} {chain}", t(table))
         }
     }
 }
@@ -214,6 +264,34 @@ pub(crate) fn with_tool(fix: &str, tool: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nft's commands print as nft takes them, whatever the node's
+    /// iptables tool, and add nothing the walk applies.
+    #[test]
+    fn nft_commands_print_as_nft_takes_them() {
+        let t = netdrop_model::edit::NftTable::of("inet firewalld").unwrap();
+        let fix = FixText::words("Delete it: ")
+            .nft(NftCommand::DeleteRule {
+                table: t.clone(),
+                chain: "filter_INPUT".into(),
+                handle: 7,
+            })
+            .say("; or: ")
+            .nft(NftCommand::InsertRule {
+                table: t.clone(),
+                chain: "filter_INPUT".into(),
+                position: NftPosition::Unknown,
+                statement: "udp dport 8472 accept".into(),
+            })
+            .say(", ")
+            .nft(NftCommand::DeleteTable { table: t });
+        assert_eq!(
+            fix.render("iptables-legacy"),
+            "Delete it: `nft delete rule inet firewalld filter_INPUT handle 7`; or: `nft insert rule inet firewalld filter_INPUT position H udp dport 8472 accept`, `nft delete table inet firewalld`"
+        );
+        assert!(fix.added().is_empty());
+        assert_eq!(netdrop_model::edit::NftTable::of("filter"), None);
+    }
 
     /// The commands print as iptables takes them, with the node's tool;
     /// the rules the walk gets are the typed ones.

@@ -12,7 +12,7 @@ use netdrop_model::{
     Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict,
     check::Cluster,
     decision::shadowed_accept,
-    edit::{Edit, RuleCommand},
+    edit::{Edit, NftCommand, NftPosition, NftTable, RuleCommand},
     fix::FlowClass,
     owner::FixesThrough,
     packet::flow_notation,
@@ -378,11 +378,14 @@ fn sentences(
                 owner_name(owner),
                 p.hook.as_str()
             ),
-            format!(
-                "Remove the leftover table: `nft delete table {}` (check first with `nft list table {}`); if it was persisted (/etc/nftables.conf), remove it there too.",
-                d.table, d.table
-            )
-            .into(),
+            match NftTable::of(&d.table) {
+                Some(t) => FixText::words("Remove the leftover table: ")
+                    .nft(NftCommand::DeleteTable { table: t.clone() })
+                    .say(" (check first with ")
+                    .nft(NftCommand::ListTable { table: t })
+                    .say("); if it was persisted (/etc/nftables.conf), remove it there too."),
+                None => FixText::words("Remove the leftover table."),
+            },
         );
     }
     if leftover {
@@ -425,8 +428,7 @@ fn sentences(
     let native = d.table.contains(' ');
     let policy = d.rule_no.is_none() && !is_generator(owner);
     if native && (owner == Owner::Custom || policy) {
-        let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
-        return (why, fix.into());
+        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
     }
 
     // Built-in chain policy (a generator's policy is fixed through the
@@ -654,8 +656,7 @@ fn sentences(
         }
         // A native table's rule: nft's own commands, never iptables'.
         _ if native => {
-            let (why, fix) = native_sentences(ctx, p, d, flow, place, &verb, &shadow);
-            (why, fix.into())
+            native_sentences(ctx, p, d, flow, place, &verb, &shadow)
         }
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
@@ -677,8 +678,10 @@ fn sentences(
 
 /// A drop in a native nftables table that no owner's own words cover:
 /// nft's commands on the table itself (an `iptables` command cannot reach
-/// it; still words: nft's commands are not typed yet). A table an agent owns is the agent's to rewrite, said so; Docker's
-/// is overridden by a mark Docker accepts, as its nftables backend asks.
+/// it), typed (`NftCommand`) until printed. A table an agent owns is the
+/// agent's to rewrite, said so; Docker's is overridden by a mark Docker
+/// accepts, as its nftables backend asks (that recipe still words: a
+/// table, a base chain and a daemon setting).
 fn native_sentences(
     ctx: &Cluster,
     p: &Packet,
@@ -687,8 +690,14 @@ fn native_sentences(
     place: &str,
     verb: &str,
     shadow: &str,
-) -> (String, String) {
+) -> (String, FixText) {
     let (table, chain, owner) = (&d.table, &d.chain, d.owner);
+    let Some(nft_table) = NftTable::of(table) else {
+        return (
+            format!("{flow}: {place} {verb}.{shadow}"),
+            FixText::words("(not a native nftables table: no nft fix)"),
+        );
+    };
     let matches = nft_match_words(ctx, p);
     let accept = format!("{matches} accept");
     let persist = if matches!(owner, Owner::Custom) {
@@ -723,21 +732,43 @@ fn native_sentences(
             },
             format!(
                 "Docker's nftables tables are its own (no DOCKER-USER; an accept in another table does not override its drop): mark this traffic before Docker's chain and have Docker accept the mark: `nft add table {family} netdrop-docker-accept; nft add chain {family} netdrop-docker-accept {hook} '{{ type filter hook {hook} priority filter - 1; }}'; nft add rule {family} netdrop-docker-accept {hook} {matches} meta mark set meta mark or 0x1000000`, then `\"bridge-accept-fwmark\": \"0x1000000/0x1000000\"` in /etc/docker/daemon.json and restart Docker (pick a mark bit nothing else on the node uses). Make the table permanent in /etc/nftables.conf."
-            ),
+            )
+            .into(),
         );
     }
     match (d.rule_no, d.rule_handle) {
         (Some(_), Some(h)) => (
             format!("{flow}: {place} {verb}; {whose}.{shadow}"),
-            format!(
-                "If the rule is not intended, delete it: `nft delete rule {table} {chain} handle {h}`; otherwise accept before it: `nft insert rule {table} {chain} position {h} {accept}`. {persist}"
-            ),
+            FixText::words("If the rule is not intended, delete it: ")
+                .nft(NftCommand::DeleteRule {
+                    table: nft_table.clone(),
+                    chain: chain.clone(),
+                    handle: h,
+                })
+                .say("; otherwise accept before it: ")
+                .nft(NftCommand::InsertRule {
+                    table: nft_table,
+                    chain: chain.clone(),
+                    position: NftPosition::Handle(h),
+                    statement: accept,
+                })
+                .say(format!(". {persist}")),
         ),
         (Some(_), None) => (
             format!("{flow}: {place} {verb}; {whose}.{shadow}"),
-            format!(
-                "Accept it before that rule (`nft -a list chain {table} {chain}` shows its handle H): `nft insert rule {table} {chain} position H {accept}`. {persist}"
-            ),
+            FixText::words("Accept it before that rule (")
+                .nft(NftCommand::ListChain {
+                    table: nft_table.clone(),
+                    chain: chain.clone(),
+                })
+                .say(" shows its handle H): ")
+                .nft(NftCommand::InsertRule {
+                    table: nft_table,
+                    chain: chain.clone(),
+                    position: NftPosition::Unknown,
+                    statement: accept,
+                })
+                .say(format!(". {persist}")),
         ),
         (None, _) => (
             match owner {
@@ -749,9 +780,13 @@ fn native_sentences(
                     owner_name(o)
                 ),
             },
-            format!(
-                "Accept it before the policy: `nft add rule {table} {chain} {accept}`. {persist}"
-            ),
+            FixText::words("Accept it before the policy: ")
+                .nft(NftCommand::AddRule {
+                    table: nft_table,
+                    chain: chain.clone(),
+                    statement: accept,
+                })
+                .say(format!(". {persist}")),
         ),
     }
 }
