@@ -177,6 +177,45 @@ pub enum NftCommand {
     ListChain { table: NftTable, chain: String },
 }
 
+/// Where a firewalld change applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirewalldScope {
+    /// The default zone.
+    Default,
+    Zone(String),
+    Policy(String),
+}
+
+/// One firewalld change, typed (firewall-cmd's syntax when printed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirewalldChange {
+    /// `--add-port=PORT/PROTO`.
+    AddPort {
+        scope: FirewalldScope,
+        port: u16,
+        proto: String,
+    },
+    /// A rich rule accepting `source` (an address or network).
+    AcceptSource {
+        scope: FirewalldScope,
+        ipv6: bool,
+        source: String,
+    },
+    /// `--zone=Z --add-source=SOURCE`.
+    AddSource { zone: String, source: String },
+    /// `--zone=Z --add-interface=IFACE`.
+    AddInterface { zone: String, iface: String },
+    /// `--zone=Z --add-forward` (intra-zone forwarding).
+    AddForward { zone: String },
+}
+
+/// firewalld changes made permanent, then applied: what a fix through
+/// firewalld runs (`firewall-cmd --permanent … && firewall-cmd --reload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirewalldCommand {
+    pub changes: Vec<FirewalldChange>,
+}
+
 /// Reads `iptables [-w] [-t TABLE] -I CHAIN [N] <rule>` or `... -A CHAIN
 /// <rule>`; the rule is parsed as iptables-save's own lines are.
 pub fn parse_command(command: &str) -> Result<Edit, EditError> {

@@ -5,7 +5,9 @@
 //! [`FixText::render`], with the node's own tool (`iptables-legacy`,
 //! `ip6tables`, …).
 
-use netdrop_model::edit::{Edit, NftCommand, NftPosition, RuleCommand};
+use netdrop_model::edit::{
+    Edit, FirewalldChange, FirewalldCommand, FirewalldScope, NftCommand, NftPosition, RuleCommand,
+};
 
 /// A fix: words and commands, in the order they are said.
 #[derive(Clone, Debug, Default)]
@@ -22,6 +24,8 @@ enum Piece {
     Commands(Vec<Command>),
     /// An nft command on a native table, typed.
     Nft(NftCommand),
+    /// firewalld changes through firewall-cmd, typed.
+    Firewalld(FirewalldCommand),
 }
 
 /// A typed command and how it is worded.
@@ -57,6 +61,13 @@ impl FixText {
             command,
             bare_insert: false,
         }]));
+        self
+    }
+
+    /// firewall-cmd's changes after what is there, printed in backticks
+    /// as one command ending in `--reload`.
+    pub fn firewalld(mut self, command: FirewalldCommand) -> Self {
+        self.pieces.push(Piece::Firewalld(command));
         self
     }
 
@@ -110,7 +121,7 @@ impl FixText {
     fn commands(&self) -> impl Iterator<Item = &Command> {
         self.pieces.iter().flat_map(|p| match p {
             Piece::Commands(c) => c.as_slice(),
-            Piece::Words(_) | Piece::Nft(_) => &[],
+            Piece::Words(_) | Piece::Nft(_) | Piece::Firewalld(_) => &[],
         })
     }
 
@@ -135,6 +146,11 @@ impl FixText {
                 Piece::Nft(c) => {
                     out.push('`');
                     out.push_str(&nft_text(c));
+                    out.push('`');
+                }
+                Piece::Firewalld(c) => {
+                    out.push('`');
+                    out.push_str(&firewalld_text(c));
                     out.push('`');
                 }
             }
@@ -177,6 +193,43 @@ impl Command {
             }
         }
     }
+}
+
+/// firewall-cmd's changes, permanent, then `--reload`.
+fn firewalld_text(c: &FirewalldCommand) -> String {
+    let scope = |s: &FirewalldScope| match s {
+        FirewalldScope::Default => String::new(),
+        FirewalldScope::Zone(z) => format!(" --zone={z}"),
+        FirewalldScope::Policy(p) => format!(" --policy={p}"),
+    };
+    c.changes
+        .iter()
+        .map(|ch| match ch {
+            FirewalldChange::AddPort { scope: s, port, proto } => {
+                format!("firewall-cmd --permanent{} --add-port={port}/{proto}", scope(s))
+            }
+            FirewalldChange::AcceptSource {
+                scope: s,
+                ipv6,
+                source,
+            } => format!(
+                "firewall-cmd --permanent{} --add-rich-rule='rule family=\"{}\" source address=\"{source}\" accept'",
+                scope(s),
+                if *ipv6 { "ipv6" } else { "ipv4" }
+            ),
+            FirewalldChange::AddSource { zone, source } => {
+                format!("firewall-cmd --permanent --zone={zone} --add-source={source}")
+            }
+            FirewalldChange::AddInterface { zone, iface } => {
+                format!("firewall-cmd --permanent --zone={zone} --add-interface={iface}")
+            }
+            FirewalldChange::AddForward { zone } => {
+                format!("firewall-cmd --permanent --zone={zone} --add-forward")
+            }
+        })
+        .chain(["firewall-cmd --reload".to_owned()])
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// An nft command as nft takes it.
@@ -264,6 +317,39 @@ pub(crate) fn with_tool(fix: &str, tool: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// firewalld's changes print as one firewall-cmd command line,
+    /// permanent, then reloaded.
+    #[test]
+    fn firewalld_changes_print_as_firewall_cmd_takes_them() {
+        let fix = FixText::default().firewalld(FirewalldCommand {
+            changes: vec![
+                FirewalldChange::AddInterface {
+                    zone: "public".into(),
+                    iface: "cni0".into(),
+                },
+                FirewalldChange::AddForward {
+                    zone: "public".into(),
+                },
+            ],
+        });
+        assert_eq!(
+            fix.render("iptables"),
+            "`firewall-cmd --permanent --zone=public --add-interface=cni0 && firewall-cmd --permanent --zone=public --add-forward && firewall-cmd --reload`"
+        );
+        let rich = FixText::default().firewalld(FirewalldCommand {
+            changes: vec![FirewalldChange::AcceptSource {
+                scope: FirewalldScope::Policy("allow-host-ipv6".into()),
+                ipv6: false,
+                source: "10.224.0.0/16".into(),
+            }],
+        });
+        assert_eq!(
+            rich.render("iptables"),
+            "`firewall-cmd --permanent --policy=allow-host-ipv6 --add-rich-rule='rule family=\"ipv4\" source address=\"10.224.0.0/16\" accept' && firewall-cmd --reload`"
+        );
+        assert!(fix.added().is_empty());
+    }
 
     /// nft's commands print as nft takes them, whatever the node's
     /// iptables tool, and add nothing the walk applies.

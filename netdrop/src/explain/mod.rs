@@ -12,7 +12,10 @@ use netdrop_model::{
     Decision, Hook, Owner, OwnerContext, Packet, Ruleset, Verdict,
     check::Cluster,
     decision::shadowed_accept,
-    edit::{Edit, NftCommand, NftPosition, NftTable, RuleCommand},
+    edit::{
+        Edit, FirewalldChange, FirewalldCommand, FirewalldScope, NftCommand, NftPosition, NftTable,
+        RuleCommand,
+    },
     fix::FlowClass,
     owner::FixesThrough,
     packet::flow_notation,
@@ -627,32 +630,40 @@ fn sentences(
         (Owner::Firewalld, _) if firewalld_policy(&d.chain).is_some() => {
             let policy = firewalld_policy(&d.chain).unwrap_or_default();
             let proto = if p.proto == 6 { "tcp" } else { "udp" };
+            let scope = FirewalldScope::Policy(policy.to_owned());
+            let run = |changes| FixText::default().firewalld(FirewalldCommand { changes });
             let fix = match (p.proto, p.dport) {
-                (6 | 17, Some(port)) if !ctx.is_pod(p.src) => format!("`firewall-cmd --permanent --policy={policy} --add-port={port}/{proto} && firewall-cmd --reload`"),
-                _ => format!("`firewall-cmd --permanent --policy={policy} --add-rich-rule='rule family=\"{}\" source address=\"{pod}\" accept' && firewall-cmd --reload` (pod traffic then passes the policy)", if p.src.is_ipv6() { "ipv6" } else { "ipv4" }),
+                (6 | 17, Some(port)) if !ctx.is_pod(p.src) => run(vec![FirewalldChange::AddPort { scope, port, proto: proto.into() }]),
+                _ => run(vec![FirewalldChange::AcceptSource { scope, ipv6: p.src.is_ipv6(), source: pod.to_string() }]).say(" (pod traffic then passes the policy)"),
             };
             (
                 format!("{flow}: firewalld's policy {policy} {verb} ({place}): nothing in the policy allows it.{shadow}"),
-                format!("{fix} (firewalld keeps --permanent rules across reboots).").into(),
+                fix.say(" (firewalld keeps --permanent rules across reboots)."),
             )
         }
         (Owner::Firewalld, _) => {
             let zone = firewalld_zone(&d.chain);
-            let zone_arg = zone.map(|z| format!(" --zone={z}")).unwrap_or_default();
+            let scope = zone.map_or(FirewalldScope::Default, |z| FirewalldScope::Zone(z.to_owned()));
+            let run = |changes| FixText::default().firewalld(FirewalldCommand { changes });
+            let trusted = || run(vec![FirewalldChange::AddSource { zone: "trusted".into(), source: pod.to_string() }]).say(" (pod traffic then meets the trusted zone, which accepts it)");
             let fix = match (p.proto, p.dport) {
-                (6 | 17, Some(port)) if !ctx.is_pod(p.dst) => format!("`firewall-cmd --permanent{zone_arg} --add-port={port}/{} && firewall-cmd --reload`", if p.proto == 6 { "tcp" } else { "udp" }),
-                _ if ctx.is_pod(p.src) => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
+                (6 | 17, Some(port)) if !ctx.is_pod(p.dst) => run(vec![FirewalldChange::AddPort { scope, port, proto: if p.proto == 6 { "tcp" } else { "udp" }.into() }]),
+                _ if ctx.is_pod(p.src) => trusted(),
                 // Into the pods from outside: forwarded within the zone once
                 // the pods' device is one of its interfaces (intra-zone
                 // forwarding accepts traffic out of the zone's own
                 // interfaces only, not the default zone's catch-all).
                 _ => match (zone, p.out_iface.as_deref(), p.hook) {
-                    (Some(z), Some(out), Hook::Forward) => format!("`firewall-cmd --permanent --zone={z} --add-interface={out} && firewall-cmd --permanent --zone={z} --add-forward && firewall-cmd --reload` (intra-zone forwarding: traffic entering zone {z} may then leave through {out})"),
-                    _ => format!("`firewall-cmd --permanent --zone=trusted --add-source={pod} && firewall-cmd --reload` (pod traffic then meets the trusted zone, which accepts it)"),
+                    (Some(z), Some(out), Hook::Forward) => run(vec![
+                        FirewalldChange::AddInterface { zone: z.into(), iface: out.into() },
+                        FirewalldChange::AddForward { zone: z.into() },
+                    ])
+                    .say(format!(" (intra-zone forwarding: traffic entering zone {z} may then leave through {out})")),
+                    _ => trusted(),
                 },
             };
             let in_zone = zone.map(|z| format!(" of zone {z}")).unwrap_or_default();
-            (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), format!("{fix} (firewalld keeps --permanent rules across reboots).").into())
+            (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), fix.say(" (firewalld keeps --permanent rules across reboots)."))
         }
         // A native table's rule: nft's own commands, never iptables'.
         _ if native => {
