@@ -116,6 +116,55 @@ pub fn drop_pair(lab: &mut Lab, port: u16) -> (String, String) {
     (client, server)
 }
 
+/// The memory of a process's cgroup, bytes: `(limit, peak, times the
+/// limit was hit)` — cgroup v1's memory controller (this machine's hybrid
+/// hierarchy) or v2's `memory.max`/`memory.peak`/`memory.events`.
+pub fn cgroup_memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let v1 = cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path.to_owned())
+    });
+    let read = |p: String| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| p.clone())?
+            .trim()
+            .to_owned())
+    };
+    let num = |v: String| v.parse::<u64>().unwrap_or(u64::MAX);
+    Ok(match v1 {
+        Some(path) => {
+            let d = format!("/sys/fs/cgroup/memory{path}");
+            (
+                num(read(format!("{d}/memory.limit_in_bytes"))?),
+                num(read(format!("{d}/memory.max_usage_in_bytes"))?),
+                num(read(format!("{d}/memory.failcnt"))?),
+            )
+        }
+        None => {
+            let path = cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .context("no cgroup path")?;
+            let d = format!("/sys/fs/cgroup{path}");
+            let events = read(format!("{d}/memory.events"))?;
+            let max_hits = events
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))
+                .map_or(0, |v| v.parse().unwrap_or(0));
+            (
+                num(read(format!("{d}/memory.max"))?),
+                num(read(format!("{d}/memory.peak"))?),
+                max_hits,
+            )
+        }
+    })
+}
+
 /// `netdrop ARGS` (the binary under test), its output.
 pub fn netdrop(args: &[&str]) -> std::process::Output {
     Command::new(netdrop_bin()).args(args).output().unwrap()

@@ -88,35 +88,6 @@ fn get_at(node: &str, addr: &str, path: &str) -> Option<String> {
         .flatten()
 }
 
-/// The memory limit of a process's cgroup, in bytes: cgroup v1's memory
-/// controller (`memory.limit_in_bytes`, as on this machine's hybrid
-/// hierarchy) or v2's `memory.max`.
-fn memory_limit(pid: u32) -> String {
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let v1 = cgroup.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        controllers
-            .split(',')
-            .any(|c| c == "memory")
-            .then_some(path)
-    });
-    let file = match v1 {
-        Some(path) => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
-        None => {
-            let path = cgroup
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .expect("a cgroup path");
-            format!("/sys/fs/cgroup{path}/memory.max")
-        }
-    };
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{file}: {e}"))
-        .trim()
-        .to_owned()
-}
-
 /// The pod of the manifest on node2 of scenario S1 (its FORWARD policy
 /// drops pod traffic): the drop is in the container's log with the pod
 /// named through the mounted containerd socket, the probes answer at the
@@ -176,8 +147,8 @@ fn the_daemonset_pod_runs_through_the_cri_as_kubelet_runs_it() {
         "{status}"
     );
     assert_eq!(
-        memory_limit(pid),
-        m.spec.memory_limit.to_string(),
+        netdrop_tests::cgroup_memory(pid).unwrap().0,
+        m.spec.memory_limit as u64,
         "the manifest's memory limit is the container's cgroup's"
     );
 

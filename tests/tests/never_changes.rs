@@ -118,40 +118,21 @@ fn watch_never_changes_the_rules_of_any_backend() {
     );
     // A re-read on a change it did not make: a rule added and removed by
     // hand moves the generation; netdrop reads again, changes nothing.
-    let out = lab
-        .exec(
-            &node,
-            &[
-                "iptables-nft",
-                "-I",
-                "INPUT",
-                "-p",
-                "tcp",
-                "--dport",
-                "1",
-                "-j",
-                "DROP",
-            ],
-        )
-        .unwrap();
-    assert!(out.status.success());
-    let out = lab
-        .exec(
-            &node,
-            &[
-                "iptables-nft",
-                "-D",
-                "INPUT",
-                "-p",
-                "tcp",
-                "--dport",
-                "1",
-                "-j",
-                "DROP",
-            ],
-        )
-        .unwrap();
-    assert!(out.status.success());
+    for op in ["-I", "-D"] {
+        let argv = [
+            "iptables-nft",
+            op,
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "1",
+            "-j",
+            "DROP",
+        ];
+        let out = lab.exec(&node, &argv).unwrap();
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+    }
     let gen_edited = generation(Some(&node)).unwrap().nf_tables;
     assert_eq!(
         gen_edited,

@@ -949,55 +949,6 @@ fn soak(r: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The memory of a process's cgroup, bytes: `(limit, peak, times the
-/// limit was hit)` — cgroup v1's memory controller (this machine's hybrid
-/// hierarchy) or v2's `memory.max`/`memory.peak`/`memory.events`.
-fn cgroup_memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    let v1 = cgroup.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        controllers
-            .split(',')
-            .any(|c| c == "memory")
-            .then_some(path.to_owned())
-    });
-    let read = |p: String| -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(&p)
-            .with_context(|| p.clone())?
-            .trim()
-            .to_owned())
-    };
-    let num = |v: String| v.parse::<u64>().unwrap_or(u64::MAX);
-    Ok(match v1 {
-        Some(path) => {
-            let d = format!("/sys/fs/cgroup/memory{path}");
-            (
-                num(read(format!("{d}/memory.limit_in_bytes"))?),
-                num(read(format!("{d}/memory.max_usage_in_bytes"))?),
-                num(read(format!("{d}/memory.failcnt"))?),
-            )
-        }
-        None => {
-            let path = cgroup
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .context("no cgroup path")?;
-            let d = format!("/sys/fs/cgroup{path}");
-            let events = read(format!("{d}/memory.events"))?;
-            let max_hits = events
-                .lines()
-                .find_map(|l| l.strip_prefix("max "))
-                .map_or(0, |v| v.parse().unwrap_or(0));
-            (
-                num(read(format!("{d}/memory.max"))?),
-                num(read(format!("{d}/memory.peak"))?),
-                max_hits,
-            )
-        }
-    })
-}
-
 /// The DaemonSet's pod (the image `cargo xtask image` built, run through a
 /// node's containerd CRI with the manifest's settings, memory limit
 /// included) on a node holding a 10k-Service kube-proxy ruleset, iptables
@@ -1092,7 +1043,7 @@ fn pod_at_scale(r: &mut Report) -> anyhow::Result<()> {
             restores += 1;
             std::thread::sleep(Duration::from_secs(3));
         }
-        let (limit, peak, hits) = cgroup_memory(pid)?;
+        let (limit, peak, hits) = netdrop_tests::cgroup_memory(pid)?;
         let running = rt.container_state(&pod.container)?.0;
         writeln!(
             r.0,
