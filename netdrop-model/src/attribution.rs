@@ -239,7 +239,6 @@ fn counter_only(
         reject_with,
         path: vec![step],
         assumptions: Vec::new(),
-        unknowns: Vec::new(),
         unmodelled: false,
         snat: None,
         dnat: None,

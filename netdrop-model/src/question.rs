@@ -6,21 +6,17 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use crate::rules::Engine;
 
 /// Which end of the packet a question is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     Source,
     Destination,
 }
 
 /// One thing the walk cannot know from the packet and the ruleset.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "question", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Question {
     /// Whether ipset `name` holds the packet, looked up by `flags`
     /// (`src`, `dst,dst`…).
@@ -82,9 +78,8 @@ impl Question {
 
 /// A question with the answer a branch needs: the rule matches when
 /// `question`'s answer is `holds`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
-    #[serde(flatten)]
     pub question: Question,
     pub holds: bool,
 }
@@ -100,8 +95,7 @@ impl Answer {
 }
 
 /// What a match needs of the packet that the model cannot see.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
     /// One question answered one way.
     Is(Answer),
@@ -141,8 +135,7 @@ impl Condition {
 
 /// Something a branch of the walk had to assume, or that the walk tells
 /// of its answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "assumption", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Assumption {
     /// Rule `rule_no` of `table`'s `chain` matched (`matched`) or not, on what the
     /// model cannot see: `when` is what it needs (all of it). One of the

@@ -100,10 +100,6 @@ pub struct Outcome {
     /// in walk order.
     #[serde(skip)]
     pub assumptions: Vec<Assumption>,
-    /// The questions this branch's path hung on (`in ipset X`), each once
-    /// and without its answer: what the outcome depends on.
-    #[serde(skip)]
-    pub unknowns: Vec<Question>,
     /// A match netdrop does not model influenced this branch.
     pub unmodelled: bool,
     /// The source NAT applied in POSTROUTING, if any (`MASQUERADE`, `SNAT ...`).
@@ -134,6 +130,8 @@ impl Outcome {
 pub struct OutcomeGroup<'a> {
     /// The first outcome of the group (its path and NAT stand for all).
     pub first: &'a Outcome,
+    /// Its index among the walk's outcomes.
+    pub index: usize,
     /// How many branches end so.
     pub branches: usize,
 }
@@ -141,7 +139,7 @@ pub struct OutcomeGroup<'a> {
 /// The outcomes of one walk grouped by how they end, in walk order.
 pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
     let mut out: Vec<OutcomeGroup<'_>> = Vec::new();
-    for o in outcomes {
+    for (index, o) in outcomes.iter().enumerate() {
         let same = |g: &&mut OutcomeGroup<'_>| {
             g.first.verdict == o.verdict && g.first.decider() == o.decider()
         };
@@ -149,6 +147,7 @@ pub fn group_outcomes(outcomes: &[Outcome]) -> Vec<OutcomeGroup<'_>> {
             Some(g) => g.branches += 1,
             None => out.push(OutcomeGroup {
                 first: o,
+                index,
                 branches: 1,
             }),
         }
@@ -192,23 +191,27 @@ fn ending(o: &Outcome) -> (Verdict, Option<&Step>, Option<&str>, Option<&str>) {
     (o.verdict, o.decider(), o.snat.as_deref(), o.dnat.as_deref())
 }
 
-/// The ways of forks an outcome took, each with its assumption's index.
-fn forks_of(o: &Outcome) -> Vec<(usize, Fork<'_>, bool)> {
-    o.assumptions
-        .iter()
-        .enumerate()
-        .filter_map(|(k, a)| a.fork().map(|(f, way)| (k, f, way)))
-        .collect()
-}
-
-/// One fork of a walk: the ways taken before it, and the endings reached
-/// down each of its two ways.
+/// One fork of a walk: the ways taken before it, and the outcomes reached
+/// down each of its two ways (`(outcome, index of its assumption there)`).
 struct ForkSeen<'a> {
     before: Vec<(Fork<'a>, bool)>,
     at: Fork<'a>,
     questions: Vec<Question>,
-    yes: Vec<usize>,
-    no: Vec<usize>,
+    yes: Vec<(usize, usize)>,
+    no: Vec<(usize, usize)>,
+}
+
+/// Whether the outcomes down two ways reach the same set of `key`s.
+fn same_ends<K: PartialEq>(
+    a: &[(usize, usize)],
+    b: &[(usize, usize)],
+    key: impl Fn(usize) -> K,
+) -> bool {
+    let within = |x: &[(usize, usize)], y: &[(usize, usize)]| {
+        x.iter()
+            .all(|(i, _)| y.iter().any(|(j, _)| key(*i) == key(*j)))
+    };
+    within(a, b) && within(b, a)
 }
 
 /// Which questions change the verdict of a walk, and which only how it
@@ -220,7 +223,12 @@ struct ForkSeen<'a> {
 pub fn depends(outcomes: &[Outcome]) -> Depends {
     let mut seen: Vec<ForkSeen<'_>> = Vec::new();
     for (i, o) in outcomes.iter().enumerate() {
-        let forks = forks_of(o);
+        let forks: Vec<(usize, Fork<'_>, bool)> = o
+            .assumptions
+            .iter()
+            .enumerate()
+            .filter_map(|(k, a)| a.fork().map(|(f, way)| (k, f, way)))
+            .collect();
         for (n, (k, at, way)) in forks.iter().enumerate() {
             let before: Vec<(Fork<'_>, bool)> =
                 forks[..n].iter().map(|(_, f, w)| (*f, *w)).collect();
@@ -238,7 +246,7 @@ pub fn depends(outcomes: &[Outcome]) -> Depends {
                 }
             };
             let s = &mut seen[pos];
-            if *way { s.yes.push(i) } else { s.no.push(i) }
+            if *way { &mut s.yes } else { &mut s.no }.push((i, *k));
         }
     }
     // A branch that assumed as much as it may lost the rest: its forks
@@ -246,17 +254,6 @@ pub fn depends(outcomes: &[Outcome]) -> Depends {
     let complete = outcomes
         .iter()
         .all(|o| o.assumptions.len() < MAX_ASSUMPTIONS);
-    let differ = |a: &[usize], b: &[usize], key: &dyn Fn(&Outcome) -> String| {
-        let set = |v: &[usize]| {
-            let mut s: Vec<String> = v.iter().map(|i| key(&outcomes[*i])).collect();
-            s.sort();
-            s.dedup();
-            s
-        };
-        set(a) != set(b)
-    };
-    let verdict_of = |o: &Outcome| o.verdict.as_str().to_owned();
-    let ending_of = |o: &Outcome| format!("{:?}", ending(o));
     let all_alike = outcomes.windows(2).all(|w| w[0].verdict == w[1].verdict);
     let mut out = Depends {
         deciding: vec![Vec::new(); outcomes.len()],
@@ -271,31 +268,20 @@ pub fn depends(outcomes: &[Outcome]) -> Depends {
     };
     for s in &seen {
         let changes_verdict = if complete {
-            differ(&s.yes, &s.no, &verdict_of)
+            !same_ends(&s.yes, &s.no, |i| outcomes[i].verdict)
         } else {
             !all_alike
         };
         if changes_verdict {
             push(&mut out.verdict, &s.questions);
-            for i in s.yes.iter().chain(&s.no) {
-                let o = &outcomes[*i];
-                if let Some(k) = forks_of(o)
-                    .iter()
-                    .find(|(_, f, _)| *f == s.at)
-                    .map(|(k, ..)| *k)
-                {
-                    out.deciding[*i].push(k);
-                }
+            for (i, k) in s.yes.iter().chain(&s.no) {
+                out.deciding[*i].push(*k);
             }
-        } else if differ(&s.yes, &s.no, &ending_of) {
+        } else if !same_ends(&s.yes, &s.no, |i| ending(&outcomes[i])) {
             push(&mut out.rest, &s.questions);
         }
     }
     out.rest.retain(|q| !out.verdict.contains(q));
-    for d in &mut out.deciding {
-        d.sort_unstable();
-        d.dedup();
-    }
     out
 }
 
@@ -364,8 +350,6 @@ struct State {
     /// the same answer, so no branch assumes a set holds the packet at one
     /// rule and not at the next.
     facts: Vec<Answer>,
-    /// The questions asked on the way (see [`Outcome::unknowns`]).
-    unknowns: Vec<Question>,
     /// The hooks walked so far.
     hooks: Vec<Hook>,
 }
@@ -380,7 +364,6 @@ impl State {
             snat: None,
             dnat: None,
             facts: Vec::new(),
-            unknowns: Vec::new(),
             hooks: Vec::new(),
         }
     }
@@ -403,14 +386,6 @@ impl State {
     fn decide(&mut self, fact: Answer) {
         if !self.facts.iter().any(|f| f.question == fact.question) {
             self.facts.push(fact);
-        }
-    }
-
-    fn asked<'q>(&mut self, questions: impl IntoIterator<Item = &'q Question>) {
-        for q in questions {
-            if !self.unknowns.contains(q) {
-                self.unknowns.push(q.clone());
-            }
         }
     }
 }
@@ -571,7 +546,6 @@ fn route(mut st: State, given: &Packet) -> Vec<(State, bool)> {
         let local = f.holds;
         return vec![(st, local)];
     }
-    st.asked([&question]);
     let mut other = st.clone();
     for (st, holds) in [(&mut st, true), (&mut other, false)] {
         st.decide(Answer {
@@ -658,7 +632,6 @@ fn finish(st: State, verdict: Verdict, reject_with: Option<String>) -> Outcome {
         reject_with,
         path: st.path,
         assumptions: st.assumptions,
-        unknowns: st.unknowns,
         unmodelled: st.unmodelled,
         snat: st.snat,
         dnat: st.dnat,
@@ -724,7 +697,6 @@ fn walk_chain<'a>(
                 }
                 Err(true) => {}
                 Ok(when) => {
-                    st.asked(when.iter().flat_map(Condition::questions));
                     st.unmodelled |= when.iter().any(Condition::unmodelled);
                     let at = |matched, when: Vec<Condition>| Assumption::AtRule {
                         table: table.name.clone(),

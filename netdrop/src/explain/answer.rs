@@ -27,8 +27,8 @@ pub struct Answer<'a> {
     outcomes: &'a [Outcome],
     groups: Vec<OutcomeGroup<'a>>,
     depends: Depends,
-    /// Each dropping group's explanation, in group order.
-    drops: Vec<Explanation>,
+    /// Each group's explanation: its drop's, `None` for a way that passes.
+    explained: Vec<Option<Explanation>>,
 }
 
 impl<'a> Answer<'a> {
@@ -43,12 +43,13 @@ impl<'a> Answer<'a> {
         let groups = group_outcomes(outcomes);
         // Each drop is explained as the packet was where it died (DNAT
         // applied, its devices at that hook).
-        let drops = groups
+        let explained = groups
             .iter()
-            .filter(|g| g.first.verdict.is_drop())
             .map(|g| {
                 let o = g.first;
-                explain(rs, owners, cluster, &o.packet, Decision::of(rs, owners, o))
+                o.verdict
+                    .is_drop()
+                    .then(|| explain(rs, owners, cluster, &o.packet, Decision::of(rs, owners, o)))
             })
             .collect();
         Self {
@@ -56,7 +57,7 @@ impl<'a> Answer<'a> {
             outcomes,
             depends: depends(outcomes),
             groups,
-            drops,
+            explained,
         }
     }
 
@@ -71,16 +72,9 @@ impl<'a> Answer<'a> {
         v
     }
 
-    fn index(&self, o: &Outcome) -> usize {
-        self.outcomes
-            .iter()
-            .position(|x| std::ptr::eq(x, o))
-            .unwrap_or(0)
-    }
-
-    /// What outcome `o`'s verdict hangs on, in words.
-    fn deciding_words(&self, o: &Outcome) -> Vec<String> {
-        unknowns::assumptions(&self.depends.essential(self.index(o), o))
+    /// What outcome `i`'s verdict hangs on, in words.
+    fn deciding_words(&self, i: usize) -> Vec<String> {
+        unknowns::assumptions(&self.depends.essential(i, &self.outcomes[i]))
     }
 
     /// The ways of forks that change how `o` ends but not its verdict, in
@@ -99,17 +93,17 @@ impl<'a> Answer<'a> {
     /// What differs between the ways that end in the same verdict.
     fn what_varies(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let first = self.groups.first().map(|g| g.first);
-        let differs = |f: &dyn Fn(&Outcome) -> String| {
-            first.is_some_and(|a| self.groups.iter().any(|g| f(g.first) != f(a)))
+        let Some(a) = self.groups.first().map(|g| g.first) else {
+            return out;
         };
-        if differs(&|o| format!("{:?}", o.decider())) {
+        let os = || self.groups.iter().map(|g| g.first);
+        if os().any(|o| o.decider() != a.decider()) {
             out.push("the rule that decides");
         }
-        if differs(&|o| format!("{:?}", o.snat)) {
+        if os().any(|o| o.snat != a.snat) {
             out.push("source NAT");
         }
-        if differs(&|o| format!("{:?}", o.dnat)) {
+        if os().any(|o| o.dnat != a.dnat) {
             out.push("destination NAT");
         }
         out
@@ -167,7 +161,7 @@ impl<'a> Answer<'a> {
                 }
                 return out;
             }
-            for g in &self.groups {
+            for (n, g) in self.groups.iter().enumerate() {
                 if forked {
                     let when = self.varying_words(g.first);
                     let _ = writeln!(
@@ -181,7 +175,7 @@ impl<'a> Answer<'a> {
                         more(g.branches)
                     );
                 }
-                self.way(&mut out, g, forked);
+                self.way(&mut out, n, forked);
             }
             return out;
         }
@@ -195,8 +189,11 @@ impl<'a> Answer<'a> {
         // (two ways to the same end on different answers are two lines).
         for v in &verdicts {
             let mut lines: Vec<String> = Vec::new();
-            for o in self.outcomes.iter().filter(|o| o.verdict == *v) {
-                let when = self.deciding_words(o);
+            for (i, o) in self.outcomes.iter().enumerate() {
+                if o.verdict != *v {
+                    continue;
+                }
+                let when = self.deciding_words(i);
                 let line = format!(
                     "  {} {}{}",
                     v.as_str(),
@@ -232,7 +229,7 @@ impl<'a> Answer<'a> {
                 unknowns::questions(&self.depends.rest).join("; ")
             );
         }
-        for g in &self.groups {
+        for (n, g) in self.groups.iter().enumerate() {
             let all = unknowns::assumptions(&g.first.assumptions);
             let _ = writeln!(
                 out,
@@ -244,15 +241,16 @@ impl<'a> Answer<'a> {
                 },
                 more(g.branches)
             );
-            self.way(&mut out, g, true);
+            self.way(&mut out, n, true);
         }
         out
     }
 
     /// One way told in full: the verdict, the hooks, the rules it
     /// matched, NAT, and for a drop whose rule it was, why, and the fix.
-    fn way(&self, out: &mut String, g: &OutcomeGroup<'_>, verdict_line: bool) {
-        let o = g.first;
+    /// Group `n`, that is.
+    fn way(&self, out: &mut String, n: usize, verdict_line: bool) {
+        let o = self.groups[n].first;
         let flow = flow_text(self.pkt);
         if verdict_line {
             let _ = writeln!(
@@ -286,7 +284,7 @@ impl<'a> Answer<'a> {
         if let Some(s) = &o.snat {
             let _ = writeln!(out, "  source NAT: {s}");
         }
-        if let Some(e) = self.explanation(g) {
+        if let Some(e) = &self.explained[n] {
             let _ = writeln!(
                 out,
                 "  owner: {}{}",
@@ -302,32 +300,20 @@ impl<'a> Answer<'a> {
         }
     }
 
-    /// The explanation of a dropping group.
-    fn explanation(&self, g: &OutcomeGroup<'_>) -> Option<&Explanation> {
-        let n = self
-            .groups
-            .iter()
-            .filter(|x| x.first.verdict.is_drop())
-            .position(|x| std::ptr::eq(x.first, g.first))?;
-        self.drops.get(n)
-    }
-
     /// The answer as `explain --output json` prints it. `depends_on`:
     /// the questions that change the verdict; `varies_with`: those that
     /// change only how it ends; each drop and accept says `when`: what its
     /// verdict hangs on.
     pub fn json(&self) -> serde_json::Value {
         let verdicts = self.verdicts();
-        let when = |o: &Outcome| self.deciding_words(o);
         let drops: Vec<serde_json::Value> = self
             .groups
             .iter()
-            .filter(|g| g.first.verdict.is_drop())
-            .zip(&self.drops)
-            .map(|(g, e)| {
-                let mut v = serde_json::to_value(e).unwrap_or_default();
-                v["when"] = serde_json::json!(when(g.first));
-                v
+            .zip(&self.explained)
+            .filter_map(|(g, e)| {
+                let mut v = serde_json::to_value(e.as_ref()?).unwrap_or_default();
+                v["when"] = serde_json::json!(self.deciding_words(g.index));
+                Some(v)
             })
             .collect();
         let accepts: Vec<serde_json::Value> = self
@@ -340,7 +326,7 @@ impl<'a> Answer<'a> {
                     "path": o.path.iter().map(step_notation).collect::<Vec<_>>(),
                     "hooks": o.hooks,
                     "assumptions": unknowns::assumptions(&o.assumptions),
-                    "when": when(o),
+                    "when": self.deciding_words(g.index),
                     "dnat": o.dnat,
                     "snat": o.snat,
                 })
