@@ -428,10 +428,12 @@ fn sentences(
 
     // A native nftables table: nft's own commands, for a table nobody
     // netdrop knows owns, and for any owner's chain policy.
-    let native = d.table.contains(' ');
+    let native = NftTable::of(&d.table);
     let policy = d.rule_no.is_none() && !is_generator(owner);
-    if native && (owner == Owner::Custom || policy) {
-        return native_sentences(ctx, p, d, flow, place, &verb, &shadow);
+    if let Some(t) = &native
+        && (owner == Owner::Custom || policy)
+    {
+        return native_sentences(ctx, p, d, t, [flow, place, &verb, &shadow]);
     }
 
     // Built-in chain policy (a generator's policy is fixed through the
@@ -666,9 +668,7 @@ fn sentences(
             (format!("{flow}: firewalld{in_zone} {verb} ({place}): nothing in the zone allows it.{shadow}"), fix.say(" (firewalld keeps --permanent rules across reboots)."))
         }
         // A native table's rule: nft's own commands, never iptables'.
-        _ if native => {
-            native_sentences(ctx, p, d, flow, place, &verb, &shadow)
-        }
+        _ if let Some(t) = &native => native_sentences(ctx, p, d, t, [flow, place, &verb, &shadow]),
         _ => {
             let role = port_role(ctx, p).map(|r| format!(" This is {r}.")).unwrap_or_default();
             (
@@ -692,23 +692,16 @@ fn sentences(
 /// it), typed (`NftCommand`) until printed. A table an agent owns is the
 /// agent's to rewrite, said so; Docker's is overridden by a mark Docker
 /// accepts, as its nftables backend asks (that recipe still words: a
-/// table, a base chain and a daemon setting).
+/// table, a base chain and a daemon setting). Its last argument: the flow,
+/// the place, the verb and the shadowing accept, as `sentences` words them.
 fn native_sentences(
     ctx: &Cluster,
     p: &Packet,
     d: &Decision,
-    flow: &str,
-    place: &str,
-    verb: &str,
-    shadow: &str,
+    nft_table: &NftTable,
+    [flow, place, verb, shadow]: [&str; 4],
 ) -> (String, FixText) {
     let (table, chain, owner) = (&d.table, &d.chain, d.owner);
-    let Some(nft_table) = NftTable::of(table) else {
-        return (
-            format!("{flow}: {place} {verb}.{shadow}"),
-            FixText::words("(not a native nftables table: no nft fix)"),
-        );
-    };
     let matches = nft_match_words(ctx, p);
     let accept = format!("{matches} accept");
     let persist = if matches!(owner, Owner::Custom) {
@@ -758,7 +751,7 @@ fn native_sentences(
                 })
                 .say("; otherwise accept before it: ")
                 .nft(NftCommand::InsertRule {
-                    table: nft_table,
+                    table: nft_table.clone(),
                     chain: chain.clone(),
                     position: NftPosition::Handle(h),
                     statement: accept,
@@ -774,7 +767,7 @@ fn native_sentences(
                 })
                 .say(" shows its handle H): ")
                 .nft(NftCommand::InsertRule {
-                    table: nft_table,
+                    table: nft_table.clone(),
                     chain: chain.clone(),
                     position: NftPosition::Unknown,
                     statement: accept,
@@ -793,7 +786,7 @@ fn native_sentences(
             },
             FixText::words("Accept it before the policy: ")
                 .nft(NftCommand::AddRule {
-                    table: nft_table,
+                    table: nft_table.clone(),
                     chain: chain.clone(),
                     statement: accept,
                 })
