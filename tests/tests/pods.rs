@@ -29,6 +29,30 @@ fn until(what: &str, f: impl Fn() -> bool) {
     }
 }
 
+/// Two pings from a pod's namespace to its node (10.224.1.1), which
+/// drops ICMP in these tests.
+fn ping_node_from(pod_netns: &std::path::Path) {
+    let _ = Command::new("nsenter")
+        .arg(format!("--net={}", pod_netns.display()))
+        .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.224.1.1"])
+        .output();
+}
+
+/// `watch` on `node`, naming pods through the runtime at `socket`.
+fn watch_naming(node: &str, socket: &str) -> Watch {
+    Watch::start(&[
+        "--netns",
+        node,
+        "--pod-cidr",
+        "10.224.0.0/16",
+        "--cri-socket",
+        socket,
+        "--summary-interval",
+        "1s",
+    ])
+    .unwrap()
+}
+
 #[test]
 fn the_runtime_names_the_nodes_pods_by_address() {
     require_root!();
@@ -117,24 +141,11 @@ fn watch_names_the_pod_a_drop_came_from() {
         .unwrap();
     lab.iptables(&node, &["-A", "INPUT", "-p", "icmp", "-j", "DROP"])
         .unwrap();
-    let mut w = Watch::start(&[
-        "--netns",
-        &node,
-        "--pod-cidr",
-        "10.224.0.0/16",
-        "--cri-socket",
-        &ctd.socket,
-        "--summary-interval",
-        "1s",
-    ])
-    .unwrap();
+    let mut w = watch_naming(&node, &ctd.socket);
     let ping_node = |ctd: &Containerd| {
         let netns = ctd.pod_netns();
         assert_eq!(netns.len(), 1, "{netns:?}");
-        let _ = Command::new("nsenter")
-            .arg(format!("--net={}", netns[0].display()))
-            .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.224.1.1"])
-            .output();
+        ping_node_from(&netns[0]);
     };
     let named = |w: &Watch, name: &str| {
         w.records()
@@ -379,28 +390,13 @@ fn a_runtime_that_is_gone_costs_names_not_drops() {
         .unwrap();
     let pod_netns = ctd.pod_netns();
     assert_eq!(pod_netns.len(), 1, "{pod_netns:?}");
-    let ping_node = || {
-        let _ = Command::new("nsenter")
-            .arg(format!("--net={}", pod_netns[0].display()))
-            .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.224.1.1"])
-            .output();
-    };
+    let ping_node = || ping_node_from(&pod_netns[0]);
     ctd.crash();
     // Positive control: the socket is there, and nothing answers on it.
     assert!(std::path::Path::new(&ctd.socket).exists());
     assert!(std::os::unix::net::UnixStream::connect(&ctd.socket).is_err());
 
-    let mut w = Watch::start(&[
-        "--netns",
-        &node,
-        "--pod-cidr",
-        "10.224.0.0/16",
-        "--cri-socket",
-        &ctd.socket,
-        "--summary-interval",
-        "1s",
-    ])
-    .unwrap();
+    let mut w = watch_naming(&node, &ctd.socket);
     let drops = |w: &Watch| -> Vec<serde_json::Value> {
         w.records()
             .into_iter()

@@ -11,6 +11,12 @@ fn side(s: Side) -> &'static str {
     }
 }
 
+/// An address type question that asks only whether the address is the
+/// node's own (`LOCAL`, as routing asks it too).
+fn only_local(types: &[String]) -> bool {
+    matches!(types, [t] if t.eq_ignore_ascii_case("LOCAL"))
+}
+
 /// A question, as the first line of `explain` lists what an answer
 /// depends on: `in ipset KUBE-…`.
 pub fn question(q: &Question) -> String {
@@ -23,7 +29,7 @@ pub fn question(q: &Question) -> String {
             side: s,
             addr,
             types,
-        } if types.len() == 1 && types[0].eq_ignore_ascii_case("LOCAL") => {
+        } if only_local(types) => {
             format!(
                 "{} {addr} is an address of the node (its addresses decide)",
                 side(*s)
@@ -74,7 +80,7 @@ pub fn answer(a: &Answer) -> String {
             holds,
         ) => {
             let is = if holds { "is" } else { "is not" };
-            if types.len() == 1 && types[0].eq_ignore_ascii_case("LOCAL") {
+            if only_local(types) {
                 format!("{} {addr} {is} the node's", side(*s))
             } else {
                 format!(
