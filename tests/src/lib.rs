@@ -129,20 +129,21 @@ pub fn cgroup_memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
             .any(|c| c == "memory")
             .then_some(path.to_owned())
     });
-    let read = |p: String| -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(&p)
-            .with_context(|| p.clone())?
-            .trim()
-            .to_owned())
+    // A number from a cgroup file; v2's `max` (no limit) is u64::MAX.
+    let num = |p: String| -> anyhow::Result<u64> {
+        let text = std::fs::read_to_string(&p).with_context(|| p.clone())?;
+        match text.trim() {
+            "max" => Ok(u64::MAX),
+            n => n.parse().with_context(|| format!("{p}: {n:?}")),
+        }
     };
-    let num = |v: String| v.parse::<u64>().unwrap_or(u64::MAX);
     Ok(match v1 {
         Some(path) => {
             let d = format!("/sys/fs/cgroup/memory{path}");
             (
-                num(read(format!("{d}/memory.limit_in_bytes"))?),
-                num(read(format!("{d}/memory.max_usage_in_bytes"))?),
-                num(read(format!("{d}/memory.failcnt"))?),
+                num(format!("{d}/memory.limit_in_bytes"))?,
+                num(format!("{d}/memory.max_usage_in_bytes"))?,
+                num(format!("{d}/memory.failcnt"))?,
             )
         }
         None => {
@@ -151,14 +152,18 @@ pub fn cgroup_memory(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
                 .find_map(|l| l.strip_prefix("0::"))
                 .context("no cgroup path")?;
             let d = format!("/sys/fs/cgroup{path}");
-            let events = read(format!("{d}/memory.events"))?;
-            let max_hits = events
+            let events = format!("{d}/memory.events");
+            let max_hits = std::fs::read_to_string(&events)
+                .with_context(|| events.clone())?
                 .lines()
                 .find_map(|l| l.strip_prefix("max "))
-                .map_or(0, |v| v.parse().unwrap_or(0));
+                .with_context(|| format!("{events}: no `max` line"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{events}: `max`"))?;
             (
-                num(read(format!("{d}/memory.max"))?),
-                num(read(format!("{d}/memory.peak"))?),
+                num(format!("{d}/memory.max"))?,
+                num(format!("{d}/memory.peak"))?,
                 max_hits,
             )
         }

@@ -148,26 +148,17 @@ state = "{state}"
             r.0 += 1;
         }
         me.wait_listening()?;
-        let image = me.dir.join("image/pause.tar").display().to_string();
+        let image = me.dir.join("image/pause.tar");
         // A freshly started containerd now and then fails an import with
         // "content digest … not found" (seen once in CI, in one start of
         // many): the import is tried again, up to three times.
         let mut tries = 0;
-        loop {
+        while let Err(e) = me.import_image(&image, PAUSE_IMAGE) {
             tries += 1;
-            let out = Command::new("ctr")
-                .args(["--address", &me.socket, "-n", "k8s.io", "images", "import"])
-                .args(["--index-name", PAUSE_IMAGE, &image])
-                .output()
-                .context("running ctr")?;
-            if out.status.success() {
-                break;
-            }
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if tries == 3 {
-                bail!("ctr images import (3 tries): {why}");
+                bail!("{e:#} (3 tries)");
             }
-            log::debug!("ctr images import: {why}; trying again");
+            log::debug!("{e:#}; trying again");
             std::thread::sleep(Duration::from_millis(500));
         }
         // The CRI plugin answers once its CNI configuration is loaded.
