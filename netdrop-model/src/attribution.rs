@@ -117,27 +117,30 @@ pub fn attribute(
     // Each drop with the assumptions its verdict hangs on (a fork every
     // way of which drops is no assumption of the drop).
     let dep = crate::simulate::depends(&outcomes);
-    let mut candidates: Vec<(Decision, &Outcome)> = outcomes
+    // Each drop with the assumptions its verdict hangs on; resolved into a
+    // Decision only for the one chosen.
+    let mut candidates: Vec<(Vec<crate::question::Assumption>, &Outcome)> = outcomes
         .iter()
         .enumerate()
         .filter(|(_, o)| o.verdict.is_drop())
         .filter(|(_, o)| o.decider().is_none_or(|d| possible(&d.table)))
-        .map(|(i, o)| {
-            let mut d = Decision::of(after, owners, o);
-            d.assumptions = dep.essential(i, o);
-            (d, o)
-        })
+        .map(|(i, o)| (dep.essential(i, o), o))
         .collect();
-    candidates.sort_by_key(|(d, o)| (o.unmodelled, d.assumptions.len()));
+    candidates.sort_by_key(|(a, o)| (o.unmodelled, a.len()));
+    let resolve = |(assumptions, o): (Vec<crate::question::Assumption>, &Outcome)| {
+        let mut d = Decision::of(after, owners, o);
+        d.assumptions = assumptions;
+        d
+    };
     if let Some(before) = before {
         // A simulated drop whose counter confirms it wins.
-        if let Some((d, _)) = candidates
+        if let Some(c) = candidates
             .iter()
-            .find(|(_, o)| o.decider().is_some_and(|d| grew(before, after, d, drops)))
+            .position(|(_, o)| o.decider().is_some_and(|d| grew(before, after, d, drops)))
         {
             return Some(Attribution {
                 evidence: Evidence::Counters,
-                decision: d.clone(),
+                decision: resolve(candidates.swap_remove(c)),
             });
         }
         // The model missed it (an ipset, an unmodelled match...): a dropping
@@ -153,13 +156,10 @@ pub fn attribute(
             });
         }
     }
-    candidates
-        .into_iter()
-        .next()
-        .map(|(decision, _)| Attribution {
-            evidence: Evidence::Simulated,
-            decision,
-        })
+    candidates.into_iter().next().map(|c| Attribution {
+        evidence: Evidence::Simulated,
+        decision: resolve(c),
+    })
 }
 
 fn counter_only(
